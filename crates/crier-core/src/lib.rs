@@ -1,0 +1,27 @@
+//! crier-core: the pieces of crier that have nothing to do with sockets or SQL.
+//!
+//! * [`event`]: the event model of the public contract (§1), its validation and the
+//!   encode-once representation of a committed event ([`Committed`]).
+//! * [`filter`]: the one filter language (§2) used by history, streams, replays and
+//!   subscriptions.
+//! * [`log`]: the [`EventLog`] trait every store implements: a durable, totally ordered log.
+//! * [`hub`]: cursors over the log and the live fan-out that feeds caught-up cursors.
+//! * [`principal`]: who is asking (tenant, role, subject), carried by every request.
+//!
+//! Dependencies flow one way: this crate knows no web framework and no SQL.
+#![deny(missing_docs)]
+
+pub mod cloudevents;
+pub mod event;
+pub mod filter;
+pub mod hub;
+pub mod log;
+pub mod principal;
+mod validate;
+
+pub use event::{Committed, EventInput, NewEvent, PublishContext, Severity};
+pub use filter::{Filter, Pattern};
+pub use hub::{read_full, Cursor, CursorItem, Hub, Reset, Start};
+pub use log::{AppendResult, EventLog, LogError, ReadPage, ReadQuery, Scope};
+pub use principal::{Principal, Role};
+pub use validate::{ErrorKind, ValidationError};

@@ -1,0 +1,184 @@
+//! The [`EventLog`] contract: a durable, totally ordered log of events.
+//!
+//! Invariants every implementation keeps (and the conformance suite in `crier-store`
+//! checks):
+//!
+//! * `seq` is strictly increasing and gapless in commit order: a reader never sees seq
+//!   `n + 1` before `n` is committed, and every seq up to [`EventLog::head`] is either
+//!   readable or pruned (≤ [`EventLog::pruned_through`]).
+//! * An append is all-or-nothing per call, and is acknowledged only once durable.
+//! * `(tenant, id)` is unique: appending an existing id stores nothing and returns the stored
+//!   seq with `duplicate = true`.
+//! * After each commit, the committed events are handed to the commit sink, in seq order,
+//!   before the appenders are answered; the sink feeds the live fan-out.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::event::{Committed, NewEvent};
+use crate::filter::Filter;
+
+/// A boxed, sendable future; keeps [`EventLog`] usable as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Receives committed events in seq order, right after each commit.
+pub type CommitSink = Arc<dyn Fn(&[Arc<Committed>]) + Send + Sync>;
+
+/// Errors of a log backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// The log has shut down.
+    #[error("the event log is closed")]
+    Closed,
+    /// The backend failed (disk, database, connection).
+    #[error("event log backend error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store was written by a newer crier than this one.
+    #[error("the store's schema version {found} is newer than this crier understands ({known})")]
+    SchemaTooNew {
+        /// Version found in the store.
+        found: i64,
+        /// Newest version this build knows.
+        known: i64,
+    },
+}
+
+impl LogError {
+    /// Wraps any backend error.
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        LogError::Backend(Box::new(e))
+    }
+}
+
+/// The answer to one appended event, in input order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendResult {
+    /// The event's id.
+    pub id: String,
+    /// Its seq (the stored one, for a duplicate).
+    pub seq: u64,
+    /// Whether the id existed and nothing was stored.
+    pub duplicate: bool,
+}
+
+/// Which tenants a read covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// One tenant.
+    Tenant(String),
+    /// Every tenant (admins only).
+    All,
+}
+
+impl Scope {
+    /// Whether an event of `tenant` is in scope.
+    pub fn includes(&self, tenant: &str) -> bool {
+        match self {
+            Scope::Tenant(t) => t == tenant,
+            Scope::All => true,
+        }
+    }
+}
+
+/// Read order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Oldest first.
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+/// A filtered range read.
+#[derive(Debug, Clone)]
+pub struct ReadQuery {
+    /// Tenants covered.
+    pub scope: Scope,
+    /// Which events.
+    pub filter: Arc<Filter>,
+    /// Exclusive lower bound on seq.
+    pub after: u64,
+    /// Exclusive upper bound on seq (`None`: up to the head).
+    pub before: Option<u64>,
+    /// Inclusive lower bound on event time, microseconds.
+    pub since_us: Option<i64>,
+    /// Exclusive upper bound on event time, microseconds.
+    pub until_us: Option<i64>,
+    /// At most this many matching events.
+    pub limit: usize,
+    /// Direction.
+    pub order: Order,
+}
+
+impl ReadQuery {
+    /// Everything of `scope` matching `filter` after `after`, ascending, `limit` at a time.
+    pub fn after(scope: Scope, filter: Arc<Filter>, after: u64, limit: usize) -> Self {
+        ReadQuery {
+            scope,
+            filter,
+            after,
+            before: None,
+            since_us: None,
+            until_us: None,
+            limit,
+            order: Order::Asc,
+        }
+    }
+}
+
+/// One page of a read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadPage {
+    /// Matching events in the requested order.
+    pub events: Vec<Arc<Committed>>,
+    /// Every seq in the range between the query bound and this one has been examined: for
+    /// `Asc`, no unreturned match exists in `(after, scanned_to]`; for `Desc`, none in
+    /// `[scanned_to, before)`.
+    pub scanned_to: u64,
+    /// Whether the range was exhausted (no more matches exist in it as of this read).
+    pub exhausted: bool,
+}
+
+/// A durable, totally ordered event log. See the module docs for its invariants.
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends one all-or-nothing batch; answers in input order once durable.
+    fn append(&self, batch: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<AppendResult>, LogError>>;
+
+    /// Reads matching events. Implementations bound the rows examined per call and report how
+    /// far they got in [`ReadPage::scanned_to`].
+    fn read(&self, query: ReadQuery) -> BoxFuture<'_, Result<ReadPage, LogError>>;
+
+    /// One event of a tenant by id.
+    fn get(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> BoxFuture<'_, Result<Option<Arc<Committed>>, LogError>>;
+
+    /// The highest committed seq (0 for an empty log).
+    fn head(&self) -> u64;
+
+    /// Every seq up to this one has been removed by retention (0 if none).
+    fn pruned_through(&self) -> u64;
+
+    /// Removes events older than `max_age_us` (by commit time) and beyond the newest
+    /// `max_events`, always a prefix of the log. Returns the new `pruned_through`.
+    fn prune(
+        &self,
+        max_age_us: Option<i64>,
+        max_events: Option<u64>,
+    ) -> BoxFuture<'_, Result<u64, LogError>>;
+
+    /// Installs the sink that receives committed events in order. Called once, before the
+    /// first append.
+    fn set_commit_sink(&self, sink: CommitSink);
+
+    /// Checks the backend is reachable (for readiness).
+    fn ping(&self) -> BoxFuture<'_, Result<(), LogError>>;
+
+    /// Stops accepting appends, finishes the ones in flight and flushes to disk.
+    fn close(&self) -> BoxFuture<'_, Result<(), LogError>>;
+}

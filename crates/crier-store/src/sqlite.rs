@@ -1,0 +1,703 @@
+//! The embedded SQLite log.
+//!
+//! One writer thread owns the only write connection. Appends from any number of tasks queue
+//! on a bounded channel; the writer takes everything queued (up to a bound), writes it in one
+//! transaction with a savepoint per append (so one failing batch does not sink the others)
+//! and commits once: many publishers, one fsync. Seqs are assigned by the writer, so they are
+//! strictly increasing and gapless in commit order by construction. After the commit the
+//! writer hands the committed events to the commit sink (the live fan-out), then answers.
+//!
+//! Readers use a small pool of read connections; WAL mode lets them read a consistent
+//! snapshot while the writer commits.
+//!
+//! `durability = "fsync"` runs with `synchronous=FULL` (the WAL is fsynced at every commit:
+//! survives power loss); `"commit"` with `synchronous=NORMAL` (survives a crash of the
+//! process, not of the machine).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use crier_core::event::now_us;
+use crier_core::log::{BoxFuture, CommitSink, Order};
+use crier_core::Severity;
+use crier_core::{
+    AppendResult, Committed, EventLog, LogError, NewEvent, ReadPage, ReadQuery, Scope,
+};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+
+/// The schema version this build writes and understands.
+const SCHEMA_VERSION: i64 = 1;
+/// At most this many events go into one group commit.
+const MAX_GROUP_EVENTS: usize = 20_000;
+/// At most this many rows are examined by one read call.
+const SCAN_BUDGET: usize = 20_000;
+/// At most this many rows are deleted by one retention step.
+const PRUNE_CHUNK: u64 = 10_000;
+/// Queued write requests before appenders wait.
+const WRITE_QUEUE: usize = 4096;
+/// Pooled read connections kept open.
+const READ_POOL: usize = 8;
+
+/// How far a commit goes before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync at every group commit: survives power loss.
+    #[default]
+    Fsync,
+    /// Written to the OS at every commit: survives a process crash, not a power loss.
+    Commit,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, LogError>>;
+
+enum WriteReq {
+    Append {
+        batch: Vec<NewEvent>,
+        reply: Reply<Vec<AppendResult>>,
+    },
+    Prune {
+        upto: u64,
+        reply: Reply<u64>,
+    },
+    Close {
+        reply: Reply<()>,
+    },
+}
+
+struct Shared {
+    path: PathBuf,
+    head: AtomicU64,
+    pruned: AtomicU64,
+    readers: Mutex<Vec<Connection>>,
+    sink: OnceLock<CommitSink>,
+}
+
+/// The SQLite event log. See the module docs.
+pub struct SqliteLog {
+    shared: Arc<Shared>,
+    tx: Mutex<Option<mpsc::Sender<WriteReq>>>,
+}
+
+fn backend(e: rusqlite::Error) -> LogError {
+    LogError::backend(e)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    time_us INTEGER NOT NULL,
+    recv_us INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    source TEXT NOT NULL,
+    category TEXT,
+    severity INTEGER NOT NULL,
+    subject TEXT,
+    tags TEXT NOT NULL,
+    json BLOB NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX IF NOT EXISTS events_tenant_id ON events (tenant, id);
+CREATE INDEX IF NOT EXISTS events_tenant_seq ON events (tenant, seq);
+CREATE INDEX IF NOT EXISTS events_tenant_time ON events (tenant, time_us);
+";
+
+/// Tags are stored joined by U+001F, a control character tags may not contain.
+const TAG_SEP: char = '\u{1f}';
+
+fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+}
+
+fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let sync = match durability {
+        Durability::Fsync => "FULL",
+        Durability::Commit => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    Ok(conn)
+}
+
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+impl SqliteLog {
+    /// Opens (creating if needed) the log at `path` and starts its writer thread.
+    pub fn open(path: &Path, durability: Durability) -> Result<SqliteLog, LogError> {
+        let mut conn = open_conn(path, durability).map_err(backend)?;
+        let tx = conn.transaction().map_err(backend)?;
+        tx.execute_batch(SCHEMA).map_err(backend)?;
+        match meta_get(&tx, "schema_version").map_err(backend)? {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(LogError::SchemaTooNew {
+                    found: v,
+                    known: SCHEMA_VERSION,
+                })
+            }
+            Some(_) => {}
+            None => {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION],
+                )
+                .map_err(backend)?;
+            }
+        }
+        tx.commit().map_err(backend)?;
+        let pruned = meta_get(&conn, "pruned_through")
+            .map_err(backend)?
+            .unwrap_or(0);
+        let max: i64 = conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+            .map_err(backend)?;
+        let last_recv: i64 = conn
+            .query_row("SELECT COALESCE(MAX(recv_us), 0) FROM events", [], |r| {
+                r.get(0)
+            })
+            .map_err(backend)?;
+        let head = u64::try_from(max.max(pruned)).unwrap_or(0);
+        let shared = Arc::new(Shared {
+            path: path.to_path_buf(),
+            head: AtomicU64::new(head),
+            pruned: AtomicU64::new(u64::try_from(pruned).unwrap_or(0)),
+            readers: Mutex::new(Vec::new()),
+            sink: OnceLock::new(),
+        });
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let writer = Writer {
+            conn,
+            shared: shared.clone(),
+            next_seq: head + 1,
+            last_recv,
+        };
+        std::thread::Builder::new()
+            .name("crier-log-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(LogError::backend)?;
+        Ok(SqliteLog {
+            shared,
+            tx: Mutex::new(Some(tx)),
+        })
+    }
+
+    /// Where the database file lives.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<WriteReq>, LogError> {
+        self.tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(LogError::Closed)
+    }
+
+    async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> WriteReq) -> Result<T, LogError> {
+        let (reply, rx) = oneshot::channel();
+        self.sender()?
+            .send(make(reply))
+            .await
+            .map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Runs `f` on a pooled read connection on the blocking pool.
+    async fn with_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, LogError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = shared
+                .readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => open_reader(&shared.path).map_err(backend)?,
+            };
+            let out = f(&mut conn).map_err(backend);
+            let mut pool = shared.readers.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < READ_POOL {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(LogError::backend)?
+    }
+}
+
+fn row_to_committed(r: &rusqlite::Row<'_>) -> rusqlite::Result<Arc<Committed>> {
+    let tags: String = r.get(9)?;
+    let seq: i64 = r.get(0)?;
+    let sev: i64 = r.get(7)?;
+    let json: Vec<u8> = r.get(10)?;
+    Ok(Arc::new(Committed {
+        seq: u64::try_from(seq).unwrap_or(0),
+        tenant: r.get(1)?,
+        id: r.get(2)?,
+        time_us: r.get(3)?,
+        kind: r.get(4)?,
+        source: r.get(5)?,
+        category: r.get(6)?,
+        severity: Severity::from_rank(sev).unwrap_or_default(),
+        subject: r.get(8)?,
+        tags: if tags.is_empty() {
+            Vec::new()
+        } else {
+            tags.split(TAG_SEP).map(String::from).collect()
+        },
+        json: Bytes::from(json),
+    }))
+}
+
+const COLUMNS: &str =
+    "seq, tenant, id, time_us, type, source, category, severity, subject, tags, json";
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn read_blocking(conn: &mut Connection, q: &ReadQuery) -> rusqlite::Result<ReadPage> {
+    let tx = conn.transaction()?;
+    let head: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+    let mut lo = to_i64(q.after); // exclusive
+    let mut hi = q.before.map_or(i64::MAX, to_i64); // exclusive
+    let tenant = match &q.scope {
+        Scope::Tenant(t) => Some(t.as_str()),
+        Scope::All => None,
+    };
+    // Narrow the seq range with the time index: every event in [since, until) has a seq
+    // within [min seq with time >= since, max seq with time < until].
+    if let Some(since) = q.since_us {
+        let first: Option<i64> = match tenant {
+            Some(t) => tx.query_row(
+                "SELECT MIN(seq) FROM events WHERE tenant = ?1 AND time_us >= ?2",
+                params![t, since],
+                |r| r.get(0),
+            )?,
+            None => tx.query_row(
+                "SELECT MIN(seq) FROM events WHERE time_us >= ?1",
+                [since],
+                |r| r.get(0),
+            )?,
+        };
+        match first {
+            Some(f) => lo = lo.max(f - 1),
+            None => lo = lo.max(head),
+        }
+    }
+    if let Some(until) = q.until_us {
+        let last: Option<i64> = match tenant {
+            Some(t) => tx.query_row(
+                "SELECT MAX(seq) FROM events WHERE tenant = ?1 AND time_us < ?2",
+                params![t, until],
+                |r| r.get(0),
+            )?,
+            None => tx.query_row(
+                "SELECT MAX(seq) FROM events WHERE time_us < ?1",
+                [until],
+                |r| r.get(0),
+            )?,
+        };
+        hi = hi.min(last.map_or(0, |l| l + 1));
+    }
+    let empty_range = lo.saturating_add(1) >= hi;
+    let mut sql = format!("SELECT {COLUMNS} FROM events WHERE seq > ?1 AND seq < ?2");
+    if tenant.is_some() {
+        sql.push_str(" AND tenant = ?5");
+    }
+    sql.push_str(" AND time_us >= ?3 AND time_us < ?4");
+    sql.push_str(match q.order {
+        Order::Asc => " ORDER BY seq ASC LIMIT ?6",
+        Order::Desc => " ORDER BY seq DESC LIMIT ?6",
+    });
+    let since = q.since_us.unwrap_or(i64::MIN);
+    let until = q.until_us.unwrap_or(i64::MAX);
+    let mut events = Vec::new();
+    let mut rows_seen = 0usize;
+    let mut last_seq: Option<i64> = None;
+    let mut limit_hit = false;
+    if !empty_range && q.limit > 0 {
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let budget = i64::try_from(SCAN_BUDGET).unwrap_or(i64::MAX);
+        let mut rows = match tenant {
+            Some(t) => stmt.query(params![lo, hi, since, until, t, budget])?,
+            None => stmt.query(params![lo, hi, since, until, rusqlite::types::Null, budget])?,
+        };
+        while let Some(row) = rows.next()? {
+            rows_seen += 1;
+            let ev = row_to_committed(row)?;
+            last_seq = Some(to_i64(ev.seq));
+            if q.filter.matches(&ev) {
+                events.push(ev);
+                if events.len() >= q.limit {
+                    limit_hit = true;
+                    break;
+                }
+            }
+        }
+    }
+    drop(tx);
+    let budget_hit = rows_seen >= SCAN_BUDGET;
+    let exhausted = !limit_hit && !budget_hit;
+    let scanned_to = match q.order {
+        Order::Asc => {
+            if exhausted {
+                // Everything up to min(hi - 1, head) has been examined.
+                lo.max((hi - 1).min(head)).max(last_seq.unwrap_or(0))
+            } else {
+                last_seq.unwrap_or(lo)
+            }
+        }
+        Order::Desc => {
+            if exhausted {
+                lo + 1
+            } else {
+                last_seq.unwrap_or(hi)
+            }
+        }
+    };
+    Ok(ReadPage {
+        events,
+        scanned_to: u64::try_from(scanned_to).unwrap_or(0),
+        exhausted,
+    })
+}
+
+impl EventLog for SqliteLog {
+    fn append(&self, batch: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<AppendResult>, LogError>> {
+        Box::pin(async move {
+            if batch.is_empty() {
+                return Ok(Vec::new());
+            }
+            let t0 = Instant::now();
+            let out = self
+                .request(|reply| WriteReq::Append { batch, reply })
+                .await;
+            metrics::histogram!("crier_log_append_seconds").record(t0.elapsed().as_secs_f64());
+            out
+        })
+    }
+
+    fn read(&self, query: ReadQuery) -> BoxFuture<'_, Result<ReadPage, LogError>> {
+        Box::pin(self.with_reader(move |conn| read_blocking(conn, &query)))
+    }
+
+    fn get(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> BoxFuture<'_, Result<Option<Arc<Committed>>, LogError>> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        Box::pin(self.with_reader(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM events WHERE tenant = ?1 AND id = ?2"
+            ))?
+            .query_row(params![tenant, id], row_to_committed)
+            .optional()
+        }))
+    }
+
+    fn head(&self) -> u64 {
+        self.shared.head.load(Ordering::Acquire)
+    }
+
+    fn pruned_through(&self) -> u64 {
+        self.shared.pruned.load(Ordering::Acquire)
+    }
+
+    fn prune(
+        &self,
+        max_age_us: Option<i64>,
+        max_events: Option<u64>,
+    ) -> BoxFuture<'_, Result<u64, LogError>> {
+        Box::pin(async move {
+            let head = self.head();
+            let mut target = self.pruned_through();
+            if let Some(max) = max_events {
+                target = target.max(head.saturating_sub(max));
+            }
+            if let Some(age) = max_age_us {
+                let cutoff = now_us().saturating_sub(age);
+                let from = target;
+                let by_age = self
+                    .with_reader(move |conn| last_received_before(conn, from, head, cutoff))
+                    .await?;
+                target = target.max(by_age);
+            }
+            let mut pruned = self.pruned_through();
+            while pruned < target {
+                let upto = target.min(pruned + PRUNE_CHUNK);
+                pruned = self
+                    .request(|reply| WriteReq::Prune { upto, reply })
+                    .await?;
+            }
+            Ok(pruned)
+        })
+    }
+
+    fn set_commit_sink(&self, sink: CommitSink) {
+        // Installed once at start; a second call is ignored (the first sink stays).
+        let _ = self.shared.sink.set(sink);
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), LogError>> {
+        Box::pin(async move {
+            self.sender()?;
+            self.with_reader(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+                .await
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), LogError>> {
+        Box::pin(async move {
+            let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+                return Ok(());
+            };
+            let (reply, rx) = oneshot::channel();
+            tx.send(WriteReq::Close { reply })
+                .await
+                .map_err(|_| LogError::Closed)?;
+            rx.await.map_err(|_| LogError::Closed)?
+        })
+    }
+}
+
+/// The highest seq in `(from, head]` received before `cutoff`. `recv_us` never decreases
+/// with seq (the writer makes it monotonic), so a binary search over point reads finds it.
+fn last_received_before(
+    conn: &mut Connection,
+    from: u64,
+    head: u64,
+    cutoff: i64,
+) -> rusqlite::Result<u64> {
+    let mut stmt =
+        conn.prepare_cached("SELECT recv_us FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1")?;
+    let mut recv_at = |seq: u64| -> rusqlite::Result<Option<i64>> {
+        stmt.query_row([to_i64(seq)], |r| r.get(0)).optional()
+    };
+    let (mut lo, mut hi) = (from, head); // answer in [lo, hi]
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        match recv_at(mid)? {
+            Some(t) if t < cutoff => lo = mid,
+            _ => hi = mid - 1,
+        }
+    }
+    Ok(lo)
+}
+
+struct Writer {
+    conn: Connection,
+    shared: Arc<Shared>,
+    next_seq: u64,
+    last_recv: i64,
+}
+
+type Outcome = (Reply<Vec<AppendResult>>, Result<Vec<AppendResult>, LogError>);
+
+struct Pending {
+    batch: Vec<NewEvent>,
+    reply: Reply<Vec<AppendResult>>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<WriteReq>) {
+        let mut deferred: Option<WriteReq> = None;
+        loop {
+            let req = match deferred.take() {
+                Some(r) => r,
+                None => match rx.blocking_recv() {
+                    Some(r) => r,
+                    None => break,
+                },
+            };
+            match req {
+                WriteReq::Append { batch, reply } => {
+                    let mut group = vec![Pending { batch, reply }];
+                    let mut n = group[0].batch.len();
+                    while n < MAX_GROUP_EVENTS {
+                        match rx.try_recv() {
+                            Ok(WriteReq::Append { batch, reply }) => {
+                                n += batch.len();
+                                group.push(Pending { batch, reply });
+                            }
+                            Ok(other) => {
+                                deferred = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit_group(group);
+                }
+                WriteReq::Prune { upto, reply } => {
+                    let _ = reply.send(self.prune(upto).map_err(backend));
+                }
+                WriteReq::Close { reply } => {
+                    let r = self
+                        .conn
+                        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+                        .map_err(backend);
+                    let _ = reply.send(r);
+                    break;
+                }
+            }
+        }
+        tracing::debug!("log writer stopped");
+    }
+
+    fn prune(&mut self, upto: u64) -> rusqlite::Result<u64> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM events WHERE seq <= ?1", [to_i64(upto)])?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('pruned_through', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+            [to_i64(upto)],
+        )?;
+        tx.commit()?;
+        let now = self
+            .shared
+            .pruned
+            .fetch_max(upto, Ordering::AcqRel)
+            .max(upto);
+        Ok(now)
+    }
+
+    /// Inserts one append's events; returns answers and the events it stored.
+    fn insert_batch(
+        &mut self,
+        batch: Vec<NewEvent>,
+        recv: i64,
+    ) -> rusqlite::Result<(Vec<AppendResult>, Vec<Arc<Committed>>)> {
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut stored = Vec::with_capacity(batch.len());
+        let mut find = self
+            .conn
+            .prepare_cached("SELECT seq FROM events WHERE tenant = ?1 AND id = ?2")?;
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO events (seq, tenant, id, time_us, recv_us, type, source, category, severity, subject, tags, json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for ev in batch {
+            let existing: Option<i64> = find
+                .query_row(params![ev.tenant, ev.id], |r| r.get(0))
+                .optional()?;
+            if let Some(seq) = existing {
+                answers.push(AppendResult {
+                    id: ev.id,
+                    seq: u64::try_from(seq).unwrap_or(0),
+                    duplicate: true,
+                });
+                continue;
+            }
+            let seq = self.next_seq;
+            let json = Committed::encode(seq, &ev.tail);
+            let tags = ev.tags.join(&TAG_SEP.to_string());
+            insert.execute(params![
+                to_i64(seq),
+                ev.tenant,
+                ev.id,
+                ev.time_us,
+                recv,
+                ev.kind,
+                ev.source,
+                ev.category,
+                i64::from(ev.severity.rank()),
+                ev.subject,
+                tags,
+                json,
+            ])?;
+            self.next_seq += 1;
+            answers.push(AppendResult {
+                id: ev.id.clone(),
+                seq,
+                duplicate: false,
+            });
+            stored.push(Committed::from_new(ev, seq, Bytes::from(json)));
+        }
+        Ok((answers, stored))
+    }
+
+    fn commit_group(&mut self, group: Vec<Pending>) {
+        let t0 = Instant::now();
+        let recv = now_us().max(self.last_recv);
+        let start_seq = self.next_seq;
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(group.len());
+        let mut committed: Vec<Arc<Committed>> = Vec::new();
+        let events: usize = group.iter().map(|p| p.batch.len()).sum();
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let msg = e.to_string();
+            for p in group {
+                let _ = p
+                    .reply
+                    .send(Err(LogError::backend(std::io::Error::other(msg.clone()))));
+            }
+            return;
+        }
+        for p in group {
+            let before = self.next_seq;
+            let sp = self.conn.execute_batch("SAVEPOINT batch");
+            let res = sp.and_then(|()| self.insert_batch(p.batch, recv));
+            match res {
+                Ok((answers, stored)) => {
+                    let _ = self.conn.execute_batch("RELEASE batch");
+                    committed.extend(stored);
+                    outcomes.push((p.reply, Ok(answers)));
+                }
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK TO batch; RELEASE batch");
+                    self.next_seq = before;
+                    tracing::error!(error = %e, "append failed; batch rolled back");
+                    outcomes.push((p.reply, Err(backend(e))));
+                }
+            }
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            tracing::error!(error = %e, "group commit failed");
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.next_seq = start_seq;
+            let msg = e.to_string();
+            for (reply, _) in outcomes {
+                let _ = reply.send(Err(LogError::backend(std::io::Error::other(msg.clone()))));
+            }
+            return;
+        }
+        self.last_recv = recv;
+        if let Some(last) = committed.last() {
+            self.shared.head.store(last.seq, Ordering::Release);
+            if let Some(sink) = self.shared.sink.get() {
+                sink(&committed);
+            }
+        }
+        metrics::histogram!("crier_log_commit_seconds").record(t0.elapsed().as_secs_f64());
+        metrics::histogram!("crier_log_group_events").record(events as f64);
+        for (reply, r) in outcomes {
+            let _ = reply.send(r);
+        }
+    }
+}

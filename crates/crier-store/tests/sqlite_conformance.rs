@@ -1,0 +1,52 @@
+//! The conformance suite against real SQLite files, in both durability modes.
+
+use std::sync::Arc;
+
+use crier_core::EventLog;
+use crier_store::conformance::{self, Opener};
+use crier_store::{Durability, SqliteLog};
+
+fn opener(dir: &std::path::Path, durability: Durability) -> Opener {
+    let dir = dir.to_path_buf();
+    Arc::new(move |name: String| {
+        let path = dir.join(format!("{name}.db"));
+        Box::pin(async move {
+            let log: Arc<dyn EventLog> =
+                Arc::new(SqliteLog::open(&path, durability).expect("open sqlite log"));
+            log
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_fsync_conforms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    conformance::run("fsync", opener(dir.path(), Durability::Fsync)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_commit_conforms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    conformance::run("commit", opener(dir.path(), Durability::Commit)).await;
+}
+
+#[tokio::test]
+async fn refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("x.db");
+    let log = SqliteLog::open(&path, Durability::Commit).expect("open");
+    log.close().await.expect("close");
+    drop(log);
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    conn.execute(
+        "UPDATE meta SET value = 99 WHERE key = 'schema_version'",
+        [],
+    )
+    .expect("bump");
+    drop(conn);
+    match SqliteLog::open(&path, Durability::Commit) {
+        Err(crier_core::LogError::SchemaTooNew { found: 99, .. }) => {}
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("opened a store with a newer schema"),
+    }
+}
