@@ -1,1 +1,131 @@
-//! placeholder
+//! crier-server: the hub's HTTP API, Server-Sent Events and WebSocket transports.
+//!
+//! Embedders, tests and the binary start the hub the same way: build a [`Settings`], bind a
+//! listener, and call [`run`] with a cancellation token that stops it. [`app`] is the router
+//! as a function, for tests that want to drive it without a socket.
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod ops;
+pub mod query;
+pub mod sse;
+pub mod state;
+pub mod ws;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::Router;
+use crier_core::{EventLog, Hub};
+use crier_store::SqliteLog;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Config, ConfigError, Settings};
+pub use error::ApiError;
+pub use state::AppState;
+
+/// Errors that stop the hub from starting or running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log could not be opened or closed.
+    #[error(transparent)]
+    Log(#[from] crier_core::LogError),
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The router over a state.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/events", get(events::history).post(events::publish))
+        .route("/v1/events/{id}", get(events::get_event))
+        .route("/v1/stream", get(sse::stream))
+        .route("/v1/ws", get(ws::upgrade))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(|| async { ApiError::not_found("no such path") })
+        // Bodies are limited by the publish handler itself, with a JSON error.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Opens the configured log.
+pub fn open_log(settings: &Settings) -> Result<Arc<dyn EventLog>, ServeError> {
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| ServeError::DataDir {
+        path: settings.data_dir.display().to_string(),
+        source,
+    })?;
+    let path = settings.data_dir.join("crier.db");
+    Ok(Arc::new(SqliteLog::open(&path, settings.durability)?))
+}
+
+/// Runs the hub on `listener` until `shutdown` is cancelled; then ends streams, waits for
+/// connections up to `shutdown_timeout`, and closes (flushes) the log last.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let log = open_log(&settings)?;
+    let hub = Hub::new(log.clone());
+    log.set_commit_sink(hub.commit_sink());
+    let state = AppState::new(settings.clone(), log.clone(), hub, shutdown.clone());
+    state.tasks.spawn(retention_loop(state.clone()));
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, head = log.head(), "crier is listening");
+    let token = shutdown.clone();
+    let server = axum::serve(listener, app(state.clone()).into_make_service())
+        .with_graceful_shutdown(async move { token.cancelled().await });
+    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+    let served = tokio::select! {
+        r = &mut server => r,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(settings.shutdown_timeout).await;
+        } => {
+            tracing::warn!("connections did not finish within shutdown_timeout; closing them");
+            Ok(())
+        }
+    };
+    state.tasks.close();
+    state.tasks.wait().await;
+    log.close().await?;
+    tracing::info!("crier stopped; the log is flushed");
+    served.map_err(ServeError::Io)
+}
+
+async fn retention_loop(state: AppState) {
+    let s = &state.settings;
+    let max_age = s
+        .retention_max_age
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let mut tick = tokio::time::interval(s.retention_interval);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match state.log.prune(max_age, s.retention_max_events).await {
+            Ok(p) => metrics::gauge!("crier_log_pruned_through").set(p as f64),
+            Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+        }
+    }
+}

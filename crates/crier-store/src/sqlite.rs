@@ -518,7 +518,10 @@ struct Writer {
     last_recv: i64,
 }
 
-type Outcome = (Reply<Vec<AppendResult>>, Result<Vec<AppendResult>, LogError>);
+type Outcome = (
+    Reply<Vec<AppendResult>>,
+    Result<Vec<AppendResult>, LogError>,
+);
 
 struct Pending {
     batch: Vec<NewEvent>,

@@ -1,1 +1,174 @@
-fn main() {}
+//! `crier`: the hub and its command-line clients (§10).
+//!
+//! `serve` runs the hub; `publish` and `tail` talk to a running hub over HTTP. Everything of
+//! substance lives in the library crates; this binary parses flags, loads configuration and
+//! reports errors.
+
+mod publish;
+mod sse_client;
+mod tail;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use crier_server::Config;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "crier", version, about = "A real-time event broadcasting hub")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the hub.
+    Serve(ServeArgs),
+    /// Publish one event, or NDJSON from standard input with `-`.
+    Publish(publish::PublishArgs),
+    /// Follow the event stream in the terminal, resuming after disconnects.
+    Tail(tail::TailArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Listen address (default 127.0.0.1:7400).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory for the embedded log (default ./crier-data).
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// `sqlite` (default).
+    #[arg(long)]
+    store: Option<String>,
+    /// `local` (default).
+    #[arg(long)]
+    broker: Option<String>,
+}
+
+/// Where client commands find the hub.
+#[derive(Args, Clone)]
+pub struct ClientArgs {
+    /// The hub's base URL.
+    #[arg(long, env = "CRIER_URL", default_value = "http://127.0.0.1:7400")]
+    pub url: String,
+    /// Bearer token (JWT or API key).
+    #[arg(long, env = "CRIER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ClientArgs {
+    /// Adds the credential to a request.
+    pub fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// `url` without a trailing slash.
+    pub fn base(&self) -> &str {
+        self.url.trim_end_matches('/')
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut flags = Vec::new();
+    for (key, v) in [
+        ("listen", args.listen),
+        ("data_dir", args.data_dir),
+        ("store", args.store),
+        ("broker", args.broker),
+    ] {
+        if let Some(v) = v {
+            flags.push((key, v));
+        }
+    }
+    let config = Config::load(args.config.as_deref(), |k| std::env::var(k).ok(), &flags)?;
+    let settings = config.validate()?;
+    init_tracing(settings.log_json);
+    tracing::warn!(
+        listen = %settings.listen,
+        "no authentication is configured: every request is admin of tenant `default` (allowed on loopback only)"
+    );
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: ending streams, then flushing the log");
+        token.cancel();
+    });
+    crier_server::run(settings, listener, shutdown).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("crier: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Serve(a) => serve(a).await,
+            Cmd::Publish(a) => publish::run(a).await,
+            Cmd::Tail(a) => tail::run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crier: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! Configuration: a serde struct filled from TOML, then `CRIER_*` environment variables, then
+//! flags, and validated into typed [`Settings`] at start.
+//!
+//! The environment name of a key is `CRIER_` plus its path in upper case joined by `_`
+//! (`auth.jwt_secret` → `CRIER_AUTH_JWT_SECRET`). Every layer is merged as TOML values over the
+//! defaults, so the environment and flags know the type of each key from its default. A bad
+//! value is an error naming the key; nothing falls back silently.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crier_store::Durability;
+use serde::{Deserialize, Serialize};
+
+/// A configuration error, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration key `{key}`: {message}")]
+pub struct ConfigError {
+    /// Dotted path of the key (or the file, for a file that cannot be read).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The configuration file's shape (§10). Unknown keys are errors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listen address.
+    pub listen: String,
+    /// Where the SQLite log lives.
+    pub data_dir: PathBuf,
+    /// `sqlite` or a `postgres://` URL.
+    pub store: String,
+    /// `local`, `nats://...` or `redis://...`.
+    pub broker: String,
+    /// Keep-alive interval of SSE and WebSocket.
+    pub heartbeat: String,
+    /// `fsync` or `commit`.
+    pub durability: String,
+    /// Origins allowed to open WebSockets (empty: any).
+    pub allowed_origins: Vec<String>,
+    /// Tokens need no `tenant` claim; everything is tenant `default`.
+    pub single_tenant: bool,
+    /// The `retry:` the SSE stream announces.
+    pub sse_retry: String,
+    /// How long shutdown waits for connections to finish.
+    pub shutdown_timeout: String,
+    /// `text` or `json` log lines.
+    pub log_format: String,
+    /// Credentials.
+    pub auth: AuthConfig,
+    /// Retention.
+    pub retention: RetentionConfig,
+    /// Limits of §9.
+    pub limits: LimitsConfig,
+    /// Webhook delivery.
+    pub webhooks: WebhooksConfig,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 secret.
+    pub jwt_secret: String,
+    /// PEM public key file for RS256 / ES256 / EdDSA.
+    pub jwt_public_key: String,
+    /// JWKS file.
+    pub jwks_file: String,
+    /// The one algorithm accepted.
+    pub algorithm: String,
+}
+
+/// `[retention]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Events older than this are removed (`0` or empty: keep).
+    pub max_age: String,
+    /// At most this many events are kept (0: no limit).
+    pub max_events: u64,
+    /// How often pruning runs.
+    pub interval: String,
+}
+
+/// `[limits]` (§9).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest serialised event.
+    pub max_event_bytes: u64,
+    /// Largest request body.
+    pub max_body_bytes: u64,
+    /// Most events per publish.
+    pub max_batch: u64,
+    /// Largest WebSocket message.
+    pub max_ws_frame_bytes: u64,
+    /// Most subscriptions on one WebSocket.
+    pub max_subscriptions_per_connection: u64,
+    /// Most open streams and sockets per tenant.
+    pub max_connections_per_tenant: u64,
+    /// Events per second per tenant (0: unlimited).
+    pub publish_rate_per_tenant: u64,
+    /// Live queue bound of each reader, in events.
+    pub queue_per_connection: u64,
+}
+
+/// `[webhooks]` (§8).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Allow URLs resolving to private addresses.
+    pub allow_private: bool,
+    /// Per-attempt timeout.
+    pub timeout: String,
+    /// Retry schedule.
+    pub backoff: Vec<String>,
+    /// `pause` or `skip`.
+    pub on_dead: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7400".into(),
+            data_dir: PathBuf::from("./crier-data"),
+            store: "sqlite".into(),
+            broker: "local".into(),
+            heartbeat: "15s".into(),
+            durability: "fsync".into(),
+            allowed_origins: vec![],
+            single_tenant: false,
+            sse_retry: "1s".into(),
+            shutdown_timeout: "10s".into(),
+            log_format: "text".into(),
+            auth: AuthConfig {
+                algorithm: "HS256".into(),
+                ..AuthConfig::default()
+            },
+            retention: RetentionConfig::default(),
+            limits: LimitsConfig::default(),
+            webhooks: WebhooksConfig::default(),
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_age: "7d".into(),
+            max_events: 10_000_000,
+            interval: "1m".into(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_event_bytes: 65536,
+            max_body_bytes: 1 << 20,
+            max_batch: 1000,
+            max_ws_frame_bytes: 1 << 20,
+            max_subscriptions_per_connection: 64,
+            max_connections_per_tenant: 10_000,
+            publish_rate_per_tenant: 0,
+            queue_per_connection: 1024,
+        }
+    }
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            allow_private: false,
+            timeout: "10s".into(),
+            backoff: ["5s", "30s", "2m", "10m", "30m", "1h", "2h", "4h"]
+                .map(String::from)
+                .to_vec(),
+            on_dead: "pause".into(),
+        }
+    }
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Every leaf key path of the default configuration with its default value.
+fn leaves(prefix: &str, v: &toml::Value, out: &mut Vec<(String, toml::Value)>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaves(&p, v, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.clone())),
+    }
+}
+
+/// Parses a text value (from the environment or a flag) as the type of `default`.
+pub fn parse_as(key: &str, text: &str, default: &toml::Value) -> Result<toml::Value, ConfigError> {
+    Ok(match default {
+        toml::Value::String(_) => toml::Value::String(text.to_string()),
+        toml::Value::Integer(_) => toml::Value::Integer(
+            text.trim()
+                .parse()
+                .map_err(|_| err(key, format!("{text:?} is not a whole number")))?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match text.trim() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(err(key, format!("{text:?} is not true or false"))),
+        }),
+        toml::Value::Array(_) => {
+            let t = text.trim();
+            if t.starts_with('[') {
+                let doc: toml::Table = toml::from_str(&format!("v = {t}"))
+                    .map_err(|e| err(key, format!("{text:?} is not a TOML array: {e}")))?;
+                doc.get("v").cloned().unwrap_or(toml::Value::Array(vec![]))
+            } else {
+                toml::Value::Array(
+                    t.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_string()))
+                        .collect(),
+                )
+            }
+        }
+        other => {
+            return Err(err(
+                key,
+                format!("cannot be set from text (a {})", other.type_str()),
+            ))
+        }
+    })
+}
+
+fn set_path(root: &mut toml::Value, key: &str, value: toml::Value) {
+    let mut cur = root;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let toml::Value::Table(t) = cur else { return };
+        if i == parts.len() - 1 {
+            t.insert(part.to_string(), value);
+            return;
+        }
+        cur = t
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+}
+
+impl Config {
+    /// The environment variable name of a dotted key.
+    pub fn env_name(key: &str) -> String {
+        format!("CRIER_{}", key.replace('.', "_").to_uppercase())
+    }
+
+    /// Loads: defaults ← `file` ← environment (`CRIER_*`) ← `flags` (dotted key, text value).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: &[(&str, String)],
+    ) -> Result<Config, ConfigError> {
+        let defaults = toml::Value::try_from(Config::default())
+            .map_err(|e| err("(defaults)", e.to_string()))?;
+        let mut value = defaults.clone();
+        if let Some(path) = file {
+            let key = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| err(&key, format!("cannot read: {e}")))?;
+            let parsed: toml::Table =
+                toml::from_str(&text).map_err(|e| err(&key, format!("invalid TOML: {e}")))?;
+            merge(&mut value, toml::Value::Table(parsed));
+        }
+        let mut known = Vec::new();
+        leaves("", &defaults, &mut known);
+        for (key, default) in &known {
+            if let Some(text) = env(&Config::env_name(key)) {
+                set_path(&mut value, key, parse_as(key, &text, default)?);
+            }
+        }
+        for (key, text) in flags {
+            let default = known
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, d)| d)
+                .ok_or_else(|| err(key, "unknown key"))?;
+            set_path(&mut value, key, parse_as(key, text, default)?);
+        }
+        value.try_into::<Config>().map_err(|e| {
+            let msg = e.to_string();
+            let key = msg
+                .split('`')
+                .nth(1)
+                .map(String::from)
+                .unwrap_or_else(|| "(file)".to_string());
+            err(&key, msg.trim().to_string())
+        })
+    }
+
+    /// Validates every key into typed settings.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let listen: SocketAddr = self.listen.parse().map_err(|_| {
+            err(
+                "listen",
+                format!("{:?} is not an address like 127.0.0.1:7400", self.listen),
+            )
+        })?;
+        let durability = match self.durability.as_str() {
+            "fsync" => Durability::Fsync,
+            "commit" => Durability::Commit,
+            other => {
+                return Err(err(
+                    "durability",
+                    format!("{other:?} is not \"fsync\" or \"commit\""),
+                ))
+            }
+        };
+        if self.store != "sqlite" {
+            return Err(err(
+                "store",
+                format!(
+                    "{:?} is not supported by this build; use \"sqlite\"",
+                    self.store
+                ),
+            ));
+        }
+        if self.broker != "local" {
+            return Err(err(
+                "broker",
+                format!(
+                    "{:?} is not supported by this build; use \"local\"",
+                    self.broker
+                ),
+            ));
+        }
+        let auth_set = !(self.auth.jwt_secret.is_empty()
+            && self.auth.jwt_public_key.is_empty()
+            && self.auth.jwks_file.is_empty());
+        if auth_set {
+            return Err(err(
+                "auth",
+                "token authentication is not available in this build; leave [auth] empty and listen on loopback",
+            ));
+        }
+        if !listen.ip().is_loopback() {
+            return Err(err(
+                "listen",
+                format!(
+                    "{listen} is not a loopback address and no authentication is configured; \
+                     crier refuses to serve an open hub beyond this machine"
+                ),
+            ));
+        }
+        let max_age = match self.retention.max_age.trim() {
+            "" | "0" => None,
+            s => Some(duration("retention.max_age", s)?),
+        };
+        let l = &self.limits;
+        let positive = |key: &str, v: u64| -> Result<usize, ConfigError> {
+            if v == 0 {
+                return Err(err(key, "must be greater than 0"));
+            }
+            usize::try_from(v).map_err(|_| err(key, "is too large"))
+        };
+        let log_json = match self.log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(err(
+                    "log_format",
+                    format!("{other:?} is not \"text\" or \"json\""),
+                ))
+            }
+        };
+        for b in &self.webhooks.backoff {
+            duration("webhooks.backoff", b)?;
+        }
+        duration("webhooks.timeout", &self.webhooks.timeout)?;
+        if !matches!(self.webhooks.on_dead.as_str(), "pause" | "skip") {
+            return Err(err("webhooks.on_dead", "must be \"pause\" or \"skip\""));
+        }
+        let max_batch = positive("limits.max_batch", l.max_batch)?;
+        let max_event_bytes = positive("limits.max_event_bytes", l.max_event_bytes)?;
+        let max_body_bytes = positive("limits.max_body_bytes", l.max_body_bytes)?;
+        if max_event_bytes < 256 {
+            return Err(err("limits.max_event_bytes", "must be at least 256"));
+        }
+        Ok(Settings {
+            listen,
+            data_dir: self.data_dir.clone(),
+            durability,
+            heartbeat: duration("heartbeat", &self.heartbeat)?,
+            sse_retry: duration("sse_retry", &self.sse_retry)?,
+            shutdown_timeout: duration("shutdown_timeout", &self.shutdown_timeout)?,
+            allowed_origins: self.allowed_origins.clone(),
+            log_json,
+            retention_max_age: max_age,
+            retention_max_events: (self.retention.max_events > 0)
+                .then_some(self.retention.max_events),
+            retention_interval: duration("retention.interval", &self.retention.interval)?,
+            limits: Limits {
+                max_event_bytes,
+                max_body_bytes,
+                max_batch,
+                max_ws_frame_bytes: positive("limits.max_ws_frame_bytes", l.max_ws_frame_bytes)?,
+                max_subscriptions_per_connection: positive(
+                    "limits.max_subscriptions_per_connection",
+                    l.max_subscriptions_per_connection,
+                )?,
+                max_connections_per_tenant: positive(
+                    "limits.max_connections_per_tenant",
+                    l.max_connections_per_tenant,
+                )?,
+                publish_rate_per_tenant: l.publish_rate_per_tenant,
+                queue_per_connection: positive(
+                    "limits.queue_per_connection",
+                    l.queue_per_connection,
+                )?,
+            },
+        })
+    }
+}
+
+fn duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| {
+        err(
+            key,
+            format!("{s:?} is not a duration like \"15s\" or \"7d\": {e}"),
+        )
+    })?;
+    if d.is_zero() {
+        return Err(err(key, "must be longer than zero"));
+    }
+    Ok(d)
+}
+
+/// The limits of §9, typed.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest serialised event.
+    pub max_event_bytes: usize,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Most events per publish.
+    pub max_batch: usize,
+    /// Largest WebSocket message.
+    pub max_ws_frame_bytes: usize,
+    /// Most subscriptions on one WebSocket.
+    pub max_subscriptions_per_connection: usize,
+    /// Most open streams and sockets per tenant.
+    pub max_connections_per_tenant: usize,
+    /// Events per second per tenant (0: unlimited).
+    pub publish_rate_per_tenant: u64,
+    /// Live queue bound per reader, in events.
+    pub queue_per_connection: usize,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// SQLite directory.
+    pub data_dir: PathBuf,
+    /// Commit durability.
+    pub durability: Durability,
+    /// Keep-alive interval.
+    pub heartbeat: Duration,
+    /// SSE `retry:`.
+    pub sse_retry: Duration,
+    /// Drain bound at shutdown.
+    pub shutdown_timeout: Duration,
+    /// Origins allowed to open WebSockets (empty: any).
+    pub allowed_origins: Vec<String>,
+    /// JSON log lines.
+    pub log_json: bool,
+    /// Retention by age.
+    pub retention_max_age: Option<Duration>,
+    /// Retention by count.
+    pub retention_max_events: Option<u64>,
+    /// Pruning interval.
+    pub retention_interval: Duration,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl Settings {
+    /// Settings for tests and embedders: defaults with the given data directory.
+    pub fn for_data_dir(dir: &Path) -> Settings {
+        let c = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+        c.validate()
+            .unwrap_or_else(|e| unreachable!("the defaults are valid: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "heartbeat = \"5s\"\n[limits]\nmax_batch = 10\nqueue_per_connection = 7\n",
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "CRIER_LIMITS_MAX_BATCH" => Some("20".to_string()),
+            "CRIER_ALLOWED_ORIGINS" => Some("https://a.example,https://b.example".to_string()),
+            _ => None,
+        };
+        let c = Config::load(Some(&file), env, &[("limits.max_batch", "30".into())]).unwrap();
+        assert_eq!(c.heartbeat, "5s");
+        assert_eq!(c.limits.max_batch, 30);
+        assert_eq!(c.limits.queue_per_connection, 7);
+        assert_eq!(c.allowed_origins.len(), 2);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[limits]\nmax_batchh = 10\n").unwrap();
+        let e = Config::load(Some(&file), |_| None, &[]).unwrap_err();
+        assert!(e.to_string().contains("max_batchh"), "{e}");
+        let e = Config::load(
+            None,
+            |k| (k == "CRIER_LIMITS_MAX_BATCH").then(|| "ten".into()),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "limits.max_batch");
+        let c = Config { heartbeat: "soon".into(), ..Config::default() };
+        assert_eq!(c.validate().unwrap_err().key, "heartbeat");
+        let c = Config { listen: "0.0.0.0:7400".into(), ..Config::default() };
+        assert_eq!(c.validate().unwrap_err().key, "listen");
+        let c = Config { durability: "maybe".into(), ..Config::default() };
+        assert_eq!(c.validate().unwrap_err().key, "durability");
+    }
+}

@@ -1,0 +1,346 @@
+//! `POST /v1/events` (publish), `GET /v1/events` (history) and `GET /v1/events/{id}`.
+//!
+//! Publishing validates the whole batch before anything reaches the log (a batch is
+//! all-or-nothing), and answers only after the log acknowledged durability. History answers
+//! are assembled from the stored event bytes without re-encoding them.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use crier_core::event::now_us;
+use crier_core::log::Order;
+use crier_core::{
+    cloudevents, read_full, AppendResult, Committed, EventInput, NewEvent, Principal,
+    PublishContext, ReadQuery, Role,
+};
+use serde_json::Value;
+
+use crate::auth::{narrow, read_scope, require, Auth};
+use crate::error::ApiError;
+use crate::query::Query;
+use crate::state::AppState;
+
+/// Body formats of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Ndjson,
+    CloudEvent,
+    CloudEventBatch,
+}
+
+fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/json" | "" => Ok(Format::Json),
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Ok(Format::Ndjson),
+        "application/cloudevents+json" => Ok(Format::CloudEvent),
+        "application/cloudevents-batch+json" => Ok(Format::CloudEventBatch),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "content type {other:?} is not accepted; send application/json, application/x-ndjson, \
+                 application/cloudevents+json or application/cloudevents-batch+json"
+            ),
+        )),
+    }
+}
+
+fn json_error(e: serde_json::Error) -> ApiError {
+    ApiError::bad("invalid_json", format!("the body is not valid JSON: {e}"))
+}
+
+/// Splits a body into one JSON value per event, in input order.
+fn split_body(format: Format, body: &[u8]) -> Result<Vec<Value>, ApiError> {
+    match format {
+        Format::Ndjson => {
+            let mut out = Vec::new();
+            for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                out.push(serde_json::from_slice(line).map_err(|e| {
+                    ApiError::bad(
+                        "invalid_json",
+                        format!("line {}: not valid JSON: {e}", i + 1),
+                    )
+                })?);
+            }
+            Ok(out)
+        }
+        Format::Json | Format::CloudEventBatch | Format::CloudEvent => {
+            let v: Value = serde_json::from_slice(body).map_err(json_error)?;
+            match v {
+                Value::Array(items) if format != Format::CloudEvent => Ok(items),
+                Value::Object(_) if format != Format::CloudEventBatch => Ok(vec![v]),
+                _ => Err(ApiError::bad(
+                    "invalid_json",
+                    match format {
+                        Format::CloudEventBatch => "a CloudEvents batch is a JSON array",
+                        Format::CloudEvent => "a structured CloudEvent is a JSON object",
+                        _ => "the body must be an event object or an array of events",
+                    },
+                )),
+            }
+        }
+    }
+}
+
+/// Validates a batch of raw events for `principal`. All-or-nothing: the first bad event
+/// rejects the batch, and its position is named.
+pub fn prepare(
+    state: &AppState,
+    principal: &Principal,
+    items: Vec<Value>,
+    cloudevent: bool,
+) -> Result<Vec<NewEvent>, ApiError> {
+    let limits = &state.settings.limits;
+    if items.is_empty() {
+        return Err(ApiError::bad("empty_batch", "the batch holds no events"));
+    }
+    if items.len() > limits.max_batch {
+        metrics::counter!("crier_limit_hits_total", "limit" => "max_batch").increment(1);
+        return Err(ApiError::too_large(
+            "batch_too_large",
+            format!(
+                "{} events in one batch; at most {} are allowed (limits.max_batch)",
+                items.len(),
+                limits.max_batch
+            ),
+        ));
+    }
+    let ctx = PublishContext {
+        principal,
+        max_event_bytes: limits.max_event_bytes,
+        now_us: now_us(),
+    };
+    let many = items.len() > 1;
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let place =
+            |e: crier_core::ValidationError| if many { e.at(format!("event {i}")) } else { e };
+        let input = if cloudevent {
+            cloudevents::to_input(item).map_err(place)?
+        } else {
+            EventInput::deserialize_value(item).map_err(|e| {
+                let e = crier_core::ValidationError::bad("invalid_event", e.to_string());
+                ApiError::from(place(e))
+            })?
+        };
+        let ev = input.validate(&ctx).map_err(|e| {
+            if e.kind == crier_core::ErrorKind::TooLarge {
+                metrics::counter!("crier_limit_hits_total", "limit" => "max_event_bytes")
+                    .increment(1);
+            }
+            place(e)
+        })?;
+        out.push(ev);
+    }
+    Ok(out)
+}
+
+/// Appends a validated batch and records the publish metrics.
+pub async fn append(state: &AppState, batch: Vec<NewEvent>) -> Result<Vec<AppendResult>, ApiError> {
+    let n = batch.len() as u64;
+    let results = state.log.append(batch).await?;
+    let stored = results.iter().filter(|r| !r.duplicate).count() as u64;
+    metrics::counter!("crier_events_published_total").increment(stored);
+    metrics::counter!("crier_events_duplicate_total").increment(n - stored);
+    Ok(results)
+}
+
+/// The `{"id","seq","duplicate"}` of an append result.
+pub fn result_json(r: &AppendResult) -> Value {
+    serde_json::json!({"id": r.id, "seq": r.seq, "duplicate": r.duplicate})
+}
+
+/// `POST /v1/events`.
+pub async fn publish(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require(&principal, Role::Publisher)?;
+    let format = format_of(&headers)?;
+    let max = state.settings.limits.max_body_bytes;
+    let too_big = || {
+        metrics::counter!("crier_limit_hits_total", "limit" => "max_body_bytes").increment(1);
+        ApiError::too_large(
+            "body_too_large",
+            format!("the request body is larger than {max} bytes (limits.max_body_bytes)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_big());
+    }
+    let bytes: Bytes = axum::body::to_bytes(body, max)
+        .await
+        .map_err(|_| too_big())?;
+    let items = split_body(format, &bytes)?;
+    let cloudevent = matches!(format, Format::CloudEvent | Format::CloudEventBatch);
+    let batch = prepare(&state, &principal, items, cloudevent)?;
+    let results = append(&state, batch).await?;
+    let events: Vec<Value> = results.iter().map(result_json).collect();
+    metrics::counter!("crier_publish_requests_total", "transport" => "http").increment(1);
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({"events": events})),
+    )
+        .into_response())
+}
+
+trait DeserializeValue: Sized {
+    fn deserialize_value(v: Value) -> Result<Self, serde_json::Error>;
+}
+
+impl DeserializeValue for EventInput {
+    fn deserialize_value(v: Value) -> Result<Self, serde_json::Error> {
+        if !v.is_object() {
+            return Err(serde::de::Error::custom("an event is a JSON object"));
+        }
+        serde_json::from_value(v)
+    }
+}
+
+/// Joins stored event bytes into a JSON array without re-encoding them.
+pub fn json_array(events: &[Arc<Committed>]) -> Vec<u8> {
+    let len: usize = events.iter().map(|e| e.json.len() + 1).sum();
+    let mut out = Vec::with_capacity(len + 2);
+    out.push(b'[');
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&e.json);
+    }
+    out.push(b']');
+    out
+}
+
+fn json_response(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Largest `limit` of a history page.
+pub const MAX_PAGE: u64 = 1000;
+
+/// A history query as the HTTP and WebSocket paths both take it.
+pub struct History {
+    /// The read.
+    pub query: ReadQuery,
+}
+
+impl History {
+    /// Runs the read; returns the events and the paging cursor.
+    pub async fn run(
+        self,
+        state: &AppState,
+    ) -> Result<(Vec<Arc<Committed>>, Option<u64>), ApiError> {
+        let limit = self.query.limit;
+        let page = read_full(state.log.as_ref(), self.query).await?;
+        // A full page may have more behind it; its last seq is where the next page starts.
+        let next = if page.events.len() >= limit {
+            page.events.last().map(|e| e.seq)
+        } else {
+            None
+        };
+        Ok((page.events, next))
+    }
+}
+
+/// `GET /v1/events`.
+pub async fn history(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = Query::parse(
+        raw.as_deref(),
+        &[
+            "after", "before", "since", "until", "limit", "order", "tenant",
+        ],
+    )?;
+    let scope = read_scope(&principal, q.get("tenant"))?;
+    let filter = Arc::new(narrow(&principal, q.filter()?));
+    let limit = q.u64("limit")?.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad(
+            "invalid_query",
+            format!("`limit` must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let order = match q.get("order") {
+        None | Some("asc") => Order::Asc,
+        Some("desc") => Order::Desc,
+        Some(o) => {
+            return Err(ApiError::bad(
+                "invalid_query",
+                format!("`order` is \"asc\" or \"desc\", not {o:?}"),
+            ))
+        }
+    };
+    let mut query = ReadQuery::after(scope, filter, q.u64("after")?.unwrap_or(0), limit as usize);
+    query.before = q.u64("before")?;
+    query.since_us = q.time("since")?;
+    query.until_us = q.time("until")?;
+    query.order = order;
+    let head = state.log.head();
+    let (events, next) = History { query }.run(&state).await?;
+    let mut body = b"{\"events\":".to_vec();
+    body.extend_from_slice(&json_array(&events));
+    let next = next.map_or("null".to_string(), |s| s.to_string());
+    let tail = match order {
+        Order::Asc => format!(",\"next_after\":{next},\"head\":{head}}}"),
+        Order::Desc => format!(",\"next_after\":null,\"next_before\":{next},\"head\":{head}}}"),
+    };
+    body.extend_from_slice(tail.as_bytes());
+    Ok(json_response(body))
+}
+
+/// `GET /v1/events/{id}`.
+pub async fn get_event(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = Query::parse(raw.as_deref(), &["tenant"])?;
+    let tenant = match read_scope(&principal, q.get("tenant"))? {
+        crier_core::Scope::Tenant(t) => t,
+        crier_core::Scope::All => {
+            return Err(ApiError::bad(
+                "invalid_query",
+                "name one tenant to fetch an event by id",
+            ))
+        }
+    };
+    let not_found = || ApiError::not_found(format!("no event with id {id:?}"));
+    let ev = state.log.get(&tenant, &id).await?.ok_or_else(not_found)?;
+    if !narrow(&principal, crier_core::Filter::default()).matches(&ev) {
+        return Err(not_found());
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(ev.json.clone()),
+    )
+        .into_response())
+}

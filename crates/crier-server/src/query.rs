@@ -1,0 +1,81 @@
+//! Query-string parsing shared by the read paths: every path names the parameters it takes
+//! and anything else is a 400, so a typo never silently widens or empties a result.
+
+use crier_core::Filter;
+
+use crate::error::ApiError;
+
+/// Decoded query pairs.
+pub struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+impl Query {
+    /// Parses a raw query string, refusing parameters outside the filter keys and `extra`.
+    pub fn parse(raw: Option<&str>, extra: &[&str]) -> Result<Query, ApiError> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
+                ApiError::bad(
+                    "invalid_query",
+                    format!("cannot decode the query string: {e}"),
+                )
+            })?;
+        for (k, _) in &pairs {
+            let known = crier_core::filter::QUERY_KEYS.contains(&k.as_str())
+                || k == "tags"
+                || k == "token"
+                || extra.contains(&k.as_str());
+            if !known {
+                return Err(ApiError::bad(
+                    "invalid_query",
+                    format!("unknown query parameter `{k}`"),
+                ));
+            }
+        }
+        Ok(Query { pairs })
+    }
+
+    /// The filter given by the filter keys.
+    pub fn filter(&self) -> Result<Filter, ApiError> {
+        Ok(Filter::from_query(
+            self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )?)
+    }
+
+    /// The last value of a parameter.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A non-negative integer parameter.
+    pub fn u64(&self, key: &str) -> Result<Option<u64>, ApiError> {
+        self.get(key)
+            .map(|v| {
+                v.trim().parse::<u64>().map_err(|_| {
+                    ApiError::bad(
+                        "invalid_query",
+                        format!("`{key}` must be a non-negative integer, not {v:?}"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    /// An RFC 3339 time parameter, as microseconds.
+    pub fn time(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        self.get(key)
+            .map(|v| {
+                crier_core::event::parse_time_us(v).ok_or_else(|| {
+                    ApiError::bad(
+                        "invalid_query",
+                        format!("`{key}` must be an RFC 3339 time, not {v:?}"),
+                    )
+                })
+            })
+            .transpose()
+    }
+}

@@ -1,0 +1,160 @@
+//! `GET /v1/stream`: Server-Sent Events as §4 specifies, so a browser's `EventSource` works
+//! unchanged.
+//!
+//! The body is a stream over one cursor. Each event goes out as three chunks: a small
+//! `id:/event:/data:` prefix, the stored event bytes (shared with every other reader, never
+//! re-encoded) and the closing blank line. A client that stops reading stops the body from
+//! being polled, its cursor's live queue fills, and the cursor falls back to the log: the
+//! server's memory for it stays bounded and other clients are not slowed.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use crier_core::{Cursor, CursorItem, Start};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{narrow, read_scope, Auth};
+use crate::error::ApiError;
+use crate::query::Query;
+use crate::state::{AppState, ConnGuard, Transport};
+
+/// Most events `last=` may ask for.
+pub const MAX_LAST: u64 = 10_000;
+
+/// The start position of §4: `Last-Event-ID` wins, then `after`, then `last`, else live.
+pub fn start_position(
+    last_event_id: Option<&str>,
+    after: Option<u64>,
+    last: Option<u64>,
+) -> Result<Start, ApiError> {
+    if let Some(id) = last_event_id.map(str::trim).filter(|s| !s.is_empty()) {
+        let seq = id.parse::<u64>().map_err(|_| {
+            ApiError::bad(
+                "invalid_cursor",
+                format!("Last-Event-ID must be a seq number, not {id:?}"),
+            )
+        })?;
+        return Ok(Start::After(seq));
+    }
+    if let Some(a) = after {
+        return Ok(Start::After(a));
+    }
+    if let Some(n) = last {
+        if n > MAX_LAST {
+            return Err(ApiError::bad(
+                "invalid_cursor",
+                format!("`last` is at most {MAX_LAST}"),
+            ));
+        }
+        return Ok(Start::Last(n as usize));
+    }
+    Ok(Start::Live)
+}
+
+struct SseState {
+    cursor: Cursor,
+    out: VecDeque<Bytes>,
+    heartbeat: Duration,
+    ping: Pin<Box<Sleep>>,
+    shutdown: CancellationToken,
+    done: bool,
+    _guard: ConnGuard,
+}
+
+impl SseState {
+    /// Produces the next chunk, or `None` when the stream ends.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(b) = self.out.pop_front() {
+                return Some(b);
+            }
+            if self.done {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => self.done = true,
+                item = self.cursor.next() => match item {
+                    Ok(CursorItem::Event(e)) => {
+                        let prefix = format!("id: {}\nevent: {}\ndata: ", e.seq, e.kind);
+                        self.out.push_back(Bytes::from(prefix));
+                        self.out.push_back(e.json.clone());
+                        self.out.push_back(Bytes::from_static(b"\n\n"));
+                        metrics::counter!("crier_deliveries_total", "transport" => "sse").increment(1);
+                        self.ping.as_mut().reset(Instant::now() + self.heartbeat);
+                    }
+                    Ok(CursorItem::Reset(r)) => {
+                        let frame = format!("event: crier.reset\ndata: {}\n\n", r.to_json());
+                        self.out.push_back(Bytes::from(frame));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SSE stream ended: the log could not be read");
+                        self.done = true;
+                    }
+                },
+                _ = self.ping.as_mut() => {
+                    self.out.push_back(Bytes::from_static(b": ping\n\n"));
+                    self.ping.as_mut().reset(Instant::now() + self.heartbeat);
+                }
+            }
+        }
+    }
+}
+
+/// `GET /v1/stream`.
+pub async fn stream(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = Query::parse(raw.as_deref(), &["after", "last", "tenant"])?;
+    let scope = read_scope(&principal, q.get("tenant"))?;
+    let filter = Arc::new(narrow(&principal, q.filter()?));
+    let last_event_id = headers.get("last-event-id").map(|v| {
+        v.to_str()
+            .map_err(|_| ApiError::bad("invalid_cursor", "Last-Event-ID must be a seq number"))
+    });
+    let last_event_id = last_event_id.transpose()?;
+    let start = start_position(last_event_id, q.u64("after")?, q.u64("last")?)?;
+    let guard = state
+        .conns
+        .open(&state, &principal.tenant, Transport::Sse)?;
+    let queue = state.settings.limits.queue_per_connection;
+    let (cursor, head) = state.hub.open(scope, filter, start, queue).await?;
+    let heartbeat = state.settings.heartbeat;
+    let mut out = VecDeque::new();
+    out.push_back(Bytes::from(format!(
+        "retry: {}\n: crier head={head}\n\n",
+        state.settings.sse_retry.as_millis()
+    )));
+    let st = SseState {
+        cursor,
+        out,
+        heartbeat,
+        ping: Box::pin(tokio::time::sleep(heartbeat)),
+        shutdown: state.shutdown.clone(),
+        done: false,
+        _guard: guard,
+    };
+    let body = futures_util::stream::unfold(st, |mut st| async move {
+        st.next_chunk().await.map(|b| (Ok::<_, Infallible>(b), st))
+    });
+    let mut res = Body::from_stream(body).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(res)
+}

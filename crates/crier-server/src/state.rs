@@ -1,0 +1,198 @@
+//! Shared server state: settings, the log and hub, metrics, shutdown and connection
+//! accounting.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crier_core::{EventLog, Hub};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::error::ApiError;
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<StateInner>);
+
+/// The contents of [`AppState`].
+pub struct StateInner {
+    /// Validated configuration.
+    pub settings: Settings,
+    /// The log.
+    pub log: Arc<dyn EventLog>,
+    /// Cursors and live fan-out.
+    pub hub: Hub,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Cancelled at shutdown; every stream selects on it.
+    pub shutdown: CancellationToken,
+    /// Background tasks to wait for at shutdown.
+    pub tasks: TaskTracker,
+    /// Open streams and sockets.
+    pub conns: Connections,
+}
+
+impl Deref for AppState {
+    type Target = StateInner;
+    fn deref(&self) -> &StateInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state.
+    pub fn new(
+        settings: Settings,
+        log: Arc<dyn EventLog>,
+        hub: Hub,
+        shutdown: CancellationToken,
+    ) -> Self {
+        AppState(Arc::new(StateInner {
+            settings,
+            log,
+            hub,
+            metrics: metrics_handle(),
+            shutdown,
+            tasks: TaskTracker::new(),
+            conns: Connections::default(),
+        }))
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once; later calls share it).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let latency = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("crier_log_group_events".into()),
+                        &[
+                            1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 20000.0,
+                        ],
+                    )
+                });
+            match builder {
+                Ok(b) => {
+                    let recorder = b.build_recorder();
+                    let handle = recorder.handle();
+                    if metrics::set_global_recorder(recorder).is_err() {
+                        tracing::warn!(
+                            "a metrics recorder was already installed; /metrics will be empty"
+                        );
+                    }
+                    handle
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics buckets rejected; using summaries");
+                    let recorder = PrometheusBuilder::new().build_recorder();
+                    let handle = recorder.handle();
+                    let _ = metrics::set_global_recorder(recorder);
+                    handle
+                }
+            }
+        })
+        .clone()
+}
+
+/// A transport, for accounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Server-Sent Events.
+    Sse,
+    /// WebSocket.
+    Ws,
+}
+
+impl Transport {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Sse => "sse",
+            Transport::Ws => "ws",
+        }
+    }
+}
+
+/// Open connections per tenant and transport.
+#[derive(Default)]
+pub struct Connections {
+    // A std Mutex: held for a map update only, never across an await.
+    by_tenant: Mutex<HashMap<String, [usize; 2]>>,
+}
+
+impl Connections {
+    /// Counts a new connection, refusing it past the per-tenant limit.
+    pub fn open(
+        &self,
+        state: &AppState,
+        tenant: &str,
+        transport: Transport,
+    ) -> Result<ConnGuard, ApiError> {
+        let limit = state.settings.limits.max_connections_per_tenant;
+        let mut map = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = map.entry(tenant.to_string()).or_default();
+        if counts[0] + counts[1] >= limit {
+            metrics::counter!("crier_limit_hits_total", "limit" => "max_connections_per_tenant")
+                .increment(1);
+            return Err(ApiError::too_many(
+                "too_many_connections",
+                format!("this tenant has {limit} open connections, the most allowed (limits.max_connections_per_tenant)"),
+                1,
+            ));
+        }
+        counts[transport as usize] += 1;
+        metrics::gauge!("crier_connections", "transport" => transport.as_str()).increment(1.0);
+        Ok(ConnGuard {
+            state: state.clone(),
+            tenant: tenant.to_string(),
+            transport,
+        })
+    }
+
+    /// Open connections of a tenant (`None`: all tenants) per transport: `(sse, ws)`.
+    pub fn count(&self, tenant: Option<&str>) -> (usize, usize) {
+        let map = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = (0, 0);
+        for (t, c) in map.iter() {
+            if tenant.is_none_or(|x| x == t) {
+                out.0 += c[0];
+                out.1 += c[1];
+            }
+        }
+        out
+    }
+}
+
+/// Releases a connection's slot when dropped.
+pub struct ConnGuard {
+    state: AppState,
+    tenant: String,
+    transport: Transport,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        metrics::gauge!("crier_connections", "transport" => self.transport.as_str()).decrement(1.0);
+        let mut map = self
+            .state
+            .conns
+            .by_tenant
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get_mut(&self.tenant) {
+            c[self.transport as usize] = c[self.transport as usize].saturating_sub(1);
+            if c[0] + c[1] == 0 {
+                map.remove(&self.tenant);
+            }
+        }
+    }
+}

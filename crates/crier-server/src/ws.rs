@@ -1,0 +1,578 @@
+//! `GET /v1/ws`: the WebSocket protocol of §5.
+//!
+//! Each connection has one writer task that owns the socket's sending half and a bounded
+//! outbound queue. Every subscription is a task over its own cursor that pushes frames into
+//! that queue; when the client reads slowly the queue fills, the subscription task waits, its
+//! cursor's live queue overflows and it falls back to the log: memory stays bounded and
+//! nothing is lost. Publishes go through one task per connection, so a connection's publishes
+//! are committed in the order it sent them without blocking its reads. Errors are answered
+//! with an `error` op and the connection stays open.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+use crier_core::{Cursor, CursorItem, Principal, ReadQuery, Role, Scope};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{narrow, read_scope, require, Auth};
+use crate::error::ApiError;
+use crate::events::{append, json_array, prepare, result_json, History, MAX_PAGE};
+use crate::query::Query;
+use crate::sse::start_position;
+use crate::state::{AppState, ConnGuard, Transport};
+
+/// Frames queued for the socket before producers wait.
+const OUTBOUND_QUEUE: usize = 256;
+/// Publishes queued per connection before the reader waits.
+const PUBLISH_QUEUE: usize = 64;
+
+/// `GET /v1/ws`.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    Query::parse(raw.as_deref(), &[])?;
+    let ws = ws.map_err(|e| {
+        ApiError::bad(
+            "websocket_required",
+            format!("this path speaks WebSocket only: {e}"),
+        )
+    })?;
+    let origins = &state.settings.allowed_origins;
+    if !origins.is_empty() {
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        if let Some(o) = origin {
+            if !origins.iter().any(|a| a == o || a == "*") {
+                return Err(ApiError::forbidden(format!(
+                    "origin {o:?} is not in allowed_origins"
+                )));
+            }
+        }
+    }
+    let guard = state.conns.open(&state, &principal.tenant, Transport::Ws)?;
+    // The library's limit is twice ours, so a message between the two gets a readable
+    // `error` op and the connection lives; beyond that the library closes with 1009.
+    let max = state.settings.limits.max_ws_frame_bytes;
+    Ok(ws
+        .max_message_size(max.saturating_mul(2))
+        .max_frame_size(max.saturating_mul(2))
+        .on_upgrade(move |socket| Conn::run(state, principal, guard, socket)))
+}
+
+fn error_frame(r: Option<&Value>, code: &str, message: &str) -> Message {
+    let mut m = Map::new();
+    m.insert("op".into(), "error".into());
+    if let Some(r) = r {
+        m.insert("ref".into(), r.clone());
+    }
+    m.insert("code".into(), code.into());
+    m.insert("message".into(), message.into());
+    text(Value::Object(m).to_string())
+}
+
+fn text(s: String) -> Message {
+    Message::Text(Utf8Bytes::from(s))
+}
+
+fn reply(op: &str, r: Option<&Value>, mut fields: Map<String, Value>) -> Message {
+    fields.insert("op".into(), op.into());
+    if let Some(r) = r {
+        fields.insert("ref".into(), r.clone());
+    }
+    text(Value::Object(fields).to_string())
+}
+
+/// A client message's error: code and message, answered with the message's `ref`.
+struct OpError(&'static str, String);
+
+impl From<ApiError> for OpError {
+    fn from(e: ApiError) -> Self {
+        OpError(e.code, e.message)
+    }
+}
+
+struct Sub {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+struct Conn {
+    state: AppState,
+    principal: Principal,
+    out: mpsc::Sender<Message>,
+    subs: HashMap<String, Sub>,
+    publishes: mpsc::Sender<(Option<Value>, Value)>,
+    cancel: CancellationToken,
+}
+
+fn get_u64(m: &Map<String, Value>, key: &str) -> Result<Option<u64>, OpError> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            OpError(
+                "invalid_message",
+                format!("`{key}` must be a non-negative integer"),
+            )
+        }),
+    }
+}
+
+fn get_str<'a>(m: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, OpError> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(OpError(
+            "invalid_message",
+            format!("`{key}` must be a string"),
+        )),
+    }
+}
+
+fn only_keys(m: &Map<String, Value>, allowed: &[&str]) -> Result<(), OpError> {
+    for k in m.keys() {
+        if k != "op" && k != "ref" && !allowed.contains(&k.as_str()) {
+            return Err(OpError(
+                "invalid_message",
+                format!("unknown field `{k}` for this op"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Conn {
+    async fn run(state: AppState, principal: Principal, guard: ConnGuard, socket: WebSocket) {
+        let (sink, mut stream) = socket.split();
+        let (out, out_rx) = mpsc::channel::<Message>(OUTBOUND_QUEUE);
+        let cancel = state.shutdown.child_token();
+        let last_seen = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let writer = tokio::spawn(write_loop(
+            sink,
+            out_rx,
+            cancel.clone(),
+            state.settings.heartbeat,
+            last_seen.clone(),
+            started,
+        ));
+        let (pub_tx, pub_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let publisher = tokio::spawn(publish_loop(
+            state.clone(),
+            principal.clone(),
+            pub_rx,
+            out.clone(),
+        ));
+        let welcome = json!({
+            "op": "welcome",
+            "session": uuid::Uuid::now_v7().to_string(),
+            "tenant": principal.tenant,
+            "head": state.hub.head(),
+            "heartbeat_ms": state.settings.heartbeat.as_millis() as u64,
+        });
+        let mut conn = Conn {
+            state,
+            principal,
+            out,
+            subs: HashMap::new(),
+            publishes: pub_tx,
+            cancel,
+        };
+        if conn.out.send(text(welcome.to_string())).await.is_ok() {
+            conn.read_loop(&mut stream, &last_seen, started).await;
+        }
+        for (_, sub) in conn.subs.drain() {
+            sub.cancel.cancel();
+            let _ = sub.task.await;
+        }
+        drop(conn.publishes);
+        let _ = publisher.await;
+        drop(conn.out);
+        let _ = writer.await;
+        drop(guard);
+    }
+
+    async fn read_loop(
+        &mut self,
+        stream: &mut futures_util::stream::SplitStream<WebSocket>,
+        last_seen: &AtomicU64,
+        started: Instant,
+    ) {
+        let max = self.state.settings.limits.max_ws_frame_bytes;
+        loop {
+            let msg = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                m = stream.next() => m,
+            };
+            let msg = match msg {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "websocket read ended");
+                    return;
+                }
+                None => return,
+            };
+            last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            let answer = match msg {
+                Message::Text(t) if t.len() > max => {
+                    metrics::counter!("crier_limit_hits_total", "limit" => "max_ws_frame_bytes")
+                        .increment(1);
+                    Some(error_frame(
+                        None,
+                        "frame_too_large",
+                        &format!("a message is at most {max} bytes (limits.max_ws_frame_bytes)"),
+                    ))
+                }
+                Message::Text(t) => self.handle(t.as_str()).await,
+                Message::Binary(_) => Some(error_frame(
+                    None,
+                    "invalid_message",
+                    "send text frames holding JSON",
+                )),
+                Message::Close(_) => return,
+                Message::Ping(_) | Message::Pong(_) => None,
+            };
+            if let Some(a) = answer {
+                if self.out.send(a).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, text: &str) -> Option<Message> {
+        let v: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                return Some(error_frame(
+                    None,
+                    "invalid_message",
+                    &format!("not valid JSON: {e}"),
+                ))
+            }
+        };
+        let Value::Object(m) = v else {
+            return Some(error_frame(
+                None,
+                "invalid_message",
+                "a message is a JSON object with an `op`",
+            ));
+        };
+        let r = m.get("ref").cloned();
+        let op = m
+            .get("op")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let res = match op.as_str() {
+            "subscribe" => self.subscribe(&m, r.as_ref()).await,
+            "unsubscribe" => self.unsubscribe(&m, r.as_ref()).await,
+            "publish" => self.publish(m, r.clone()).await,
+            "history" => self.history(&m, r.as_ref()).await,
+            "ping" => only_keys(&m, &[]).map(|()| Some(reply("pong", r.as_ref(), Map::new()))),
+            "auth" => Err(OpError(
+                "auth_not_configured",
+                "this hub runs without authentication; there is nothing to refresh".into(),
+            )),
+            "replay" | "replay_stop" => Err(OpError(
+                "unsupported_op",
+                format!("`{op}` is not available on this hub"),
+            )),
+            "" => Err(OpError("invalid_message", "a message needs an `op`".into())),
+            other => Err(OpError("unknown_op", format!("unknown op {other:?}"))),
+        };
+        match res {
+            Ok(answer) => answer,
+            Err(OpError(code, message)) => Some(error_frame(r.as_ref(), code, &message)),
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        m: &Map<String, Value>,
+        r: Option<&Value>,
+    ) -> Result<Option<Message>, OpError> {
+        only_keys(m, &["id", "filter", "after", "last", "tenant"])?;
+        let id = get_str(m, "id")?
+            .ok_or_else(|| OpError("invalid_message", "`id` is required".into()))?;
+        if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+            return Err(OpError(
+                "invalid_message",
+                "`id` has 1 to 128 characters and no control characters".into(),
+            ));
+        }
+        if self.subs.contains_key(id) {
+            return Err(OpError(
+                "duplicate_subscription",
+                format!("a subscription {id:?} already exists on this connection"),
+            ));
+        }
+        let max = self.state.settings.limits.max_subscriptions_per_connection;
+        if self.subs.len() >= max {
+            metrics::counter!("crier_limit_hits_total", "limit" => "max_subscriptions_per_connection").increment(1);
+            return Err(OpError(
+                "too_many_subscriptions",
+                format!("a connection holds at most {max} subscriptions (limits.max_subscriptions_per_connection)"),
+            ));
+        }
+        let filter = crier_core::Filter::from_json(m.get("filter").unwrap_or(&Value::Null))
+            .map_err(ApiError::from)?;
+        let scope = read_scope(&self.principal, get_str(m, "tenant")?)?;
+        let start = start_position(None, get_u64(m, "after")?, get_u64(m, "last")?)?;
+        let queue = self.state.settings.limits.queue_per_connection;
+        let (cursor, _) = self
+            .state
+            .hub
+            .open(
+                scope,
+                Arc::new(narrow(&self.principal, filter)),
+                start,
+                queue,
+            )
+            .await
+            .map_err(ApiError::from)?;
+        // `subscribed` goes through the outbound queue before the task starts, so it precedes
+        // the subscription's first event.
+        let head = self.state.hub.head();
+        let _ = self
+            .out
+            .send(reply(
+                "subscribed",
+                r,
+                Map::from_iter([("id".into(), id.into()), ("head".into(), head.into())]),
+            ))
+            .await;
+        let cancel = self.cancel.child_token();
+        let task = tokio::spawn(sub_loop(
+            id.to_string(),
+            cursor,
+            self.out.clone(),
+            cancel.clone(),
+        ));
+        self.subs.insert(id.to_string(), Sub { cancel, task });
+        Ok(None)
+    }
+
+    async fn unsubscribe(
+        &mut self,
+        m: &Map<String, Value>,
+        r: Option<&Value>,
+    ) -> Result<Option<Message>, OpError> {
+        only_keys(m, &["id"])?;
+        let id = get_str(m, "id")?
+            .ok_or_else(|| OpError("invalid_message", "`id` is required".into()))?;
+        let sub = self.subs.remove(id).ok_or_else(|| {
+            OpError(
+                "unknown_subscription",
+                format!("no subscription {id:?} on this connection"),
+            )
+        })?;
+        // Wait for the task to stop so no event of this subscription follows `unsubscribed`.
+        sub.cancel.cancel();
+        let _ = sub.task.await;
+        Ok(Some(reply(
+            "unsubscribed",
+            r,
+            Map::from_iter([("id".into(), id.into())]),
+        )))
+    }
+
+    async fn publish(
+        &mut self,
+        m: Map<String, Value>,
+        r: Option<Value>,
+    ) -> Result<Option<Message>, OpError> {
+        only_keys(&m, &["event"])?;
+        require(&self.principal, Role::Publisher)?;
+        let event = m
+            .get("event")
+            .cloned()
+            .ok_or_else(|| OpError("invalid_message", "`event` is required".into()))?;
+        // Sent to the connection's publish task: committed in the order sent, answered once durable.
+        let _ = self.publishes.send((r, event)).await;
+        Ok(None)
+    }
+
+    async fn history(
+        &mut self,
+        m: &Map<String, Value>,
+        r: Option<&Value>,
+    ) -> Result<Option<Message>, OpError> {
+        only_keys(m, &["filter", "after", "limit", "since", "until", "tenant"])?;
+        let filter = crier_core::Filter::from_json(m.get("filter").unwrap_or(&Value::Null))
+            .map_err(ApiError::from)?;
+        let scope: Scope = read_scope(&self.principal, get_str(m, "tenant")?)?;
+        let limit = get_u64(m, "limit")?.unwrap_or(100);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(OpError(
+                "invalid_message",
+                format!("`limit` must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        let time = |key: &str| -> Result<Option<i64>, OpError> {
+            get_str(m, key)?
+                .map(|s| {
+                    crier_core::event::parse_time_us(s).ok_or_else(|| {
+                        OpError(
+                            "invalid_message",
+                            format!("`{key}` must be an RFC 3339 time"),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let mut query = ReadQuery::after(
+            scope,
+            Arc::new(narrow(&self.principal, filter)),
+            get_u64(m, "after")?.unwrap_or(0),
+            limit as usize,
+        );
+        query.since_us = time("since")?;
+        query.until_us = time("until")?;
+        let (events, next) = History { query }.run(&self.state).await?;
+        let mut s = String::from("{\"op\":\"history\",");
+        if let Some(r) = r {
+            s.push_str("\"ref\":");
+            s.push_str(&r.to_string());
+            s.push(',');
+        }
+        s.push_str("\"events\":");
+        s.push_str(&String::from_utf8_lossy(&json_array(&events)));
+        s.push_str(",\"next_after\":");
+        s.push_str(&next.map_or("null".to_string(), |n| n.to_string()));
+        s.push('}');
+        Ok(Some(text(s)))
+    }
+}
+
+async fn sub_loop(
+    id: String,
+    mut cursor: Cursor,
+    out: mpsc::Sender<Message>,
+    cancel: CancellationToken,
+) {
+    let prefix = format!(
+        "{{\"op\":\"event\",\"sub\":{},\"event\":",
+        Value::from(id.as_str())
+    );
+    loop {
+        let item = tokio::select! {
+            _ = cancel.cancelled() => return,
+            item = cursor.next() => item,
+        };
+        let frame = match item {
+            Ok(CursorItem::Event(e)) => {
+                let body = String::from_utf8_lossy(&e.json);
+                let mut s = String::with_capacity(prefix.len() + body.len() + 1);
+                s.push_str(&prefix);
+                s.push_str(&body);
+                s.push('}');
+                metrics::counter!("crier_deliveries_total", "transport" => "ws").increment(1);
+                text(s)
+            }
+            Ok(CursorItem::Reset(r)) => {
+                let mut v = r.to_json();
+                if let Value::Object(m) = &mut v {
+                    m.insert("op".into(), "reset".into());
+                    m.insert("sub".into(), id.as_str().into());
+                }
+                text(v.to_string())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, sub = %id, "subscription ended: the log could not be read");
+                let _ = out
+                    .send(text(
+                        json!({"op": "error", "sub": id, "code": "store_unavailable",
+                               "message": "the event log could not be read; subscribe again with `after`"})
+                        .to_string(),
+                    ))
+                    .await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = out.send(frame) => if r.is_err() { return },
+        }
+    }
+}
+
+async fn publish_loop(
+    state: AppState,
+    principal: Principal,
+    mut rx: mpsc::Receiver<(Option<Value>, Value)>,
+    out: mpsc::Sender<Message>,
+) {
+    while let Some((r, event)) = rx.recv().await {
+        let answer = match prepare(&state, &principal, vec![event], false) {
+            Err(e) => error_frame(r.as_ref(), e.code, &e.message),
+            Ok(batch) => match append(&state, batch).await {
+                Ok(results) => {
+                    metrics::counter!("crier_publish_requests_total", "transport" => "ws")
+                        .increment(1);
+                    let Some(res) = results.first() else { continue };
+                    let Value::Object(fields) = result_json(res) else {
+                        continue;
+                    };
+                    reply("published", r.as_ref(), fields)
+                }
+                Err(e) => error_frame(r.as_ref(), e.code, &e.message),
+            },
+        };
+        if out.send(answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Message>,
+    cancel: CancellationToken,
+    heartbeat: Duration,
+    last_seen: Arc<AtomicU64>,
+    started: Instant,
+) {
+    let mut tick = tokio::time::interval(heartbeat);
+    tick.tick().await;
+    let close = |code: u16, reason: &'static str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        }))
+    };
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(m) => if sink.send(m).await.is_err() { break },
+                None => { let _ = sink.send(close(1000, "bye")).await; break }
+            },
+            _ = tick.tick() => {
+                let idle = started.elapsed().as_millis() as u64 - last_seen.load(Ordering::Relaxed);
+                if idle > 2 * heartbeat.as_millis() as u64 + 1000 {
+                    tracing::debug!("closing an unresponsive websocket");
+                    let _ = sink.send(close(1001, "no answer to pings")).await;
+                    break;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() { break }
+            },
+            _ = cancel.cancelled() => {
+                let _ = sink.send(close(1001, "server shutting down")).await;
+                break;
+            }
+        }
+    }
+    cancel.cancel();
+}
