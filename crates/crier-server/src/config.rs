@@ -517,7 +517,10 @@ pub struct Settings {
 impl Settings {
     /// Settings for tests and embedders: defaults with the given data directory.
     pub fn for_data_dir(dir: &Path) -> Settings {
-        let c = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+        let c = Config {
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        };
         c.validate()
             .unwrap_or_else(|e| unreachable!("the defaults are valid: {e}"))
     }
@@ -563,11 +566,20 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key, "limits.max_batch");
-        let c = Config { heartbeat: "soon".into(), ..Config::default() };
+        let c = Config {
+            heartbeat: "soon".into(),
+            ..Config::default()
+        };
         assert_eq!(c.validate().unwrap_err().key, "heartbeat");
-        let c = Config { listen: "0.0.0.0:7400".into(), ..Config::default() };
+        let c = Config {
+            listen: "0.0.0.0:7400".into(),
+            ..Config::default()
+        };
         assert_eq!(c.validate().unwrap_err().key, "listen");
-        let c = Config { durability: "maybe".into(), ..Config::default() };
+        let c = Config {
+            durability: "maybe".into(),
+            ..Config::default()
+        };
         assert_eq!(c.validate().unwrap_err().key, "durability");
     }
 }
