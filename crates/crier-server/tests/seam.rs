@@ -84,7 +84,7 @@ async fn clients_dropping_and_resuming_under_load_miss_nothing() {
             while tokio::time::Instant::now() < until {
                 let n = 1 + (i % 50) as usize;
                 let batch: Vec<Value> =
-                    (0..n).map(|k| json!({"type": if (i + k as u64) % 2 == 0 { "even" } else { "odd" }, "data": {"p": p}})).collect();
+                    (0..n).map(|k| json!({"type": if (i + k as u64).is_multiple_of(2) { "even" } else { "odd" }, "data": {"p": p}})).collect();
                 hub.publish(Value::from(batch)).await;
                 i += 1;
             }
@@ -96,7 +96,11 @@ async fn clients_dropping_and_resuming_under_load_miss_nothing() {
         let hub = hub.clone();
         let done = done.clone();
         clients.push(tokio::spawn(async move {
-            let kind = if c % 2 == 0 { Kind::Sse } else { Kind::Ws };
+            let kind = if c.is_multiple_of(2) {
+                Kind::Sse
+            } else {
+                Kind::Ws
+            };
             let filtered = c % 4 >= 2;
             let mut got = Vec::new();
             let mut sessions = 0;
