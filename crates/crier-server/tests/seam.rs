@@ -92,7 +92,7 @@ async fn clients_dropping_and_resuming_under_load_miss_nothing() {
         }));
     }
     let mut clients = Vec::new();
-    for c in 0..20 {
+    for c in 0..20u32 {
         let hub = hub.clone();
         let done = done.clone();
         clients.push(tokio::spawn(async move {
