@@ -7,6 +7,7 @@
 //! * [`log`]: the [`EventLog`] trait every store implements: a durable, totally ordered log.
 //! * [`hub`]: cursors over the log and the live fan-out that feeds caught-up cursors.
 //! * [`principal`]: who is asking (tenant, role, subject), carried by every request.
+//! * [`keys`]: the API-key store contract.
 //!
 //! Dependencies flow one way: this crate knows no web framework and no SQL.
 #![deny(missing_docs)]
@@ -15,6 +16,7 @@ pub mod cloudevents;
 pub mod event;
 pub mod filter;
 pub mod hub;
+pub mod keys;
 pub mod log;
 pub mod principal;
 mod validate;

@@ -53,6 +53,8 @@ pub struct Principal {
     pub publish: Option<Vec<Pattern>>,
     /// Unix seconds after which the credential is no longer valid.
     pub expires_at: Option<u64>,
+    /// The hash of the API key behind this principal, re-checked while streams stay open.
+    pub key_hash: Option<String>,
 }
 
 impl Principal {
@@ -65,6 +67,7 @@ impl Principal {
             subscribe: None,
             publish: None,
             expires_at: None,
+            key_hash: None,
         }
     }
 

@@ -1,16 +1,378 @@
-//! Who is asking. Every handler takes an [`Auth`] extractor, so every path gets a
-//! [`Principal`] the same way, and reads are scoped by [`read_scope`].
+//! Credentials (§6): JWTs and API keys, turned into a [`Principal`] by the [`Auth`]
+//! extractor, so every path — and every path added later — authenticates the same way.
 //!
-//! This build runs without credentials: configuration refuses `[auth]` settings and any
-//! listen address beyond loopback, and every request is `admin` of tenant `default` with actor
-//! `anonymous` (§6).
+//! * A token comes from `Authorization: Bearer` or, for `EventSource` and browser
+//!   WebSockets, `?token=` (query strings never reach the logs; see [`redact_query`]).
+//! * JWTs are verified with the one configured key: an HS256 secret, a PEM public key
+//!   (RS256, ES256 or EdDSA) or a JWKS file whose key is chosen by `kid` and whose algorithm
+//!   is pinned by the key, never by the token. `sub` and `exp` are required, `nbf` honoured,
+//!   `tenant` required unless the hub is single-tenant.
+//! * API keys (`crier_…`) are looked up by SHA-256 in the store on every request, so a
+//!   revoked key stops working at once; open streams re-check at every heartbeat.
+//! * Without any credential configured the hub only listens on loopback and every request
+//!   is `admin` of tenant `default`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use crier_core::{Principal, Role, Scope};
+use axum::http::{header, StatusCode};
+use base64::Engine;
+use crier_core::keys::KeyStore;
+use crier_core::{Pattern, Principal, Role, Scope};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+
+/// The JWT verification key(s).
+#[derive(Clone)]
+pub enum JwtKeys {
+    /// One key and the one algorithm it accepts.
+    Single {
+        /// The key.
+        key: DecodingKey,
+        /// Its algorithm.
+        alg: Algorithm,
+    },
+    /// Keys by `kid`, each with its own algorithm.
+    Jwks(HashMap<String, (DecodingKey, Algorithm)>),
+}
+
+impl fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JwtKeys::Single { alg, .. } => write!(f, "JwtKeys::Single({alg:?})"),
+            JwtKeys::Jwks(m) => write!(f, "JwtKeys::Jwks({} keys)", m.len()),
+        }
+    }
+}
+
+/// How the hub authenticates.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// JWT keys, if JWTs are accepted.
+    pub jwt: Option<JwtKeys>,
+    /// Whether credentials are required at all (false: the open loopback mode).
+    pub enabled: bool,
+    /// Tokens need no `tenant` claim; every principal is of tenant `default`.
+    pub single_tenant: bool,
+}
+
+/// Loads the configured keys. `Err` carries the configuration key at fault and why.
+pub fn load_keys(
+    secret: &str,
+    public_key: &str,
+    jwks_file: &str,
+    algorithm: &str,
+) -> Result<Option<JwtKeys>, (&'static str, String)> {
+    let set = [
+        !secret.is_empty(),
+        !public_key.is_empty(),
+        !jwks_file.is_empty(),
+    ];
+    if set.iter().filter(|x| **x).count() > 1 {
+        return Err((
+            "auth",
+            "set only one of jwt_secret, jwt_public_key and jwks_file".into(),
+        ));
+    }
+    if !jwks_file.is_empty() {
+        let text = std::fs::read_to_string(jwks_file)
+            .map_err(|e| ("auth.jwks_file", format!("cannot read {jwks_file:?}: {e}")))?;
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)
+            .map_err(|e| ("auth.jwks_file", format!("not a JWKS document: {e}")))?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let kid = jwk
+                .common
+                .key_id
+                .clone()
+                .ok_or(("auth.jwks_file", "every key needs a `kid`".to_string()))?;
+            let alg = match &jwk.algorithm {
+                jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+                jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_) => Algorithm::HS256,
+                _ => {
+                    return Err((
+                        "auth.jwks_file",
+                        format!("key {kid:?} has an unsupported key type"),
+                    ))
+                }
+            };
+            let alg = match jwk.common.key_algorithm {
+                Some(ka) => ka.to_string().parse::<Algorithm>().map_err(|_| {
+                    (
+                        "auth.jwks_file",
+                        format!("key {kid:?} has an unsupported `alg`"),
+                    )
+                })?,
+                None => alg,
+            };
+            let key = DecodingKey::from_jwk(jwk)
+                .map_err(|e| ("auth.jwks_file", format!("key {kid:?} is unusable: {e}")))?;
+            keys.insert(kid, (key, alg));
+        }
+        if keys.is_empty() {
+            return Err(("auth.jwks_file", "the JWKS holds no keys".into()));
+        }
+        return Ok(Some(JwtKeys::Jwks(keys)));
+    }
+    let alg = match algorithm {
+        "HS256" => Algorithm::HS256,
+        "RS256" => Algorithm::RS256,
+        "ES256" => Algorithm::ES256,
+        "EdDSA" => Algorithm::EdDSA,
+        other => {
+            return Err((
+                "auth.algorithm",
+                format!("{other:?} is not one of HS256, RS256, ES256, EdDSA"),
+            ))
+        }
+    };
+    if !secret.is_empty() {
+        if alg != Algorithm::HS256 {
+            return Err((
+                "auth.algorithm",
+                "a jwt_secret is for HS256; use jwt_public_key for other algorithms".into(),
+            ));
+        }
+        if secret.len() < 32 {
+            return Err(("auth.jwt_secret", "must be at least 32 characters".into()));
+        }
+        return Ok(Some(JwtKeys::Single {
+            key: DecodingKey::from_secret(secret.as_bytes()),
+            alg,
+        }));
+    }
+    if !public_key.is_empty() {
+        let pem = std::fs::read(public_key).map_err(|e| {
+            (
+                "auth.jwt_public_key",
+                format!("cannot read {public_key:?}: {e}"),
+            )
+        })?;
+        let key = match alg {
+            Algorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
+            Algorithm::ES256 => DecodingKey::from_ec_pem(&pem),
+            Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
+            _ => {
+                return Err((
+                    "auth.algorithm",
+                    "a public key needs RS256, ES256 or EdDSA".into(),
+                ))
+            }
+        }
+        .map_err(|e| {
+            (
+                "auth.jwt_public_key",
+                format!("not a {alg:?} public key in PEM: {e}"),
+            )
+        })?;
+        return Ok(Some(JwtKeys::Single { key, alg }));
+    }
+    Ok(None)
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: Option<String>,
+    exp: Option<u64>,
+    tenant: Option<String>,
+    role: Option<String>,
+    subscribe: Option<Vec<String>>,
+    publish: Option<Vec<String>>,
+}
+
+fn unauthorized(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
+/// The `alg` a token's header claims, read without trusting anything else in it.
+fn header_alg(token: &str) -> Option<String> {
+    let head = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head.trim_end_matches('='))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("alg")?.as_str().map(String::from)
+}
+
+fn patterns(claim: &str, list: Option<Vec<String>>) -> Result<Option<Vec<Pattern>>, ApiError> {
+    list.map(|l| {
+        l.iter()
+            .map(|p| {
+                Pattern::new(p).map_err(|_| {
+                    unauthorized(format!(
+                        "the `{claim}` claim holds an invalid pattern {p:?}"
+                    ))
+                })
+            })
+            .collect()
+    })
+    .transpose()
+}
+
+impl AuthSettings {
+    /// Verifies a JWT into a principal.
+    pub fn verify_jwt(&self, token: &str) -> Result<Principal, ApiError> {
+        let Some(keys) = &self.jwt else {
+            return Err(unauthorized("this hub accepts API keys only, not JWTs"));
+        };
+        if let Some(alg) = header_alg(token) {
+            if alg.eq_ignore_ascii_case("none") {
+                return Err(unauthorized(
+                    "unsigned tokens (alg none) are never accepted",
+                ));
+            }
+        }
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| unauthorized("the token is malformed or uses an unknown algorithm"))?;
+        let (key, alg) = match keys {
+            JwtKeys::Single { key, alg } => (key, *alg),
+            JwtKeys::Jwks(map) => {
+                let kid = header
+                    .kid
+                    .as_deref()
+                    .ok_or_else(|| unauthorized("the token has no `kid` to choose a key by"))?;
+                let (k, a) = map
+                    .get(kid)
+                    .ok_or_else(|| unauthorized(format!("no key with kid {kid:?}")))?;
+                (k, *a)
+            }
+        };
+        if header.alg != alg {
+            return Err(unauthorized(format!(
+                "the token is signed with {:?}; this hub accepts {alg:?} only",
+                header.alg
+            )));
+        }
+        let mut v = Validation::new(alg);
+        v.leeway = 0;
+        v.validate_nbf = true;
+        v.validate_aud = false;
+        v.set_required_spec_claims(&["exp", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, key, &v).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            unauthorized(match e.kind() {
+                K::ExpiredSignature => "the token has expired".to_string(),
+                K::ImmatureSignature => {
+                    "the token is not valid yet (nbf is in the future)".to_string()
+                }
+                K::InvalidSignature => "the token's signature does not verify".to_string(),
+                K::InvalidAlgorithm => format!("this hub accepts {alg:?} tokens only"),
+                K::MissingRequiredClaim(c) => format!("the token lacks the `{c}` claim"),
+                _ => "the token is malformed".to_string(),
+            })
+        })?;
+        let c = data.claims;
+        let sub = c
+            .sub
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| unauthorized("the token lacks the `sub` claim"))?;
+        let tenant = if self.single_tenant {
+            "default".to_string()
+        } else {
+            let t = c
+                .tenant
+                .ok_or_else(|| unauthorized("the token lacks the `tenant` claim"))?;
+            crier_core::event::check_tenant(&t)
+                .map_err(|e| unauthorized(format!("bad `tenant` claim: {}", e.message)))?;
+            t
+        };
+        let role = match c.role.as_deref() {
+            None => Role::Subscriber,
+            Some(r) => Role::parse(r).ok_or_else(|| unauthorized(format!("unknown role {r:?}")))?,
+        };
+        Ok(Principal {
+            tenant,
+            role,
+            subject: sub,
+            subscribe: patterns("subscribe", c.subscribe)?,
+            publish: patterns("publish", c.publish)?,
+            expires_at: c.exp,
+            key_hash: None,
+        })
+    }
+
+    /// Authenticates a presented token (JWT or API key).
+    pub async fn authenticate(
+        &self,
+        keys: &dyn KeyStore,
+        token: &str,
+    ) -> Result<Principal, ApiError> {
+        if token.starts_with(crier_store::keys::KEY_PREFIX) {
+            let hash = crier_store::keys::hash_secret(token);
+            let key = keys
+                .find(&hash)
+                .await?
+                .ok_or_else(|| unauthorized("unknown API key"))?;
+            if key.revoked_us.is_some() {
+                return Err(unauthorized("this API key has been revoked"));
+            }
+            return Ok(Principal {
+                tenant: if self.single_tenant {
+                    "default".into()
+                } else {
+                    key.tenant
+                },
+                role: key.role,
+                subject: key.name,
+                subscribe: None,
+                publish: None,
+                expires_at: None,
+                key_hash: Some(hash),
+            });
+        }
+        self.verify_jwt(token)
+    }
+}
+
+/// Whether a principal's credential still holds (API keys are re-checked against the store;
+/// JWT expiry is enforced by the streams' own timers).
+pub async fn still_valid(state: &AppState, p: &Principal) -> bool {
+    match &p.key_hash {
+        None => true,
+        Some(h) => matches!(state.keys.find(h).await, Ok(Some(k)) if k.revoked_us.is_none()),
+    }
+}
+
+/// The token of a request: `Authorization: Bearer` first, then `?token=`.
+pub fn token_of(parts: &Parts) -> Result<Option<String>, ApiError> {
+    if let Some(h) = parts.headers.get(header::AUTHORIZATION) {
+        let h = h
+            .to_str()
+            .map_err(|_| unauthorized("the Authorization header is not text"))?;
+        let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") || rest.trim().is_empty() {
+            return Err(unauthorized("use `Authorization: Bearer <token>`"));
+        }
+        return Ok(Some(rest.trim().to_string()));
+    }
+    let q = parts.uri.query().unwrap_or("");
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q).unwrap_or_default();
+    Ok(pairs
+        .into_iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v))
+}
+
+/// A query string with credential values replaced, safe to log.
+pub fn redact_query(q: &str) -> String {
+    q.split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if matches!(k, "token" | "access_token" | "api_key") => {
+                format!("{k}=REDACTED")
+            }
+            _ => kv.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
 
 /// The authenticated principal of a request.
 pub struct Auth(pub Principal);
@@ -18,10 +380,23 @@ pub struct Auth(pub Principal);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(_parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
-        Ok(Auth(Principal::anonymous_admin()))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let auth = &state.settings.auth;
+        if !auth.enabled {
+            return Ok(Auth(Principal::anonymous_admin()));
+        }
+        let token = token_of(parts)?.ok_or_else(|| {
+            unauthorized(
+                "a credential is required: send `Authorization: Bearer <token>` or `?token=`",
+            )
+        })?;
+        let p = auth.authenticate(state.keys.as_ref(), &token).await?;
+        Ok(Auth(p))
     }
 }
+
+/// Shared handle for the key store.
+pub type Keys = Arc<dyn KeyStore>;
 
 /// Requires at least `role`.
 pub fn require(p: &Principal, role: Role) -> Result<(), ApiError> {

@@ -78,6 +78,8 @@ pub struct AuthConfig {
     pub jwks_file: String,
     /// The one algorithm accepted.
     pub algorithm: String,
+    /// Require credentials even without a JWT key (API keys only).
+    pub required: bool,
 }
 
 /// `[retention]`.
@@ -363,20 +365,24 @@ impl Config {
                 ),
             ));
         }
-        let auth_set = !(self.auth.jwt_secret.is_empty()
-            && self.auth.jwt_public_key.is_empty()
-            && self.auth.jwks_file.is_empty());
-        if auth_set {
-            return Err(err(
-                "auth",
-                "token authentication is not available in this build; leave [auth] empty and listen on loopback",
-            ));
-        }
-        if !listen.ip().is_loopback() {
+        let jwt = crate::auth::load_keys(
+            &self.auth.jwt_secret,
+            &self.auth.jwt_public_key,
+            &self.auth.jwks_file,
+            &self.auth.algorithm,
+        )
+        .map_err(|(key, msg)| err(key, msg))?;
+        let auth = crate::auth::AuthSettings {
+            enabled: jwt.is_some() || self.auth.required,
+            jwt,
+            single_tenant: self.single_tenant,
+        };
+        if !auth.enabled && !listen.ip().is_loopback() {
             return Err(err(
                 "listen",
                 format!(
-                    "{listen} is not a loopback address and no authentication is configured; \
+                    "{listen} is not a loopback address and no authentication is configured \
+                     (auth.jwt_secret, auth.jwt_public_key, auth.jwks_file or auth.required); \
                      crier refuses to serve an open hub beyond this machine"
                 ),
             ));
@@ -417,6 +423,7 @@ impl Config {
         }
         Ok(Settings {
             listen,
+            auth,
             data_dir: self.data_dir.clone(),
             durability,
             heartbeat: duration("heartbeat", &self.heartbeat)?,
@@ -490,6 +497,8 @@ pub struct Limits {
 pub struct Settings {
     /// Listen address.
     pub listen: SocketAddr,
+    /// Credentials.
+    pub auth: crate::auth::AuthSettings,
     /// SQLite directory.
     pub data_dir: PathBuf,
     /// Commit durability.

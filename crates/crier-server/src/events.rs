@@ -198,6 +198,7 @@ pub async fn publish(
     let items = split_body(format, &bytes)?;
     let cloudevent = matches!(format, Format::CloudEvent | Format::CloudEventBatch);
     let batch = prepare(&state, &principal, items, cloudevent)?;
+    state.check_rate(&principal.tenant, batch.len())?;
     let results = append(&state, batch).await?;
     let events: Vec<Value> = results.iter().map(result_json).collect();
     metrics::counter!("crier_publish_requests_total", "transport" => "http").increment(1);

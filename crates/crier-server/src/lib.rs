@@ -21,7 +21,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
 use crier_core::{EventLog, Hub};
-use crier_store::SqliteLog;
+use crier_store::{SqliteKeys, SqliteLog};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +64,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such path") })
         // Bodies are limited by the publish handler itself, with a JSON error.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(log_requests))
         .with_state(state)
 }
 
@@ -87,7 +88,8 @@ pub async fn run(
     let log = open_log(&settings)?;
     let hub = Hub::new(log.clone());
     log.set_commit_sink(hub.commit_sink());
-    let state = AppState::new(settings.clone(), log.clone(), hub, shutdown.clone());
+    let keys = Arc::new(SqliteKeys::open(&settings.data_dir.join("crier.db"))?);
+    let state = AppState::new(settings.clone(), log.clone(), hub, keys, shutdown.clone());
     state.tasks.spawn(retention_loop(state.clone()));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, head = log.head(), "crier is listening");
@@ -110,6 +112,31 @@ pub async fn run(
     log.close().await?;
     tracing::info!("crier stopped; the log is flushed");
     served.map_err(ServeError::Io)
+}
+
+/// Logs each request at debug level, with credentials in the query string redacted.
+async fn log_requests(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req
+        .uri()
+        .query()
+        .map(auth::redact_query)
+        .unwrap_or_default();
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    tracing::debug!(
+        %method,
+        %path,
+        query = %query,
+        status = res.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    res
 }
 
 async fn retention_loop(state: AppState) {

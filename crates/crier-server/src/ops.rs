@@ -5,7 +5,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::auth::{require, Auth};
 use crate::state::AppState;
+use crier_core::Role;
 
 /// The OpenAPI 3.1 description of the API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -41,8 +43,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /metrics`.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics` (admins only when credentials are configured).
+pub async fn metrics(State(state): State<AppState>, Auth(p): Auth) -> Response {
+    if let Err(e) = require(&p, Role::Admin) {
+        return e.into_response();
+    }
     metrics::gauge!("crier_log_head").set(state.log.head() as f64);
     metrics::gauge!("crier_live_cursors").set(state.hub.live_cursors() as f64);
     (

@@ -5,7 +5,13 @@ use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use std::num::NonZeroU32;
+
+use crier_core::keys::KeyStore;
 use crier_core::{EventLog, Hub};
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,6 +39,10 @@ pub struct StateInner {
     pub tasks: TaskTracker,
     /// Open streams and sockets.
     pub conns: Connections,
+    /// API keys.
+    pub keys: Arc<dyn KeyStore>,
+    /// Per-tenant publish rate (`None`: unlimited).
+    pub rate: Option<RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>>,
 }
 
 impl Deref for AppState {
@@ -48,9 +58,16 @@ impl AppState {
         settings: Settings,
         log: Arc<dyn EventLog>,
         hub: Hub,
+        keys: Arc<dyn KeyStore>,
         shutdown: CancellationToken,
     ) -> Self {
+        let rate = NonZeroU32::new(
+            u32::try_from(settings.limits.publish_rate_per_tenant).unwrap_or(u32::MAX),
+        )
+        .map(|per_s| RateLimiter::keyed(Quota::per_second(per_s)));
         AppState(Arc::new(StateInner {
+            keys,
+            rate,
             settings,
             log,
             hub,
@@ -59,6 +76,37 @@ impl AppState {
             tasks: TaskTracker::new(),
             conns: Connections::default(),
         }))
+    }
+}
+
+impl AppState {
+    /// Takes `n` events from the tenant's publish budget, or answers 429 with `Retry-After`.
+    /// Checked before anything is appended, so a refused batch leaves nothing behind.
+    pub fn check_rate(&self, tenant: &str, n: usize) -> Result<(), ApiError> {
+        let Some(limiter) = &self.rate else {
+            return Ok(());
+        };
+        let per_s = self.settings.limits.publish_rate_per_tenant;
+        let n32 = NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        let refuse = |wait_s: u64, msg: String| {
+            metrics::counter!("crier_limit_hits_total", "limit" => "publish_rate_per_tenant")
+                .increment(1);
+            Err(ApiError::too_many("rate_limited", msg, wait_s))
+        };
+        match limiter.check_key_n(&tenant.to_string(), n32) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                refuse(
+                    wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                    format!("this tenant may publish {per_s} events per second (limits.publish_rate_per_tenant); retry later"),
+                )
+            }
+            Err(_) => refuse(
+                1,
+                format!("a batch of {n} events exceeds the tenant's rate of {per_s} events per second; send smaller batches"),
+            ),
+        }
     }
 }
 

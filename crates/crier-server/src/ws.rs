@@ -24,11 +24,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{narrow, read_scope, require, Auth};
+use crate::auth::{narrow, read_scope, require, still_valid, Auth};
 use crate::error::ApiError;
 use crate::events::{append, json_array, prepare, result_json, History, MAX_PAGE};
 use crate::query::Query;
-use crate::sse::start_position;
+use crate::sse::{expiry_instant, start_position};
 use crate::state::{AppState, ConnGuard, Transport};
 
 /// Frames queued for the socket before producers wait.
@@ -83,6 +83,13 @@ fn error_frame(r: Option<&Value>, code: &str, message: &str) -> Message {
     text(Value::Object(m).to_string())
 }
 
+fn close_frame(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
 fn text(s: String) -> Message {
     Message::Text(Utf8Bytes::from(s))
 }
@@ -114,7 +121,7 @@ struct Conn {
     principal: Principal,
     out: mpsc::Sender<Message>,
     subs: HashMap<String, Sub>,
-    publishes: mpsc::Sender<(Option<Value>, Value)>,
+    publishes: mpsc::Sender<(Option<Value>, Value, Principal)>,
     cancel: CancellationToken,
 }
 
@@ -169,12 +176,7 @@ impl Conn {
             started,
         ));
         let (pub_tx, pub_rx) = mpsc::channel(PUBLISH_QUEUE);
-        let publisher = tokio::spawn(publish_loop(
-            state.clone(),
-            principal.clone(),
-            pub_rx,
-            out.clone(),
-        ));
+        let publisher = tokio::spawn(publish_loop(state.clone(), pub_rx, out.clone()));
         let welcome = json!({
             "op": "welcome",
             "session": uuid::Uuid::now_v7().to_string(),
@@ -211,9 +213,25 @@ impl Conn {
         started: Instant,
     ) {
         let max = self.state.settings.limits.max_ws_frame_bytes;
+        let mut expiry = Box::pin(tokio::time::sleep_until(expiry_instant(
+            self.principal.expires_at,
+        )));
+        let mut recheck = tokio::time::interval(self.state.settings.heartbeat);
+        recheck.tick().await;
         loop {
             let msg = tokio::select! {
                 _ = self.cancel.cancelled() => return,
+                _ = expiry.as_mut() => {
+                    let _ = self.out.send(close_frame(4001, "token expired")).await;
+                    return;
+                }
+                _ = recheck.tick(), if self.principal.key_hash.is_some() => {
+                    if !still_valid(&self.state, &self.principal).await {
+                        let _ = self.out.send(close_frame(4001, "credential revoked")).await;
+                        return;
+                    }
+                    continue;
+                }
                 m = stream.next() => m,
             };
             let msg = match msg {
@@ -249,6 +267,10 @@ impl Conn {
                     return;
                 }
             }
+            // An `auth` refresh may have moved the expiry.
+            expiry
+                .as_mut()
+                .reset(expiry_instant(self.principal.expires_at));
         }
     }
 
@@ -401,7 +423,10 @@ impl Conn {
             .cloned()
             .ok_or_else(|| OpError("invalid_message", "`event` is required".into()))?;
         // Sent to the connection's publish task: committed in the order sent, answered once durable.
-        let _ = self.publishes.send((r, event)).await;
+        let _ = self
+            .publishes
+            .send((r, event, self.principal.clone()))
+            .await;
         Ok(None)
     }
 
@@ -511,12 +536,16 @@ async fn sub_loop(
 
 async fn publish_loop(
     state: AppState,
-    principal: Principal,
-    mut rx: mpsc::Receiver<(Option<Value>, Value)>,
+    mut rx: mpsc::Receiver<(Option<Value>, Value, Principal)>,
     out: mpsc::Sender<Message>,
 ) {
-    while let Some((r, event)) = rx.recv().await {
-        let answer = match prepare(&state, &principal, vec![event], false) {
+    while let Some((r, event, principal)) = rx.recv().await {
+        let prepared = prepare(&state, &principal, vec![event], false).and_then(|batch| {
+            state
+                .check_rate(&principal.tenant, batch.len())
+                .map(|()| batch)
+        });
+        let answer = match prepared {
             Err(e) => error_frame(r.as_ref(), e.code, &e.message),
             Ok(batch) => match append(&state, batch).await {
                 Ok(results) => {
@@ -547,29 +576,26 @@ async fn write_loop(
 ) {
     let mut tick = tokio::time::interval(heartbeat);
     tick.tick().await;
-    let close = |code: u16, reason: &'static str| {
-        Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        }))
-    };
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
-                Some(m) => if sink.send(m).await.is_err() { break },
-                None => { let _ = sink.send(close(1000, "bye")).await; break }
+                Some(m) => {
+                    let closing = matches!(m, Message::Close(_));
+                    if sink.send(m).await.is_err() || closing { break }
+                }
+                None => { let _ = sink.send(close_frame(1000, "bye")).await; break }
             },
             _ = tick.tick() => {
                 let idle = started.elapsed().as_millis() as u64 - last_seen.load(Ordering::Relaxed);
                 if idle > 2 * heartbeat.as_millis() as u64 + 1000 {
                     tracing::debug!("closing an unresponsive websocket");
-                    let _ = sink.send(close(1001, "no answer to pings")).await;
+                    let _ = sink.send(close_frame(1001, "no answer to pings")).await;
                     break;
                 }
                 if sink.send(Message::Ping(Default::default())).await.is_err() { break }
             },
             _ = cancel.cancelled() => {
-                let _ = sink.send(close(1001, "server shutting down")).await;
+                let _ = sink.send(close_frame(1001, "server shutting down")).await;
                 break;
             }
         }

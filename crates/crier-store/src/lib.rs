@@ -2,10 +2,13 @@
 //!
 //! * [`sqlite`]: the embedded default, one file under `data_dir`, with a single writer
 //!   thread doing group commit.
+//! * [`keys`]: API keys, stored hashed in the same file.
 //! * [`conformance`]: the suite every implementation must pass, run by each backend's tests.
 #![deny(missing_docs)]
 
 pub mod conformance;
+pub mod keys;
 pub mod sqlite;
 
+pub use keys::SqliteKeys;
 pub use sqlite::{Durability, SqliteLog};

@@ -107,6 +107,19 @@ CREATE INDEX IF NOT EXISTS events_tenant_seq ON events (tenant, seq);
 CREATE INDEX IF NOT EXISTS events_tenant_time ON events (tenant, time_us);
 ";
 
+/// The API key table (see [`crate::keys`]); created with the log and by key administration.
+pub(crate) const KEYS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    role TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_us INTEGER NOT NULL,
+    revoked_us INTEGER
+) STRICT;
+";
+
 /// Tags are stored joined by U+001F, a control character tags may not contain.
 const TAG_SEP: char = '\u{1f}';
 
@@ -147,6 +160,7 @@ impl SqliteLog {
         let mut conn = open_conn(path, durability).map_err(backend)?;
         let tx = conn.transaction().map_err(backend)?;
         tx.execute_batch(SCHEMA).map_err(backend)?;
+        tx.execute_batch(KEYS_SCHEMA).map_err(backend)?;
         match meta_get(&tx, "schema_version").map_err(backend)? {
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(LogError::SchemaTooNew {

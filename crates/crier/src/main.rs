@@ -4,6 +4,7 @@
 //! substance lives in the library crates; this binary parses flags, loads configuration and
 //! reports errors.
 
+mod admin;
 mod publish;
 mod sse_client;
 mod tail;
@@ -30,6 +31,11 @@ enum Cmd {
     Publish(publish::PublishArgs),
     /// Follow the event stream in the terminal, resuming after disconnects.
     Tail(tail::TailArgs),
+    /// Mint a JWT with the configured HS256 secret (development and tests).
+    Token(admin::TokenArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(admin::KeysCmd),
 }
 
 #[derive(Args)]
@@ -105,10 +111,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), |k| std::env::var(k).ok(), &flags)?;
     let settings = config.validate()?;
     init_tracing(settings.log_json);
-    tracing::warn!(
-        listen = %settings.listen,
-        "no authentication is configured: every request is admin of tenant `default` (allowed on loopback only)"
-    );
+    if !settings.auth.enabled {
+        tracing::warn!(
+            listen = %settings.listen,
+            "no authentication is configured: every request is admin of tenant `default` (allowed on loopback only)"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -162,6 +170,8 @@ fn main() -> ExitCode {
             Cmd::Serve(a) => serve(a).await,
             Cmd::Publish(a) => publish::run(a).await,
             Cmd::Tail(a) => tail::run(a).await,
+            Cmd::Token(a) => admin::token(a),
+            Cmd::Keys(c) => admin::keys(c),
         }
     });
     match result {

@@ -1,0 +1,202 @@
+//! `crier token` (mint a development JWT with the configured HS256 secret) and
+//! `crier keys create|list|revoke` (API keys in the store under `data_dir`).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use crier_core::Role;
+use crier_server::Config;
+use crier_store::SqliteKeys;
+use serde::Serialize;
+
+/// Where the configuration comes from (file, then `CRIER_*` environment).
+#[derive(Args)]
+pub struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory (overrides the configuration).
+    #[arg(long)]
+    data_dir: Option<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut flags = Vec::new();
+        if let Some(d) = &self.data_dir {
+            flags.push(("data_dir", d.clone()));
+        }
+        Ok(Config::load(
+            self.config.as_deref(),
+            |k| std::env::var(k).ok(),
+            &flags,
+        )?)
+    }
+}
+
+fn role(s: &str) -> anyhow::Result<Role> {
+    Role::parse(s)
+        .with_context(|| format!("unknown role {s:?}; use subscriber, publisher or admin"))
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    /// `sub` claim (becomes the actor of what the token publishes).
+    #[arg(long)]
+    sub: String,
+    /// `tenant` claim.
+    #[arg(long, default_value = "default")]
+    tenant: String,
+    /// `role` claim: subscriber, publisher or admin.
+    #[arg(long, default_value = "subscriber")]
+    role: String,
+    /// Lifetime, e.g. 15m, 1h, 7d.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// Type pattern the token may read (repeat; default: all).
+    #[arg(long)]
+    subscribe: Vec<String>,
+    /// Type pattern the token may publish (repeat; default: all).
+    #[arg(long)]
+    publish: Vec<String>,
+    #[command(flatten)]
+    cfg: ConfigArgs,
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    tenant: &'a str,
+    role: &'a str,
+    iat: u64,
+    exp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscribe: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publish: Option<&'a [String]>,
+}
+
+pub fn token(a: TokenArgs) -> anyhow::Result<()> {
+    let config = a.cfg.load()?;
+    let secret = config.auth.jwt_secret;
+    if secret.is_empty() {
+        bail!("auth.jwt_secret is not configured (set it in the config file or CRIER_AUTH_JWT_SECRET)");
+    }
+    let role = role(&a.role)?;
+    crier_core::event::check_tenant(&a.tenant).map_err(|e| anyhow::anyhow!(e.message))?;
+    let ttl = humantime::parse_duration(&a.ttl)
+        .with_context(|| format!("--ttl {:?} is not a duration like 1h", a.ttl))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = Claims {
+        sub: &a.sub,
+        tenant: &a.tenant,
+        role: role.as_str(),
+        iat: now,
+        exp: now + ttl.as_secs(),
+        subscribe: (!a.subscribe.is_empty()).then_some(a.subscribe.as_slice()),
+        publish: (!a.publish.is_empty()).then_some(a.publish.as_slice()),
+    };
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?;
+    println!("{token}");
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum KeysCmd {
+    /// Create a key; its secret is printed once and never stored.
+    Create {
+        /// Tenant of the key.
+        #[arg(long)]
+        tenant: String,
+        /// subscriber, publisher or admin.
+        #[arg(long)]
+        role: String,
+        /// Name (becomes the actor of what the key publishes).
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Revoke a key by id; it stops working at once.
+    Revoke {
+        /// The key's id (`key_…`).
+        id: String,
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+}
+
+fn open_keys(cfg: &ConfigArgs) -> anyhow::Result<SqliteKeys> {
+    let config = cfg.load()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    Ok(SqliteKeys::open(&config.data_dir.join("crier.db"))?)
+}
+
+fn time(us: i64) -> String {
+    crier_core::event::time_from_us(us)
+        .map(crier_core::event::format_time)
+        .unwrap_or_default()
+}
+
+pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
+    match cmd {
+        KeysCmd::Create {
+            tenant,
+            role: r,
+            name,
+            cfg,
+        } => {
+            let r = role(&r)?;
+            crier_core::event::check_tenant(&tenant).map_err(|e| anyhow::anyhow!(e.message))?;
+            if name.trim().is_empty() || name.chars().any(char::is_control) {
+                bail!("--name must be non-empty text");
+            }
+            let (key, secret) = open_keys(&cfg)?.create(&tenant, r, &name)?;
+            eprintln!(
+                "created {} ({} of tenant {}); the secret is shown only now:",
+                key.id,
+                r.as_str(),
+                key.tenant
+            );
+            println!("{secret}");
+        }
+        KeysCmd::List { cfg } => {
+            let keys = open_keys(&cfg)?.list()?;
+            println!(
+                "{:<22} {:<12} {:<11} {:<28} {:<28} NAME",
+                "ID", "TENANT", "ROLE", "CREATED", "REVOKED"
+            );
+            for k in keys {
+                println!(
+                    "{:<22} {:<12} {:<11} {:<28} {:<28} {}",
+                    k.id,
+                    k.tenant,
+                    k.role.as_str(),
+                    time(k.created_us),
+                    k.revoked_us.map(time).unwrap_or_else(|| "-".into()),
+                    k.name
+                );
+            }
+        }
+        KeysCmd::Revoke { id, cfg } => {
+            if !open_keys(&cfg)?.revoke(&id)? {
+                bail!("no key with id {id:?}");
+            }
+            eprintln!("revoked {id}");
+        }
+    }
+    Ok(())
+}
