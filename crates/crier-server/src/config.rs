@@ -591,4 +591,27 @@ mod tests {
         };
         assert_eq!(c.validate().unwrap_err().key, "durability");
     }
+
+    #[test]
+    fn auth_settings_are_checked_and_open_non_loopback() {
+        let mut c = Config {
+            listen: "0.0.0.0:7400".into(),
+            ..Config::default()
+        };
+        c.auth.jwt_secret = "short".into();
+        assert_eq!(c.validate().unwrap_err().key, "auth.jwt_secret");
+        c.auth.jwt_secret = "a-secret-of-at-least-thirty-two-chars".into();
+        assert!(
+            c.validate().unwrap().auth.enabled,
+            "with auth any address is allowed"
+        );
+        c.auth.jwt_secret.clear();
+        c.auth.required = true;
+        c.validate().unwrap();
+        c.auth.algorithm = "HS512".into();
+        c.auth.jwt_public_key = "/nonexistent.pem".into();
+        assert_eq!(c.validate().unwrap_err().key, "auth.algorithm");
+        c.auth.algorithm = "RS256".into();
+        assert_eq!(c.validate().unwrap_err().key, "auth.jwt_public_key");
+    }
 }

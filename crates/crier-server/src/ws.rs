@@ -304,10 +304,7 @@ impl Conn {
             "publish" => self.publish(m, r.clone()).await,
             "history" => self.history(&m, r.as_ref()).await,
             "ping" => only_keys(&m, &[]).map(|()| Some(reply("pong", r.as_ref(), Map::new()))),
-            "auth" => Err(OpError(
-                "auth_not_configured",
-                "this hub runs without authentication; there is nothing to refresh".into(),
-            )),
+            "auth" => self.auth(&m, r.as_ref()).await,
             "replay" | "replay_stop" => Err(OpError(
                 "unsupported_op",
                 format!("`{op}` is not available on this hub"),
@@ -319,6 +316,36 @@ impl Conn {
             Ok(answer) => answer,
             Err(OpError(code, message)) => Some(error_frame(r.as_ref(), code, &message)),
         }
+    }
+
+    async fn auth(
+        &mut self,
+        m: &Map<String, Value>,
+        r: Option<&Value>,
+    ) -> Result<Option<Message>, OpError> {
+        only_keys(m, &["token"])?;
+        let settings = &self.state.settings.auth;
+        if !settings.enabled {
+            return Err(OpError(
+                "auth_not_configured",
+                "this hub runs without authentication; there is nothing to refresh".into(),
+            ));
+        }
+        let token = get_str(m, "token")?
+            .ok_or_else(|| OpError("invalid_message", "`token` is required".into()))?;
+        let p = settings
+            .authenticate(self.state.keys.as_ref(), token)
+            .await?;
+        if p.tenant != self.principal.tenant {
+            return Err(OpError(
+                "tenant_mismatch",
+                "a refreshed credential must belong to the connection's tenant".into(),
+            ));
+        }
+        let exp = p.expires_at;
+        self.principal = p;
+        let fields = Map::from_iter([("exp".into(), exp.map_or(Value::Null, Value::from))]);
+        Ok(Some(reply("authed", r, fields)))
     }
 
     async fn subscribe(

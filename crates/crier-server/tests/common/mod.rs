@@ -192,6 +192,14 @@ pub struct Sse {
 }
 
 impl Sse {
+    pub fn from_response(res: reqwest::Response) -> Sse {
+        Sse {
+            body: Box::pin(res.bytes_stream()),
+            buf: Vec::new(),
+            pending: Default::default(),
+        }
+    }
+
     /// The next message or comment block, or None when the stream ended.
     pub async fn next_raw(&mut self) -> Option<Msg> {
         loop {
