@@ -114,6 +114,8 @@ pub struct LimitsConfig {
     pub publish_rate_per_tenant: u64,
     /// Live queue bound of each reader, in events.
     pub queue_per_connection: u64,
+    /// Most replays running at once per tenant.
+    pub max_replays_per_tenant: u64,
 }
 
 /// `[webhooks]` (§8).
@@ -176,6 +178,7 @@ impl Default for LimitsConfig {
             max_connections_per_tenant: 10_000,
             publish_rate_per_tenant: 0,
             queue_per_connection: 1024,
+            max_replays_per_tenant: 8,
         }
     }
 }
@@ -408,13 +411,23 @@ impl Config {
                 ))
             }
         };
-        for b in &self.webhooks.backoff {
-            duration("webhooks.backoff", b)?;
-        }
-        duration("webhooks.timeout", &self.webhooks.timeout)?;
-        if !matches!(self.webhooks.on_dead.as_str(), "pause" | "skip") {
-            return Err(err("webhooks.on_dead", "must be \"pause\" or \"skip\""));
-        }
+        let backoff = self
+            .webhooks
+            .backoff
+            .iter()
+            .map(|b| duration("webhooks.backoff", b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let skip_dead = match self.webhooks.on_dead.as_str() {
+            "pause" => false,
+            "skip" => true,
+            _ => return Err(err("webhooks.on_dead", "must be \"pause\" or \"skip\"")),
+        };
+        let webhooks = WebhookSettings {
+            allow_private: self.webhooks.allow_private,
+            timeout: duration("webhooks.timeout", &self.webhooks.timeout)?,
+            backoff,
+            skip_dead,
+        };
         let max_batch = positive("limits.max_batch", l.max_batch)?;
         let max_event_bytes = positive("limits.max_event_bytes", l.max_event_bytes)?;
         let max_body_bytes = positive("limits.max_body_bytes", l.max_body_bytes)?;
@@ -424,6 +437,11 @@ impl Config {
         Ok(Settings {
             listen,
             auth,
+            webhooks,
+            max_replays_per_tenant: positive(
+                "limits.max_replays_per_tenant",
+                l.max_replays_per_tenant,
+            )?,
             data_dir: self.data_dir.clone(),
             durability,
             heartbeat: duration("heartbeat", &self.heartbeat)?,
@@ -471,6 +489,19 @@ fn duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
     Ok(d)
 }
 
+/// `[webhooks]`, typed.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Allow URLs that resolve to private, loopback or link-local addresses.
+    pub allow_private: bool,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Waits between attempts; after the last one the delivery is dead.
+    pub backoff: Vec<Duration>,
+    /// Skip dead deliveries instead of pausing the subscription.
+    pub skip_dead: bool,
+}
+
 /// The limits of §9, typed.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -499,6 +530,10 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Credentials.
     pub auth: crate::auth::AuthSettings,
+    /// Webhook delivery.
+    pub webhooks: WebhookSettings,
+    /// Most replays running at once per tenant.
+    pub max_replays_per_tenant: usize,
     /// SQLite directory.
     pub data_dir: PathBuf,
     /// Commit durability.

@@ -13,6 +13,8 @@ pub mod ops;
 pub mod query;
 pub mod sse;
 pub mod state;
+pub mod subscriptions;
+pub mod webhooks;
 pub mod ws;
 
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
 use crier_core::{EventLog, Hub};
-use crier_store::{SqliteKeys, SqliteLog};
+use crier_store::{SqliteKeys, SqliteLog, SqliteSubs};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +59,24 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/events/{id}", get(events::get_event))
         .route("/v1/stream", get(sse::stream))
         .route("/v1/ws", get(ws::upgrade))
+        .route(
+            "/v1/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            get(subscriptions::get)
+                .patch(subscriptions::patch)
+                .delete(subscriptions::delete),
+        )
+        .route(
+            "/v1/subscriptions/{id}/deliveries",
+            get(subscriptions::deliveries),
+        )
+        .route(
+            "/v1/subscriptions/{id}/redeliver",
+            axum::routing::post(subscriptions::redeliver),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -88,8 +108,18 @@ pub async fn run(
     let log = open_log(&settings)?;
     let hub = Hub::new(log.clone());
     log.set_commit_sink(hub.commit_sink());
-    let keys = Arc::new(SqliteKeys::open(&settings.data_dir.join("crier.db"))?);
-    let state = AppState::new(settings.clone(), log.clone(), hub, keys, shutdown.clone());
+    let db = settings.data_dir.join("crier.db");
+    let keys = Arc::new(SqliteKeys::open(&db)?);
+    let subs = SqliteSubs::open(&db)?;
+    let state = AppState::new(
+        settings.clone(),
+        log.clone(),
+        hub,
+        keys,
+        subs,
+        shutdown.clone(),
+    );
+    webhooks::start_all(&state).await;
     state.tasks.spawn(retention_loop(state.clone()));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, head = log.head(), "crier is listening");

@@ -41,6 +41,12 @@ pub struct StateInner {
     pub conns: Connections,
     /// API keys.
     pub keys: Arc<dyn KeyStore>,
+    /// Durable subscriptions.
+    pub subs: crier_store::SqliteSubs,
+    /// Webhook delivery tasks.
+    pub webhooks: crate::webhooks::Dispatcher,
+    /// The HTTP client of webhook deliveries.
+    pub webhook_client: reqwest::Client,
     /// Per-tenant publish rate (`None`: unlimited).
     pub rate: Option<RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>>,
 }
@@ -59,14 +65,20 @@ impl AppState {
         log: Arc<dyn EventLog>,
         hub: Hub,
         keys: Arc<dyn KeyStore>,
+        subs: crier_store::SqliteSubs,
         shutdown: CancellationToken,
     ) -> Self {
+        let webhook_client =
+            crate::webhooks::client(settings.webhooks.allow_private, settings.webhooks.timeout);
         let rate = NonZeroU32::new(
             u32::try_from(settings.limits.publish_rate_per_tenant).unwrap_or(u32::MAX),
         )
         .map(|per_s| RateLimiter::keyed(Quota::per_second(per_s)));
         AppState(Arc::new(StateInner {
             keys,
+            subs,
+            webhooks: crate::webhooks::Dispatcher::default(),
+            webhook_client,
             rate,
             settings,
             log,

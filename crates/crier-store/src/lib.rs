@@ -3,12 +3,15 @@
 //! * [`sqlite`]: the embedded default, one file under `data_dir`, with a single writer
 //!   thread doing group commit.
 //! * [`keys`]: API keys, stored hashed in the same file.
+//! * [`subs`]: durable subscriptions and their delivery records, in the same file.
 //! * [`conformance`]: the suite every implementation must pass, run by each backend's tests.
 #![deny(missing_docs)]
 
 pub mod conformance;
 pub mod keys;
 pub mod sqlite;
+pub mod subs;
 
 pub use keys::SqliteKeys;
 pub use sqlite::{Durability, SqliteLog};
+pub use subs::SqliteSubs;

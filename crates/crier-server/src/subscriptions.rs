@@ -1,0 +1,353 @@
+//! `/v1/subscriptions`: durable subscriptions with webhooks (§3). Publishers and admins
+//! manage their tenant's subscriptions; another tenant's are `404`.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use crier_core::event::{format_time, now_us, parse_time_us, time_from_us};
+use crier_core::{Filter, Principal, Role};
+use crier_store::subs::{Delivery, SubPatch, Subscription};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::{require, Auth};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::webhooks::{check_url, new_secret, secret_key};
+
+fn time(us: i64) -> Value {
+    time_from_us(us)
+        .map(format_time)
+        .map_or(Value::Null, Value::from)
+}
+
+/// The public form of a subscription (never its secret).
+pub fn sub_json(s: &Subscription) -> Value {
+    json!({
+        "id": s.id,
+        "name": s.name,
+        "filter": serde_json::from_str::<Value>(&s.filter).unwrap_or(Value::Null),
+        "webhook": {"url": s.url},
+        "cursor": s.cursor,
+        "status": s.status,
+        "paused": s.status == "paused",
+        "note": s.note,
+        "created_at": time(s.created_us),
+        "expires_at": s.expires_us.map_or(Value::Null, time),
+    })
+}
+
+fn delivery_json(d: &Delivery) -> Value {
+    json!({
+        "seq": d.seq,
+        "event_id": d.event_id,
+        "status": d.status,
+        "attempts": d.attempts,
+        "last_status_code": d.last_status_code,
+        "last_error": d.last_error,
+        "next_attempt_at": d.next_attempt_us.map_or(Value::Null, time),
+        "updated_at": time(d.updated_us),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookInput {
+    url: String,
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateInput {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    filter: Option<Value>,
+    webhook: WebhookInput,
+    #[serde(default)]
+    after: Option<u64>,
+    #[serde(default)]
+    expires_at: Option<String>,
+    #[serde(default)]
+    paused: Option<bool>,
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad(
+            "invalid_json",
+            format!("the body is not a valid subscription: {e}"),
+        )
+    })
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.chars().count() > 128 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad(
+            "invalid_subscription",
+            "`name` has at most 128 characters and no control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn filter_text(v: Option<&Value>) -> Result<String, ApiError> {
+    let f = Filter::from_json(v.unwrap_or(&Value::Null))?;
+    Ok(f.to_json().to_string())
+}
+
+fn expiry(v: Option<&str>) -> Result<Option<i64>, ApiError> {
+    v.map(|t| {
+        parse_time_us(t).ok_or_else(|| {
+            ApiError::bad(
+                "invalid_subscription",
+                format!("`expires_at` {t:?} is not an RFC 3339 time"),
+            )
+        })
+    })
+    .transpose()
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("no subscription {id:?}"))
+}
+
+fn manager(p: &Principal) -> Result<(), ApiError> {
+    require(p, Role::Publisher)
+}
+
+/// `POST /v1/subscriptions`.
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    manager(&p)?;
+    let input: CreateInput = parse_body(&body)?;
+    let name = input.name.unwrap_or_default();
+    check_name(&name)?;
+    let filter = filter_text(input.filter.as_ref())?;
+    let secret = match input.webhook.secret {
+        Some(s) => {
+            secret_key(&s)?;
+            s
+        }
+        None => new_secret(),
+    };
+    let expires_us = expiry(input.expires_at.as_deref())?;
+    let url = check_url(&input.webhook.url, state.settings.webhooks.allow_private).await?;
+    let head = state.log.head();
+    let mut idb = [0u8; 8];
+    rand::Rng::fill(&mut rand::rng(), &mut idb);
+    let sub = Subscription {
+        id: format!(
+            "sub_{}",
+            idb.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+        tenant: p.tenant.clone(),
+        name,
+        filter,
+        url: url.to_string(),
+        secret: secret.clone(),
+        cursor: input.after.unwrap_or(head).min(head),
+        status: if input.paused == Some(true) {
+            "paused".into()
+        } else {
+            "active".into()
+        },
+        expires_us,
+        created_us: now_us(),
+        note: None,
+    };
+    let sub = state.subs.create(sub).await?;
+    state.webhooks.restart(&state, sub.clone());
+    let mut v = sub_json(&sub);
+    v["webhook"]["secret"] = Value::from(secret);
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+/// `GET /v1/subscriptions`.
+pub async fn list(State(state): State<AppState>, Auth(p): Auth) -> Result<Response, ApiError> {
+    manager(&p)?;
+    let subs = state.subs.list(Some(p.tenant.clone())).await?;
+    Ok(
+        Json(json!({"subscriptions": subs.iter().map(sub_json).collect::<Vec<_>>()}))
+            .into_response(),
+    )
+}
+
+async fn owned(state: &AppState, p: &Principal, id: &str) -> Result<Subscription, ApiError> {
+    state
+        .subs
+        .get(Some(p.tenant.clone()), id.to_string())
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+/// `GET /v1/subscriptions/{id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    manager(&p)?;
+    Ok(Json(sub_json(&owned(&state, &p, &id).await?)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchInput {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    filter: Option<Value>,
+    #[serde(default)]
+    webhook: Option<WebhookInput>,
+    #[serde(default)]
+    paused: Option<bool>,
+    #[serde(default, with = "double_option")]
+    expires_at: Option<Option<String>>,
+}
+
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
+        Option::<String>::deserialize(d).map(Some)
+    }
+}
+
+/// `PATCH /v1/subscriptions/{id}`.
+pub async fn patch(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    manager(&p)?;
+    let input: PatchInput = parse_body(&body)?;
+    owned(&state, &p, &id).await?;
+    let mut patch = SubPatch::default();
+    if let Some(n) = input.name {
+        check_name(&n)?;
+        patch.name = Some(n);
+    }
+    if input.filter.is_some() {
+        patch.filter = Some(filter_text(input.filter.as_ref())?);
+    }
+    if let Some(w) = input.webhook {
+        patch.url = Some(
+            check_url(&w.url, state.settings.webhooks.allow_private)
+                .await?
+                .to_string(),
+        );
+        if let Some(s) = w.secret {
+            secret_key(&s)?;
+            patch.secret = Some(s);
+        }
+    }
+    if let Some(paused) = input.paused {
+        // `paused: false` also re-activates a subscription that was paused by a dead delivery
+        // or disabled by a 410: an explicit resume.
+        patch.status = Some(if paused { "paused" } else { "active" }.to_string());
+    }
+    if let Some(e) = input.expires_at {
+        patch.expires_us = Some(expiry(e.as_deref())?);
+    }
+    let sub = state
+        .subs
+        .update(p.tenant.clone(), id.clone(), patch)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    state.webhooks.restart(&state, sub.clone());
+    Ok(Json(sub_json(&sub)).into_response())
+}
+
+/// `DELETE /v1/subscriptions/{id}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    manager(&p)?;
+    if !state.subs.delete(p.tenant.clone(), id.clone()).await? {
+        return Err(not_found(&id));
+    }
+    state.webhooks.stop(&id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /v1/subscriptions/{id}/deliveries`.
+pub async fn deliveries(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    manager(&p)?;
+    let q: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::bad("invalid_query", e.to_string()))?;
+    let mut status = None;
+    let mut limit = 100usize;
+    for (k, v) in q {
+        match k.as_str() {
+            "status" if matches!(v.as_str(), "pending" | "delivered" | "failed" | "dead") => {
+                status = Some(v)
+            }
+            "status" => {
+                return Err(ApiError::bad(
+                    "invalid_query",
+                    "`status` is pending, delivered, failed or dead",
+                ))
+            }
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| ApiError::bad("invalid_query", "`limit` is 1 to 1000"))?
+            }
+            "token" => {}
+            other => {
+                return Err(ApiError::bad(
+                    "invalid_query",
+                    format!("unknown query parameter `{other}`"),
+                ))
+            }
+        }
+    }
+    owned(&state, &p, &id).await?;
+    let list = state.subs.deliveries(id, status, limit).await?;
+    Ok(
+        Json(json!({"deliveries": list.iter().map(delivery_json).collect::<Vec<_>>()}))
+            .into_response(),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedeliverInput {
+    after: u64,
+}
+
+/// `POST /v1/subscriptions/{id}/redeliver`.
+pub async fn redeliver(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    manager(&p)?;
+    let input: RedeliverInput = parse_body(&body)?;
+    let sub = state
+        .subs
+        .redeliver(p.tenant.clone(), id.clone(), input.after)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    state.webhooks.restart(&state, sub.clone());
+    Ok(Json(sub_json(&sub)).into_response())
+}

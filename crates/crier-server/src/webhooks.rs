@@ -1,0 +1,491 @@
+//! Webhook delivery (§8): one task per active subscription, each a cursor over the log.
+//!
+//! Per subscription, events go out in seq order, at least once: the persisted cursor
+//! advances only on a 2xx answer, so after a crash the hub resumes with the event that was in
+//! flight. Each delivery carries the Standard Webhooks headers (`webhook-id` = the event id,
+//! stable across retries; `webhook-timestamp`; `webhook-signature: v1,<base64 HMAC-SHA256>`).
+//! Failures are retried on the configured schedule with ±20 % jitter, `Retry-After` is
+//! honoured on 429 and 503, 410 disables the subscription, redirects are not followed, and
+//! after the last attempt the delivery is `dead` and the subscription pauses (or skips it
+//! with `on_dead = "skip"`).
+//!
+//! SSRF guard: URLs are parsed the WHATWG way (so decimal, octal and hex IPv4 forms become
+//! plain addresses) and refused when they name or resolve to loopback, private, link-local,
+//! unspecified or otherwise internal addresses (IPv4-mapped IPv6 included), at creation and
+//! again at connect time through the client's resolver (DNS rebinding), unless
+//! `webhooks.allow_private`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use crier_core::event::now_us;
+use crier_core::{Committed, CursorItem, Filter, Reset, Scope, Start};
+use crier_store::subs::{Delivery, Subscription};
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use sha2::Sha256;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Whether an address is internal (never a webhook target unless allowed).
+pub fn blocked_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10, shared address space
+                || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15, benchmarking
+                || o[0] >= 240
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return blocked_ip(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0 && s[5] == 0) // IPv4-compatible
+                || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64 of anything
+        }
+    }
+}
+
+fn refused(message: impl Into<String>) -> ApiError {
+    ApiError::bad("url_not_allowed", message)
+}
+
+/// Validates a webhook URL; with `allow_private` false also resolves it and refuses internal
+/// addresses.
+pub async fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, ApiError> {
+    let url = reqwest::Url::parse(raw)
+        .map_err(|e| ApiError::bad("invalid_url", format!("{raw:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ApiError::bad(
+            "invalid_url",
+            "a webhook URL is http:// or https://",
+        ));
+    }
+    let host = url
+        .host()
+        .ok_or_else(|| ApiError::bad("invalid_url", "a webhook URL needs a host"))?;
+    if allow_private {
+        return Ok(url);
+    }
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addrs: Vec<IpAddr> = match host {
+        url::Host::Ipv4(ip) => vec![IpAddr::V4(ip)],
+        url::Host::Ipv6(ip) => vec![IpAddr::V6(ip)],
+        url::Host::Domain(d) => tokio::net::lookup_host((d, port))
+            .await
+            .map_err(|e| refused(format!("cannot resolve {d:?}: {e}")))?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    if addrs.is_empty() {
+        return Err(refused("the webhook host resolves to no address"));
+    }
+    if let Some(ip) = addrs.iter().find(|ip| blocked_ip(**ip)) {
+        return Err(refused(format!(
+            "the webhook URL points at {ip}, an internal address; set webhooks.allow_private to allow it"
+        )));
+    }
+    Ok(url)
+}
+
+/// The client's resolver: refuses internal addresses at connect time (DNS rebinding).
+struct GuardedResolver;
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> =
+                addrs.into_iter().filter(|a| !blocked_ip(a.ip())).collect();
+            if allowed.is_empty() {
+                return Err(format!("{host} resolves only to internal addresses").into());
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The HTTP client for deliveries: no redirects, the configured timeout, guarded DNS.
+pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .user_agent(concat!("crier/", env!("CARGO_PKG_VERSION")));
+    if !allow_private {
+        b = b.dns_resolver(Arc::new(GuardedResolver));
+    }
+    b.build().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot build the webhook client with its options; using defaults");
+        reqwest::Client::new()
+    })
+}
+
+/// A new signing secret: `whsec_` + base64 of 32 random bytes.
+pub fn new_secret() -> String {
+    let mut raw = [0u8; 32];
+    rand::rng().fill(&mut raw);
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+/// The key bytes of a `whsec_` secret, or why it is not one.
+pub fn secret_key(secret: &str) -> Result<Vec<u8>, ApiError> {
+    let b64 = secret
+        .strip_prefix("whsec_")
+        .ok_or_else(|| ApiError::bad("invalid_secret", "a webhook secret starts with `whsec_`"))?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| {
+            ApiError::bad(
+                "invalid_secret",
+                "a webhook secret is `whsec_` followed by base64",
+            )
+        })?;
+    if key.len() < 16 {
+        return Err(ApiError::bad(
+            "invalid_secret",
+            "a webhook secret holds at least 16 bytes",
+        ));
+    }
+    Ok(key)
+}
+
+/// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
+pub fn sign(key: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC accepts keys of any length"),
+    };
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// Running delivery tasks, one per active subscription.
+#[derive(Default)]
+pub struct Dispatcher {
+    // A std Mutex: map updates only, never held across an await.
+    tasks: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl Dispatcher {
+    /// (Re)starts delivery for a subscription according to its status.
+    pub fn restart(&self, state: &AppState, sub: Subscription) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, old)) = tasks.remove(&sub.id) {
+            old.cancel();
+        }
+        if sub.status != "active" {
+            return;
+        }
+        let cancel = state.shutdown.child_token();
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tasks.insert(sub.id.clone(), (generation, cancel.clone()));
+        state
+            .tasks
+            .spawn(run(state.clone(), sub, cancel, generation));
+    }
+
+    /// Stops delivery for a subscription.
+    pub fn stop(&self, id: &str) {
+        if let Some((_, t)) = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+        {
+            t.cancel();
+        }
+    }
+
+    /// Forgets a task that ended by itself (unless a newer one replaced it).
+    fn finished(&self, id: &str, generation: u64) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        if tasks.get(id).is_some_and(|(g, _)| *g == generation) {
+            tasks.remove(id);
+        }
+    }
+}
+
+/// Starts delivery for every active subscription (at start-up).
+pub async fn start_all(state: &AppState) {
+    match state.subs.list(None).await {
+        Ok(subs) => {
+            for s in subs {
+                state.webhooks.restart(state, s);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot load subscriptions; webhooks are not being delivered")
+        }
+    }
+}
+
+enum Outcome {
+    Delivered,
+    Dead,
+    Gone,
+    Cancelled,
+}
+
+fn unix_now() -> u64 {
+    u64::try_from(now_us() / 1_000_000).unwrap_or(0)
+}
+
+async fn run(state: AppState, sub: Subscription, cancel: CancellationToken, generation: u64) {
+    let filter = match serde_json::from_str(&sub.filter)
+        .map_err(|e| e.to_string())
+        .and_then(|v| Filter::from_json(&v).map_err(|e| e.message))
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(sub = %sub.id, error = %e, "stored filter is unreadable; pausing");
+            let _ = state
+                .subs
+                .set_status(
+                    sub.id.clone(),
+                    "paused",
+                    Some(format!("unreadable filter: {e}")),
+                )
+                .await;
+            return;
+        }
+    };
+    let key = match secret_key(&sub.secret) {
+        Ok(k) => k,
+        Err(e) => {
+            let _ = state
+                .subs
+                .set_status(sub.id.clone(), "paused", Some(e.message))
+                .await;
+            return;
+        }
+    };
+    let queue = state.settings.limits.queue_per_connection;
+    let open = state
+        .hub
+        .open(
+            Scope::Tenant(sub.tenant.clone()),
+            Arc::new(filter),
+            Start::After(sub.cursor),
+            queue,
+        )
+        .await;
+    let mut cursor = match open {
+        Ok((c, _)) => c,
+        Err(e) => {
+            tracing::error!(sub = %sub.id, error = %e, "cannot open the subscription's cursor");
+            return;
+        }
+    };
+    let expires = crate::sse::expiry_instant(
+        sub.expires_us
+            .map(|us| u64::try_from(us / 1_000_000).unwrap_or(0)),
+    );
+    loop {
+        let item = tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep_until(expires), if sub.expires_us.is_some() => {
+                let _ = state.subs.set_status(sub.id.clone(), "expired", None).await;
+                break;
+            }
+            item = cursor.next() => item,
+        };
+        match item {
+            Ok(CursorItem::Event(e)) => match deliver(&state, &sub, &key, &e, &cancel).await {
+                Outcome::Delivered => {
+                    if let Err(err) = state.subs.advance(sub.id.clone(), e.seq).await {
+                        tracing::error!(sub = %sub.id, error = %err, "cannot persist the cursor");
+                    }
+                }
+                Outcome::Dead if state.settings.webhooks.skip_dead => {
+                    let _ = state.subs.advance(sub.id.clone(), e.seq).await;
+                }
+                Outcome::Dead => {
+                    let note = format!("paused: delivery of seq {} is dead", e.seq);
+                    let _ = state
+                        .subs
+                        .set_status(sub.id.clone(), "paused", Some(note))
+                        .await;
+                    break;
+                }
+                Outcome::Gone => {
+                    let note = "disabled: the receiver answered 410 Gone".to_string();
+                    let _ = state
+                        .subs
+                        .set_status(sub.id.clone(), "disabled", Some(note))
+                        .await;
+                    break;
+                }
+                Outcome::Cancelled => break,
+            },
+            Ok(CursorItem::Reset(Reset::Retention { oldest })) => {
+                let note = format!(
+                    "events up to seq {} were removed by retention before delivery",
+                    oldest - 1
+                );
+                tracing::warn!(sub = %sub.id, %note);
+                let _ = state.subs.set_note(sub.id.clone(), note).await;
+                let _ = state.subs.advance(sub.id.clone(), oldest - 1).await;
+            }
+            Ok(CursorItem::Reset(r)) => {
+                let _ = state
+                    .subs
+                    .set_note(sub.id.clone(), format!("cursor reset: {}", r.to_json()))
+                    .await;
+            }
+            Err(e) => {
+                tracing::warn!(sub = %sub.id, error = %e, "log read failed; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+    state.webhooks.finished(&sub.id, generation);
+}
+
+fn retry_after(res: &reqwest::Response) -> Option<Duration> {
+    let v = res
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s.min(24 * 3600)))
+}
+
+async fn deliver(
+    state: &AppState,
+    sub: &Subscription,
+    key: &[u8],
+    e: &Committed,
+    cancel: &CancellationToken,
+) -> Outcome {
+    let cfg = &state.settings.webhooks;
+    let prior = state
+        .subs
+        .delivery(sub.id.clone(), e.seq)
+        .await
+        .ok()
+        .flatten();
+    let mut attempts = prior.map_or(0, |d| if d.status == "dead" { 0 } else { d.attempts });
+    loop {
+        attempts += 1;
+        let ts = unix_now();
+        let sent = match check_url(&sub.url, cfg.allow_private).await {
+            Err(err) => Err(err.message),
+            Ok(url) => state
+                .webhook_client
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header("webhook-id", &e.id)
+                .header("webhook-timestamp", ts.to_string())
+                .header("webhook-signature", sign(key, &e.id, ts, &e.json))
+                .body(e.json.clone())
+                .send()
+                .await
+                .map_err(|err| {
+                    if err.is_timeout() {
+                        "timed out".to_string()
+                    } else {
+                        let mut msg = err.to_string();
+                        let mut src = std::error::Error::source(&err);
+                        while let Some(s) = src {
+                            msg = format!("{msg}: {s}");
+                            src = s.source();
+                        }
+                        msg
+                    }
+                }),
+        };
+        let mut rec = Delivery {
+            sub_id: sub.id.clone(),
+            seq: e.seq,
+            event_id: e.id.clone(),
+            status: String::new(),
+            attempts,
+            last_status_code: None,
+            last_error: None,
+            next_attempt_us: None,
+            updated_us: now_us(),
+        };
+        let mut wait_hint = None;
+        match &sent {
+            Ok(res) if res.status().is_success() => {
+                rec.status = "delivered".into();
+                rec.last_status_code = Some(res.status().as_u16());
+                let _ = state.subs.record(sub.tenant.clone(), rec).await;
+                metrics::counter!("crier_webhook_deliveries_total", "result" => "delivered")
+                    .increment(1);
+                return Outcome::Delivered;
+            }
+            Ok(res) => {
+                let code = res.status().as_u16();
+                rec.last_status_code = Some(code);
+                rec.last_error = Some(format!("the receiver answered {}", res.status()));
+                if code == 410 {
+                    rec.status = "failed".into();
+                    let _ = state.subs.record(sub.tenant.clone(), rec).await;
+                    return Outcome::Gone;
+                }
+                if code == 429 || code == 503 {
+                    wait_hint = retry_after(res);
+                }
+            }
+            Err(msg) => rec.last_error = Some(msg.clone()),
+        }
+        metrics::counter!("crier_webhook_deliveries_total", "result" => "failed").increment(1);
+        let Some(base) = cfg.backoff.get(attempts as usize - 1).copied() else {
+            rec.status = "dead".into();
+            let _ = state.subs.record(sub.tenant.clone(), rec).await;
+            metrics::counter!("crier_webhook_deliveries_total", "result" => "dead").increment(1);
+            return Outcome::Dead;
+        };
+        let wait = wait_hint.unwrap_or_else(|| base.mul_f64(rand::rng().random_range(0.8..1.2)));
+        rec.status = "failed".into();
+        rec.next_attempt_us =
+            Some(now_us() + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX / 2));
+        let _ = state.subs.record(sub.tenant.clone(), rec).await;
+        tokio::select! {
+            _ = cancel.cancelled() => return Outcome::Cancelled,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
