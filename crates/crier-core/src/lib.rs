@@ -24,6 +24,6 @@ mod validate;
 pub use event::{Committed, EventInput, NewEvent, PublishContext, Severity};
 pub use filter::{Filter, Pattern};
 pub use hub::{read_full, Cursor, CursorItem, Hub, Reset, Start};
-pub use log::{AppendResult, EventLog, LogError, ReadPage, ReadQuery, Scope};
+pub use log::{AppendResult, EventCounts, EventLog, LogError, ReadPage, ReadQuery, Scope};
 pub use principal::{Principal, Role};
 pub use validate::{ErrorKind, ValidationError};

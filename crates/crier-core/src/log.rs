@@ -142,6 +142,26 @@ pub struct ReadPage {
     pub exhausted: bool,
 }
 
+/// Counts of stored events (§3 `GET /v1/stats`), kept by the log as it appends and prunes so
+/// that reading them never scans the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    /// Events stored.
+    pub total: u64,
+    /// Events received in the last hour.
+    pub last_hour: u64,
+    /// Events received in the last minute.
+    pub last_minute: u64,
+    /// Stored events by type.
+    pub by_type: std::collections::BTreeMap<String, u64>,
+    /// Stored events by category (events without one are not counted here).
+    pub by_category: std::collections::BTreeMap<String, u64>,
+    /// Stored events by severity.
+    pub by_severity: std::collections::BTreeMap<String, u64>,
+    /// Stored events by source.
+    pub by_source: std::collections::BTreeMap<String, u64>,
+}
+
 /// A durable, totally ordered event log. See the module docs for its invariants.
 pub trait EventLog: Send + Sync + 'static {
     /// Appends one all-or-nothing batch; answers in input order once durable.
@@ -171,6 +191,9 @@ pub trait EventLog: Send + Sync + 'static {
         max_age_us: Option<i64>,
         max_events: Option<u64>,
     ) -> BoxFuture<'_, Result<u64, LogError>>;
+
+    /// Counts of stored events in `scope`, maintained incrementally (no scan per call).
+    fn counts(&self, scope: Scope) -> BoxFuture<'_, Result<EventCounts, LogError>>;
 
     /// Installs the sink that receives committed events in order. Called once, before the
     /// first append.

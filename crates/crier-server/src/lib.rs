@@ -11,8 +11,10 @@ pub mod error;
 pub mod events;
 pub mod ops;
 pub mod query;
+pub mod replays;
 pub mod sse;
 pub mod state;
+pub mod stats;
 pub mod subscriptions;
 pub mod webhooks;
 pub mod ws;
@@ -77,6 +79,11 @@ pub fn app(state: AppState) -> Router {
             "/v1/subscriptions/{id}/redeliver",
             axum::routing::post(subscriptions::redeliver),
         )
+        .route("/v1/replays", axum::routing::post(replays::create))
+        .route("/v1/replays/{id}", get(replays::status))
+        .route("/v1/replays/{id}/stream", get(replays::stream))
+        .route("/v1/replays/{id}/stop", axum::routing::post(replays::stop))
+        .route("/v1/stats", get(stats::stats))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -124,6 +131,12 @@ pub async fn run(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, head = log.head(), "crier is listening");
     let token = shutdown.clone();
+    // Events are small writes that must leave at once: no Nagle delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app(state.clone()).into_make_service())
         .with_graceful_shutdown(async move { token.cancelled().await });
     let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));

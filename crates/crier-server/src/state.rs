@@ -47,6 +47,8 @@ pub struct StateInner {
     pub webhooks: crate::webhooks::Dispatcher,
     /// The HTTP client of webhook deliveries.
     pub webhook_client: reqwest::Client,
+    /// Replays in progress (and recently finished).
+    pub replays: crate::replays::Replays,
     /// Per-tenant publish rate (`None`: unlimited).
     pub rate: Option<RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>>,
 }
@@ -79,6 +81,7 @@ impl AppState {
             subs,
             webhooks: crate::webhooks::Dispatcher::default(),
             webhook_client,
+            replays: Default::default(),
             rate,
             settings,
             log,

@@ -28,6 +28,7 @@ use crate::auth::{narrow, read_scope, require, still_valid, Auth};
 use crate::error::ApiError;
 use crate::events::{append, json_array, prepare, result_json, History, MAX_PAGE};
 use crate::query::Query;
+use crate::replays::{Pacer, Replay, ReplaySpec, Speed};
 use crate::sse::{expiry_instant, start_position};
 use crate::state::{AppState, ConnGuard, Transport};
 
@@ -121,6 +122,7 @@ struct Conn {
     principal: Principal,
     out: mpsc::Sender<Message>,
     subs: HashMap<String, Sub>,
+    replays: HashMap<String, (Arc<Replay>, JoinHandle<()>)>,
     publishes: mpsc::Sender<(Option<Value>, Value, Principal)>,
     cancel: CancellationToken,
 }
@@ -189,11 +191,16 @@ impl Conn {
             principal,
             out,
             subs: HashMap::new(),
+            replays: HashMap::new(),
             publishes: pub_tx,
             cancel,
         };
         if conn.out.send(text(welcome.to_string())).await.is_ok() {
             conn.read_loop(&mut stream, &last_seen, started).await;
+        }
+        for (_, (replay, task)) in conn.replays.drain() {
+            replay.stop();
+            let _ = task.await;
         }
         for (_, sub) in conn.subs.drain() {
             sub.cancel.cancel();
@@ -305,10 +312,8 @@ impl Conn {
             "history" => self.history(&m, r.as_ref()).await,
             "ping" => only_keys(&m, &[]).map(|()| Some(reply("pong", r.as_ref(), Map::new()))),
             "auth" => self.auth(&m, r.as_ref()).await,
-            "replay" | "replay_stop" => Err(OpError(
-                "unsupported_op",
-                format!("`{op}` is not available on this hub"),
-            )),
+            "replay" => self.replay(&m, r.as_ref()).await,
+            "replay_stop" => self.replay_stop(&m, r.as_ref()).await,
             "" => Err(OpError("invalid_message", "a message needs an `op`".into())),
             other => Err(OpError("unknown_op", format!("unknown op {other:?}"))),
         };
@@ -346,6 +351,64 @@ impl Conn {
         self.principal = p;
         let fields = Map::from_iter([("exp".into(), exp.map_or(Value::Null, Value::from))]);
         Ok(Some(reply("authed", r, fields)))
+    }
+
+    async fn replay(
+        &mut self,
+        m: &Map<String, Value>,
+        r: Option<&Value>,
+    ) -> Result<Option<Message>, OpError> {
+        only_keys(m, &["filter", "since", "until", "speed"])?;
+        let spec = ReplaySpec {
+            filter: crier_core::Filter::from_json(m.get("filter").unwrap_or(&Value::Null))
+                .map_err(ApiError::from)?,
+            since: get_str(m, "since")?.map(String::from),
+            until: get_str(m, "until")?.map(String::from),
+            speed: Speed::parse(m.get("speed"))?,
+        };
+        let replay = self
+            .state
+            .replays
+            .create(&self.state, &self.principal, spec)
+            .await?;
+        replay.mark_streamed();
+        let started = Map::from_iter([
+            ("replay".into(), replay.id.clone().into()),
+            ("total".into(), replay.total.into()),
+        ]);
+        let _ = self.out.send(reply("replay_started", r, started)).await;
+        let task = tokio::spawn(replay_loop(
+            self.state.clone(),
+            replay.clone(),
+            self.out.clone(),
+        ));
+        self.replays.retain(|_, (_, t)| !t.is_finished());
+        self.replays.insert(replay.id.clone(), (replay, task));
+        Ok(None)
+    }
+
+    async fn replay_stop(
+        &mut self,
+        m: &Map<String, Value>,
+        r: Option<&Value>,
+    ) -> Result<Option<Message>, OpError> {
+        only_keys(m, &["replay"])?;
+        let id = get_str(m, "replay")?
+            .ok_or_else(|| OpError("invalid_message", "`replay` is required".into()))?;
+        if let Some((replay, task)) = self.replays.remove(id) {
+            // The replay's task answers with its final status once it has stopped.
+            replay.stop();
+            let _ = task.await;
+            return Ok(None);
+        }
+        let replay = self.state.replays.get(&self.principal.tenant, id)?;
+        replay.stop();
+        let Value::Object(mut status) = replay.status() else {
+            return Ok(None);
+        };
+        let id = status.remove("id").unwrap_or(Value::Null);
+        status.insert("replay".into(), id);
+        Ok(Some(reply("replay_status", r, status)))
     }
 
     async fn subscribe(
@@ -559,6 +622,60 @@ async fn sub_loop(
             r = out.send(frame) => if r.is_err() { return },
         }
     }
+}
+
+fn replay_status(replay: &Replay) -> Message {
+    let Value::Object(mut status) = replay.status() else {
+        return text(String::new());
+    };
+    let id = status.remove("id").unwrap_or(Value::Null);
+    status.insert("replay".into(), id);
+    reply("replay_status", None, status)
+}
+
+async fn replay_loop(state: AppState, replay: Arc<Replay>, out: mpsc::Sender<Message>) {
+    let prefix = format!(
+        "{{\"op\":\"event\",\"sub\":{},\"replay\":true,\"event\":",
+        Value::from(replay.id.as_str())
+    );
+    let mut pacer = Pacer::new(&state, replay.clone());
+    let step = (replay.total / 10).max(1);
+    let mut last_status = tokio::time::Instant::now();
+    loop {
+        let next = tokio::select! {
+            _ = replay.cancel.cancelled() => break,
+            n = pacer.next() => n,
+        };
+        let e = match next {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                replay.finish_done();
+                break;
+            }
+            Err(err) => {
+                tracing::warn!(replay = %replay.id, error = %err.message, "replay ended early");
+                replay.stop();
+                break;
+            }
+        };
+        let body = String::from_utf8_lossy(&e.json);
+        let mut s = String::with_capacity(prefix.len() + body.len() + 1);
+        s.push_str(&prefix);
+        s.push_str(&body);
+        s.push('}');
+        tokio::select! {
+            _ = replay.cancel.cancelled() => break,
+            r = out.send(text(s)) => if r.is_err() { return },
+        }
+        let sent = pacer.sent();
+        if sent.is_multiple_of(step) || last_status.elapsed() >= Duration::from_secs(1) {
+            last_status = tokio::time::Instant::now();
+            if sent < replay.total && out.send(replay_status(&replay)).await.is_err() {
+                return;
+            }
+        }
+    }
+    let _ = out.send(replay_status(&replay)).await;
 }
 
 async fn publish_loop(

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use crier_core::event::now_us;
-use crier_core::log::{BoxFuture, CommitSink, Order};
+use crier_core::log::{BoxFuture, CommitSink, EventCounts, Order};
 use crier_core::Severity;
 use crier_core::{
     AppendResult, Committed, EventLog, LogError, NewEvent, ReadPage, ReadQuery, Scope,
@@ -120,6 +120,44 @@ CREATE TABLE IF NOT EXISTS api_keys (
 ) STRICT;
 ";
 
+/// Per-tenant counters of stored events by dimension (`type`, `category`, `severity`,
+/// `source`, and `total` with key `""`), updated in the same transaction as appends and
+/// prunes.
+const STATS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS stats (
+    tenant TEXT NOT NULL,
+    dim TEXT NOT NULL,
+    key TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (tenant, dim, key)
+) STRICT, WITHOUT ROWID;
+";
+
+/// Rebuilds the counters of stored events from the events themselves (used once, when the
+/// counters are new to a store).
+const STATS_REBUILD: &str = "
+DELETE FROM stats;
+INSERT INTO stats (tenant, dim, key, n) SELECT tenant, 'total', '', COUNT(*) FROM events GROUP BY tenant;
+INSERT INTO stats (tenant, dim, key, n) SELECT tenant, 'type', type, COUNT(*) FROM events GROUP BY tenant, type;
+INSERT INTO stats (tenant, dim, key, n) SELECT tenant, 'category', category, COUNT(*) FROM events WHERE category IS NOT NULL GROUP BY tenant, category;
+INSERT INTO stats (tenant, dim, key, n) SELECT tenant, 'severity', CAST(severity AS TEXT), COUNT(*) FROM events GROUP BY tenant, severity;
+INSERT INTO stats (tenant, dim, key, n) SELECT tenant, 'source', source, COUNT(*) FROM events GROUP BY tenant, source;
+";
+
+/// Subtracts the events up to `?1` (and above the previous prune) from the counters.
+const STATS_PRUNE: &str = "
+INSERT INTO stats (tenant, dim, key, n) SELECT tenant, 'total', '', -COUNT(*) FROM events WHERE seq <= ?1 GROUP BY tenant
+  ON CONFLICT (tenant, dim, key) DO UPDATE SET n = n + excluded.n;
+INSERT INTO stats (tenant, dim, key, n) SELECT tenant, 'type', type, -COUNT(*) FROM events WHERE seq <= ?1 GROUP BY tenant, type
+  ON CONFLICT (tenant, dim, key) DO UPDATE SET n = n + excluded.n;
+INSERT INTO stats (tenant, dim, key, n) SELECT tenant, 'category', category, -COUNT(*) FROM events WHERE seq <= ?1 AND category IS NOT NULL GROUP BY tenant, category
+  ON CONFLICT (tenant, dim, key) DO UPDATE SET n = n + excluded.n;
+INSERT INTO stats (tenant, dim, key, n) SELECT tenant, 'severity', CAST(severity AS TEXT), -COUNT(*) FROM events WHERE seq <= ?1 GROUP BY tenant, severity
+  ON CONFLICT (tenant, dim, key) DO UPDATE SET n = n + excluded.n;
+INSERT INTO stats (tenant, dim, key, n) SELECT tenant, 'source', source, -COUNT(*) FROM events WHERE seq <= ?1 GROUP BY tenant, source
+  ON CONFLICT (tenant, dim, key) DO UPDATE SET n = n + excluded.n;
+";
+
 /// Tags are stored joined by U+001F, a control character tags may not contain.
 const TAG_SEP: char = '\u{1f}';
 
@@ -161,6 +199,15 @@ impl SqliteLog {
         let tx = conn.transaction().map_err(backend)?;
         tx.execute_batch(SCHEMA).map_err(backend)?;
         tx.execute_batch(KEYS_SCHEMA).map_err(backend)?;
+        tx.execute_batch(STATS_SCHEMA).map_err(backend)?;
+        if meta_get(&tx, "stats_ready").map_err(backend)?.is_none() {
+            tx.execute_batch(STATS_REBUILD).map_err(backend)?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('stats_ready', 1)",
+                [],
+            )
+            .map_err(backend)?;
+        }
         match meta_get(&tx, "schema_version").map_err(backend)? {
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(LogError::SchemaTooNew {
@@ -290,6 +337,11 @@ fn row_to_committed(r: &rusqlite::Row<'_>) -> rusqlite::Result<Arc<Committed>> {
 
 const COLUMNS: &str =
     "seq, tenant, id, time_us, type, source, category, severity, subject, tags, json";
+
+/// The stored key of a severity in the counters (its rank, as text).
+fn severity_key(s: Severity) -> &'static str {
+    ["0", "1", "2", "3", "4"][usize::from(s.rank())]
+}
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -474,6 +526,67 @@ impl EventLog for SqliteLog {
         })
     }
 
+    fn counts(&self, scope: Scope) -> BoxFuture<'_, Result<EventCounts, LogError>> {
+        let head = self.head();
+        let pruned = self.pruned_through();
+        Box::pin(self.with_reader(move |conn| {
+            let tenant = match &scope {
+                Scope::Tenant(t) => Some(t.clone()),
+                Scope::All => None,
+            };
+            let mut out = EventCounts::default();
+            {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT dim, key, SUM(n) FROM stats WHERE (?1 IS NULL OR tenant = ?1) GROUP BY dim, key",
+                )?;
+                let mut rows = stmt.query([&tenant])?;
+                while let Some(r) = rows.next()? {
+                    let dim: String = r.get(0)?;
+                    let key: String = r.get(1)?;
+                    let n = u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0);
+                    if n == 0 {
+                        continue;
+                    }
+                    let map = match dim.as_str() {
+                        "total" => {
+                            out.total = n;
+                            continue;
+                        }
+                        "type" => &mut out.by_type,
+                        "category" => &mut out.by_category,
+                        "source" => &mut out.by_source,
+                        "severity" => {
+                            let name = key.parse::<i64>().ok().and_then(Severity::from_rank).map_or(key.clone(), |s| s.as_str().to_string());
+                            out.by_severity.insert(name, n);
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    map.insert(key, n);
+                }
+            }
+            let now = now_us();
+            for (window, slot) in [(3_600_000_000i64, 0usize), (60_000_000, 1)] {
+                let from = last_received_before(conn, pruned, head, now - window)?;
+                let n: i64 = match &tenant {
+                    Some(t) => conn
+                        .prepare_cached("SELECT COUNT(*) FROM events WHERE tenant = ?1 AND seq > ?2")?
+                        .query_row(params![t, to_i64(from)], |r| r.get(0))?,
+                    None => conn
+                        .prepare_cached("SELECT COUNT(*) FROM events WHERE seq > ?1")?
+                        .query_row([to_i64(from)], |r| r.get(0))?,
+                };
+                let n = u64::try_from(n).unwrap_or(0);
+                if slot == 0 {
+                    out.last_hour = n;
+                } else {
+                    out.last_minute = n;
+                }
+            }
+            Ok(out)
+        }))
+    }
+
     fn set_commit_sink(&self, sink: CommitSink) {
         // Installed once at start; a second call is ignored (the first sink stays).
         let _ = self.shared.sink.set(sink);
@@ -590,6 +703,14 @@ impl Writer {
 
     fn prune(&mut self, upto: u64) -> rusqlite::Result<u64> {
         let tx = self.conn.transaction()?;
+        for stmt in STATS_PRUNE
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            tx.execute(stmt, [to_i64(upto)])?;
+        }
+        tx.execute("DELETE FROM stats WHERE n <= 0 AND dim <> 'total'", [])?;
         tx.execute("DELETE FROM events WHERE seq <= ?1", [to_i64(upto)])?;
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('pruned_through', ?1)
@@ -660,6 +781,30 @@ impl Writer {
         Ok((answers, stored))
     }
 
+    /// Adds the group's events to the per-tenant counters (a handful of upserts per group).
+    fn add_counts(&mut self, events: &[Arc<Committed>]) -> rusqlite::Result<()> {
+        let mut agg: std::collections::HashMap<(&str, &'static str, &str), i64> =
+            std::collections::HashMap::new();
+        for e in events {
+            *agg.entry((&e.tenant, "total", "")).or_default() += 1;
+            *agg.entry((&e.tenant, "type", &e.kind)).or_default() += 1;
+            *agg.entry((&e.tenant, "source", &e.source)).or_default() += 1;
+            *agg.entry((&e.tenant, "severity", severity_key(e.severity)))
+                .or_default() += 1;
+            if let Some(c) = &e.category {
+                *agg.entry((&e.tenant, "category", c)).or_default() += 1;
+            }
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO stats (tenant, dim, key, n) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant, dim, key) DO UPDATE SET n = n + excluded.n",
+        )?;
+        for ((tenant, dim, key), n) in agg {
+            stmt.execute(params![tenant, dim, key, n])?;
+        }
+        Ok(())
+    }
+
     fn commit_group(&mut self, group: Vec<Pending>) {
         let t0 = Instant::now();
         let recv = now_us().max(self.last_recv);
@@ -693,6 +838,15 @@ impl Writer {
                     outcomes.push((p.reply, Err(backend(e))));
                 }
             }
+        }
+        if let Err(e) = self.add_counts(&committed) {
+            tracing::error!(error = %e, "updating event counters failed; the group is rolled back");
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.next_seq = start_seq;
+            for (reply, _) in outcomes {
+                let _ = reply.send(Err(backend(rusqlite::Error::InvalidQuery)));
+            }
+            return;
         }
         if let Err(e) = self.conn.execute_batch("COMMIT") {
             tracing::error!(error = %e, "group commit failed");

@@ -1,0 +1,430 @@
+//! Replays (§3, §5): history re-sent with its original spacing divided by a speed of 1 to 10,
+//! or as fast as the reader takes it (`max`). Events keep their original `seq` and `time`.
+//!
+//! A replay is a bounded range of the log (fixed at creation, so `total` is exact) read as a
+//! cursor in pages; pacing follows a schedule anchored at the first event, so slow reads do
+//! not accumulate drift. Replays live in memory while running and for a while after.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use crier_core::log::Order;
+use crier_core::{Committed, Filter, ReadQuery, Scope};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{narrow, Auth};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// How fast a replay goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// Original spacing divided by this factor (1 to 10).
+    Factor(f64),
+    /// As fast as the reader takes it.
+    Max,
+}
+
+impl Speed {
+    /// Parses `1..10` or `"max"`.
+    pub fn parse(v: Option<&Value>) -> Result<Speed, ApiError> {
+        match v {
+            None | Some(Value::Null) => Ok(Speed::Factor(1.0)),
+            Some(Value::String(s)) if s == "max" => Ok(Speed::Max),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(f) if (1.0..=10.0).contains(&f) => Ok(Speed::Factor(f)),
+                _ => Err(ApiError::bad(
+                    "invalid_replay",
+                    "`speed` is a number from 1 to 10, or \"max\"",
+                )),
+            },
+            _ => Err(ApiError::bad(
+                "invalid_replay",
+                "`speed` is a number from 1 to 10, or \"max\"",
+            )),
+        }
+    }
+
+    fn json(self) -> Value {
+        match self {
+            Speed::Max => "max".into(),
+            Speed::Factor(f) if f.fract() == 0.0 => Value::from(f as u64),
+            Speed::Factor(f) => f.into(),
+        }
+    }
+}
+
+/// One replay.
+pub struct Replay {
+    /// Identifier (`rp_…`).
+    pub id: String,
+    /// Owner.
+    pub tenant: String,
+    query: ReadQuery,
+    /// Pacing.
+    pub speed: Speed,
+    /// Matching events in the range.
+    pub total: u64,
+    /// Events sent so far.
+    pub sent: AtomicU64,
+    state: Mutex<&'static str>,
+    /// Cancelled by stop.
+    pub cancel: CancellationToken,
+    streamed: std::sync::atomic::AtomicBool,
+    finished_at: Mutex<Option<Instant>>,
+}
+
+impl Replay {
+    /// `running`, `done` or `stopped`.
+    pub fn state(&self) -> &'static str {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn finish(&self, state: &'static str) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if *s == "running" {
+            *s = state;
+            *self.finished_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
+    }
+
+    /// Marks it finished after its last event.
+    pub fn finish_done(&self) {
+        self.finish("done");
+    }
+
+    /// Claims the replay's one stream (WebSocket replays are streamed on their connection).
+    pub fn mark_streamed(&self) {
+        self.streamed.store(true, Ordering::Release);
+    }
+
+    /// Stops it.
+    pub fn stop(&self) {
+        self.finish("stopped");
+        self.cancel.cancel();
+    }
+
+    /// The status object of §3.
+    pub fn status(&self) -> Value {
+        json!({
+            "id": self.id,
+            "state": self.state(),
+            "sent": self.sent.load(Ordering::Relaxed),
+            "total": self.total,
+            "speed": self.speed.json(),
+        })
+    }
+}
+
+/// The replays of this hub.
+#[derive(Default)]
+pub struct Replays {
+    // A std Mutex: map updates only, never held across an await.
+    map: Mutex<HashMap<String, Arc<Replay>>>,
+}
+
+/// How long a finished replay stays queryable.
+const KEEP_FINISHED: Duration = Duration::from_secs(600);
+
+/// What a replay covers.
+pub struct ReplaySpec {
+    /// Which events.
+    pub filter: Filter,
+    /// Inclusive start (RFC 3339).
+    pub since: Option<String>,
+    /// Exclusive end (RFC 3339); default now.
+    pub until: Option<String>,
+    /// Pacing.
+    pub speed: Speed,
+}
+
+fn time(v: Option<&str>, key: &str) -> Result<Option<i64>, ApiError> {
+    v.map(|s| {
+        crier_core::event::parse_time_us(s).ok_or_else(|| {
+            ApiError::bad(
+                "invalid_replay",
+                format!("`{key}` must be an RFC 3339 time"),
+            )
+        })
+    })
+    .transpose()
+}
+
+impl Replays {
+    /// Creates a replay for `tenant`, counting its events.
+    pub async fn create(
+        &self,
+        state: &AppState,
+        p: &crier_core::Principal,
+        spec: ReplaySpec,
+    ) -> Result<Arc<Replay>, ApiError> {
+        let since = time(spec.since.as_deref(), "since")?
+            .ok_or_else(|| ApiError::bad("invalid_replay", "`since` is required"))?;
+        let until = time(spec.until.as_deref(), "until")?;
+        if until.is_some_and(|u| u <= since) {
+            return Err(ApiError::bad(
+                "invalid_replay",
+                "`until` must be after `since`",
+            ));
+        }
+        let limit = state.settings.max_replays_per_tenant;
+        {
+            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            map.retain(|_, r| {
+                r.finished_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_none_or(|t| t.elapsed() < KEEP_FINISHED)
+            });
+            let running = map
+                .values()
+                .filter(|r| r.tenant == p.tenant && r.state() == "running")
+                .count();
+            if running >= limit {
+                metrics::counter!("crier_limit_hits_total", "limit" => "max_replays_per_tenant")
+                    .increment(1);
+                return Err(ApiError::too_many(
+                    "too_many_replays",
+                    format!(
+                        "this tenant runs {limit} replays already (limits.max_replays_per_tenant)"
+                    ),
+                    1,
+                ));
+            }
+        }
+        let mut query = ReadQuery::after(
+            Scope::Tenant(p.tenant.clone()),
+            Arc::new(narrow(p, spec.filter)),
+            0,
+            1000,
+        );
+        query.before = Some(state.log.head() + 1);
+        query.since_us = Some(since);
+        query.until_us = until;
+        let mut total = 0u64;
+        let mut q = query.clone();
+        loop {
+            let page = state.log.read(q.clone()).await?;
+            total += page.events.len() as u64;
+            if page.exhausted {
+                break;
+            }
+            q.after = page.scanned_to;
+        }
+        let mut idb = [0u8; 8];
+        rand::Rng::fill(&mut rand::rng(), &mut idb);
+        let replay = Arc::new(Replay {
+            id: format!(
+                "rp_{}",
+                idb.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            ),
+            tenant: p.tenant.clone(),
+            query,
+            speed: spec.speed,
+            total,
+            sent: AtomicU64::new(0),
+            state: Mutex::new("running"),
+            cancel: state.shutdown.child_token(),
+            streamed: Default::default(),
+            finished_at: Mutex::new(None),
+        });
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(replay.id.clone(), replay.clone());
+        Ok(replay)
+    }
+
+    /// A replay of `tenant` by id.
+    pub fn get(&self, tenant: &str, id: &str) -> Result<Arc<Replay>, ApiError> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .filter(|r| r.tenant == tenant)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no replay {id:?}")))
+    }
+}
+
+/// Reads a replay's events with their pacing.
+pub struct Pacer {
+    replay: Arc<Replay>,
+    state: AppState,
+    pending: VecDeque<Arc<Committed>>,
+    after: u64,
+    exhausted: bool,
+    origin: Option<(i64, Instant)>,
+}
+
+impl Pacer {
+    /// Starts pacing now.
+    pub fn new(state: &AppState, replay: Arc<Replay>) -> Pacer {
+        Pacer {
+            replay,
+            state: state.clone(),
+            pending: VecDeque::new(),
+            after: 0,
+            exhausted: false,
+            origin: None,
+        }
+    }
+
+    /// The next event when it is due, or `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<Arc<Committed>>, ApiError> {
+        if self.pending.is_empty() && !self.exhausted {
+            let mut q = self.replay.query.clone();
+            q.after = self.after;
+            q.order = Order::Asc;
+            let page = self.state.log.read(q).await?;
+            self.after = page.scanned_to;
+            self.exhausted = page.exhausted;
+            self.pending.extend(page.events);
+        }
+        let Some(e) = self.pending.pop_front() else {
+            return Ok(None);
+        };
+        if let Speed::Factor(f) = self.replay.speed {
+            match self.origin {
+                None => self.origin = Some((e.time_us, Instant::now())),
+                Some((t0, start)) => {
+                    let offset_us = ((e.time_us - t0).max(0) as f64 / f) as u64;
+                    tokio::time::sleep_until(start + Duration::from_micros(offset_us)).await;
+                }
+            }
+        }
+        Ok(Some(e))
+    }
+
+    /// Counts one event as sent.
+    pub fn sent(&self) -> u64 {
+        self.replay.sent.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateInput {
+    #[serde(default)]
+    filter: Option<Value>,
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    until: Option<String>,
+    #[serde(default)]
+    speed: Option<Value>,
+}
+
+/// `POST /v1/replays`.
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input: CreateInput = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad(
+            "invalid_json",
+            format!("the body is not a valid replay: {e}"),
+        )
+    })?;
+    let spec = ReplaySpec {
+        filter: Filter::from_json(input.filter.as_ref().unwrap_or(&Value::Null))?,
+        since: input.since,
+        until: input.until,
+        speed: Speed::parse(input.speed.as_ref())?,
+    };
+    let r = state.replays.create(&state, &p, spec).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": r.id, "total": r.total, "state": r.state(), "speed": r.speed.json()})),
+    )
+        .into_response())
+}
+
+/// `GET /v1/replays/{id}`.
+pub async fn status(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.replays.get(&p.tenant, &id)?.status()).into_response())
+}
+
+/// `POST /v1/replays/{id}/stop`.
+pub async fn stop(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let r = state.replays.get(&p.tenant, &id)?;
+    r.stop();
+    Ok(Json(r.status()).into_response())
+}
+
+/// `GET /v1/replays/{id}/stream`: the events as SSE, then `event: crier.replay_done`.
+pub async fn stream(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let r = state.replays.get(&p.tenant, &id)?;
+    if r.streamed.swap(true, Ordering::AcqRel) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_streaming",
+            "a replay is streamed once; create another",
+        ));
+    }
+    let pacer = Pacer::new(&state, r.clone());
+    let shutdown = state.shutdown.clone();
+    let body = futures_util::stream::unfold((pacer, false), move |(mut pacer, done)| {
+        let shutdown = shutdown.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let replay = pacer.replay.clone();
+            let next = tokio::select! {
+                _ = replay.cancel.cancelled() => Ok(None),
+                _ = shutdown.cancelled() => Ok(None),
+                n = pacer.next() => n,
+            };
+            match next {
+                Ok(Some(e)) => {
+                    pacer.sent();
+                    let mut chunk =
+                        format!("id: {}\nevent: {}\ndata: ", e.seq, e.kind).into_bytes();
+                    chunk.extend_from_slice(&e.json);
+                    chunk.extend_from_slice(b"\n\n");
+                    Some((
+                        Ok::<_, std::convert::Infallible>(Bytes::from(chunk)),
+                        (pacer, false),
+                    ))
+                }
+                Ok(None) | Err(_) => {
+                    replay.finish("done");
+                    let frame = format!("event: crier.replay_done\ndata: {}\n\n", replay.status());
+                    Some((Ok(Bytes::from(frame)), (pacer, true)))
+                }
+            }
+        }
+    });
+    let mut res = Body::from_stream(body).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(res)
+}
