@@ -6,7 +6,9 @@
 
 mod admin;
 mod publish;
+mod replay;
 mod sse_client;
+mod subs;
 mod tail;
 
 use std::process::ExitCode;
@@ -31,6 +33,11 @@ enum Cmd {
     Publish(publish::PublishArgs),
     /// Follow the event stream in the terminal, resuming after disconnects.
     Tail(tail::TailArgs),
+    /// Replay history to the terminal.
+    Replay(replay::ReplayArgs),
+    /// Manage durable webhook subscriptions.
+    #[command(subcommand)]
+    Subs(subs::SubsCmd),
     /// Mint a JWT with the configured HS256 secret (development and tests).
     Token(admin::TokenArgs),
     /// Manage API keys.
@@ -170,6 +177,8 @@ fn main() -> ExitCode {
             Cmd::Serve(a) => serve(a).await,
             Cmd::Publish(a) => publish::run(a).await,
             Cmd::Tail(a) => tail::run(a).await,
+            Cmd::Replay(a) => replay::run(a).await,
+            Cmd::Subs(c) => subs::run(c).await,
             Cmd::Token(a) => admin::token(a),
             Cmd::Keys(c) => admin::keys(c),
         }

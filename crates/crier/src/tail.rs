@@ -55,7 +55,7 @@ fn colour(sev: &str) -> &'static str {
     }
 }
 
-fn print_event(data: &str, json: bool, tty: bool) {
+pub fn print_event(data: &str, json: bool, tty: bool) {
     let mut out = std::io::stdout().lock();
     if json {
         let _ = writeln!(out, "{data}");
