@@ -779,3 +779,126 @@ async fn allowed_origins_guard_websocket_upgrades() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn subscriptions_replays_and_stats_are_tenant_scoped() {
+    let hub = Hub::start_with(|s| {
+        with_auth(s, SECRET, "", "", "HS256");
+        s.webhooks.allow_private = true;
+    })
+    .await;
+    let a = hs(&claims("pa", "acme", "publisher"));
+    let b = hs(&claims("pb", "beta", "publisher"));
+    let sub_a = hs(&claims("sa", "acme", "subscriber"));
+    req(
+        &hub,
+        "POST",
+        "/v1/events",
+        Some(&a),
+        Some(json!([{"type": "a.one"}, {"type": "a.two"}])),
+    )
+    .await;
+    req(
+        &hub,
+        "POST",
+        "/v1/events",
+        Some(&b),
+        Some(json!({"type": "b.one"})),
+    )
+    .await;
+    let (s, sub, _) = req(
+        &hub,
+        "POST",
+        "/v1/subscriptions",
+        Some(&a),
+        Some(json!({"webhook": {"url": "http://127.0.0.1:9/"}, "paused": true})),
+    )
+    .await;
+    assert_eq!(s, 201, "{sub}");
+    let id = sub["id"].as_str().unwrap();
+    assert_eq!(
+        req(
+            &hub,
+            "POST",
+            "/v1/subscriptions",
+            Some(&sub_a),
+            Some(json!({"webhook": {"url": "http://127.0.0.1:9/"}}))
+        )
+        .await
+        .0,
+        403,
+        "subscribers do not manage subscriptions"
+    );
+    for (method, path) in [
+        ("GET", format!("/v1/subscriptions/{id}")),
+        ("PATCH", format!("/v1/subscriptions/{id}")),
+        ("GET", format!("/v1/subscriptions/{id}/deliveries")),
+        ("DELETE", format!("/v1/subscriptions/{id}")),
+    ] {
+        let body = (method == "PATCH").then(|| json!({"paused": false}));
+        assert_eq!(
+            req(&hub, method, &path, Some(&b), body).await.0,
+            404,
+            "{method} {path} from another tenant"
+        );
+    }
+    let (_, list, _) = req(&hub, "GET", "/v1/subscriptions", Some(&b), None).await;
+    assert_eq!(list["subscriptions"], json!([]));
+    let (s, rp, _) = req(
+        &hub,
+        "POST",
+        "/v1/replays",
+        Some(&sub_a),
+        Some(json!({"since": "2000-01-01T00:00:00Z", "speed": "max"})),
+    )
+    .await;
+    assert_eq!(
+        (s, rp["total"].as_u64()),
+        (201, Some(2)),
+        "a replay counts only its tenant's events: {rp}"
+    );
+    let rid = rp["id"].as_str().unwrap();
+    assert_eq!(
+        req(&hub, "GET", &format!("/v1/replays/{rid}"), Some(&b), None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        req(
+            &hub,
+            "POST",
+            &format!("/v1/replays/{rid}/stop"),
+            Some(&b),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    let (_, st, _) = req(&hub, "GET", "/v1/stats", Some(&b), None).await;
+    assert_eq!(
+        (
+            st["events"]["total"].as_u64(),
+            st["subscriptions"]["paused"].as_u64()
+        ),
+        (Some(1), Some(0)),
+        "{st}"
+    );
+    assert_eq!(st["events"]["by_type"], json!({"b.one": 1}));
+    assert_eq!(
+        req(&hub, "GET", "/v1/stats?tenant=acme", Some(&b), None)
+            .await
+            .0,
+        403
+    );
+    let (_, all, _) = req(
+        &hub,
+        "GET",
+        "/v1/stats?tenant=*",
+        Some(&hs(&claims("root", "ops", "admin"))),
+        None,
+    )
+    .await;
+    assert_eq!(all["events"]["total"], 3);
+}

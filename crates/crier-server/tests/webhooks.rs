@@ -482,3 +482,51 @@ async fn internal_addresses_are_refused() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_subscription_behind_retention_records_it_and_continues() {
+    let (rx, url) = Receiver::start(vec![], Answer::Status(200)).await;
+    let hub = Hub::start_with(|s| {
+        s.webhooks.allow_private = true;
+        s.retention_max_events = Some(5);
+        s.retention_interval = Duration::from_millis(50);
+    })
+    .await;
+    let (_, sub) = post(
+        &hub,
+        "/v1/subscriptions",
+        json!({"webhook": {"url": url}, "after": 0, "paused": true}),
+    )
+    .await;
+    let id = sub["id"].as_str().unwrap().to_string();
+    hub.publish(Value::from(
+        (0..20)
+            .map(|i| json!({"type": "r", "id": format!("r{i}")}))
+            .collect::<Vec<_>>(),
+    ))
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hub.history_seqs("").await.len() > 5 {
+        assert!(Instant::now() < deadline, "retention did not prune");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let res = hub
+        .http
+        .patch(hub.url(&format!("/v1/subscriptions/{id}")))
+        .json(&json!({"paused": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let got = rx.wait_for(5, Duration::from_secs(5)).await;
+    let ids: Vec<&str> = got
+        .iter()
+        .map(|r| r.headers["webhook-id"].to_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["r15", "r16", "r17", "r18", "r19"]);
+    let v = sub_status(&hub, &id, "active").await;
+    assert!(
+        v["note"].as_str().unwrap_or("").contains("retention"),
+        "the skip is recorded: {v}"
+    );
+}
