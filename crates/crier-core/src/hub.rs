@@ -360,6 +360,28 @@ impl Cursor {
         self.hub.inner.log.read(q).await
     }
 
+    /// The next item if one is ready without waiting or reading the log (buffered history or
+    /// queued live events); lets transports pack several events into one write.
+    pub fn try_next(&mut self) -> Option<CursorItem> {
+        if let Some(r) = self.resets.pop_front() {
+            return Some(CursorItem::Reset(r));
+        }
+        if let Some(e) = self.pending.pop_front() {
+            return Some(CursorItem::Event(e));
+        }
+        if self.pos < self.live_from {
+            return None;
+        }
+        let live = self.live.as_mut()?;
+        while let Ok(e) = live.rx.try_recv() {
+            if e.seq > self.pos {
+                self.pos = e.seq;
+                return Some(CursorItem::Event(e));
+            }
+        }
+        None
+    }
+
     /// The next item. Cancel-safe between items: dropping the future loses nothing that a
     /// new call would not hand out.
     pub async fn next(&mut self) -> Result<CursorItem, LogError> {

@@ -1,9 +1,9 @@
 //! `GET /v1/stream`: Server-Sent Events as §4 specifies, so a browser's `EventSource` works
 //! unchanged.
 //!
-//! The body is a stream over one cursor. Each event goes out as three chunks: a small
-//! `id:/event:/data:` prefix, the stored event bytes (shared with every other reader, never
-//! re-encoded) and the closing blank line. A client that stops reading stops the body from
+//! The body is a stream over one cursor. Events are framed around their stored bytes (never
+//! re-encoded), and every event that is ready — buffered history or queued live events — is
+//! packed into one chunk of at most 64 KiB, so a reader catching up gets large writes. A client that stops reading stops the body from
 //! being polled, its cursor's live queue fills, and the cursor falls back to the log: the
 //! server's memory for it stays bounded and other clients are not slowed.
 
@@ -17,6 +17,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
 use crier_core::{Cursor, CursorItem, Principal, Start};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +26,9 @@ use crate::auth::{narrow, read_scope, still_valid, Auth};
 use crate::error::ApiError;
 use crate::query::Query;
 use crate::state::{AppState, ConnGuard, Transport};
+
+/// Largest chunk assembled from ready events.
+const MAX_CHUNK: usize = 64 * 1024;
 
 /// Most events `last=` may ask for.
 pub const MAX_LAST: u64 = 10_000;
@@ -99,17 +103,31 @@ impl SseState {
                 biased;
                 _ = self.shutdown.cancelled() => self.done = true,
                 item = self.cursor.next() => match item {
-                    Ok(CursorItem::Event(e)) => {
-                        let prefix = format!("id: {}\nevent: {}\ndata: ", e.seq, e.kind);
-                        self.out.push_back(Bytes::from(prefix));
-                        self.out.push_back(e.json.clone());
-                        self.out.push_back(Bytes::from_static(b"\n\n"));
-                        metrics::counter!("crier_deliveries_total", "transport" => "sse").increment(1);
+                    Ok(first) => {
+                        // Pack what is ready into one chunk (bounded), so a reader catching up
+                        // gets large writes instead of one per event.
+                        let mut buf = BytesMut::new();
+                        let mut item = Some(first);
+                        let mut events = 0u64;
+                        while let Some(it) = item.take() {
+                            match it {
+                                CursorItem::Event(e) => {
+                                    buf.extend_from_slice(format!("id: {}\nevent: {}\ndata: ", e.seq, e.kind).as_bytes());
+                                    buf.extend_from_slice(&e.json);
+                                    buf.extend_from_slice(b"\n\n");
+                                    events += 1;
+                                }
+                                CursorItem::Reset(r) => {
+                                    buf.extend_from_slice(format!("event: crier.reset\ndata: {}\n\n", r.to_json()).as_bytes());
+                                }
+                            }
+                            if buf.len() < MAX_CHUNK {
+                                item = self.cursor.try_next();
+                            }
+                        }
+                        metrics::counter!("crier_deliveries_total", "transport" => "sse").increment(events);
+                        self.out.push_back(buf.freeze());
                         self.ping.as_mut().reset(Instant::now() + self.heartbeat);
-                    }
-                    Ok(CursorItem::Reset(r)) => {
-                        let frame = format!("event: crier.reset\ndata: {}\n\n", r.to_json());
-                        self.out.push_back(Bytes::from(frame));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "SSE stream ended: the log could not be read");

@@ -70,6 +70,10 @@ pub async fn upgrade(
     Ok(ws
         .max_message_size(max.saturating_mul(2))
         .max_frame_size(max.saturating_mul(2))
+        // The library's defaults reserve 128 KiB per direction per connection; client
+        // messages are small and the writer below batches frames itself.
+        .read_buffer_size(4096)
+        .write_buffer_size(8192)
         .on_upgrade(move |socket| Conn::run(state, principal, guard, socket)))
 }
 
@@ -112,6 +116,9 @@ impl From<ApiError> for OpError {
     }
 }
 
+/// A publish op waiting for its turn: `ref`, the event, the credential at the time.
+type PublishReq = (Option<Value>, Value, Principal);
+
 struct Sub {
     cancel: CancellationToken,
     task: JoinHandle<()>,
@@ -123,7 +130,8 @@ struct Conn {
     out: mpsc::Sender<Message>,
     subs: HashMap<String, Sub>,
     replays: HashMap<String, (Arc<Replay>, JoinHandle<()>)>,
-    publishes: mpsc::Sender<(Option<Value>, Value, Principal)>,
+    /// The connection's publish task, started by its first publish.
+    publisher: Option<(mpsc::Sender<Box<PublishReq>>, JoinHandle<()>)>,
     cancel: CancellationToken,
 }
 
@@ -177,8 +185,6 @@ impl Conn {
             last_seen.clone(),
             started,
         ));
-        let (pub_tx, pub_rx) = mpsc::channel(PUBLISH_QUEUE);
-        let publisher = tokio::spawn(publish_loop(state.clone(), pub_rx, out.clone()));
         let welcome = json!({
             "op": "welcome",
             "session": uuid::Uuid::now_v7().to_string(),
@@ -192,7 +198,7 @@ impl Conn {
             out,
             subs: HashMap::new(),
             replays: HashMap::new(),
-            publishes: pub_tx,
+            publisher: None,
             cancel,
         };
         if conn.out.send(text(welcome.to_string())).await.is_ok() {
@@ -206,8 +212,10 @@ impl Conn {
             sub.cancel.cancel();
             let _ = sub.task.await;
         }
-        drop(conn.publishes);
-        let _ = publisher.await;
+        if let Some((tx, task)) = conn.publisher.take() {
+            drop(tx);
+            let _ = task.await;
+        }
         drop(conn.out);
         let _ = writer.await;
         drop(guard);
@@ -260,7 +268,9 @@ impl Conn {
                         &format!("a message is at most {max} bytes (limits.max_ws_frame_bytes)"),
                     ))
                 }
-                Message::Text(t) => self.handle(t.as_str()).await,
+                // Boxed: the handler's state machine is large and only needed while it runs,
+                // so idle connections do not carry it.
+                Message::Text(t) => Box::pin(self.handle(t.as_str())).await,
                 Message::Binary(_) => Some(error_frame(
                     None,
                     "invalid_message",
@@ -513,10 +523,14 @@ impl Conn {
             .cloned()
             .ok_or_else(|| OpError("invalid_message", "`event` is required".into()))?;
         // Sent to the connection's publish task: committed in the order sent, answered once durable.
-        let _ = self
-            .publishes
-            .send((r, event, self.principal.clone()))
-            .await;
+        let (tx, _) = self.publisher.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+            (
+                tx,
+                tokio::spawn(publish_loop(self.state.clone(), rx, self.out.clone())),
+            )
+        });
+        let _ = tx.send(Box::new((r, event, self.principal.clone()))).await;
         Ok(None)
     }
 
@@ -680,10 +694,11 @@ async fn replay_loop(state: AppState, replay: Arc<Replay>, out: mpsc::Sender<Mes
 
 async fn publish_loop(
     state: AppState,
-    mut rx: mpsc::Receiver<(Option<Value>, Value, Principal)>,
+    mut rx: mpsc::Receiver<Box<PublishReq>>,
     out: mpsc::Sender<Message>,
 ) {
-    while let Some((r, event, principal)) = rx.recv().await {
+    while let Some(req) = rx.recv().await {
+        let (r, event, principal) = *req;
         let prepared = prepare(&state, &principal, vec![event], false).and_then(|batch| {
             state
                 .check_rate(&principal.tenant, batch.len())
@@ -724,8 +739,19 @@ async fn write_loop(
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(m) => {
-                    let closing = matches!(m, Message::Close(_));
-                    if sink.send(m).await.is_err() || closing { break }
+                    // Queue what is waiting and flush once: one write for a burst of frames.
+                    let mut closing = matches!(m, Message::Close(_));
+                    let mut ok = sink.feed(m).await.is_ok();
+                    while ok && !closing {
+                        match rx.try_recv() {
+                            Ok(next) => {
+                                closing = matches!(next, Message::Close(_));
+                                ok = sink.feed(next).await.is_ok();
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    if !ok || sink.flush().await.is_err() || closing { break }
                 }
                 None => { let _ = sink.send(close_frame(1000, "bye")).await; break }
             },

@@ -379,6 +379,23 @@ async fn operational_endpoints() {
     let (s, v) = hub.get("/openapi.json").await;
     assert_eq!(s, 200);
     assert!(v["openapi"].as_str().is_some_and(|x| x.starts_with("3.1")));
+    for path in [
+        "/v1/events",
+        "/v1/events/{id}",
+        "/v1/stream",
+        "/v1/ws",
+        "/v1/subscriptions",
+        "/v1/subscriptions/{id}/deliveries",
+        "/v1/replays",
+        "/v1/replays/{id}/stream",
+        "/v1/stats",
+        "/metrics",
+    ] {
+        assert!(
+            v["paths"].get(path).is_some(),
+            "openapi.json describes {path}"
+        );
+    }
     let text = hub
         .http
         .get(hub.url("/metrics"))

@@ -17,7 +17,7 @@ pub enum SubsCmd {
     Create {
         /// Webhook URL.
         #[arg(long)]
-        url: String,
+        webhook: String,
         /// Name.
         #[arg(long, default_value = "")]
         name: String,
@@ -98,7 +98,7 @@ pub async fn run(cmd: SubsCmd) -> anyhow::Result<()> {
             }
         }
         SubsCmd::Create {
-            url,
+            webhook,
             name,
             filter,
             after,
@@ -109,7 +109,7 @@ pub async fn run(cmd: SubsCmd) -> anyhow::Result<()> {
                 Some(f) => serde_json::from_str(&f).context("--filter is not valid JSON")?,
                 None => json!({}),
             };
-            let mut body = json!({"name": name, "filter": filter, "webhook": {"url": url}});
+            let mut body = json!({"name": name, "filter": filter, "webhook": {"url": webhook}});
             if let Some(s) = secret {
                 body["webhook"]["secret"] = s.into();
             }

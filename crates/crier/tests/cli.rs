@@ -1,0 +1,335 @@
+//! The command line against a real hub: publish (one and NDJSON batches), tail, replay,
+//! subs, token and keys, and configuration errors that name their key.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_crier");
+const SECRET: &str = "cli-test-secret-of-at-least-32-characters";
+
+struct Hub(Child, String);
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Hub {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(dir)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let hub = Hub(cmd.spawn().expect("spawn"), url);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err() {
+        assert!(Instant::now() < deadline, "hub did not start");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    hub
+}
+
+fn crier(args: &[&str], url: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("CRIER_URL", url)
+        .env_remove("CRIER_TOKEN")
+        .output()
+        .expect("run crier")
+}
+
+#[test]
+fn publish_tail_replay_and_subs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hub = start(
+        dir.path(),
+        &[
+            ("CRIER_DURABILITY", "commit"),
+            ("CRIER_WEBHOOKS_ALLOW_PRIVATE", "true"),
+        ],
+    );
+    let out = crier(
+        &[
+            "publish",
+            "site.created",
+            "--subject",
+            "site/1",
+            "--severity",
+            "warning",
+            "--tag",
+            "prod",
+            "--data",
+            "{\"n\":1}",
+        ],
+        &hub.1,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("seq 1"));
+    let bad = crier(&["publish", "bad type"], &hub.1);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("type"),
+        "the hub's message is shown"
+    );
+
+    let mut child = Command::new(BIN)
+        .args(["publish", "-", "--batch", "100"])
+        .env("CRIER_URL", &hub.1)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn publish -");
+    {
+        let mut stdin = child.stdin.take().expect("stdin");
+        for i in 0..250 {
+            writeln!(stdin, "{{\"type\":\"bulk.item\",\"data\":{{\"i\":{i}}}}}").expect("write");
+        }
+    }
+    let out = child.wait_with_output().expect("publish -");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("published 250 events"));
+
+    // tail: the last 2 bulk events, then a live one.
+    let mut tail = Command::new(BIN)
+        .args(["tail", "--type", "bulk.*", "--last", "2", "--json"])
+        .env("CRIER_URL", &hub.1)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tail");
+    let mut lines = BufReader::new(tail.stdout.take().expect("stdout")).lines();
+    let first: serde_json::Value =
+        serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json");
+    assert_eq!(first["seq"], 250);
+    let second: serde_json::Value =
+        serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json");
+    assert_eq!(second["seq"], 251);
+    assert!(crier(&["publish", "bulk.live"], &hub.1).status.success());
+    let live: serde_json::Value =
+        serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json");
+    assert_eq!(live["type"], "bulk.live");
+    let _ = tail.kill();
+    let _ = tail.wait();
+
+    let out = crier(
+        &[
+            "replay",
+            "--since",
+            "2000-01-01T00:00:00Z",
+            "--speed",
+            "max",
+            "--type",
+            "site.*",
+            "--json",
+        ],
+        &hub.1,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.contains("site.created"));
+
+    let out = crier(
+        &[
+            "subs",
+            "create",
+            "--webhook",
+            "http://127.0.0.1:9/hook",
+            "--name",
+            "cli",
+            "--filter",
+            "{\"type\":[\"site.*\"]}",
+        ],
+        &hub.1,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(created["webhook"]["secret"]
+        .as_str()
+        .expect("secret")
+        .starts_with("whsec_"));
+    let id = created["id"].as_str().expect("id");
+    let out = crier(&["subs", "list"], &hub.1);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(id));
+    assert!(crier(&["subs", "deliveries", id], &hub.1).status.success());
+    assert!(crier(&["subs", "delete", id], &hub.1).status.success());
+    assert!(!crier(&["subs", "delete", id], &hub.1).status.success());
+}
+
+#[test]
+fn token_and_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf8 path");
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "--sub",
+            "ann",
+            "--tenant",
+            "acme",
+            "--role",
+            "publisher",
+            "--ttl",
+            "10m",
+        ])
+        .env("CRIER_AUTH_JWT_SECRET", SECRET)
+        .output()
+        .expect("token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(token.split('.').count(), 3);
+    let out = Command::new(BIN)
+        .args(["token", "--sub", "ann"])
+        .env_remove("CRIER_AUTH_JWT_SECRET")
+        .output()
+        .expect("token");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.jwt_secret"));
+
+    let out = Command::new(BIN)
+        .args([
+            "keys",
+            "create",
+            "--tenant",
+            "acme",
+            "--role",
+            "subscriber",
+            "--name",
+            "reader",
+            "--data-dir",
+            d,
+        ])
+        .output()
+        .expect("keys create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(key.starts_with("crier_"));
+    let hub = start(dir.path(), &[("CRIER_AUTH_JWT_SECRET", SECRET)]);
+    let get = |token: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+                &format!("{}/v1/events", hub.1),
+            ])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(get(&token), "200");
+    assert_eq!(get(&key), "200");
+    let out = Command::new(BIN)
+        .args(["keys", "list", "--data-dir", d])
+        .output()
+        .expect("keys list");
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        listing.contains("reader") && !listing.contains(&key),
+        "listed without the secret"
+    );
+    let id = listing
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .expect("key id")
+        .to_string();
+    assert!(Command::new(BIN)
+        .args(["keys", "revoke", &id, "--data-dir", d])
+        .status()
+        .expect("revoke")
+        .success());
+    assert_eq!(
+        get(&key),
+        "401",
+        "revocation is immediate, even from another process"
+    );
+    let out = crier(&["publish", "x", "--token", &token], &hub.1);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_configuration_names_the_key_and_exits_non_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("crier.toml");
+    std::fs::write(&cfg, "[limits]\nmax_batch = 0\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("serve");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("limits.max_batch"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "0.0.0.0:7499"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("serve");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env("CRIER_HEARTBEAT", "often")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("serve");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("heartbeat"));
+}
