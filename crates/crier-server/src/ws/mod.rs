@@ -11,14 +11,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
-use crier_core::{Cursor, CursorItem, Principal, ReadQuery, Role, Scope};
-use futures_util::{SinkExt, StreamExt};
+use crier_core::{Principal, ReadQuery, Role, Scope};
+use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -26,11 +26,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{narrow, read_scope, require, still_valid, Auth};
 use crate::error::ApiError;
-use crate::events::{append, json_array, prepare, result_json, History, MAX_PAGE};
+use crate::events::{json_array, History, MAX_PAGE};
 use crate::query::Query;
-use crate::replays::{Pacer, Replay, ReplaySpec, Speed};
+use crate::replays::{Replay, ReplaySpec, Speed};
 use crate::sse::{expiry_instant, start_position};
 use crate::state::{AppState, ConnGuard, Transport};
+
+mod tasks;
+
+use tasks::{publish_loop, replay_loop, sub_loop, write_loop};
 
 /// Frames queued for the socket before producers wait.
 const OUTBOUND_QUEUE: usize = 256;
@@ -584,191 +588,4 @@ impl Conn {
         s.push('}');
         Ok(Some(text(s)))
     }
-}
-
-async fn sub_loop(
-    id: String,
-    mut cursor: Cursor,
-    out: mpsc::Sender<Message>,
-    cancel: CancellationToken,
-) {
-    let prefix = format!(
-        "{{\"op\":\"event\",\"sub\":{},\"event\":",
-        Value::from(id.as_str())
-    );
-    loop {
-        let item = tokio::select! {
-            _ = cancel.cancelled() => return,
-            item = cursor.next() => item,
-        };
-        let frame = match item {
-            Ok(CursorItem::Event(e)) => {
-                let body = String::from_utf8_lossy(&e.json);
-                let mut s = String::with_capacity(prefix.len() + body.len() + 1);
-                s.push_str(&prefix);
-                s.push_str(&body);
-                s.push('}');
-                metrics::counter!("crier_deliveries_total", "transport" => "ws").increment(1);
-                text(s)
-            }
-            Ok(CursorItem::Reset(r)) => {
-                let mut v = r.to_json();
-                if let Value::Object(m) = &mut v {
-                    m.insert("op".into(), "reset".into());
-                    m.insert("sub".into(), id.as_str().into());
-                }
-                text(v.to_string())
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, sub = %id, "subscription ended: the log could not be read");
-                let _ = out
-                    .send(text(
-                        json!({"op": "error", "sub": id, "code": "store_unavailable",
-                               "message": "the event log could not be read; subscribe again with `after`"})
-                        .to_string(),
-                    ))
-                    .await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = out.send(frame) => if r.is_err() { return },
-        }
-    }
-}
-
-fn replay_status(replay: &Replay) -> Message {
-    let Value::Object(mut status) = replay.status() else {
-        return text(String::new());
-    };
-    let id = status.remove("id").unwrap_or(Value::Null);
-    status.insert("replay".into(), id);
-    reply("replay_status", None, status)
-}
-
-async fn replay_loop(state: AppState, replay: Arc<Replay>, out: mpsc::Sender<Message>) {
-    let prefix = format!(
-        "{{\"op\":\"event\",\"sub\":{},\"replay\":true,\"event\":",
-        Value::from(replay.id.as_str())
-    );
-    let mut pacer = Pacer::new(&state, replay.clone());
-    let step = (replay.total / 10).max(1);
-    let mut last_status = tokio::time::Instant::now();
-    loop {
-        let next = tokio::select! {
-            _ = replay.cancel.cancelled() => break,
-            n = pacer.next() => n,
-        };
-        let e = match next {
-            Ok(Some(e)) => e,
-            Ok(None) => {
-                replay.finish_done();
-                break;
-            }
-            Err(err) => {
-                tracing::warn!(replay = %replay.id, error = %err.message, "replay ended early");
-                replay.stop();
-                break;
-            }
-        };
-        let body = String::from_utf8_lossy(&e.json);
-        let mut s = String::with_capacity(prefix.len() + body.len() + 1);
-        s.push_str(&prefix);
-        s.push_str(&body);
-        s.push('}');
-        tokio::select! {
-            _ = replay.cancel.cancelled() => break,
-            r = out.send(text(s)) => if r.is_err() { return },
-        }
-        let sent = pacer.sent();
-        if sent.is_multiple_of(step) || last_status.elapsed() >= Duration::from_secs(1) {
-            last_status = tokio::time::Instant::now();
-            if sent < replay.total && out.send(replay_status(&replay)).await.is_err() {
-                return;
-            }
-        }
-    }
-    let _ = out.send(replay_status(&replay)).await;
-}
-
-async fn publish_loop(
-    state: AppState,
-    mut rx: mpsc::Receiver<Box<PublishReq>>,
-    out: mpsc::Sender<Message>,
-) {
-    while let Some(req) = rx.recv().await {
-        let (r, event, principal) = *req;
-        let prepared = prepare(&state, &principal, vec![event], false).and_then(|batch| {
-            state
-                .check_rate(&principal.tenant, batch.len())
-                .map(|()| batch)
-        });
-        let answer = match prepared {
-            Err(e) => error_frame(r.as_ref(), e.code, &e.message),
-            Ok(batch) => match append(&state, batch).await {
-                Ok(results) => {
-                    metrics::counter!("crier_publish_requests_total", "transport" => "ws")
-                        .increment(1);
-                    let Some(res) = results.first() else { continue };
-                    let Value::Object(fields) = result_json(res) else {
-                        continue;
-                    };
-                    reply("published", r.as_ref(), fields)
-                }
-                Err(e) => error_frame(r.as_ref(), e.code, &e.message),
-            },
-        };
-        if out.send(answer).await.is_err() {
-            return;
-        }
-    }
-}
-
-async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Message>,
-    cancel: CancellationToken,
-    heartbeat: Duration,
-    last_seen: Arc<AtomicU64>,
-    started: Instant,
-) {
-    let mut tick = tokio::time::interval(heartbeat);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(m) => {
-                    // Queue what is waiting and flush once: one write for a burst of frames.
-                    let mut closing = matches!(m, Message::Close(_));
-                    let mut ok = sink.feed(m).await.is_ok();
-                    while ok && !closing {
-                        match rx.try_recv() {
-                            Ok(next) => {
-                                closing = matches!(next, Message::Close(_));
-                                ok = sink.feed(next).await.is_ok();
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    if !ok || sink.flush().await.is_err() || closing { break }
-                }
-                None => { let _ = sink.send(close_frame(1000, "bye")).await; break }
-            },
-            _ = tick.tick() => {
-                let idle = started.elapsed().as_millis() as u64 - last_seen.load(Ordering::Relaxed);
-                if idle > 2 * heartbeat.as_millis() as u64 + 1000 {
-                    tracing::debug!("closing an unresponsive websocket");
-                    let _ = sink.send(close_frame(1001, "no answer to pings")).await;
-                    break;
-                }
-                if sink.send(Message::Ping(Default::default())).await.is_err() { break }
-            },
-            _ = cancel.cancelled() => {
-                let _ = sink.send(close_frame(1001, "server shutting down")).await;
-                break;
-            }
-        }
-    }
-    cancel.cancel();
 }
