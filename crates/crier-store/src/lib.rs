@@ -2,6 +2,7 @@
 //!
 //! * [`sqlite`]: the embedded default, one file under `data_dir`, with a single writer
 //!   thread doing group commit.
+//! * [`postgres`]: a PostgreSQL log several hub nodes can share.
 //! * [`keys`]: API keys, stored hashed in the same file.
 //! * [`subs`]: durable subscriptions and their delivery records, in the same file.
 //! * [`conformance`]: the suite every implementation must pass, run by each backend's tests.
@@ -9,9 +10,11 @@
 
 pub mod conformance;
 pub mod keys;
+pub mod postgres;
 pub mod sqlite;
 pub mod subs;
 
 pub use keys::SqliteKeys;
+pub use postgres::PostgresLog;
 pub use sqlite::{Durability, SqliteLog};
 pub use subs::SqliteSubs;

@@ -1,0 +1,222 @@
+//! The conformance suite against the real PostgreSQL, plus concurrent writers from several
+//! log instances (as several hub nodes would be) on one shared log.
+//!
+//! The database comes from `CRIER_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/test`). When it is unreachable the tests print a notice
+//! and pass, except under `CI=true`, where that is a failure.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crier_core::{EventLog, Filter, ReadQuery, Scope};
+use crier_store::conformance::{self, event, Opener};
+use crier_store::PostgresLog;
+
+fn url() -> String {
+    std::env::var("CRIER_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A unique prefix for this run's schemas, so runs never see each other's data.
+fn run_prefix() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros();
+    format!("crier_t{}_{}", std::process::id(), t % 1_000_000_000)
+}
+
+async fn reachable() -> bool {
+    let ok = match tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_postgres::connect(&url(), tokio_postgres::NoTls),
+    )
+    .await
+    {
+        Ok(Ok((client, conn))) => {
+            tokio::spawn(conn);
+            client.simple_query("SELECT 1").await.is_ok()
+        }
+        _ => false,
+    };
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("PostgreSQL at {} is unreachable and CI=true", url());
+        }
+        eprintln!(
+            "NOTICE: PostgreSQL at {} is unreachable; skipping the PostgreSQL tests",
+            url()
+        );
+    }
+    ok
+}
+
+async fn drop_schemas(prefix: &str) {
+    let Ok((client, conn)) = tokio_postgres::connect(&url(), tokio_postgres::NoTls).await else {
+        return;
+    };
+    tokio::spawn(conn);
+    let rows = client
+        .query(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1",
+            &[&format!("{prefix}%")],
+        )
+        .await
+        .unwrap_or_default();
+    for r in rows {
+        let name: String = r.get(0);
+        let _ = client
+            .batch_execute(&format!("DROP SCHEMA \"{name}\" CASCADE"))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_conforms() {
+    if !reachable().await {
+        return;
+    }
+    let prefix = run_prefix();
+    let p = prefix.clone();
+    let opener: Opener = Arc::new(move |name: String| {
+        let schema = format!("{p}_{}", name.replace('-', "_"));
+        Box::pin(async move {
+            let log: Arc<dyn EventLog> = Arc::new(
+                PostgresLog::open(&url(), Some(&schema))
+                    .await
+                    .expect("open postgres log"),
+            );
+            log
+        })
+    });
+    conformance::run("pg", opener).await;
+    drop_schemas(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_on_one_log_commit_gapless_in_order() {
+    if !reachable().await {
+        return;
+    }
+    let prefix = run_prefix();
+    let schema = format!("{prefix}_nodes");
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(Arc::new(
+            PostgresLog::open(&url(), Some(&schema))
+                .await
+                .expect("open"),
+        ));
+    }
+    // A reader tails the log from another instance while the three write.
+    let reader = Arc::new(
+        PostgresLog::open(&url(), Some(&schema))
+            .await
+            .expect("open reader"),
+    );
+    let total = 3 * 8 * 25;
+    let tail = {
+        let reader = reader.clone();
+        tokio::spawn(async move {
+            let mut seen: Vec<u64> = Vec::new();
+            let mut after = 0;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while seen.len() < total && tokio::time::Instant::now() < deadline {
+                let page = reader
+                    .read(ReadQuery::after(
+                        Scope::All,
+                        Arc::new(Filter::default()),
+                        after,
+                        1000,
+                    ))
+                    .await
+                    .expect("read");
+                for e in &page.events {
+                    assert!(
+                        e.seq > after,
+                        "seq {} appeared behind the reader's cursor {after}",
+                        e.seq
+                    );
+                    assert_eq!(
+                        e.seq,
+                        seen.last().copied().unwrap_or(0) + 1,
+                        "a gap: the reader must never see n+1 before n"
+                    );
+                    after = e.seq;
+                    seen.push(e.seq);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            seen
+        })
+    };
+    let mut tasks = Vec::new();
+    for (k, node) in nodes.iter().enumerate() {
+        for w in 0..8 {
+            let node = node.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..25 {
+                    let id = format!("n{k}-w{w}-{i}");
+                    let r = node
+                        .append(vec![event("a", Some(&id), "t", &[])])
+                        .await
+                        .expect("append");
+                    acked.push(r[0].seq);
+                }
+                acked
+            }));
+        }
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.expect("writer"));
+    }
+    acked.sort_unstable();
+    assert_eq!(
+        acked,
+        (1..=total as u64).collect::<Vec<_>>(),
+        "every seq once, gapless, across three writers"
+    );
+    let seen = tail.await.expect("reader");
+    assert_eq!(
+        seen,
+        (1..=total as u64).collect::<Vec<_>>(),
+        "the reader saw every seq in order"
+    );
+    for n in nodes {
+        n.close().await.expect("close");
+    }
+    reader.close().await.expect("close");
+    drop_schemas(&prefix).await;
+}
+
+#[tokio::test]
+async fn refuses_a_newer_schema() {
+    if !reachable().await {
+        return;
+    }
+    let prefix = run_prefix();
+    let schema = format!("{prefix}_version");
+    let log = PostgresLog::open(&url(), Some(&schema))
+        .await
+        .expect("open");
+    log.close().await.expect("close");
+    let (client, conn) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+        .execute(
+            &format!("UPDATE \"{schema}\".crier_meta SET value = 99 WHERE key = 'schema_version'"),
+            &[],
+        )
+        .await
+        .expect("bump");
+    match PostgresLog::open(&url(), Some(&schema)).await {
+        Err(crier_core::LogError::SchemaTooNew { found: 99, .. }) => {}
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("opened a store with a newer schema"),
+    }
+    drop_schemas(&prefix).await;
+}
