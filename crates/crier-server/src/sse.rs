@@ -1,9 +1,11 @@
 //! `GET /v1/stream`: Server-Sent Events as §4 specifies, so a browser's `EventSource` works
 //! unchanged.
 //!
-//! The body is a stream over one cursor. Events are framed around their stored bytes (never
-//! re-encoded), and every event that is ready — buffered history or queued live events — is
-//! packed into one chunk of at most 64 KiB, so a reader catching up gets large writes. A client that stops reading stops the body from
+//! The body is a stream over one cursor. A live event goes out as three chunks: a small
+//! `id:/event:/data:` prefix, the stored event bytes (shared with every other reader, never
+//! re-encoded or copied) and the closing blank line. When several events are ready at once —
+//! a reader catching up — they are packed into one chunk of at most 64 KiB instead, so the
+//! reader gets large writes. A client that stops reading stops the body from
 //! being polled, its cursor's live queue fills, and the cursor falls back to the log: the
 //! server's memory for it stays bounded and other clients are not slowed.
 
@@ -89,7 +91,55 @@ pub fn expiry_instant(exp: Option<u64>) -> Instant {
     Instant::now() + Duration::from_secs_f64(left.min(365.0 * 24.0 * 3600.0))
 }
 
+fn pack(buf: &mut BytesMut, item: CursorItem) -> u64 {
+    match item {
+        CursorItem::Event(e) => {
+            buf.extend_from_slice(format!("id: {}\nevent: {}\ndata: ", e.seq, e.kind).as_bytes());
+            buf.extend_from_slice(&e.json);
+            buf.extend_from_slice(b"\n\n");
+            1
+        }
+        CursorItem::Reset(r) => {
+            buf.extend_from_slice(
+                format!("event: crier.reset\ndata: {}\n\n", r.to_json()).as_bytes(),
+            );
+            0
+        }
+    }
+}
+
 impl SseState {
+    /// Queues `first` and whatever else is ready; returns the number of events. A lone event
+    /// (the live case) goes out around its shared stored bytes without a copy; several ready
+    /// events (catching up) are packed into one chunk of at most [`MAX_CHUNK`].
+    fn frame(&mut self, first: CursorItem) -> u64 {
+        let Some(second) = self.cursor.try_next() else {
+            if let CursorItem::Event(e) = first {
+                self.out.push_back(Bytes::from(format!(
+                    "id: {}\nevent: {}\ndata: ",
+                    e.seq, e.kind
+                )));
+                self.out.push_back(e.json.clone());
+                self.out.push_back(Bytes::from_static(b"\n\n"));
+                return 1;
+            }
+            let mut buf = BytesMut::new();
+            pack(&mut buf, first);
+            self.out.push_back(buf.freeze());
+            return 0;
+        };
+        let mut buf = BytesMut::new();
+        let mut events = pack(&mut buf, first) + pack(&mut buf, second);
+        while buf.len() < MAX_CHUNK {
+            let Some(item) = self.cursor.try_next() else {
+                break;
+            };
+            events += pack(&mut buf, item);
+        }
+        self.out.push_back(buf.freeze());
+        events
+    }
+
     /// Produces the next chunk, or `None` when the stream ends.
     async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
@@ -104,29 +154,8 @@ impl SseState {
                 _ = self.shutdown.cancelled() => self.done = true,
                 item = self.cursor.next() => match item {
                     Ok(first) => {
-                        // Pack what is ready into one chunk (bounded), so a reader catching up
-                        // gets large writes instead of one per event.
-                        let mut buf = BytesMut::new();
-                        let mut item = Some(first);
-                        let mut events = 0u64;
-                        while let Some(it) = item.take() {
-                            match it {
-                                CursorItem::Event(e) => {
-                                    buf.extend_from_slice(format!("id: {}\nevent: {}\ndata: ", e.seq, e.kind).as_bytes());
-                                    buf.extend_from_slice(&e.json);
-                                    buf.extend_from_slice(b"\n\n");
-                                    events += 1;
-                                }
-                                CursorItem::Reset(r) => {
-                                    buf.extend_from_slice(format!("event: crier.reset\ndata: {}\n\n", r.to_json()).as_bytes());
-                                }
-                            }
-                            if buf.len() < MAX_CHUNK {
-                                item = self.cursor.try_next();
-                            }
-                        }
+                        let events = self.frame(first);
                         metrics::counter!("crier_deliveries_total", "transport" => "sse").increment(events);
-                        self.out.push_back(buf.freeze());
                         self.ping.as_mut().reset(Instant::now() + self.heartbeat);
                     }
                     Err(e) => {
