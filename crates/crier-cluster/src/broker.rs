@@ -1,0 +1,101 @@
+//! The [`Broker`] contract and the in-process broker.
+
+use std::pin::Pin;
+
+use crier_core::log::BoxFuture;
+use futures_util::Stream;
+use tokio::sync::broadcast;
+
+/// "The log's head is now at least `head`", from node `node`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    /// The announcing node.
+    pub node: String,
+    /// The head after its commit.
+    pub head: u64,
+}
+
+impl Announcement {
+    /// Wire form: `{"node": "...", "head": N}`.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::json!({"node": self.node, "head": self.head}).to_string().into_bytes()
+    }
+
+    /// Parses the wire form; `None` for anything else (ignored by followers).
+    pub fn decode(bytes: &[u8]) -> Option<Announcement> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        Some(Announcement { node: v.get("node")?.as_str()?.to_string(), head: v.get("head")?.as_u64()? })
+    }
+}
+
+/// A stream of announcements; it ends when the broker connection is lost.
+pub type Announcements = Pin<Box<dyn Stream<Item = Announcement> + Send>>;
+
+/// Broker failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The broker is unreachable or refused the operation.
+    #[error("broker error: {0}")]
+    Unavailable(String),
+}
+
+/// Carries head announcements between nodes.
+pub trait Broker: Send + Sync + 'static {
+    /// `local`, `nats` or `redis`.
+    fn name(&self) -> &'static str;
+
+    /// Publishes an announcement to every node (the sender's own subscription included).
+    fn announce(&self, a: Announcement) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// Subscribes to announcements. The stream ends when the connection is lost; subscribe
+    /// again (with backoff) to resume.
+    fn subscribe(&self) -> BoxFuture<'_, Result<Announcements, BrokerError>>;
+
+    /// Whether the connection is up right now (clients that reconnect by themselves keep
+    /// their streams open while down; followers poll faster meanwhile).
+    fn connected(&self) -> bool {
+        true
+    }
+}
+
+/// In-process broker: nodes in one process (tests, embedding) share a broadcast channel.
+#[derive(Clone)]
+pub struct LocalBroker {
+    tx: broadcast::Sender<Announcement>,
+}
+
+impl Default for LocalBroker {
+    fn default() -> Self {
+        // Lagging receivers skip announcements; followers repair from the log.
+        LocalBroker { tx: broadcast::channel(256).0 }
+    }
+}
+
+impl Broker for LocalBroker {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn announce(&self, a: Announcement) -> BoxFuture<'_, Result<(), BrokerError>> {
+        // No receiver is not an error: nobody is listening yet.
+        let _ = self.tx.send(a);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn subscribe(&self) -> BoxFuture<'_, Result<Announcements, BrokerError>> {
+        let rx = self.tx.subscribe();
+        Box::pin(async move {
+            let s = futures_util::stream::unfold(rx, |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(a) => return Some((a, rx)),
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            });
+            Ok(Box::pin(s) as Announcements)
+        })
+    }
+}

@@ -1,0 +1,60 @@
+//! NATS broker (`broker = "nats://..."`): core NATS publish/subscribe on one subject.
+//! `async-nats` reconnects by itself and restores subscriptions; while it is disconnected
+//! the followers poll the log.
+
+use crier_core::log::BoxFuture;
+use futures_util::StreamExt;
+
+use crate::broker::{Announcement, Announcements, Broker, BrokerError};
+
+/// Announcements over a NATS subject.
+pub struct NatsBroker {
+    client: async_nats::Client,
+    subject: String,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(e.to_string())
+}
+
+impl NatsBroker {
+    /// Connects to `url`; announcements travel on `subject` (e.g. `crier.head`).
+    pub async fn connect(url: &str, subject: &str) -> Result<NatsBroker, BrokerError> {
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connection_timeout(std::time::Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(unavailable)?;
+        Ok(NatsBroker { client, subject: subject.to_string() })
+    }
+
+}
+
+impl Broker for NatsBroker {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+
+    fn announce(&self, a: Announcement) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            if !self.connected() {
+                return Err(BrokerError::Unavailable("not connected to NATS".into()));
+            }
+            self.client.publish(self.subject.clone(), a.encode().into()).await.map_err(unavailable)?;
+            self.client.flush().await.map_err(unavailable)
+        })
+    }
+
+    fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    fn subscribe(&self) -> BoxFuture<'_, Result<Announcements, BrokerError>> {
+        Box::pin(async move {
+            let sub = self.client.subscribe(self.subject.clone()).await.map_err(unavailable)?;
+            let s = sub.filter_map(|m| async move { Announcement::decode(&m.payload) });
+            Ok(Box::pin(s) as Announcements)
+        })
+    }
+}
