@@ -18,13 +18,18 @@ pub struct Announcement {
 impl Announcement {
     /// Wire form: `{"node": "...", "head": N}`.
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::json!({"node": self.node, "head": self.head}).to_string().into_bytes()
+        serde_json::json!({"node": self.node, "head": self.head})
+            .to_string()
+            .into_bytes()
     }
 
     /// Parses the wire form; `None` for anything else (ignored by followers).
     pub fn decode(bytes: &[u8]) -> Option<Announcement> {
         let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-        Some(Announcement { node: v.get("node")?.as_str()?.to_string(), head: v.get("head")?.as_u64()? })
+        Some(Announcement {
+            node: v.get("node")?.as_str()?.to_string(),
+            head: v.get("head")?.as_u64()?,
+        })
     }
 }
 
@@ -68,7 +73,9 @@ pub struct LocalBroker {
 impl Default for LocalBroker {
     fn default() -> Self {
         // Lagging receivers skip announcements; followers repair from the log.
-        LocalBroker { tx: broadcast::channel(256).0 }
+        LocalBroker {
+            tx: broadcast::channel(256).0,
+        }
     }
 }
 

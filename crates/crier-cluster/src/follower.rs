@@ -28,7 +28,11 @@ pub struct FollowerConfig {
 
 impl Default for FollowerConfig {
     fn default() -> Self {
-        FollowerConfig { node_id: "node".into(), poll: Duration::from_secs(1), degraded_poll: Duration::from_millis(100) }
+        FollowerConfig {
+            node_id: "node".into(),
+            poll: Duration::from_secs(1),
+            degraded_poll: Duration::from_millis(100),
+        }
     }
 }
 
@@ -50,7 +54,15 @@ impl Follower {
     ) -> Follower {
         let (local, local_rx) = watch::channel(0u64);
         let broker_up = Arc::new(AtomicBool::new(false));
-        tokio::spawn(run(config, hub, log, broker, local_rx, broker_up.clone(), cancel));
+        tokio::spawn(run(
+            config,
+            hub,
+            log,
+            broker,
+            local_rx,
+            broker_up.clone(),
+            cancel,
+        ));
         Follower { local, broker_up }
     }
 
@@ -77,7 +89,9 @@ async fn catch_up(hub: &Hub, log: &Arc<dyn EventLog>) -> Result<u64, crier_core:
     let mut n = 0;
     loop {
         let head = hub.head();
-        let page = log.read(ReadQuery::after(Scope::All, all.clone(), head, PAGE)).await?;
+        let page = log
+            .read(ReadQuery::after(Scope::All, all.clone(), head, PAGE))
+            .await?;
         if page.events.is_empty() {
             return Ok(n);
         }
@@ -161,7 +175,10 @@ async fn run(
             }
         }
         if let Some(head) = announce {
-            let a = Announcement { node: config.node_id.clone(), head };
+            let a = Announcement {
+                node: config.node_id.clone(),
+                head,
+            };
             if let Err(e) = broker.announce(a).await {
                 tracing::debug!(error = %e, "announcement not sent; other nodes will poll");
             }

@@ -26,9 +26,11 @@ impl NatsBroker {
             .connect(url)
             .await
             .map_err(unavailable)?;
-        Ok(NatsBroker { client, subject: subject.to_string() })
+        Ok(NatsBroker {
+            client,
+            subject: subject.to_string(),
+        })
     }
-
 }
 
 impl Broker for NatsBroker {
@@ -41,7 +43,10 @@ impl Broker for NatsBroker {
             if !self.connected() {
                 return Err(BrokerError::Unavailable("not connected to NATS".into()));
             }
-            self.client.publish(self.subject.clone(), a.encode().into()).await.map_err(unavailable)?;
+            self.client
+                .publish(self.subject.clone(), a.encode().into())
+                .await
+                .map_err(unavailable)?;
             self.client.flush().await.map_err(unavailable)
         })
     }
@@ -52,7 +57,11 @@ impl Broker for NatsBroker {
 
     fn subscribe(&self) -> BoxFuture<'_, Result<Announcements, BrokerError>> {
         Box::pin(async move {
-            let sub = self.client.subscribe(self.subject.clone()).await.map_err(unavailable)?;
+            let sub = self
+                .client
+                .subscribe(self.subject.clone())
+                .await
+                .map_err(unavailable)?;
             let s = sub.filter_map(|m| async move { Announcement::decode(&m.payload) });
             Ok(Box::pin(s) as Announcements)
         })

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crier_core::log::BoxFuture;
-use crier_core::{CursorItem, EventInput, EventLog, Filter, Hub, Principal, PublishContext, Scope, Start};
+use crier_core::{
+    CursorItem, EventInput, EventLog, Filter, Hub, Principal, PublishContext, Scope, Start,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Announcement, Announcements, Broker, BrokerError};
@@ -17,12 +19,20 @@ use crate::follower::{Follower, FollowerConfig};
 
 fn events(from: usize, n: usize) -> Vec<crier_core::NewEvent> {
     let p = Principal::anonymous_admin();
-    let ctx = PublishContext { principal: &p, max_event_bytes: 65536, now_us: crier_core::event::now_us() };
+    let ctx = PublishContext {
+        principal: &p,
+        max_event_bytes: 65536,
+        now_us: crier_core::event::now_us(),
+    };
     (from..from + n)
         .map(|i| {
-            EventInput { id: Some(format!("e{i}")), kind: Some("fan.out".into()), ..EventInput::default() }
-                .validate(&ctx)
-                .expect("valid")
+            EventInput {
+                id: Some(format!("e{i}")),
+                kind: Some("fan.out".into()),
+                ..EventInput::default()
+            }
+            .validate(&ctx)
+            .expect("valid")
         })
         .collect()
 }
@@ -35,28 +45,56 @@ struct Nodes {
     cancel: CancellationToken,
 }
 
-fn nodes(log: Arc<dyn EventLog>, broker_a: Arc<dyn Broker>, broker_b: Arc<dyn Broker>, poll: Duration) -> Nodes {
+fn nodes(
+    log: Arc<dyn EventLog>,
+    broker_a: Arc<dyn Broker>,
+    broker_b: Arc<dyn Broker>,
+    poll: Duration,
+) -> Nodes {
     let cancel = CancellationToken::new();
     let hub_a = Hub::new(log.clone());
     let hub_b = Hub::new(log.clone());
-    let cfg = |id: &str| FollowerConfig { node_id: id.into(), poll, degraded_poll: Duration::from_millis(100) };
+    let cfg = |id: &str| FollowerConfig {
+        node_id: id.into(),
+        poll,
+        degraded_poll: Duration::from_millis(100),
+    };
     let a = Follower::spawn(cfg("a"), hub_a, log.clone(), broker_a, cancel.clone());
-    let b = Follower::spawn(cfg("b"), hub_b.clone(), log.clone(), broker_b, cancel.clone());
+    let b = Follower::spawn(
+        cfg("b"),
+        hub_b.clone(),
+        log.clone(),
+        broker_b,
+        cancel.clone(),
+    );
     log.set_commit_sink(a.commit_sink());
-    Nodes { hub_b, a, b, cancel }
+    Nodes {
+        hub_b,
+        a,
+        b,
+        cancel,
+    }
 }
 
 async fn wait_up(f: &Follower) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !f.broker_up() {
-        assert!(tokio::time::Instant::now() < deadline, "the follower never subscribed to the broker");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the follower never subscribed to the broker"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
 async fn expect_seqs(hub: &Hub, from: u64, n: u64, within: Duration) {
     let (mut cursor, _) = hub
-        .open(Scope::All, Arc::new(Filter::default()), Start::After(from), 1024)
+        .open(
+            Scope::All,
+            Arc::new(Filter::default()),
+            Start::After(from),
+            1024,
+        )
         .await
         .expect("cursor");
     let mut got = Vec::new();
@@ -66,10 +104,17 @@ async fn expect_seqs(hub: &Hub, from: u64, n: u64, within: Duration) {
             Ok(Ok(CursorItem::Event(e))) => got.push(e.seq),
             Ok(Ok(CursorItem::Reset(r))) => panic!("unexpected reset {r:?}"),
             Ok(Err(e)) => panic!("log error {e}"),
-            Err(_) => panic!("only {} of {n} events reached the other node in {within:?}", got.len()),
+            Err(_) => panic!(
+                "only {} of {n} events reached the other node in {within:?}",
+                got.len()
+            ),
         }
     }
-    assert_eq!(got, (from + 1..=from + n).collect::<Vec<_>>(), "the other node delivers every event once, in order");
+    assert_eq!(
+        got,
+        (from + 1..=from + n).collect::<Vec<_>>(),
+        "the other node delivers every event once, in order"
+    );
 }
 
 /// Runs the suite. `fresh_log` makes a new, empty log; `broker` connects a broker (called
@@ -82,7 +127,12 @@ pub async fn run(
     // 1. Live delivery through the broker: polling is set to a minute, so only the broker
     //    can bring the events to B in time.
     let log = fresh_log().await;
-    let n = nodes(log.clone(), broker().await, broker().await, Duration::from_secs(60));
+    let n = nodes(
+        log.clone(),
+        broker().await,
+        broker().await,
+        Duration::from_secs(60),
+    );
     wait_up(&n.a).await;
     wait_up(&n.b).await;
     let reader = {
@@ -99,7 +149,10 @@ pub async fn run(
     // 2. Lost announcements: B's broker drops every one but the last; B still delivers
     //    everything, in order, by reading the gap from the log.
     let log = fresh_log().await;
-    let lossy: Arc<dyn Broker> = Arc::new(Lossy { inner: broker().await, deliver_only: 200 });
+    let lossy: Arc<dyn Broker> = Arc::new(Lossy {
+        inner: broker().await,
+        deliver_only: 200,
+    });
     let n = nodes(log.clone(), broker().await, lossy, Duration::from_secs(60));
     wait_up(&n.a).await;
     wait_up(&n.b).await;
@@ -117,12 +170,20 @@ pub async fn run(
     // 3. Broker outage: B keeps delivering by polling; when the broker returns it goes live
     //    again.
     let log = fresh_log().await;
-    let n = nodes(log.clone(), broker().await, broker().await, Duration::from_secs(60));
+    let n = nodes(
+        log.clone(),
+        broker().await,
+        broker().await,
+        Duration::from_secs(60),
+    );
     wait_up(&n.b).await;
     outage(true).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while n.b.broker_up() {
-        assert!(tokio::time::Instant::now() < deadline, "the follower did not notice the outage");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the follower did not notice the outage"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let reader = {
@@ -130,14 +191,19 @@ pub async fn run(
         tokio::spawn(async move { expect_seqs(&hub, 0, 100, Duration::from_secs(15)).await })
     };
     for k in 0..10 {
-        log.append(events(k * 10, 10)).await.expect("append during the outage");
+        log.append(events(k * 10, 10))
+            .await
+            .expect("append during the outage");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     reader.await.expect("delivery through the outage");
     outage(false).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !(n.a.broker_up() && n.b.broker_up()) {
-        assert!(tokio::time::Instant::now() < deadline, "the followers did not resubscribe after the outage");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the followers did not resubscribe after the outage"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let reader = {
@@ -145,7 +211,9 @@ pub async fn run(
         tokio::spawn(async move { expect_seqs(&hub, 100, 50, Duration::from_secs(10)).await })
     };
     for k in 10..15 {
-        log.append(events(k * 10, 10)).await.expect("append after the outage");
+        log.append(events(k * 10, 10))
+            .await
+            .expect("append after the outage");
     }
     reader.await.expect("delivery after the outage");
     n.cancel.cancel();
@@ -189,7 +257,11 @@ pub struct Switchable {
 
 impl Switchable {
     /// Wraps `inner`; `down` switches it off (streams end, announcements fail).
-    pub fn new(inner: Arc<dyn Broker>, down: Arc<AtomicBool>, epoch: Arc<tokio::sync::watch::Sender<u64>>) -> Switchable {
+    pub fn new(
+        inner: Arc<dyn Broker>,
+        down: Arc<AtomicBool>,
+        epoch: Arc<tokio::sync::watch::Sender<u64>>,
+    ) -> Switchable {
         Switchable { inner, down, epoch }
     }
 }

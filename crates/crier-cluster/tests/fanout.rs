@@ -20,16 +20,23 @@ fn fresh_logs(dir: &std::path::Path) -> impl Fn() -> BoxFuture<'static, Arc<dyn 
     let dir = dir.to_path_buf();
     let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
     move || {
-        let path = dir.join(format!("log{}.db", n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        let path = dir.join(format!(
+            "log{}.db",
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         Box::pin(async move {
-            let log: Arc<dyn EventLog> = Arc::new(SqliteLog::open(&path, Durability::Commit).expect("open log"));
+            let log: Arc<dyn EventLog> =
+                Arc::new(SqliteLog::open(&path, Durability::Commit).expect("open log"));
             log
         })
     }
 }
 
 fn unique(prefix: &str) -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
     format!("{prefix}.{}.{}", std::process::id(), t)
 }
 
@@ -43,7 +50,11 @@ async fn local_broker_fans_out() {
     suite::run(
         fresh_logs(dir.path()),
         move || {
-            let b: Arc<dyn Broker> = Arc::new(Switchable::new(Arc::new(local.clone()), d.clone(), e.clone()));
+            let b: Arc<dyn Broker> = Arc::new(Switchable::new(
+                Arc::new(local.clone()),
+                d.clone(),
+                e.clone(),
+            ));
             Box::pin(async move { b })
         },
         move |off| {
@@ -67,7 +78,11 @@ impl Proxy {
     async fn start(target: u16) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
-        let p = Proxy { port, target, tasks: Arc::default() };
+        let p = Proxy {
+            port,
+            target,
+            tasks: Arc::default(),
+        };
         p.serve(listener);
         p
     }
@@ -111,7 +126,12 @@ impl Proxy {
 }
 
 async fn reachable(port: u16, name: &str) -> bool {
-    let ok = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(("127.0.0.1", port))).await.is_ok_and(|r| r.is_ok());
+    let ok = tokio::time::timeout(
+        Duration::from_secs(2),
+        TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
     if !ok {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("{name} on 127.0.0.1:{port} is unreachable and CI=true");
@@ -136,7 +156,8 @@ async fn nats_broker_fans_out() {
         move || {
             let (url, subject) = (url.clone(), subject.clone());
             Box::pin(async move {
-                let b: Arc<dyn Broker> = Arc::new(NatsBroker::connect(&url, &subject).await.expect("nats"));
+                let b: Arc<dyn Broker> =
+                    Arc::new(NatsBroker::connect(&url, &subject).await.expect("nats"));
                 b
             })
         },

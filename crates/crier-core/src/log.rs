@@ -162,6 +162,36 @@ pub struct EventCounts {
     pub by_source: std::collections::BTreeMap<String, u64>,
 }
 
+impl EventCounts {
+    /// Adds one stored counter row: `dim` is `total`, `type`, `category`, `severity` (its key
+    /// the severity's rank as text) or `source`. Unknown dimensions and zero counts are ignored.
+    pub fn add(&mut self, dim: &str, key: String, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let map = match dim {
+            "total" => {
+                self.total += n;
+                return;
+            }
+            "type" => &mut self.by_type,
+            "category" => &mut self.by_category,
+            "source" => &mut self.by_source,
+            "severity" => {
+                let name = key
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(crate::event::Severity::from_rank)
+                    .map_or(key, |s| s.as_str().to_string());
+                *self.by_severity.entry(name).or_default() += n;
+                return;
+            }
+            _ => return,
+        };
+        *map.entry(key).or_default() += n;
+    }
+}
+
 /// A durable, totally ordered event log. See the module docs for its invariants.
 pub trait EventLog: Send + Sync + 'static {
     /// Appends one all-or-nothing batch; answers in input order once durable.

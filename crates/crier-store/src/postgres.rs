@@ -683,31 +683,7 @@ impl PostgresLog {
         for r in rows {
             let dim: String = r.get(0);
             let key: String = r.get(1);
-            let v = u(r.get(2));
-            if v == 0 {
-                continue;
-            }
-            match dim.as_str() {
-                "total" => out.total = v,
-                "type" => {
-                    out.by_type.insert(key, v);
-                }
-                "category" => {
-                    out.by_category.insert(key, v);
-                }
-                "source" => {
-                    out.by_source.insert(key, v);
-                }
-                "severity" => {
-                    let name = key
-                        .parse::<i64>()
-                        .ok()
-                        .and_then(Severity::from_rank)
-                        .map_or(key, |s| s.as_str().to_string());
-                    out.by_severity.insert(name, v);
-                }
-                _ => {}
-            }
+            out.add(&dim, key, u(r.get(2)));
         }
         let now = now_us();
         for (window, hour) in [(3_600_000_000i64, true), (60_000_000, false)] {

@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::sse_client::SseParser;
-use crate::tail::print_event;
+use crate::tail::{print_event, FilterArgs};
 use crate::ClientArgs;
 
 #[derive(Args)]
@@ -22,24 +22,8 @@ pub struct ReplayArgs {
     /// 1 to 10, or `max`.
     #[arg(long, default_value = "1")]
     speed: String,
-    /// Type patterns.
-    #[arg(long = "type")]
-    types: Vec<String>,
-    /// Category patterns.
-    #[arg(long)]
-    category: Vec<String>,
-    /// Source patterns.
-    #[arg(long)]
-    source: Vec<String>,
-    /// Subject patterns.
-    #[arg(long)]
-    subject: Vec<String>,
-    /// Minimum severity.
-    #[arg(long)]
-    severity: Option<String>,
-    /// Tags (any of).
-    #[arg(long = "tag")]
-    tags: Vec<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
     /// Print each event as one line of JSON.
     #[arg(long)]
     json: bool,
@@ -47,31 +31,8 @@ pub struct ReplayArgs {
     client: ClientArgs,
 }
 
-fn split(v: &[String]) -> Vec<String> {
-    v.iter()
-        .flat_map(|s| s.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
-}
-
 pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
-    let mut filter = serde_json::Map::new();
-    for (k, v) in [
-        ("type", &a.types),
-        ("category", &a.category),
-        ("source", &a.source),
-        ("subject", &a.subject),
-        ("tags", &a.tags),
-    ] {
-        if !v.is_empty() {
-            filter.insert(k.into(), json!(split(v)));
-        }
-    }
-    if let Some(s) = &a.severity {
-        filter.insert("severity".into(), s.clone().into());
-    }
+    let filter = a.filter.json();
     let speed: Value = if a.speed == "max" {
         "max".into()
     } else {

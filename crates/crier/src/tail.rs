@@ -12,8 +12,9 @@ use serde_json::Value;
 use crate::sse_client::SseParser;
 use crate::ClientArgs;
 
-#[derive(Args)]
-pub struct TailArgs {
+/// The filter flags shared by `tail` and `replay` (§2).
+#[derive(Args, Clone)]
+pub struct FilterArgs {
     /// Type patterns (comma-separated or repeated).
     #[arg(long = "type")]
     types: Vec<String>,
@@ -32,6 +33,61 @@ pub struct TailArgs {
     /// Tags (any of).
     #[arg(long = "tag")]
     tags: Vec<String>,
+}
+
+fn split(v: &[String]) -> Vec<String> {
+    v.iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+impl FilterArgs {
+    /// As query parameters of `/v1/stream`.
+    pub fn query(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        for (k, v) in self.lists() {
+            if !v.is_empty() {
+                q.push((if k == "tags" { "tag" } else { k }, split(v).join(",")));
+            }
+        }
+        if let Some(s) = &self.severity {
+            q.push(("severity", s.clone()));
+        }
+        q
+    }
+
+    /// As the JSON filter of replays and subscriptions.
+    pub fn json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        for (k, v) in self.lists() {
+            if !v.is_empty() {
+                m.insert(k.into(), serde_json::json!(split(v)));
+            }
+        }
+        if let Some(s) = &self.severity {
+            m.insert("severity".into(), s.clone().into());
+        }
+        serde_json::Value::Object(m)
+    }
+
+    fn lists(&self) -> [(&'static str, &Vec<String>); 5] {
+        [
+            ("type", &self.types),
+            ("category", &self.category),
+            ("source", &self.source),
+            ("subject", &self.subject),
+            ("tags", &self.tags),
+        ]
+    }
+}
+
+#[derive(Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    filter: FilterArgs,
     /// Start after this seq.
     #[arg(long)]
     after: Option<u64>,
@@ -85,21 +141,7 @@ pub fn print_event(data: &str, json: bool, tty: bool) {
 }
 
 pub async fn run(a: TailArgs) -> anyhow::Result<()> {
-    let mut params: Vec<(&str, String)> = Vec::new();
-    for (k, vals) in [
-        ("type", &a.types),
-        ("category", &a.category),
-        ("source", &a.source),
-        ("subject", &a.subject),
-        ("tag", &a.tags),
-    ] {
-        if !vals.is_empty() {
-            params.push((k, vals.join(",")));
-        }
-    }
-    if let Some(s) = &a.severity {
-        params.push(("severity", s.clone()));
-    }
+    let params = a.filter.query();
     let tty = std::io::stdout().is_terminal();
     let client = reqwest::Client::new();
     let mut last_seq = a.after;

@@ -21,7 +21,6 @@ use std::time::Instant;
 
 use crier_core::event::now_us;
 use crier_core::log::{BoxFuture, CommitSink, EventCounts};
-use crier_core::Severity;
 use crier_core::{
     AppendResult, Committed, EventLog, LogError, NewEvent, ReadPage, ReadQuery, Scope,
 };
@@ -406,25 +405,7 @@ impl EventLog for SqliteLog {
                     let dim: String = r.get(0)?;
                     let key: String = r.get(1)?;
                     let n = u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0);
-                    if n == 0 {
-                        continue;
-                    }
-                    let map = match dim.as_str() {
-                        "total" => {
-                            out.total = n;
-                            continue;
-                        }
-                        "type" => &mut out.by_type,
-                        "category" => &mut out.by_category,
-                        "source" => &mut out.by_source,
-                        "severity" => {
-                            let name = key.parse::<i64>().ok().and_then(Severity::from_rank).map_or(key.clone(), |s| s.as_str().to_string());
-                            out.by_severity.insert(name, n);
-                            continue;
-                        }
-                        _ => continue,
-                    };
-                    map.insert(key, n);
+                    out.add(&dim, key, n);
                 }
             }
             let now = now_us();
