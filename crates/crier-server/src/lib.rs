@@ -117,7 +117,7 @@ pub async fn run(
     log.set_commit_sink(hub.commit_sink());
     let db = settings.data_dir.join("crier.db");
     let keys = Arc::new(SqliteKeys::open(&db)?);
-    let subs = SqliteSubs::open(&db)?;
+    let subs = Arc::new(SqliteSubs::open(&db)?);
     let state = AppState::new(
         settings.clone(),
         log.clone(),

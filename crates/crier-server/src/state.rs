@@ -42,7 +42,7 @@ pub struct StateInner {
     /// API keys.
     pub keys: Arc<dyn KeyStore>,
     /// Durable subscriptions.
-    pub subs: crier_store::SqliteSubs,
+    pub subs: Arc<dyn crier_store::subs::SubStore>,
     /// Webhook delivery tasks.
     pub webhooks: crate::webhooks::Dispatcher,
     /// The HTTP client of webhook deliveries.
@@ -67,7 +67,7 @@ impl AppState {
         log: Arc<dyn EventLog>,
         hub: Hub,
         keys: Arc<dyn KeyStore>,
-        subs: crier_store::SqliteSubs,
+        subs: Arc<dyn crier_store::subs::SubStore>,
         shutdown: CancellationToken,
     ) -> Self {
         let webhook_client =

@@ -2,7 +2,8 @@
 //!
 //! * [`sqlite`]: the embedded default, one file under `data_dir`, with a single writer
 //!   thread doing group commit.
-//! * [`postgres`]: a PostgreSQL log several hub nodes can share.
+//! * [`postgres`]: a PostgreSQL log several hub nodes can share; [`postgres_subs`]: their
+//!   subscriptions.
 //! * [`keys`]: API keys, stored hashed in the same file.
 //! * [`subs`]: durable subscriptions and their delivery records, in the same file.
 //! * [`conformance`]: the suite every implementation must pass, run by each backend's tests.
@@ -11,10 +12,12 @@
 pub mod conformance;
 pub mod keys;
 pub mod postgres;
+pub mod postgres_subs;
 pub mod sqlite;
 pub mod subs;
 
 pub use keys::SqliteKeys;
 pub use postgres::PostgresLog;
+pub use postgres_subs::PgSubs;
 pub use sqlite::{Durability, SqliteLog};
 pub use subs::SqliteSubs;

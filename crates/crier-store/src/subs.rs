@@ -198,9 +198,90 @@ impl SqliteSubs {
             .map_err(LogError::backend)?
         })
     }
+}
 
+/// Where subscriptions and their delivery records live (SQLite for one node, PostgreSQL
+/// for a cluster). Every method takes owned arguments and returns a `'static` future so
+/// callers can hold it across their own awaits.
+pub trait SubStore: Send + Sync + 'static {
     /// Stores a new subscription.
-    pub fn create(&self, s: Subscription) -> BoxFuture<'static, Result<Subscription, LogError>> {
+    fn create(&self, s: Subscription) -> BoxFuture<'static, Result<Subscription, LogError>>;
+
+    /// One subscription of a tenant (`None` tenant: any).
+    fn get(
+        &self,
+        tenant: Option<String>,
+        id: String,
+    ) -> BoxFuture<'static, Result<Option<Subscription>, LogError>>;
+
+    /// A tenant's subscriptions (`None`: all), oldest first.
+    fn list(
+        &self,
+        tenant: Option<String>,
+    ) -> BoxFuture<'static, Result<Vec<Subscription>, LogError>>;
+
+    /// Applies a patch; returns the updated subscription, or `None` if absent.
+    fn update(
+        &self,
+        tenant: String,
+        id: String,
+        p: SubPatch,
+    ) -> BoxFuture<'static, Result<Option<Subscription>, LogError>>;
+
+    /// Deletes a subscription and its records; false if absent.
+    fn delete(&self, tenant: String, id: String) -> BoxFuture<'static, Result<bool, LogError>>;
+
+    /// Moves the cursor forward (never back).
+    fn advance(&self, id: String, seq: u64) -> BoxFuture<'static, Result<(), LogError>>;
+
+    /// Sets the status and note.
+    fn set_status(
+        &self,
+        id: String,
+        status: &'static str,
+        note: Option<String>,
+    ) -> BoxFuture<'static, Result<(), LogError>>;
+
+    /// Records a note without changing the status (e.g. events skipped by retention).
+    fn set_note(&self, id: String, note: String) -> BoxFuture<'static, Result<(), LogError>>;
+
+    /// Writes a delivery record (insert or replace).
+    fn record(&self, tenant: String, d: Delivery) -> BoxFuture<'static, Result<(), LogError>>;
+
+    /// The record of one event, if any.
+    fn delivery(
+        &self,
+        sub_id: String,
+        seq: u64,
+    ) -> BoxFuture<'static, Result<Option<Delivery>, LogError>>;
+
+    /// Records of a subscription, newest first, optionally by status.
+    fn deliveries(
+        &self,
+        sub_id: String,
+        status: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<Delivery>, LogError>>;
+
+    /// Moves the cursor back to `after`, turns dead records above it back to pending and
+    /// reactivates the subscription.
+    fn redeliver(
+        &self,
+        tenant: String,
+        id: String,
+        after: u64,
+    ) -> BoxFuture<'static, Result<Option<Subscription>, LogError>>;
+
+    /// Counts of a tenant's (`None`: all) subscriptions by status and deliveries by status.
+    fn counts(
+        &self,
+        tenant: Option<String>,
+    ) -> BoxFuture<'static, Result<(StatusCounts, StatusCounts), LogError>>;
+}
+
+impl SubStore for SqliteSubs {
+    /// Stores a new subscription.
+    fn create(&self, s: Subscription) -> BoxFuture<'static, Result<Subscription, LogError>> {
         self.run(move |c| {
             c.execute(
                 &format!("INSERT INTO subscriptions ({SUB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
@@ -211,7 +292,7 @@ impl SqliteSubs {
     }
 
     /// One subscription of a tenant (`None` tenant: any).
-    pub fn get(
+    fn get(
         &self,
         tenant: Option<String>,
         id: String,
@@ -228,7 +309,7 @@ impl SqliteSubs {
     }
 
     /// A tenant's subscriptions (`None`: all), oldest first.
-    pub fn list(
+    fn list(
         &self,
         tenant: Option<String>,
     ) -> BoxFuture<'static, Result<Vec<Subscription>, LogError>> {
@@ -242,7 +323,7 @@ impl SqliteSubs {
     }
 
     /// Applies a patch; returns the updated subscription, or `None` if absent.
-    pub fn update(
+    fn update(
         &self,
         tenant: String,
         id: String,
@@ -287,7 +368,7 @@ impl SqliteSubs {
     }
 
     /// Deletes a subscription and its records; false if absent.
-    pub fn delete(&self, tenant: String, id: String) -> BoxFuture<'static, Result<bool, LogError>> {
+    fn delete(&self, tenant: String, id: String) -> BoxFuture<'static, Result<bool, LogError>> {
         self.run(move |c| {
             let tx = c.transaction()?;
             let n = tx.execute(
@@ -304,7 +385,7 @@ impl SqliteSubs {
     }
 
     /// Moves the cursor forward (never back).
-    pub fn advance(&self, id: String, seq: u64) -> BoxFuture<'static, Result<(), LogError>> {
+    fn advance(&self, id: String, seq: u64) -> BoxFuture<'static, Result<(), LogError>> {
         self.run(move |c| {
             c.execute(
                 "UPDATE subscriptions SET cursor = MAX(cursor, ?2) WHERE id = ?1",
@@ -315,7 +396,7 @@ impl SqliteSubs {
     }
 
     /// Sets the status and note.
-    pub fn set_status(
+    fn set_status(
         &self,
         id: String,
         status: &'static str,
@@ -331,7 +412,7 @@ impl SqliteSubs {
     }
 
     /// Records a note without changing the status (e.g. events skipped by retention).
-    pub fn set_note(&self, id: String, note: String) -> BoxFuture<'static, Result<(), LogError>> {
+    fn set_note(&self, id: String, note: String) -> BoxFuture<'static, Result<(), LogError>> {
         self.run(move |c| {
             c.execute(
                 "UPDATE subscriptions SET note = ?2 WHERE id = ?1",
@@ -342,7 +423,7 @@ impl SqliteSubs {
     }
 
     /// Writes a delivery record (insert or replace).
-    pub fn record(&self, tenant: String, d: Delivery) -> BoxFuture<'static, Result<(), LogError>> {
+    fn record(&self, tenant: String, d: Delivery) -> BoxFuture<'static, Result<(), LogError>> {
         self.run(move |c| {
             c.execute(
                 "INSERT INTO deliveries (sub_id, seq, tenant, event_id, status, attempts, last_status_code, last_error, next_attempt_us, updated_us)
@@ -357,7 +438,7 @@ impl SqliteSubs {
     }
 
     /// The record of one event, if any.
-    pub fn delivery(
+    fn delivery(
         &self,
         sub_id: String,
         seq: u64,
@@ -375,7 +456,7 @@ impl SqliteSubs {
     }
 
     /// Records of a subscription, newest first, optionally by status.
-    pub fn deliveries(
+    fn deliveries(
         &self,
         sub_id: String,
         status: Option<String>,
@@ -392,7 +473,7 @@ impl SqliteSubs {
 
     /// Moves the cursor back to `after`, turns dead records above it back to pending and
     /// reactivates the subscription.
-    pub fn redeliver(
+    fn redeliver(
         &self,
         tenant: String,
         id: String,
@@ -418,7 +499,7 @@ impl SqliteSubs {
     }
 
     /// Counts of a tenant's (`None`: all) subscriptions by status and deliveries by status.
-    pub fn counts(
+    fn counts(
         &self,
         tenant: Option<String>,
     ) -> BoxFuture<'static, Result<(StatusCounts, StatusCounts), LogError>> {

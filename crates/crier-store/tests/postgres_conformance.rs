@@ -220,3 +220,16 @@ async fn refuses_a_newer_schema() {
     }
     drop_schemas(&prefix).await;
 }
+
+#[tokio::test]
+async fn postgres_subscriptions_conform() {
+    if !reachable().await {
+        return;
+    }
+    let prefix = run_prefix();
+    let store = crier_store::PgSubs::open(&url(), Some(&format!("{prefix}_subs")))
+        .await
+        .expect("open");
+    conformance::subs(Arc::new(store)).await;
+    drop_schemas(&prefix).await;
+}

@@ -50,3 +50,10 @@ async fn refuses_a_newer_schema() {
         Ok(_) => panic!("opened a store with a newer schema"),
     }
 }
+
+#[tokio::test]
+async fn sqlite_subscriptions_conform() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = crier_store::SqliteSubs::open(&dir.path().join("subs.db")).expect("open");
+    conformance::subs(Arc::new(store)).await;
+}
