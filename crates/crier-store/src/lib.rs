@@ -5,18 +5,21 @@
 //! * [`postgres`]: a PostgreSQL log several hub nodes can share; [`postgres_subs`]: their
 //!   subscriptions.
 //! * [`keys`]: API keys, stored hashed in the same file.
+//! * [`lease`]: a cluster-wide lease for work that must run on one node at a time.
 //! * [`subs`]: durable subscriptions and their delivery records, in the same file.
 //! * [`conformance`]: the suite every implementation must pass, run by each backend's tests.
 #![deny(missing_docs)]
 
 pub mod conformance;
 pub mod keys;
+pub mod lease;
 pub mod postgres;
 pub mod postgres_subs;
 pub mod sqlite;
 pub mod subs;
 
 pub use keys::SqliteKeys;
+pub use lease::Lease;
 pub use postgres::PostgresLog;
 pub use postgres_subs::PgSubs;
 pub use sqlite::{Durability, SqliteLog};

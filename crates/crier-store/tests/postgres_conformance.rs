@@ -233,3 +233,88 @@ async fn postgres_subscriptions_conform() {
     conformance::subs(Arc::new(store)).await;
     drop_schemas(&prefix).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_is_held_by_one_contender_and_moves_when_it_goes() {
+    if !reachable().await {
+        return;
+    }
+    let key = i64::from(std::process::id()) * 1000 + 7;
+    let interval = Duration::from_millis(100);
+    let (c1, c2, c3) = (
+        tokio_util::sync::CancellationToken::new(),
+        tokio_util::sync::CancellationToken::new(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let contenders = [
+        crier_store::Lease::contend(url(), key, interval, c1.clone()),
+        crier_store::Lease::contend(url(), key, interval, c2.clone()),
+        crier_store::Lease::contend(url(), key, interval, c3.clone()),
+    ];
+    let holders = |ls: &[crier_store::Lease]| ls.iter().filter(|l| l.held()).count();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while holders(&contenders) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nobody took the lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..20 {
+        assert_eq!(holders(&contenders), 1, "exactly one holder");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = contenders.iter().position(|l| l.held()).expect("a holder");
+    [&c1, &c2, &c3][first].cancel();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let others: Vec<usize> = (0..3)
+            .filter(|i| *i != first && contenders[*i].held())
+            .collect();
+        if others.len() == 1 && !contenders[first].held() {
+            break;
+        }
+        assert!(others.len() <= 1, "two holders at once");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lease did not move after its holder went away"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A holder whose database session dies (as when its node is killed) loses the lease;
+    // a live contender (possibly the same one, reconnected) holds it again, never two.
+    let second = (0..3).find(|i| contenders[*i].held()).expect("a holder");
+    let (client, conn) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let low = u32::try_from(key & 0xffff_ffff).expect("low bits");
+    let killed = client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = $1::oid AND classid = 0",
+            &[&low],
+        )
+        .await
+        .expect("terminate");
+    assert_eq!(killed.len(), 1, "one session holds the lock");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut saw_loss = false;
+    loop {
+        let live: Vec<usize> = (0..3)
+            .filter(|i| *i != first && contenders[*i].held())
+            .collect();
+        assert!(live.len() <= 1, "two holders at once");
+        saw_loss |= live.is_empty() || !contenders[second].held();
+        if saw_loss && live.len() == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lease was not lost and taken again after its holder's session died"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    c1.cancel();
+    c2.cancel();
+    c3.cancel();
+}
