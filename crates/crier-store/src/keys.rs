@@ -26,6 +26,31 @@ pub fn hash_secret(secret: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A new key and its secret (the secret is stored nowhere; only its hash is).
+pub(crate) fn new_key(tenant: &str, role: Role, name: &str) -> (ApiKey, String) {
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    let secret = format!(
+        "{KEY_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    let mut idb = [0u8; 8];
+    rand::rng().fill_bytes(&mut idb);
+    let id = format!(
+        "key_{}",
+        idb.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    let key = ApiKey {
+        id,
+        name: name.to_string(),
+        tenant: tenant.to_string(),
+        role,
+        created_us: now_us(),
+        revoked_us: None,
+    };
+    (key, secret)
+}
+
 /// API keys stored in a SQLite file.
 pub struct SqliteKeys {
     path: PathBuf,
@@ -83,26 +108,7 @@ impl SqliteKeys {
         role: Role,
         name: &str,
     ) -> Result<(ApiKey, String), LogError> {
-        let mut raw = [0u8; 32];
-        rand::rng().fill_bytes(&mut raw);
-        let secret = format!(
-            "{KEY_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-        );
-        let mut idb = [0u8; 8];
-        rand::rng().fill_bytes(&mut idb);
-        let id = format!(
-            "key_{}",
-            idb.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
-        let key = ApiKey {
-            id,
-            name: name.to_string(),
-            tenant: tenant.to_string(),
-            role,
-            created_us: now_us(),
-            revoked_us: None,
-        };
+        let (key, secret) = new_key(tenant, role, name);
         self.lock()
             .execute(
                 "INSERT INTO api_keys (id, name, tenant, role, hash, created_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -2,8 +2,8 @@
 //!
 //! * [`sqlite`]: the embedded default, one file under `data_dir`, with a single writer
 //!   thread doing group commit.
-//! * [`postgres`]: a PostgreSQL log several hub nodes can share; [`postgres_subs`]: their
-//!   subscriptions.
+//! * [`postgres`]: a PostgreSQL log several hub nodes can share; [`postgres_tables`]: their
+//!   subscriptions and API keys.
 //! * [`keys`]: API keys, stored hashed in the same file.
 //! * [`lease`]: a cluster-wide lease for work that must run on one node at a time.
 //! * [`subs`]: durable subscriptions and their delivery records, in the same file.
@@ -14,13 +14,13 @@ pub mod conformance;
 pub mod keys;
 pub mod lease;
 pub mod postgres;
-pub mod postgres_subs;
+pub mod postgres_tables;
 pub mod sqlite;
 pub mod subs;
 
 pub use keys::SqliteKeys;
 pub use lease::Lease;
 pub use postgres::PostgresLog;
-pub use postgres_subs::PgSubs;
+pub use postgres_tables::{PgKeys, PgSubs};
 pub use sqlite::{Durability, SqliteLog};
 pub use subs::SqliteSubs;

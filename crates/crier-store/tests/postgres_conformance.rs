@@ -318,3 +318,37 @@ async fn the_lease_is_held_by_one_contender_and_moves_when_it_goes() {
     c2.cancel();
     c3.cancel();
 }
+
+#[tokio::test]
+async fn postgres_keys_create_find_revoke() {
+    use crier_core::keys::KeyStore;
+    if !reachable().await {
+        return;
+    }
+    let prefix = run_prefix();
+    let keys = crier_store::PgKeys::open(&url(), Some(&format!("{prefix}_keys")))
+        .await
+        .expect("open");
+    let (k, secret) = keys
+        .create("acme", crier_core::Role::Publisher, "ci")
+        .await
+        .expect("create");
+    let hash = crier_store::keys::hash_secret(&secret);
+    assert_eq!(keys.find(&hash).await.expect("find"), Some(k.clone()));
+    assert!(keys
+        .find(&crier_store::keys::hash_secret("crier_nope"))
+        .await
+        .expect("find")
+        .is_none());
+    assert!(keys.revoke(&k.id).await.expect("revoke"));
+    assert!(!keys.revoke("key_missing").await.expect("revoke"));
+    assert!(keys
+        .find(&hash)
+        .await
+        .expect("find")
+        .expect("still listed")
+        .revoked_us
+        .is_some());
+    assert_eq!(keys.list().await.expect("list").len(), 1);
+    drop_schemas(&prefix).await;
+}
