@@ -108,6 +108,25 @@ pub async fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, A
     Ok(url)
 }
 
+/// The URL of a delivery attempt. Names are checked by the client's guarded resolver as it
+/// connects; addresses written as IP literals never reach a resolver, so they are checked
+/// here.
+fn target(raw: &str, allow_private: bool) -> Result<reqwest::Url, ApiError> {
+    let url = reqwest::Url::parse(raw)
+        .map_err(|e| ApiError::bad("invalid_url", format!("{raw:?} is not a URL: {e}")))?;
+    let literal = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        _ => None,
+    };
+    if let Some(ip) = literal.filter(|ip| !allow_private && blocked_ip(*ip)) {
+        return Err(refused(format!(
+            "the webhook URL points at {ip}, an internal address"
+        )));
+    }
+    Ok(url)
+}
+
 /// The client's resolver: refuses internal addresses at connect time (DNS rebinding).
 struct GuardedResolver;
 
@@ -409,7 +428,7 @@ async fn deliver(
     loop {
         attempts += 1;
         let ts = unix_now();
-        let sent = match check_url(&sub.url, cfg.allow_private).await {
+        let sent = match target(&sub.url, cfg.allow_private) {
             Err(err) => Err(err.message),
             Ok(url) => state
                 .webhook_client
