@@ -242,7 +242,11 @@ impl Hub {
                 c.pos = head;
                 c.go_live();
             }
-            Start::After(s) if s > head => {
+            // The head counters trail the database by a moment (a commit is readable just
+            // before its writer publishes the new head), so a cursor a reader has just seen
+            // may look ahead of them: ask the log whether that seq exists before calling the
+            // cursor unknown.
+            Start::After(s) if s > head && !self.exists(s).await? => {
                 c.resets.push_back(Reset::UnknownCursor { head });
                 c.pos = head;
                 c.go_live();
@@ -261,6 +265,22 @@ impl Hub {
             }
         }
         Ok((c, head))
+    }
+}
+
+impl Hub {
+    /// Whether the log holds an event with this seq (of any tenant).
+    async fn exists(&self, seq: u64) -> Result<bool, LogError> {
+        let mut q = ReadQuery::after(Scope::All, Arc::new(Filter::default()), seq - 1, 1);
+        q.before = Some(seq.saturating_add(1));
+        Ok(self
+            .inner
+            .log
+            .read(q)
+            .await?
+            .events
+            .iter()
+            .any(|e| e.seq == seq))
     }
 }
 
