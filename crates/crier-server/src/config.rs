@@ -42,6 +42,10 @@ pub struct Config {
     pub store: String,
     /// `local`, `nats://...` or `redis://...`.
     pub broker: String,
+    /// The PostgreSQL schema holding the shared log's tables.
+    pub store_schema: String,
+    /// This node's name in a cluster (default `node-<pid>`).
+    pub node_id: String,
     /// Keep-alive interval of SSE and WebSocket.
     pub heartbeat: String,
     /// `fsync` or `commit`.
@@ -139,6 +143,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./crier-data"),
             store: "sqlite".into(),
             broker: "local".into(),
+            store_schema: "public".into(),
+            node_id: String::new(),
             heartbeat: "15s".into(),
             durability: "fsync".into(),
             allowed_origins: vec![],
@@ -350,24 +356,50 @@ impl Config {
                 ))
             }
         };
-        if self.store != "sqlite" {
-            return Err(err(
-                "store",
-                format!(
-                    "{:?} is not supported by this build; use \"sqlite\"",
-                    self.store
-                ),
-            ));
-        }
-        if self.broker != "local" {
+        let store = match self.store.as_str() {
+            "sqlite" => StoreKind::Sqlite,
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                url.parse::<crier_store::postgres::PgConfig>()
+                    .map_err(|e| err("store", format!("not a PostgreSQL URL: {e}")))?;
+                StoreKind::Postgres(url.to_string())
+            }
+            other => {
+                return Err(err(
+                    "store",
+                    format!("{other:?} is not \"sqlite\" or a postgres://user@host:5432/db URL"),
+                ))
+            }
+        };
+        let broker = match self.broker.as_str() {
+            "local" => BrokerKind::Local,
+            url if url.starts_with("nats://") => BrokerKind::Nats(url.to_string()),
+            url if url.starts_with("redis://") => BrokerKind::Redis(url.to_string()),
+            other => {
+                return Err(err(
+                    "broker",
+                    format!("{other:?} is not \"local\", a nats:// URL or a redis:// URL"),
+                ))
+            }
+        };
+        if broker != BrokerKind::Local && store == StoreKind::Sqlite {
             return Err(err(
                 "broker",
-                format!(
-                    "{:?} is not supported by this build; use \"local\"",
-                    self.broker
-                ),
+                "a broker connects nodes that share one log; it needs store = \"postgres://…\"",
             ));
         }
+        if self.store_schema.is_empty()
+            || !self
+                .store_schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(err("store_schema", "letters, digits and underscores only"));
+        }
+        let node_id = if self.node_id.is_empty() {
+            format!("node-{}", std::process::id())
+        } else {
+            self.node_id.clone()
+        };
         let jwt = crate::auth::load_keys(
             &self.auth.jwt_secret,
             &self.auth.jwt_public_key,
@@ -435,6 +467,10 @@ impl Config {
             return Err(err("limits.max_event_bytes", "must be at least 256"));
         }
         Ok(Settings {
+            store,
+            broker,
+            store_schema: self.store_schema.clone(),
+            node_id,
             listen,
             auth,
             webhooks,
@@ -523,9 +559,37 @@ pub struct Limits {
     pub queue_per_connection: usize,
 }
 
+/// Where the log lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Embedded SQLite under `data_dir`.
+    Sqlite,
+    /// A PostgreSQL log several nodes share.
+    Postgres(String),
+}
+
+/// How nodes learn of each other's commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// In-process (one node).
+    Local,
+    /// NATS at this URL.
+    Nats(String),
+    /// Redis at this URL.
+    Redis(String),
+}
+
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The log's store.
+    pub store: StoreKind,
+    /// The fan-out between nodes.
+    pub broker: BrokerKind,
+    /// PostgreSQL schema of the shared log.
+    pub store_schema: String,
+    /// This node's name.
+    pub node_id: String,
     /// Listen address.
     pub listen: SocketAddr,
     /// Credentials.

@@ -25,7 +25,12 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
 use crier_core::{EventLog, Hub};
-use crier_store::{SqliteKeys, SqliteLog, SqliteSubs};
+use std::time::Duration;
+
+use config::{BrokerKind, StoreKind};
+use crier_core::keys::KeyStore;
+use crier_store::subs::SubStore;
+use crier_store::{PgKeys, PgSubs, PostgresLog, SqliteKeys, SqliteLog, SqliteSubs};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +57,9 @@ pub enum ServeError {
     /// Serving failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    /// The broker could not be set up.
+    #[error("broker: {0}")]
+    Broker(String),
 }
 
 /// The router over a state.
@@ -112,12 +120,62 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let log = open_log(&settings)?;
+    let (log, keys, subs): (Arc<dyn EventLog>, Arc<dyn KeyStore>, Arc<dyn SubStore>) =
+        match &settings.store {
+            StoreKind::Sqlite => {
+                let log = open_log(&settings)?;
+                let db = settings.data_dir.join("crier.db");
+                (
+                    log,
+                    Arc::new(SqliteKeys::open(&db)?),
+                    Arc::new(SqliteSubs::open(&db)?),
+                )
+            }
+            StoreKind::Postgres(url) => {
+                let schema = Some(settings.store_schema.as_str());
+                (
+                    Arc::new(PostgresLog::open(url, schema).await?),
+                    Arc::new(PgKeys::open(url, schema).await?),
+                    Arc::new(PgSubs::open(url, schema).await?),
+                )
+            }
+        };
     let hub = Hub::new(log.clone());
-    log.set_commit_sink(hub.commit_sink());
-    let db = settings.data_dir.join("crier.db");
-    let keys = Arc::new(SqliteKeys::open(&db)?);
-    let subs = Arc::new(SqliteSubs::open(&db)?);
+    let follower = match (&settings.store, &settings.broker) {
+        // One node on its own file: committed events go straight to the hub.
+        (StoreKind::Sqlite, BrokerKind::Local) => {
+            log.set_commit_sink(hub.commit_sink());
+            None
+        }
+        (_, kind) => {
+            let subject = format!("crier.{}.head", settings.store_schema);
+            let broker: Arc<dyn crier_cluster::Broker> = match kind {
+                BrokerKind::Local => Arc::new(crier_cluster::LocalBroker::default()),
+                BrokerKind::Nats(url) => Arc::new(
+                    crier_cluster::nats::NatsBroker::connect(url, &subject)
+                        .await
+                        .map_err(|e| ServeError::Broker(e.to_string()))?,
+                ),
+                BrokerKind::Redis(url) => Arc::new(
+                    crier_cluster::redis::RedisBroker::new(url, &subject)
+                        .map_err(|e| ServeError::Broker(e.to_string()))?,
+                ),
+            };
+            let cfg = crier_cluster::FollowerConfig {
+                node_id: settings.node_id.clone(),
+                ..Default::default()
+            };
+            let f = crier_cluster::Follower::spawn(
+                cfg,
+                hub.clone(),
+                log.clone(),
+                broker,
+                shutdown.child_token(),
+            );
+            log.set_commit_sink(f.commit_sink());
+            Some(f)
+        }
+    };
     let state = AppState::new(
         settings.clone(),
         log.clone(),
@@ -126,8 +184,23 @@ pub async fn run(
         subs,
         shutdown.clone(),
     );
-    webhooks::start_all(&state).await;
-    state.tasks.spawn(retention_loop(state.clone()));
+    state.set_follower(follower);
+    match &settings.store {
+        StoreKind::Sqlite => {
+            webhooks::start_all(&state).await;
+            state.tasks.spawn(retention_loop(state.clone()));
+        }
+        StoreKind::Postgres(url) => {
+            // Webhook dispatch and retention run on one node at a time: the lease holder.
+            let lease = crier_store::Lease::contend(
+                url.clone(),
+                lease_key(&settings.store_schema),
+                Duration::from_secs(2),
+                shutdown.child_token(),
+            );
+            state.tasks.spawn(leader_loop(state.clone(), lease));
+        }
+    }
     let addr = listener.local_addr()?;
     tracing::info!(%addr, head = log.head(), "crier is listening");
     let token = shutdown.clone();
@@ -180,6 +253,50 @@ async fn log_requests(
         "request"
     );
     res
+}
+
+/// The advisory-lock key of a cluster's lease: one per log schema, so clusters sharing a
+/// database do not share a leader.
+fn lease_key(schema: &str) -> i64 {
+    // FNV-1a: stable across builds and platforms.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in schema.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+/// While this node holds the lease it dispatches webhooks (reconciling with subscriptions
+/// changed on any node) and prunes; when the lease moves, it stops.
+async fn leader_loop(state: AppState, lease: crier_store::Lease) {
+    let s = &state.settings;
+    let max_age = s
+        .retention_max_age
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let mut last_prune: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = lease.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if lease.held() {
+            if !state.webhooks.is_active() {
+                tracing::info!(node = %s.node_id, "this node holds the lease: dispatching webhooks and pruning");
+                state.webhooks.activate(&state);
+            }
+            state.webhooks.reconcile(&state).await;
+            if last_prune.is_none_or(|t| t.elapsed() >= s.retention_interval) {
+                last_prune = Some(tokio::time::Instant::now());
+                if let Err(e) = state.log.prune(max_age, s.retention_max_events).await {
+                    tracing::warn!(error = %e, "retention pass failed");
+                }
+            }
+        } else if state.webhooks.is_active() {
+            tracing::warn!(node = %s.node_id, "this node lost the lease: it stops dispatching");
+            state.webhooks.deactivate();
+        }
+    }
 }
 
 async fn retention_loop(state: AppState) {

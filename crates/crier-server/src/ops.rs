@@ -26,19 +26,24 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
+    // A broker outage degrades delivery to polling the log: the node stays ready, and says so.
+    let broker = match state.broker_up() {
+        None => "local",
+        Some(true) => "ok",
+        Some(false) => "unreachable (polling the log)",
+    };
+    let node = &state.settings.node_id;
+    // Whether this node dispatches webhooks and prunes (always, for a single node).
+    let leader = state.webhooks.is_active();
     match state.log.ping().await {
         Ok(()) => {
-            axum::Json(json!({"status": "ready", "store": "ok", "broker": "local"})).into_response()
+            let body = json!({"status": "ready", "store": "ok", "broker": broker, "node": node, "leader": leader});
+            axum::Json(body).into_response()
         }
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(
-                    json!({"status": "unavailable", "store": "unreachable", "broker": "local"}),
-                ),
-            )
-                .into_response()
+            let body = json!({"status": "unavailable", "store": "unreachable", "broker": broker, "node": node});
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
         }
     }
 }

@@ -49,6 +49,8 @@ pub struct StateInner {
     pub webhook_client: reqwest::Client,
     /// Replays in progress (and recently finished).
     pub replays: crate::replays::Replays,
+    /// The cluster follower, when this node shares its log with others.
+    pub follower: OnceLock<Option<crier_cluster::Follower>>,
     /// Per-tenant publish rate (`None`: unlimited).
     pub rate: Option<RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>>,
 }
@@ -82,6 +84,7 @@ impl AppState {
             webhooks: crate::webhooks::Dispatcher::default(),
             webhook_client,
             replays: Default::default(),
+            follower: OnceLock::new(),
             rate,
             settings,
             log,
@@ -95,6 +98,19 @@ impl AppState {
 }
 
 impl AppState {
+    /// Installs the cluster follower (once, at start).
+    pub fn set_follower(&self, f: Option<crier_cluster::Follower>) {
+        let _ = self.follower.set(f);
+    }
+
+    /// `None` for a single node; else whether the broker is up.
+    pub fn broker_up(&self) -> Option<bool> {
+        self.follower
+            .get()
+            .and_then(|f| f.as_ref())
+            .map(|f| f.broker_up())
+    }
+
     /// Takes `n` events from the tenant's publish budget, or answers 429 with `Retry-After`.
     /// Checked before anything is appended, so a refused batch leaves nothing behind.
     pub fn check_rate(&self, tenant: &str, n: usize) -> Result<(), ApiError> {

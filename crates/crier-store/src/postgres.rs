@@ -30,6 +30,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
+/// A parsed PostgreSQL connection string (for validating configuration).
+pub use tokio_postgres::Config as PgConfig;
+
 /// The schema version this build writes and understands.
 const SCHEMA_VERSION: i64 = 1;
 /// At most this many events go into one group commit.

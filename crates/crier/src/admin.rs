@@ -138,11 +138,53 @@ pub enum KeysCmd {
     },
 }
 
-fn open_keys(cfg: &ConfigArgs) -> anyhow::Result<SqliteKeys> {
+/// The key store of the configured hub: the SQLite file under `data_dir`, or the shared
+/// PostgreSQL schema of a cluster.
+enum Keys {
+    Sqlite(SqliteKeys),
+    Postgres(crier_store::PgKeys),
+}
+
+impl Keys {
+    async fn create(
+        &self,
+        tenant: &str,
+        role: Role,
+        name: &str,
+    ) -> anyhow::Result<(crier_core::keys::ApiKey, String)> {
+        Ok(match self {
+            Keys::Sqlite(k) => k.create(tenant, role, name)?,
+            Keys::Postgres(k) => k.create(tenant, role, name).await?,
+        })
+    }
+
+    async fn list(&self) -> anyhow::Result<Vec<crier_core::keys::ApiKey>> {
+        Ok(match self {
+            Keys::Sqlite(k) => k.list()?,
+            Keys::Postgres(k) => k.list().await?,
+        })
+    }
+
+    async fn revoke(&self, id: &str) -> anyhow::Result<bool> {
+        Ok(match self {
+            Keys::Sqlite(k) => k.revoke(id)?,
+            Keys::Postgres(k) => k.revoke(id).await?,
+        })
+    }
+}
+
+async fn open_keys(cfg: &ConfigArgs) -> anyhow::Result<Keys> {
     let config = cfg.load()?;
+    if config.store.starts_with("postgres://") || config.store.starts_with("postgresql://") {
+        return Ok(Keys::Postgres(
+            crier_store::PgKeys::open(&config.store, Some(&config.store_schema)).await?,
+        ));
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-    Ok(SqliteKeys::open(&config.data_dir.join("crier.db"))?)
+    Ok(Keys::Sqlite(SqliteKeys::open(
+        &config.data_dir.join("crier.db"),
+    )?))
 }
 
 fn time(us: i64) -> String {
@@ -151,7 +193,7 @@ fn time(us: i64) -> String {
         .unwrap_or_default()
 }
 
-pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
+pub async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
     match cmd {
         KeysCmd::Create {
             tenant,
@@ -164,7 +206,7 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
             if name.trim().is_empty() || name.chars().any(char::is_control) {
                 bail!("--name must be non-empty text");
             }
-            let (key, secret) = open_keys(&cfg)?.create(&tenant, r, &name)?;
+            let (key, secret) = open_keys(&cfg).await?.create(&tenant, r, &name).await?;
             eprintln!(
                 "created {} ({} of tenant {}); the secret is shown only now:",
                 key.id,
@@ -174,7 +216,7 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
             println!("{secret}");
         }
         KeysCmd::List { cfg } => {
-            let keys = open_keys(&cfg)?.list()?;
+            let keys = open_keys(&cfg).await?.list().await?;
             println!(
                 "{:<22} {:<12} {:<11} {:<28} {:<28} NAME",
                 "ID", "TENANT", "ROLE", "CREATED", "REVOKED"
@@ -192,7 +234,7 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
             }
         }
         KeysCmd::Revoke { id, cfg } => {
-            if !open_keys(&cfg)?.revoke(&id)? {
+            if !open_keys(&cfg).await?.revoke(&id).await? {
                 bail!("no key with id {id:?}");
             }
             eprintln!("revoked {id}");

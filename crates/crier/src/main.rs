@@ -56,10 +56,10 @@ struct ServeArgs {
     /// Data directory for the embedded log (default ./crier-data).
     #[arg(long)]
     data_dir: Option<String>,
-    /// `sqlite` (default).
+    /// `sqlite` (default) or `postgres://user@host:5432/db` (a log several nodes share).
     #[arg(long)]
     store: Option<String>,
-    /// `local` (default).
+    /// `local` (default), `nats://host:4222` or `redis://host:6379`.
     #[arg(long)]
     broker: Option<String>,
 }
@@ -180,7 +180,7 @@ fn main() -> ExitCode {
             Cmd::Replay(a) => replay::run(a).await,
             Cmd::Subs(c) => subs::run(c).await,
             Cmd::Token(a) => admin::token(a),
-            Cmd::Keys(c) => admin::keys(c),
+            Cmd::Keys(c) => admin::keys(c).await,
         }
     });
     match result {

@@ -1,0 +1,200 @@
+//! Two hub nodes in one process sharing one PostgreSQL log and fanning out over NATS (and
+//! again over Redis): identical sequences on both nodes whichever node took each publish,
+//! webhooks dispatched by the lease holder only, and the lease moving when that node stops.
+//! Skips with a notice when PostgreSQL or the broker is unreachable, except under CI=true.
+
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::Hub;
+use crier_server::config::{BrokerKind, StoreKind};
+use serde_json::{json, Value};
+
+fn pg_url() -> String {
+    std::env::var("CRIER_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn reachable(port: u16, name: &str) -> bool {
+    let ok = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{name} on 127.0.0.1:{port} is unreachable and CI=true");
+        }
+        eprintln!("NOTICE: {name} on 127.0.0.1:{port} is unreachable; skipping the cluster test");
+    }
+    ok
+}
+
+async fn node(schema: &str, id: &str, broker: BrokerKind) -> Hub {
+    let (schema, id) = (schema.to_string(), id.to_string());
+    Hub::start_with(move |s| {
+        s.store = StoreKind::Postgres(pg_url());
+        s.broker = broker;
+        s.store_schema = schema;
+        s.node_id = id;
+        s.webhooks.allow_private = true;
+    })
+    .await
+}
+
+async fn wait_ready(hub: &Hub) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = hub.http.get(hub.url("/readyz")).send().await {
+            if r.status().is_success() {
+                let v: Value = r.json().await.unwrap_or(Value::Null);
+                if v["broker"] == "ok" {
+                    return;
+                }
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node never became ready with its broker up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn drop_schema(schema: &str) {
+    if let Ok((client, conn)) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await {
+        tokio::spawn(conn);
+        let _ = client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .await;
+    }
+}
+
+async fn two_nodes_share_one_log(broker: BrokerKind, tag: &str) {
+    let schema = format!("crier_cluster_{tag}_{}", std::process::id());
+    drop_schema(&schema).await;
+    let a = node(&schema, "a", broker.clone()).await;
+    let b = node(&schema, "b", broker.clone()).await;
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+
+    // A webhook receiver counting deliveries by event id.
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let g = g.clone();
+            async move {
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                g.lock().expect("lock").push(id);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver") });
+    let res = b
+        .http
+        .post(b.url("/v1/subscriptions"))
+        .json(&json!({"webhook": {"url": hook}, "filter": {"type": ["c.*"]}}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status().as_u16(), 201);
+
+    let mut sse_a = a.sse("after=0", None).await;
+    let mut sse_b = b.sse("after=0", None).await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let via = if i % 2 == 0 { &a } else { &b };
+        let id = format!("c{i:02}");
+        via.publish(json!([{"type": "c.x", "id": id}])).await;
+        ids.push(id);
+    }
+    let seqs_a = sse_a.seqs(40).await;
+    let seqs_b = sse_b.seqs(40).await;
+    assert_eq!(
+        seqs_a,
+        (1..=40).collect::<Vec<u64>>(),
+        "node a delivers every event in seq order"
+    );
+    assert_eq!(seqs_a, seqs_b, "both nodes deliver the identical sequence");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while got.lock().expect("lock").len() < 40 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "webhooks: {} of 40 delivered",
+            got.lock().expect("lock").len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        *got.lock().expect("lock"),
+        ids,
+        "one dispatcher in the cluster: each event once, in order"
+    );
+
+    // Stop the node holding the lease: the other takes over dispatch.
+    let ready: Value = a
+        .http
+        .get(a.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    let a_leads = ready["leader"] == true;
+    let (survivor, stopped) = if a_leads { (b, a) } else { (a, b) };
+    let _ = stopped.stop().await;
+    for i in 40..45 {
+        let id = format!("c{i:02}");
+        survivor.publish(json!([{"type": "c.x", "id": id}])).await;
+        ids.push(id);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen: std::collections::HashSet<String> =
+            got.lock().expect("lock").iter().cloned().collect();
+        if ids.iter().all(|i| seen.contains(i)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dispatch did not move to the surviving node"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = survivor.stop().await;
+    drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_over_nats() {
+    if !reachable(5432, "PostgreSQL").await || !reachable(4222, "NATS").await {
+        return;
+    }
+    two_nodes_share_one_log(BrokerKind::Nats("nats://127.0.0.1:4222".into()), "nats").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_over_redis() {
+    if !reachable(5432, "PostgreSQL").await || !reachable(6379, "Redis").await {
+        return;
+    }
+    two_nodes_share_one_log(BrokerKind::Redis("redis://127.0.0.1:6379".into()), "redis").await;
+}
