@@ -72,6 +72,7 @@ impl AppState {
         subs: Arc<dyn crier_store::subs::SubStore>,
         shutdown: CancellationToken,
     ) -> Self {
+        let metrics = metrics_handle(&settings.node_id);
         let webhook_client =
             crate::webhooks::client(settings.webhooks.allow_private, settings.webhooks.timeout);
         let rate = NonZeroU32::new(
@@ -89,7 +90,7 @@ impl AppState {
             settings,
             log,
             hub,
-            metrics: metrics_handle(),
+            metrics,
             shutdown,
             tasks: TaskTracker::new(),
             conns: Connections::default(),
@@ -141,8 +142,9 @@ impl AppState {
     }
 }
 
-/// The process-wide Prometheus recorder (installed once; later calls share it).
-pub fn metrics_handle() -> PrometheusHandle {
+/// The process-wide Prometheus recorder (installed once; later calls share it). Every
+/// series carries the `node_id` label of the node that installed it.
+pub fn metrics_handle(node_id: &str) -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
@@ -150,6 +152,7 @@ pub fn metrics_handle() -> PrometheusHandle {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ];
             let builder = PrometheusBuilder::new()
+                .add_global_label("node_id", node_id)
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
                 .and_then(|b| {
                     b.set_buckets_for_metric(
