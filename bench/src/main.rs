@@ -22,10 +22,10 @@ struct Args {
     #[arg(long, default_value = "target/release/crier")]
     crier_bin: PathBuf,
     /// Scenarios to run (comma-separated): publish-batched, publish-single, fanout-ws,
-    /// fanout-sse, idle-rss, catchup.
+    /// fanout-sse, idle-rss, catchup, pg-publish, cross-node-nats, cross-node-redis.
     #[arg(
         long,
-        default_value = "publish-batched,publish-single,fanout-ws,fanout-sse,idle-rss,catchup"
+        default_value = "publish-batched,publish-single,fanout-ws,fanout-sse,idle-rss,catchup,pg-publish,cross-node-nats,cross-node-redis"
     )]
     scenario: String,
     /// Seconds each timed scenario runs.
@@ -46,6 +46,15 @@ struct Args {
     /// Events stored before the catch-up read.
     #[arg(long, default_value_t = 1_000_000)]
     catchup_events: usize,
+    /// PostgreSQL for the cluster scenarios.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    postgres: String,
+    /// NATS for the cross-node scenario.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// Redis for the cross-node scenario.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis: String,
     /// Append results to this Markdown file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -170,7 +179,22 @@ async fn publish_batch(client: &reqwest::Client, url: &str, batch: &Value) -> an
 }
 
 async fn publish_batched(a: &Args) -> anyhow::Result<Row> {
-    let hub = Hub::start(&a.crier_bin, &[]).await?;
+    publish_batched_on(
+        a,
+        &[],
+        "durable publish, batched (4 clients × 500/request, fsync)",
+        50_000.0,
+    )
+    .await
+}
+
+async fn publish_batched_on(
+    a: &Args,
+    env: &[(&str, &str)],
+    label: &str,
+    target: f64,
+) -> anyhow::Result<Row> {
+    let hub = Hub::start(&a.crier_bin, env).await?;
     let url = hub.url("/v1/events");
     let count = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(a.duration);
@@ -197,10 +221,10 @@ async fn publish_batched(a: &Args) -> anyhow::Result<Row> {
     }
     let rate = count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     Ok(Row {
-        scenario: "durable publish, batched (4 clients × 500/request, fsync)".into(),
+        scenario: label.into(),
         figure: format!("{rate:.0} events/s"),
-        target: "≥ 50,000 events/s".into(),
-        met: Some(rate >= 50_000.0),
+        target: format!("≥ {target:.0} events/s"),
+        met: Some(rate >= target),
         notes: format!(
             "{} events in {:.1} s",
             count.load(Ordering::Relaxed),
@@ -210,7 +234,22 @@ async fn publish_batched(a: &Args) -> anyhow::Result<Row> {
 }
 
 async fn publish_single(a: &Args) -> anyhow::Result<Row> {
-    let hub = Hub::start(&a.crier_bin, &[]).await?;
+    publish_single_on(
+        a,
+        &[],
+        "durable publish, single-event requests (64 keep-alive clients, fsync)",
+        10_000.0,
+    )
+    .await
+}
+
+async fn publish_single_on(
+    a: &Args,
+    env: &[(&str, &str)],
+    label: &str,
+    target: f64,
+) -> anyhow::Result<Row> {
+    let hub = Hub::start(&a.crier_bin, env).await?;
     let url = hub.url("/v1/events");
     let until = Instant::now() + Duration::from_secs(a.duration);
     let lat: Arc<Mutex<Vec<u64>>> = Arc::default();
@@ -246,10 +285,14 @@ async fn publish_single(a: &Args) -> anyhow::Result<Row> {
     lat.sort_unstable();
     let rate = lat.len() as f64 / started.elapsed().as_secs_f64();
     Ok(Row {
-        scenario: "durable publish, single-event requests (64 keep-alive clients, fsync)".into(),
+        scenario: label.into(),
         figure: format!("{rate:.0} requests/s"),
-        target: "≥ 10,000/s".into(),
-        met: Some(rate >= 10_000.0),
+        target: if target > 0.0 {
+            format!("≥ {target:.0}/s")
+        } else {
+            "-".into()
+        },
+        met: (target > 0.0).then_some(rate >= target),
         notes: format!(
             "latency p50 {:.2} ms, p99 {:.2} ms",
             percentile(&lat, 0.5) as f64 / 1000.0,
@@ -558,6 +601,132 @@ async fn catchup(a: &Args) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
+fn fresh_schema(tag: &str) -> String {
+    format!(
+        "crier_bench_{tag}_{}_{}",
+        std::process::id(),
+        now_us() % 1_000_000
+    )
+}
+
+/// Drops a bench schema with `psql` when it is installed (best effort; the names are unique).
+fn drop_schema(a: &Args, schema: &str) {
+    let _ = Command::new("psql")
+        .args([
+            a.postgres.as_str(),
+            "-q",
+            "-c",
+            &format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+async fn pg_publish(a: &Args) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for batched in [true, false] {
+        let schema = fresh_schema("pub");
+        let env = [
+            ("CRIER_STORE", a.postgres.as_str()),
+            ("CRIER_STORE_SCHEMA", schema.as_str()),
+        ];
+        let row = if batched {
+            publish_batched_on(
+                a,
+                &env,
+                "durable publish to PostgreSQL, batched (4 clients × 500/request)",
+                20_000.0,
+            )
+            .await
+        } else {
+            publish_single_on(
+                a,
+                &env,
+                "durable publish to PostgreSQL, single-event requests (64 clients)",
+                0.0,
+            )
+            .await
+        };
+        drop_schema(a, &schema);
+        rows.push(row?);
+    }
+    Ok(rows)
+}
+
+/// Two nodes over PostgreSQL and `broker`: publishes at 1,000 events/s on node A, one SSE
+/// subscriber on node B measures publish→receive latency.
+async fn cross_node(a: &Args, broker: &str, name: &str) -> anyhow::Result<Row> {
+    let schema = fresh_schema("x");
+    let env = [
+        ("CRIER_STORE", a.postgres.as_str()),
+        ("CRIER_STORE_SCHEMA", schema.as_str()),
+        ("CRIER_BROKER", broker),
+    ];
+    let node_a = Hub::start(&a.crier_bin, &env).await?;
+    let node_b = Hub::start(&a.crier_bin, &env).await?;
+    let stats = Arc::new(FanoutStats {
+        received: AtomicU64::new(0),
+    });
+    let ready = Arc::new(AtomicU64::new(0));
+    let samples: Samples = Arc::default();
+    let sub = tokio::spawn(sse_subscriber(
+        node_b.url("/v1/stream?type=bench.*"),
+        stats.clone(),
+        ready.clone(),
+        samples.clone(),
+    ));
+    while ready.load(Ordering::Relaxed) == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let client = reqwest::Client::new();
+    let url = node_a.url("/v1/events");
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut published = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(a.duration) {
+        tick.tick().await;
+        let t = now_us();
+        let batch = Value::from(
+            (0..10)
+                .map(|i| json!({"type": "bench.x", "data": {"t": t, "i": i}}))
+                .collect::<Vec<_>>(),
+        );
+        publish_batch(&client, &url, &batch).await?;
+        published += 10;
+    }
+    let rate = published as f64 / started.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.received.load(Ordering::Relaxed) < published && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sub.abort();
+    let mut lat = samples
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    lat.sort_unstable();
+    let (p50, p99) = (
+        percentile(&lat, 0.5) as f64 / 1000.0,
+        percentile(&lat, 0.99) as f64 / 1000.0,
+    );
+    drop(node_a);
+    drop(node_b);
+    drop_schema(a, &schema);
+    Ok(Row {
+        scenario: format!(
+            "cross-node publish→deliver over {name} (PostgreSQL log, 1,000 events/s)"
+        ),
+        figure: format!("p50 {p50:.1} ms, p99 {p99:.1} ms"),
+        target: "p99 < 20 ms".into(),
+        met: Some(p99 < 20.0),
+        notes: format!(
+            "published {rate:.0} events/s; {} of {published} delivered on the other node",
+            stats.received.load(Ordering::Relaxed)
+        ),
+    })
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -604,6 +773,9 @@ fn main() -> anyhow::Result<()> {
                 }
                 "idle-rss" => idle_rss(&a).await.map(|r| vec![r]),
                 "catchup" => catchup(&a).await,
+                "pg-publish" => pg_publish(&a).await,
+                "cross-node-nats" => cross_node(&a, &a.nats, "NATS").await.map(|r| vec![r]),
+                "cross-node-redis" => cross_node(&a, &a.redis, "Redis").await.map(|r| vec![r]),
                 other => bail!("unknown scenario {other:?}"),
             };
             match result {

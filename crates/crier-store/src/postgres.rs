@@ -330,7 +330,7 @@ async fn commit_group(
     let mut results: Vec<Result<Vec<AppendResult>, LogError>> = Vec::with_capacity(group.len());
     let mut committed: Vec<Arc<Committed>> = Vec::new();
     let outcome: Result<(), LogError> = async {
-        let mut tx = client.transaction().await.map_err(backend)?;
+        let tx = client.transaction().await.map_err(backend)?;
         let head: i64 = tx
             .query_one(&format!("SELECT value FROM {} WHERE key = 'head' FOR UPDATE", n.meta), &[])
             .await
@@ -338,47 +338,52 @@ async fn commit_group(
             .get(0);
         let mut next = u(head) + 1;
         let recv = now_us();
-        let mut counts: HashMap<(String, &'static str, String), i64> = HashMap::new();
+        // One duplicate check, one insert and one counter update for the whole group: a
+        // group costs the same few round trips however many appends it carries. Validation
+        // happened before the group; a database failure fails the whole group, so every
+        // append in it is still all-or-nothing and none is acknowledged.
+        let mut batches = Vec::with_capacity(group.len());
         for a in group {
             replies.push(a.reply);
-            let start = next;
-            let sp = tx.savepoint("batch").await.map_err(backend)?;
-            let r = insert_batch(&sp, n, a.batch, &mut next, recv).await;
-            match r {
-                Ok((answers, stored)) => {
-                    sp.commit().await.map_err(backend)?;
-                    for e in &stored {
-                        *counts.entry((e.tenant.clone(), "total", String::new())).or_default() += 1;
-                        *counts.entry((e.tenant.clone(), "type", e.kind.clone())).or_default() += 1;
-                        *counts.entry((e.tenant.clone(), "source", e.source.clone())).or_default() += 1;
-                        *counts.entry((e.tenant.clone(), "severity", severity_key(e.severity).to_string())).or_default() += 1;
-                        if let Some(c) = &e.category {
-                            *counts.entry((e.tenant.clone(), "category", c.clone())).or_default() += 1;
-                        }
-                    }
-                    committed.extend(stored);
-                    results.push(Ok(answers));
-                }
-                Err(e) => {
-                    let _ = sp.rollback().await;
-                    next = start;
-                    tracing::error!(error = %e, "append failed; batch rolled back");
-                    results.push(Err(e));
-                }
+            batches.push(a.batch);
+        }
+        let (answers, stored) = insert_group(&tx, n, batches, &mut next, recv).await?;
+        let mut counts: HashMap<(&str, &'static str, &str), i64> = HashMap::new();
+        for e in &stored {
+            *counts.entry((&e.tenant, "total", "")).or_default() += 1;
+            *counts.entry((&e.tenant, "type", &e.kind)).or_default() += 1;
+            *counts.entry((&e.tenant, "source", &e.source)).or_default() += 1;
+            *counts.entry((&e.tenant, "severity", severity_key(e.severity))).or_default() += 1;
+            if let Some(c) = &e.category {
+                *counts.entry((&e.tenant, "category", c)).or_default() += 1;
             }
+        }
+        let (mut tenants, mut dims, mut keys, mut ns) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((t, d, k), c) in counts {
+            tenants.push(t.to_string());
+            dims.push(d.to_string());
+            keys.push(k.to_string());
+            ns.push(c);
         }
         if next - 1 > u(head) {
             tx.execute(&format!("UPDATE {} SET value = $1 WHERE key = 'head'", n.meta), &[&i(next - 1)])
                 .await
                 .map_err(backend)?;
         }
-        let upsert = format!(
-            "INSERT INTO {} (tenant, dim, key, n) VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, dim, key) DO UPDATE SET n = {}.n + EXCLUDED.n",
-            n.stats, n.stats
-        );
-        for ((tenant, dim, key), c) in &counts {
-            tx.execute(&upsert, &[tenant, dim, key, c]).await.map_err(backend)?;
+        if !tenants.is_empty() {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {s} (tenant, dim, key, n) SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[])
+                     ON CONFLICT (tenant, dim, key) DO UPDATE SET n = {s}.n + EXCLUDED.n",
+                    s = n.stats
+                ),
+                &[&tenants, &dims, &keys, &ns],
+            )
+            .await
+            .map_err(backend)?;
         }
+        committed = stored;
+        results = answers.into_iter().map(Ok).collect();
         tx.commit().await.map_err(backend)?;
         Ok(())
     }
@@ -405,70 +410,76 @@ struct Columns {
     json: Vec<Vec<u8>>,
 }
 
-async fn insert_batch(
+async fn insert_group(
     tx: &deadpool_postgres::Transaction<'_>,
     n: &Names,
-    batch: Vec<NewEvent>,
+    batches: Vec<Vec<NewEvent>>,
     next: &mut u64,
     recv: i64,
-) -> Result<(Vec<AppendResult>, Vec<Arc<Committed>>), LogError> {
-    // Existing ids of this batch, per tenant, in one query each.
+) -> Result<(Vec<Vec<AppendResult>>, Vec<Arc<Committed>>), LogError> {
+    // Existing ids of the whole group, per tenant, in one query each.
     let mut existing: HashMap<(String, String), u64> = HashMap::new();
-    let mut by_tenant: HashMap<&str, Vec<&str>> = HashMap::new();
-    for e in &batch {
-        by_tenant.entry(&e.tenant).or_default().push(&e.id);
-    }
-    for (tenant, ids) in &by_tenant {
-        let rows = tx
-            .query(
-                &format!(
-                    "SELECT id, seq FROM {} WHERE tenant = $1 AND id = ANY($2)",
-                    n.events
-                ),
-                &[tenant, ids],
-            )
-            .await
-            .map_err(backend)?;
-        for r in rows {
-            existing.insert((tenant.to_string(), r.get(0)), u(r.get(1)));
+    {
+        let mut by_tenant: HashMap<&str, Vec<&str>> = HashMap::new();
+        for e in batches.iter().flatten() {
+            by_tenant.entry(&e.tenant).or_default().push(&e.id);
+        }
+        for (tenant, ids) in &by_tenant {
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT id, seq FROM {} WHERE tenant = $1 AND id = ANY($2)",
+                        n.events
+                    ),
+                    &[tenant, ids],
+                )
+                .await
+                .map_err(backend)?;
+            for r in rows {
+                existing.insert((tenant.to_string(), r.get(0)), u(r.get(1)));
+            }
         }
     }
-    let mut answers = Vec::with_capacity(batch.len());
+    let mut all_answers = Vec::with_capacity(batches.len());
     let mut stored = Vec::new();
     let mut cols = Columns::default();
-    for ev in batch {
-        let key = (ev.tenant.clone(), ev.id.clone());
-        if let Some(seq) = existing.get(&key) {
+    for batch in batches {
+        let mut answers = Vec::with_capacity(batch.len());
+        for ev in batch {
+            let key = (ev.tenant.clone(), ev.id.clone());
+            if let Some(seq) = existing.get(&key) {
+                answers.push(AppendResult {
+                    id: ev.id,
+                    seq: *seq,
+                    duplicate: true,
+                });
+                continue;
+            }
+            let seq = *next;
+            *next += 1;
+            existing.insert(key, seq);
+            let json = Committed::encode(seq, &ev.tail);
+            cols.seq.push(i(seq));
+            cols.tenant.push(ev.tenant.clone());
+            cols.id.push(ev.id.clone());
+            cols.time.push(ev.time_us);
+            cols.kind.push(ev.kind.clone());
+            cols.source.push(ev.source.clone());
+            cols.category.push(ev.category.clone());
+            cols.severity.push(i16::from(ev.severity.rank()));
+            cols.subject.push(ev.subject.clone());
+            // Tags travel as one text per row (joined by U+001F, which tags may not contain) and
+            // are split back in SQL: arrays of arrays cannot be unnested row by row.
+            cols.tags.push(ev.tags.join("\u{1f}"));
+            cols.json.push(json.clone());
             answers.push(AppendResult {
-                id: ev.id,
-                seq: *seq,
-                duplicate: true,
+                id: ev.id.clone(),
+                seq,
+                duplicate: false,
             });
-            continue;
+            stored.push(Committed::from_new(ev, seq, Bytes::from(json)));
         }
-        let seq = *next;
-        *next += 1;
-        existing.insert(key, seq);
-        let json = Committed::encode(seq, &ev.tail);
-        cols.seq.push(i(seq));
-        cols.tenant.push(ev.tenant.clone());
-        cols.id.push(ev.id.clone());
-        cols.time.push(ev.time_us);
-        cols.kind.push(ev.kind.clone());
-        cols.source.push(ev.source.clone());
-        cols.category.push(ev.category.clone());
-        cols.severity.push(i16::from(ev.severity.rank()));
-        cols.subject.push(ev.subject.clone());
-        // Tags travel as one text per row (joined by U+001F, which tags may not contain) and
-        // are split back in SQL: arrays of arrays cannot be unnested row by row.
-        cols.tags.push(ev.tags.join("\u{1f}"));
-        cols.json.push(json.clone());
-        answers.push(AppendResult {
-            id: ev.id.clone(),
-            seq,
-            duplicate: false,
-        });
-        stored.push(Committed::from_new(ev, seq, Bytes::from(json)));
+        all_answers.push(answers);
     }
     if !stored.is_empty() {
         let sql = format!(
@@ -496,7 +507,7 @@ async fn insert_batch(
         ];
         tx.execute(&sql, &params).await.map_err(backend)?;
     }
-    Ok((answers, stored))
+    Ok((all_answers, stored))
 }
 
 impl PostgresLog {
