@@ -7,7 +7,6 @@
 mod admin;
 mod publish;
 mod replay;
-mod sse_client;
 mod subs;
 mod tail;
 

@@ -7,9 +7,9 @@ use clap::Args;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::sse_client::SseParser;
 use crate::tail::{print_event, FilterArgs};
 use crate::ClientArgs;
+use crier_client::sse::SseParser;
 
 #[derive(Args)]
 pub struct ReplayArgs {

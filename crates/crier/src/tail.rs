@@ -1,16 +1,15 @@
-//! `crier tail`: follows `GET /v1/stream`, prints events coloured by severity, and resumes
-//! from the last seen seq after any disconnect (exponential backoff, 1 s to 30 s).
+//! `crier tail`: follows `GET /v1/stream` through `crier-client`, which reconnects with
+//! backoff and jitter (1 s to 30 s) and resumes after the last seq it handed out; events are
+//! printed coloured by severity.
 
 use std::io::{IsTerminal, Write};
-use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
-use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::sse_client::SseParser;
 use crate::ClientArgs;
+use crier_client::{Item, Options, Start, Subscription};
 
 /// The filter flags shared by `tail` and `replay` (§2).
 #[derive(Args, Clone)]
@@ -45,21 +44,7 @@ fn split(v: &[String]) -> Vec<String> {
 }
 
 impl FilterArgs {
-    /// As query parameters of `/v1/stream`.
-    pub fn query(&self) -> Vec<(&'static str, String)> {
-        let mut q = Vec::new();
-        for (k, v) in self.lists() {
-            if !v.is_empty() {
-                q.push((if k == "tags" { "tag" } else { k }, split(v).join(",")));
-            }
-        }
-        if let Some(s) = &self.severity {
-            q.push(("severity", s.clone()));
-        }
-        q
-    }
-
-    /// As the JSON filter of replays and subscriptions.
+    /// As the JSON filter of streams, replays and subscriptions.
     pub fn json(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
         for (k, v) in self.lists() {
@@ -141,61 +126,24 @@ pub fn print_event(data: &str, json: bool, tty: bool) {
 }
 
 pub async fn run(a: TailArgs) -> anyhow::Result<()> {
-    let params = a.filter.query();
     let tty = std::io::stdout().is_terminal();
-    let client = reqwest::Client::new();
-    let mut last_seq = a.after;
-    let mut first = true;
-    let mut backoff = Duration::from_secs(1);
+    let mut opts = Options::new(a.client.base());
+    opts.filter = a.filter.json();
+    opts.start = match (a.after, a.last) {
+        (Some(s), _) => Start::After(s),
+        (None, Some(n)) => Start::Last(n),
+        (None, None) => Start::Live,
+    };
+    if let Some(t) = a.client.token.clone() {
+        opts.token = Some(std::sync::Arc::new(move || Some(t.clone())));
+    }
+    // The client reconnects with backoff and resumes after the last seq by itself.
+    let mut sub = Subscription::new(opts);
     loop {
-        let mut q = params.clone();
-        if first {
-            if let (None, Some(n)) = (last_seq, a.last) {
-                q.push(("last", n.to_string()));
-            }
+        match sub.next().await {
+            Ok(Item::Event(e)) => print_event(&e.to_string(), a.json, tty),
+            Ok(Item::Reset(r)) => eprintln!("crier: stream reset: {r}"),
+            Err(e) => bail!("{e}"),
         }
-        let mut req = client
-            .get(format!("{}/v1/stream", a.client.base()))
-            .query(&q);
-        if let Some(s) = last_seq {
-            req = req.header("Last-Event-ID", s.to_string());
-        }
-        match a.client.auth(req).send().await {
-            Ok(res) if res.status().is_success() => {
-                first = false;
-                backoff = Duration::from_secs(1);
-                let mut parser = SseParser::default();
-                let mut body = res.bytes_stream();
-                while let Some(chunk) = body.next().await {
-                    let Ok(chunk) = chunk else { break };
-                    for m in parser.feed(&chunk) {
-                        if m.event == "crier.reset" {
-                            eprintln!("crier: stream reset: {}", m.data);
-                            continue;
-                        }
-                        if let Some(seq) = m.id.as_deref().and_then(|s| s.parse().ok()) {
-                            last_seq = Some(seq);
-                        }
-                        print_event(&m.data, a.json, tty);
-                    }
-                }
-                eprintln!("crier: stream ended; reconnecting");
-            }
-            Ok(res) if res.status().is_client_error() => {
-                let status = res.status();
-                let text = res.text().await.unwrap_or_default();
-                bail!("the hub refused the stream ({status}): {text}");
-            }
-            Ok(res) => eprintln!(
-                "crier: the hub answered {}; retrying in {backoff:?}",
-                res.status()
-            ),
-            Err(e) => eprintln!(
-                "crier: cannot reach {}: {e}; retrying in {backoff:?}",
-                a.client.url
-            ),
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }

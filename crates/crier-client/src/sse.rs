@@ -1,4 +1,4 @@
-//! A minimal Server-Sent Events parser for the client commands (WHATWG field rules:
+//! A Server-Sent Events parser (WHATWG field rules:
 //! `id`, `event`, `data` lines, comments, a blank line dispatches).
 
 /// One dispatched message.

@@ -1,0 +1,373 @@
+//! crier-client: subscribe to a crier hub over Server-Sent Events or WebSocket and get every
+//! matching event once, in seq order, across disconnects.
+//!
+//! A [`Subscription`] remembers the last seq it handed out. When the connection drops (or
+//! the hub restarts) it reconnects with exponential backoff and jitter (1 s doubling to 30 s
+//! by default, unlimited attempts) and resumes after that seq — `Last-Event-ID` over SSE,
+//! `after` over WebSocket — so nothing is lost and, because it also skips anything at or
+//! below that seq, nothing is doubled. A token callback is asked for a fresh credential
+//! before every connection.
+#![deny(missing_docs)]
+
+pub mod sse;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+
+/// Client errors that end a subscription (connection failures are retried, not returned).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The hub refused the subscription (a 4xx or a WebSocket `error` op): retrying would
+    /// not help.
+    #[error("the hub refused the subscription: {0}")]
+    Refused(String),
+    /// The reconnect budget is used up.
+    #[error("gave up after {0} failed connection attempts")]
+    GaveUp(u32),
+}
+
+/// Which transport to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `GET /v1/stream`.
+    Sse,
+    /// `GET /v1/ws`.
+    WebSocket,
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Live from now.
+    Live,
+    /// After this seq.
+    After(u64),
+    /// The last `n` matching events, then live.
+    Last(u64),
+}
+
+/// Reconnect timing.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    /// First wait.
+    pub initial: Duration,
+    /// Longest wait.
+    pub max: Duration,
+    /// Give up after this many consecutive failures (`None`: never).
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            max_attempts: None,
+        }
+    }
+}
+
+/// Supplies a token before each connection (for refresh).
+pub type TokenSource = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// What to subscribe to.
+#[derive(Clone)]
+pub struct Options {
+    /// Hub base URL, e.g. `http://127.0.0.1:7400`.
+    pub url: String,
+    /// Filter in its JSON form (`{"type": ["site.*"]}`); `null` for everything.
+    pub filter: Value,
+    /// Start position of the first connection.
+    pub start: Start,
+    /// Transport.
+    pub transport: Transport,
+    /// Reconnect timing.
+    pub backoff: Backoff,
+    /// Credential source.
+    pub token: Option<TokenSource>,
+}
+
+impl Options {
+    /// Everything from `url` over SSE, live, with default backoff and no credential.
+    pub fn new(url: impl Into<String>) -> Options {
+        Options {
+            url: url.into(),
+            filter: Value::Null,
+            start: Start::Live,
+            transport: Transport::Sse,
+            backoff: Backoff::default(),
+            token: None,
+        }
+    }
+}
+
+/// One message of a subscription.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    /// An event (its JSON as the hub sent it).
+    Event(Value),
+    /// The hub reset the cursor (`{"reason": ..., ...}`); events follow.
+    Reset(Value),
+}
+
+type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+enum Conn {
+    Sse(ByteStream, sse::SseParser),
+    Ws(Box<WsStream>),
+}
+
+/// How a connection attempt failed.
+enum Attempt {
+    /// Refused for good (bad filter, bad credential): retrying would not help.
+    Fatal(String),
+    /// Unreachable or unavailable for now.
+    Retry,
+}
+
+/// A subscription that reconnects and resumes by itself.
+pub struct Subscription {
+    opts: Options,
+    http: reqwest::Client,
+    conn: Option<Conn>,
+    pending: VecDeque<Item>,
+    /// The last seq handed out: the resume point.
+    last_seq: Option<u64>,
+    first: bool,
+    failures: u32,
+}
+
+/// Whether a refusal is final: a 4xx other than 429 (limits) and, when a token source can
+/// supply a fresh credential, 401.
+fn fatal(status: u16, refresh: bool) -> bool {
+    (400..500).contains(&status) && status != 429 && !(status == 401 && refresh)
+}
+
+fn query(filter: &Value) -> Vec<(String, String)> {
+    let mut q = Vec::new();
+    if let Value::Object(m) = filter {
+        for (k, v) in m {
+            let key = if k == "tags" {
+                "tag".to_string()
+            } else {
+                k.clone()
+            };
+            match v {
+                Value::Array(a) => q.push((
+                    key,
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )),
+                Value::String(s) => q.push((key, s.clone())),
+                _ => {}
+            }
+        }
+    }
+    q
+}
+
+impl Subscription {
+    /// Starts a subscription; it connects on the first [`Subscription::next`].
+    pub fn new(opts: Options) -> Subscription {
+        Subscription {
+            opts,
+            http: reqwest::Client::new(),
+            conn: None,
+            pending: VecDeque::new(),
+            last_seq: None,
+            first: true,
+            failures: 0,
+        }
+    }
+
+    /// The seq of the last event handed out (the point a reconnect resumes after).
+    pub fn last_seq(&self) -> Option<u64> {
+        self.last_seq
+    }
+
+    fn start(&self) -> Start {
+        match self.last_seq {
+            Some(s) => Start::After(s),
+            None if self.first => self.opts.start,
+            None => match self.opts.start {
+                Start::Last(_) | Start::Live => Start::Live,
+                s => s,
+            },
+        }
+    }
+
+    async fn connect(&mut self) -> Result<Conn, Attempt> {
+        let token = self.opts.token.as_ref().and_then(|t| t());
+        let refresh = self.opts.token.is_some();
+        let base = self.opts.url.trim_end_matches('/').to_string();
+        let start = self.start();
+        let result = match self.opts.transport {
+            Transport::Sse => {
+                let mut q = query(&self.opts.filter);
+                match start {
+                    Start::After(s) => q.push(("after".into(), s.to_string())),
+                    Start::Last(n) => q.push(("last".into(), n.to_string())),
+                    Start::Live => {}
+                }
+                let mut req = self.http.get(format!("{base}/v1/stream")).query(&q);
+                if let Some(t) = &token {
+                    req = req.bearer_auth(t);
+                }
+                match req.send().await {
+                    Ok(res) if res.status().is_success() => Ok(Conn::Sse(
+                        Box::pin(res.bytes_stream()),
+                        sse::SseParser::default(),
+                    )),
+                    Ok(res) if fatal(res.status().as_u16(), refresh) => {
+                        let status = res.status();
+                        let text = res.text().await.unwrap_or_default();
+                        return Err(Attempt::Fatal(format!("{status}: {text}")));
+                    }
+                    Ok(res) => Err(format!("the hub answered {}", res.status())),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Transport::WebSocket => {
+                let ws_base = base.replacen("http", "ws", 1);
+                let url = match &token {
+                    Some(t) => format!("{ws_base}/v1/ws?token={t}"),
+                    None => format!("{ws_base}/v1/ws"),
+                };
+                match tokio_tungstenite::connect_async(url).await {
+                    Ok((mut ws, _)) => {
+                        let mut m =
+                            json!({"op": "subscribe", "id": "s", "filter": self.opts.filter});
+                        match start {
+                            Start::After(s) => m["after"] = s.into(),
+                            Start::Last(n) => m["last"] = n.into(),
+                            Start::Live => {}
+                        }
+                        match ws
+                            .send(tokio_tungstenite::tungstenite::Message::Text(
+                                m.to_string().into(),
+                            ))
+                            .await
+                        {
+                            Ok(()) => Ok(Conn::Ws(Box::new(ws))),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                    Err(tokio_tungstenite::tungstenite::Error::Http(res))
+                        if fatal(res.status().as_u16(), refresh) =>
+                    {
+                        return Err(Attempt::Fatal(format!("{}", res.status())));
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        result.map_err(|e| {
+            tracing::debug!(error = %e, "connection failed; will retry");
+            Attempt::Retry
+        })
+    }
+
+    async fn wait_before_retry(&mut self) -> Result<(), ClientError> {
+        self.failures += 1;
+        if let Some(max) = self.opts.backoff.max_attempts {
+            if self.failures > max {
+                return Err(ClientError::GaveUp(self.failures - 1));
+            }
+        }
+        let b = &self.opts.backoff;
+        let exp = b
+            .initial
+            .saturating_mul(1u32 << (self.failures - 1).min(16))
+            .min(b.max);
+        // Full jitter between half and all of the step, so reconnecting clients spread out.
+        let wait = exp.mul_f64(rand::random_range(0.5..=1.0));
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// Accepts an event unless it was handed out already.
+    fn accept(&mut self, ev: Value) {
+        let Some(seq) = ev.get("seq").and_then(Value::as_u64) else {
+            return;
+        };
+        if self.last_seq.is_some_and(|l| seq <= l) {
+            return;
+        }
+        self.last_seq = Some(seq);
+        self.pending.push_back(Item::Event(ev));
+    }
+
+    /// The next event (or reset notice), reconnecting as needed.
+    pub async fn next(&mut self) -> Result<Item, ClientError> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Ok(item);
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                match self.connect().await {
+                    Ok(c) => {
+                        self.conn = Some(c);
+                        self.first = false;
+                        self.failures = 0;
+                    }
+                    Err(Attempt::Fatal(msg)) => return Err(ClientError::Refused(msg)),
+                    Err(Attempt::Retry) => self.wait_before_retry().await?,
+                }
+                continue;
+            };
+            let mut lost = false;
+            match conn {
+                Conn::Sse(body, parser) => match body.next().await {
+                    Some(Ok(chunk)) => {
+                        for m in parser.feed(&chunk) {
+                            match m.event.as_str() {
+                                "crier.reset" => self.pending.push_back(Item::Reset(
+                                    serde_json::from_str(&m.data).unwrap_or(Value::Null),
+                                )),
+                                _ => {
+                                    if let Ok(ev) = serde_json::from_str::<Value>(&m.data) {
+                                        self.accept(ev);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    _ => lost = true,
+                },
+                Conn::Ws(ws) => match ws.next().await {
+                    Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                        let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+                        match v["op"].as_str() {
+                            Some("event") => self.accept(v["event"].clone()),
+                            Some("reset") => self.pending.push_back(Item::Reset(v)),
+                            Some("error") => {
+                                return Err(ClientError::Refused(
+                                    v["message"].as_str().unwrap_or("error").to_string(),
+                                ))
+                            }
+                            _ => {}
+                        }
+                    }
+                    Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))
+                    | Some(Err(_))
+                    | None => lost = true,
+                    Some(Ok(_)) => {}
+                },
+            }
+            if lost {
+                self.conn = None;
+                self.wait_before_retry().await?;
+            }
+        }
+    }
+}
