@@ -8,11 +8,14 @@
 //! * [`hub`]: cursors over the log and the live fan-out that feeds caught-up cursors.
 //! * [`principal`]: who is asking (tenant, role, subject), carried by every request.
 //! * [`keys`]: the API-key store contract.
+//! * [`entity`]: entities (§11): the rules of mutations and the [`entity::EntityStore`]
+//!   contract every store implements in its own write transactions.
 //!
 //! Dependencies flow one way: this crate knows no web framework and no SQL.
 #![deny(missing_docs)]
 
 pub mod cloudevents;
+pub mod entity;
 pub mod event;
 pub mod filter;
 pub mod hub;

@@ -16,6 +16,12 @@ pub enum ErrorKind {
     Forbidden,
     /// Larger than a configured limit (413).
     TooLarge,
+    /// What it names does not exist (404).
+    NotFound,
+    /// A precondition (`If-Match`, `If-None-Match`) does not hold (412).
+    PreconditionFailed,
+    /// It contradicts what is stored (409).
+    Conflict,
 }
 
 /// A refusal of client input, with a machine code and a human message.

@@ -4,6 +4,8 @@
 //!   thread doing group commit.
 //! * [`postgres`]: a PostgreSQL log several hub nodes can share; [`postgres_tables`]: their
 //!   subscriptions and API keys.
+//! * Both logs also implement [`crier_core::entity::EntityStore`]: entity rows live next to
+//!   the events, and a change is written in the same transaction as its events.
 //! * [`keys`]: API keys, stored hashed in the same file.
 //! * [`lease`]: a cluster-wide lease for work that must run on one node at a time.
 //! * [`subs`]: durable subscriptions and their delivery records, in the same file.
@@ -14,6 +16,7 @@ pub mod conformance;
 pub mod keys;
 pub mod lease;
 pub mod postgres;
+mod postgres_entities;
 pub mod postgres_tables;
 pub mod sqlite;
 pub mod subs;

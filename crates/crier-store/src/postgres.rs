@@ -20,10 +20,19 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
+use crier_core::entity::{
+    self, Applied, EntityError, EntityKey, EntityRow, EntityStore, LinkQuery, LinkRow, Mutation,
+    Outcome,
+};
 use crier_core::event::now_us;
 use crier_core::log::{BoxFuture, CommitSink, EventCounts, Order};
 use crier_core::{
-    AppendResult, Committed, EventLog, LogError, NewEvent, ReadPage, ReadQuery, Scope, Severity,
+    AppendResult, Committed, EventLog, LogError, NewEvent, Principal, PublishContext, ReadPage,
+    ReadQuery, Scope, Severity,
+};
+
+use crate::postgres_entities::{
+    apply as entity_apply, load as entity_load, migrations as entity_migrations, EntityNames,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot};
@@ -57,12 +66,50 @@ struct Append {
     reply: Reply<Vec<AppendResult>>,
 }
 
+type MutateReply = oneshot::Sender<Result<Applied, EntityError>>;
+
+/// An entity change: applied in the writer's group transaction, with its events.
+struct MutateReq {
+    mutation: Mutation,
+    principal: Principal,
+    max_event_bytes: usize,
+    reply: MutateReply,
+}
+
+/// A request to this node's writer task.
+enum WriteReq {
+    Append(Append),
+    Mutate(Box<MutateReq>),
+}
+
+impl WriteReq {
+    fn events(&self) -> usize {
+        match self {
+            WriteReq::Append(a) => a.batch.len(),
+            WriteReq::Mutate(_) => 1,
+        }
+    }
+
+    fn fail(self, msg: &str) {
+        let err = || backend(std::io::Error::other(msg.to_string()));
+        match self {
+            WriteReq::Append(a) => {
+                let _ = a.reply.send(Err(err()));
+            }
+            WriteReq::Mutate(m) => {
+                let _ = m.reply.send(Err(EntityError::Log(err())));
+            }
+        }
+    }
+}
+
 /// Table names qualified by the log's schema.
 #[derive(Clone)]
 struct Names {
     meta: String,
     events: String,
     stats: String,
+    entities: EntityNames,
 }
 
 struct Shared {
@@ -76,7 +123,7 @@ struct Shared {
 /// The PostgreSQL event log. See the module docs.
 pub struct PostgresLog {
     shared: Arc<Shared>,
-    tx: Mutex<Option<mpsc::Sender<Append>>>,
+    tx: Mutex<Option<mpsc::Sender<WriteReq>>>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -175,6 +222,10 @@ impl PostgresLog {
             meta: format!("{schema}.crier_meta"),
             events: format!("{schema}.crier_events"),
             stats: format!("{schema}.crier_stats"),
+            entities: EntityNames {
+                entities: format!("{schema}.crier_entities"),
+                links: format!("{schema}.crier_links"),
+            },
         };
         let mut client = pool.get().await.map_err(pool_err)?;
         {
@@ -184,6 +235,9 @@ impl PostgresLog {
                 .await
                 .map_err(backend)?;
             tx.batch_execute(&migrations(&names, &schema))
+                .await
+                .map_err(backend)?;
+            tx.batch_execute(&entity_migrations(&names.entities))
                 .await
                 .map_err(backend)?;
             let version: Option<i64> = tx
@@ -272,14 +326,14 @@ async fn read_bounds(client: &tokio_postgres::Client, n: &Names) -> Result<(u64,
     Ok((head, pruned))
 }
 
-async fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Append>) {
+async fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteReq>) {
     while let Some(first) = rx.recv().await {
+        let mut n = first.events();
         let mut group = vec![first];
-        let mut n = group[0].batch.len();
         while n < MAX_GROUP_EVENTS {
             match rx.try_recv() {
                 Ok(a) => {
-                    n += a.batch.len();
+                    n += a.events();
                     group.push(a);
                 }
                 Err(_) => break,
@@ -287,22 +341,22 @@ async fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Append>) {
         }
         let t0 = Instant::now();
         match commit_group(&shared, group).await {
-            Ok((committed, replies)) => {
+            Ok((committed, answers)) => {
                 if let Some(last) = committed.last() {
                     shared.head.fetch_max(last.seq, Ordering::AcqRel);
                     if let Some(sink) = shared.sink.get() {
                         sink(&committed);
                     }
                 }
-                for (reply, r) in replies {
-                    let _ = reply.send(r);
+                for a in answers {
+                    a.send();
                 }
             }
-            Err((e, replies)) => {
+            Err((e, reqs)) => {
                 tracing::error!(error = %e, "group commit failed");
                 let msg = e.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(backend(std::io::Error::other(msg.clone()))));
+                for r in reqs {
+                    r.fail(&msg);
                 }
             }
         }
@@ -311,24 +365,72 @@ async fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Append>) {
     }
 }
 
-type Answers = Vec<(
-    Reply<Vec<AppendResult>>,
-    Result<Vec<AppendResult>, LogError>,
-)>;
-type Failed = (LogError, Vec<Reply<Vec<AppendResult>>>);
+/// Where the answer of one request of a group goes, and what it is.
+enum Slot {
+    /// An append: its batch's index in the group insert.
+    Append(Reply<Vec<AppendResult>>, usize),
+    /// A mutation that was applied: its events' batch index and its outcome.
+    Mutated(MutateReply, usize, Outcome),
+    /// A mutation that was refused or failed (rolled back to its savepoint).
+    Refused(MutateReply, EntityError),
+}
+
+/// The answer to send once the group has committed.
+enum Answer {
+    Append(Reply<Vec<AppendResult>>, Vec<AppendResult>),
+    Mutate(MutateReply, Result<Applied, EntityError>),
+}
+
+impl Answer {
+    fn send(self) {
+        match self {
+            Answer::Append(reply, r) => {
+                let _ = reply.send(Ok(r));
+            }
+            Answer::Mutate(reply, r) => {
+                let _ = reply.send(r);
+            }
+        }
+    }
+}
+
+type Failed = (LogError, Vec<WriteReq>);
+
+/// Applies one mutation inside the group transaction: load, plan, write. Returns the plan's
+/// events for the group insert. A refusal writes nothing; a database error aborts the
+/// transaction, so it fails the whole group (nothing of it is committed or acknowledged).
+async fn apply_mutation(
+    tx: &deadpool_postgres::Transaction<'_>,
+    n: &Names,
+    m: &MutateReq,
+) -> Result<(Vec<NewEvent>, Outcome), EntityError> {
+    let tenant = &m.principal.tenant;
+    let loaded = entity_load(&**tx, &n.entities, tenant, &m.mutation).await?;
+    let ctx = PublishContext {
+        principal: &m.principal,
+        max_event_bytes: m.max_event_bytes,
+        now_us: now_us(),
+    };
+    let plan = entity::plan(m.mutation.clone(), loaded, &ctx)?;
+    entity_apply(&**tx, &n.entities, tenant, &plan.writes).await?;
+    Ok((plan.events, plan.outcome))
+}
 
 async fn commit_group(
     shared: &Shared,
-    group: Vec<Append>,
-) -> Result<(Vec<Arc<Committed>>, Answers), Failed> {
+    group: Vec<WriteReq>,
+) -> Result<(Vec<Arc<Committed>>, Vec<Answer>), Failed> {
     let n = &shared.names;
     let mut client = match shared.pool.get().await {
         Ok(c) => c,
-        Err(e) => return Err((pool_err(e), group.into_iter().map(|a| a.reply).collect())),
+        Err(e) => return Err((pool_err(e), group)),
     };
-    let mut replies: Vec<Reply<Vec<AppendResult>>> = Vec::with_capacity(group.len());
-    let mut results: Vec<Result<Vec<AppendResult>, LogError>> = Vec::with_capacity(group.len());
+    let mut slots: Vec<Slot> = Vec::with_capacity(group.len());
+    let mut answers: Vec<Answer> = Vec::with_capacity(group.len());
     let mut committed: Vec<Arc<Committed>> = Vec::new();
+    // Requests not yet turned into slots, kept so that a failure before the commit can
+    // answer every one of them.
+    let mut pending: std::collections::VecDeque<WriteReq> = group.into();
     let outcome: Result<(), LogError> = async {
         let tx = client.transaction().await.map_err(backend)?;
         let head: i64 = tx
@@ -341,13 +443,30 @@ async fn commit_group(
         // One duplicate check, one insert and one counter update for the whole group: a
         // group costs the same few round trips however many appends it carries. Validation
         // happened before the group; a database failure fails the whole group, so every
-        // append in it is still all-or-nothing and none is acknowledged.
-        let mut batches = Vec::with_capacity(group.len());
-        for a in group {
-            replies.push(a.reply);
-            batches.push(a.batch);
+        // append in it is still all-or-nothing and none is acknowledged. Entity changes are
+        // applied first, in order, each seeing the ones before it; their events join the
+        // group insert.
+        let mut batches = Vec::with_capacity(pending.len());
+        while let Some(req) = pending.pop_front() {
+            match req {
+                WriteReq::Append(a) => {
+                    slots.push(Slot::Append(a.reply, batches.len()));
+                    batches.push(a.batch);
+                }
+                WriteReq::Mutate(m) => match apply_mutation(&tx, n, &m).await {
+                    Ok((events, outcome)) => {
+                        slots.push(Slot::Mutated(m.reply, batches.len(), outcome));
+                        batches.push(events);
+                    }
+                    Err(EntityError::Log(e)) => {
+                        pending.push_front(WriteReq::Mutate(m));
+                        return Err(e);
+                    }
+                    Err(e) => slots.push(Slot::Refused(m.reply, e)),
+                },
+            }
         }
-        let (answers, stored) = insert_group(&tx, n, batches, &mut next, recv).await?;
+        let (mut results, stored) = insert_group(&tx, n, batches, &mut next, recv).await?;
         let mut counts: HashMap<(&str, &'static str, &str), i64> = HashMap::new();
         for e in &stored {
             *counts.entry((&e.tenant, "total", "")).or_default() += 1;
@@ -382,15 +501,45 @@ async fn commit_group(
             .await
             .map_err(backend)?;
         }
-        committed = stored;
-        results = answers.into_iter().map(Ok).collect();
         tx.commit().await.map_err(backend)?;
+        committed = stored;
+        for slot in slots.drain(..) {
+            answers.push(match slot {
+                Slot::Append(reply, i) => Answer::Append(reply, std::mem::take(&mut results[i])),
+                Slot::Mutated(reply, i, outcome) => {
+                    let seqs = results[i].iter().map(|a| a.seq).collect();
+                    Answer::Mutate(reply, Ok(Applied { outcome, seqs }))
+                }
+                Slot::Refused(reply, e) => Answer::Mutate(reply, Err(e)),
+            });
+        }
         Ok(())
     }
     .await;
     match outcome {
-        Ok(()) => Ok((committed, replies.into_iter().zip(results).collect())),
-        Err(e) => Err((e, replies)),
+        Ok(()) => Ok((committed, answers)),
+        Err(e) => {
+            // Nothing was committed: every request of the group fails, refusals included
+            // (they are answered with their own refusal).
+            let mut reqs: Vec<WriteReq> = Vec::new();
+            for slot in slots {
+                match slot {
+                    Slot::Append(reply, _) => {
+                        let _ = reply.send(Err(backend(std::io::Error::other(e.to_string()))));
+                    }
+                    Slot::Mutated(reply, _, _) => {
+                        let _ = reply.send(Err(EntityError::Log(backend(std::io::Error::other(
+                            e.to_string(),
+                        )))));
+                    }
+                    Slot::Refused(reply, r) => {
+                        let _ = reply.send(Err(r));
+                    }
+                }
+            }
+            reqs.extend(pending);
+            Err((e, reqs))
+        }
     }
 }
 
@@ -733,7 +882,7 @@ impl EventLog for PostgresLog {
                 .clone()
                 .ok_or(LogError::Closed)?;
             let (reply, rx) = oneshot::channel();
-            tx.send(Append { batch, reply })
+            tx.send(WriteReq::Append(Append { batch, reply }))
                 .await
                 .map_err(|_| LogError::Closed)?;
             let out = rx.await.map_err(|_| LogError::Closed)?;
@@ -811,6 +960,86 @@ impl EventLog for PostgresLog {
             }
             self.shared.pool.close();
             Ok(())
+        })
+    }
+}
+
+impl EntityStore for PostgresLog {
+    fn mutate(
+        &self,
+        mutation: Mutation,
+        principal: Principal,
+        max_event_bytes: usize,
+    ) -> BoxFuture<'_, Result<Applied, EntityError>> {
+        Box::pin(async move {
+            let tx = self
+                .tx
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .ok_or(LogError::Closed)?;
+            let (reply, rx) = oneshot::channel();
+            let req = MutateReq {
+                mutation,
+                principal,
+                max_event_bytes,
+                reply,
+            };
+            tx.send(WriteReq::Mutate(Box::new(req)))
+                .await
+                .map_err(|_| LogError::Closed)?;
+            rx.await.map_err(|_| LogError::Closed)?
+        })
+    }
+
+    fn entity(
+        &self,
+        tenant: &str,
+        key: &EntityKey,
+    ) -> BoxFuture<'_, Result<Option<EntityRow>, LogError>> {
+        let (tenant, key) = (tenant.to_string(), key.clone());
+        Box::pin(async move {
+            let client = self.shared.pool.get().await.map_err(pool_err)?;
+            let row = crate::postgres_entities::entity_row(
+                &**client,
+                &self.shared.names.entities,
+                &tenant,
+                &key,
+            )
+            .await?;
+            Ok(row.filter(EntityRow::live))
+        })
+    }
+
+    fn entities(
+        &self,
+        tenant: &str,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<EntityRow>, LogError>> {
+        let (tenant, kind) = (tenant.to_string(), kind.to_string());
+        let after = after.map(str::to_string);
+        Box::pin(async move {
+            let client = self.shared.pool.get().await.map_err(pool_err)?;
+            crate::postgres_entities::list(
+                &**client,
+                &self.shared.names.entities,
+                &tenant,
+                &kind,
+                after.as_deref(),
+                limit,
+            )
+            .await
+        })
+    }
+
+    fn links(&self, tenant: &str, q: LinkQuery) -> BoxFuture<'_, Result<Vec<LinkRow>, LogError>> {
+        let tenant = tenant.to_string();
+        Box::pin(async move {
+            let client = self.shared.pool.get().await.map_err(pool_err)?;
+            crate::postgres_entities::links(&**client, &self.shared.names.entities, &tenant, &q)
+                .await
         })
     }
 }

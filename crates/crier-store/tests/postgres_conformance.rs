@@ -352,3 +352,87 @@ async fn postgres_keys_create_find_revoke() {
     assert_eq!(keys.list().await.expect("list").len(), 1);
     drop_schemas(&prefix).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_entities_conform() {
+    if !reachable().await {
+        return;
+    }
+    let prefix = run_prefix();
+    let log = Arc::new(
+        PostgresLog::open(&url(), Some(&format!("{prefix}_entities")))
+            .await
+            .expect("open postgres log"),
+    );
+    conformance::entities(log.clone(), log.clone()).await;
+    log.close().await.expect("close");
+    drop_schemas(&prefix).await;
+}
+
+/// Two nodes (two log instances on one schema) race conditional updates of one entity:
+/// each round exactly one wins, with exactly one event, and versions stay in step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_updates_race_across_nodes() {
+    use crier_core::entity::{EntityError, EntityKey, EntityStore, Mutation, Precondition};
+    if !reachable().await {
+        return;
+    }
+    let prefix = run_prefix();
+    let schema = format!("{prefix}_race");
+    let x = Arc::new(
+        PostgresLog::open(&url(), Some(&schema))
+            .await
+            .expect("open"),
+    );
+    let y = Arc::new(
+        PostgresLog::open(&url(), Some(&schema))
+            .await
+            .expect("open"),
+    );
+    let p = crier_core::Principal::anonymous_admin();
+    let key = EntityKey::new("policy", "p1").expect("key");
+    let put = |v: i64, cond| Mutation::Put {
+        key: key.clone(),
+        value: serde_json::json!({"v": v})
+            .as_object()
+            .cloned()
+            .expect("object"),
+        cond,
+    };
+    x.mutate(put(0, Precondition::Absent), p.clone(), 65536)
+        .await
+        .expect("create");
+    for round in 1..=20 {
+        let version = x
+            .entity("default", &key)
+            .await
+            .expect("get")
+            .expect("row")
+            .version;
+        let head = x.refresh().await.expect("head");
+        let (a, b) = tokio::join!(
+            x.mutate(put(round, Precondition::Version(version)), p.clone(), 65536),
+            y.mutate(
+                put(-round, Precondition::Version(version)),
+                p.clone(),
+                65536
+            ),
+        );
+        assert_eq!(
+            [&a, &b].iter().filter(|r| r.is_ok()).count(),
+            1,
+            "round {round}"
+        );
+        assert!([a, b]
+            .into_iter()
+            .any(|r| matches!(r, Err(EntityError::Refused(_)))));
+        assert_eq!(
+            x.refresh().await.expect("head"),
+            head + 1,
+            "round {round}: one event"
+        );
+    }
+    x.close().await.expect("close");
+    y.close().await.expect("close");
+    drop_schemas(&prefix).await;
+}

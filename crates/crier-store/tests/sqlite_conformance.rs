@@ -57,3 +57,11 @@ async fn sqlite_subscriptions_conform() {
     let store = crier_store::SqliteSubs::open(&dir.path().join("subs.db")).expect("open");
     conformance::subs(Arc::new(store)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_entities_conform() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log =
+        Arc::new(SqliteLog::open(&dir.path().join("e.db"), Durability::Commit).expect("open"));
+    conformance::entities(log.clone(), log).await;
+}

@@ -19,14 +19,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use crier_core::entity::{
+    Applied, EntityError, EntityKey, EntityRow, EntityStore, LinkQuery, LinkRow, Mutation,
+};
 use crier_core::event::now_us;
 use crier_core::log::{BoxFuture, CommitSink, EventCounts};
 use crier_core::{
-    AppendResult, Committed, EventLog, LogError, NewEvent, ReadPage, ReadQuery, Scope,
+    AppendResult, Committed, EventLog, LogError, NewEvent, Principal, ReadPage, ReadQuery, Scope,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
+mod entities;
 mod read;
 mod writer;
 
@@ -63,6 +67,7 @@ enum WriteReq {
         batch: Vec<NewEvent>,
         reply: Reply<Vec<AppendResult>>,
     },
+    Mutate(Box<MutateReq>),
     Prune {
         upto: u64,
         reply: Reply<u64>,
@@ -70,6 +75,16 @@ enum WriteReq {
     Close {
         reply: Reply<()>,
     },
+}
+
+type MutateReply = oneshot::Sender<Result<Applied, EntityError>>;
+
+/// An entity change for the writer: applied in a group commit, with its events.
+struct MutateReq {
+    mutation: Mutation,
+    principal: Principal,
+    max_event_bytes: usize,
+    reply: MutateReply,
 }
 
 struct Shared {
@@ -204,6 +219,7 @@ impl SqliteLog {
         tx.execute_batch(SCHEMA).map_err(backend)?;
         tx.execute_batch(KEYS_SCHEMA).map_err(backend)?;
         tx.execute_batch(STATS_SCHEMA).map_err(backend)?;
+        tx.execute_batch(entities::ENTITY_SCHEMA).map_err(backend)?;
         if meta_get(&tx, "stats_ready").map_err(backend)?.is_none() {
             tx.execute_batch(STATS_REBUILD).map_err(backend)?;
             tx.execute(
@@ -454,5 +470,61 @@ impl EventLog for SqliteLog {
                 .map_err(|_| LogError::Closed)?;
             rx.await.map_err(|_| LogError::Closed)?
         })
+    }
+}
+
+impl EntityStore for SqliteLog {
+    fn mutate(
+        &self,
+        mutation: Mutation,
+        principal: Principal,
+        max_event_bytes: usize,
+    ) -> BoxFuture<'_, Result<Applied, EntityError>> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            let req = MutateReq {
+                mutation,
+                principal,
+                max_event_bytes,
+                reply,
+            };
+            self.sender()?
+                .send(WriteReq::Mutate(Box::new(req)))
+                .await
+                .map_err(|_| LogError::Closed)?;
+            rx.await.map_err(|_| LogError::Closed)?
+        })
+    }
+
+    fn entity(
+        &self,
+        tenant: &str,
+        key: &EntityKey,
+    ) -> BoxFuture<'_, Result<Option<EntityRow>, LogError>> {
+        let (tenant, key) = (tenant.to_string(), key.clone());
+        Box::pin(self.with_reader(move |conn| {
+            Ok(entities::entity_row(conn, &tenant, &key)?.filter(EntityRow::live))
+        }))
+    }
+
+    fn entities(
+        &self,
+        tenant: &str,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<EntityRow>, LogError>> {
+        let (tenant, kind) = (tenant.to_string(), kind.to_string());
+        let after = after.map(str::to_string);
+        Box::pin(
+            self.with_reader(move |conn| {
+                entities::list(conn, &tenant, &kind, after.as_deref(), limit)
+            }),
+        )
+    }
+
+    fn links(&self, tenant: &str, q: LinkQuery) -> BoxFuture<'_, Result<Vec<LinkRow>, LogError>> {
+        let tenant = tenant.to_string();
+        Box::pin(self.with_reader(move |conn| entities::links(conn, &tenant, &q)))
     }
 }

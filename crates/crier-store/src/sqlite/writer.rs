@@ -1,4 +1,5 @@
-//! The single writer: group commit with a savepoint per append, seq assignment, counters,
+//! The single writer: group commit with a savepoint per append or entity change, seq
+//! assignment, counters,
 //! retention steps, and the hand-off of committed events to the commit sink.
 
 use std::sync::atomic::Ordering;
@@ -6,13 +7,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use crier_core::entity::{self, Applied, EntityError};
 use crier_core::event::now_us;
-use crier_core::{AppendResult, Committed, LogError, NewEvent};
+use crier_core::{AppendResult, Committed, LogError, NewEvent, PublishContext};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::mpsc;
 
 use super::read::{severity_key, to_i64};
-use super::{backend, Reply, Shared, WriteReq, MAX_GROUP_EVENTS, STATS_PRUNE, TAG_SEP};
+use super::{
+    backend, entities, MutateReply, MutateReq, Reply, Shared, WriteReq, MAX_GROUP_EVENTS,
+    STATS_PRUNE, TAG_SEP,
+};
 
 pub(super) struct Writer {
     pub(super) conn: Connection,
@@ -21,14 +26,78 @@ pub(super) struct Writer {
     pub(super) last_recv: i64,
 }
 
-type Outcome = (
-    Reply<Vec<AppendResult>>,
-    Result<Vec<AppendResult>, LogError>,
-);
+/// One request of a commit group.
+enum Pending {
+    Append {
+        batch: Vec<NewEvent>,
+        reply: Reply<Vec<AppendResult>>,
+    },
+    Mutate(Box<MutateReq>),
+}
 
-struct Pending {
-    batch: Vec<NewEvent>,
-    reply: Reply<Vec<AppendResult>>,
+impl Pending {
+    fn events(&self) -> usize {
+        match self {
+            Pending::Append { batch, .. } => batch.len(),
+            Pending::Mutate(_) => 1,
+        }
+    }
+
+    fn from_req(req: WriteReq) -> Result<Pending, WriteReq> {
+        match req {
+            WriteReq::Append { batch, reply } => Ok(Pending::Append { batch, reply }),
+            WriteReq::Mutate(m) => Ok(Pending::Mutate(m)),
+            other => Err(other),
+        }
+    }
+
+    /// Answers a request of a group that failed as a whole.
+    fn fail(self, msg: &str) {
+        let err = || LogError::backend(std::io::Error::other(msg.to_string()));
+        match self {
+            Pending::Append { reply, .. } => {
+                let _ = reply.send(Err(err()));
+            }
+            Pending::Mutate(m) => {
+                let _ = m.reply.send(Err(EntityError::Log(err())));
+            }
+        }
+    }
+}
+
+/// The answer of one request, sent after the group commits.
+enum Answer {
+    Append(
+        Reply<Vec<AppendResult>>,
+        Result<Vec<AppendResult>, LogError>,
+    ),
+    Mutate(MutateReply, Result<Applied, EntityError>),
+}
+
+impl Answer {
+    fn send(self) {
+        match self {
+            Answer::Append(reply, r) => {
+                let _ = reply.send(r);
+            }
+            Answer::Mutate(reply, r) => {
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Replaces a success with a failure of the whole group (nothing was committed).
+    fn fail(self, msg: &str) {
+        let err = || LogError::backend(std::io::Error::other(msg.to_string()));
+        match self {
+            Answer::Append(reply, _) => {
+                let _ = reply.send(Err(err()));
+            }
+            Answer::Mutate(reply, _) => {
+                let _ = reply.send(Err(EntityError::Log(err())));
+            }
+        }
+    }
 }
 
 impl Writer {
@@ -42,17 +111,17 @@ impl Writer {
                     None => break,
                 },
             };
-            match req {
-                WriteReq::Append { batch, reply } => {
-                    let mut group = vec![Pending { batch, reply }];
-                    let mut n = group[0].batch.len();
+            let req = match Pending::from_req(req) {
+                Ok(first) => {
+                    let mut n = first.events();
+                    let mut group = vec![first];
                     while n < MAX_GROUP_EVENTS {
-                        match rx.try_recv() {
-                            Ok(WriteReq::Append { batch, reply }) => {
-                                n += batch.len();
-                                group.push(Pending { batch, reply });
+                        match rx.try_recv().map(Pending::from_req) {
+                            Ok(Ok(p)) => {
+                                n += p.events();
+                                group.push(p);
                             }
-                            Ok(other) => {
+                            Ok(Err(other)) => {
                                 deferred = Some(other);
                                 break;
                             }
@@ -60,7 +129,12 @@ impl Writer {
                         }
                     }
                     self.commit_group(group);
+                    continue;
                 }
+                Err(other) => other,
+            };
+            match req {
+                WriteReq::Append { .. } | WriteReq::Mutate(_) => {}
                 WriteReq::Prune { upto, reply } => {
                     let _ = reply.send(self.prune(upto).map_err(backend));
                 }
@@ -181,46 +255,94 @@ impl Writer {
         Ok(())
     }
 
+    /// Applies one mutation in the open transaction: load, plan, write, append its events.
+    /// Refusals write nothing; a database error is rolled back to the caller's savepoint.
+    fn mutate(
+        &mut self,
+        req: &MutateReq,
+        recv: i64,
+    ) -> Result<(Applied, Vec<Arc<Committed>>), EntityError> {
+        let tenant = &req.principal.tenant;
+        let loaded = entities::load(&self.conn, tenant, &req.mutation).map_err(backend)?;
+        let ctx = PublishContext {
+            principal: &req.principal,
+            max_event_bytes: req.max_event_bytes,
+            now_us: now_us(),
+        };
+        let plan = entity::plan(req.mutation.clone(), loaded, &ctx)?;
+        entities::apply(&self.conn, tenant, &plan.writes).map_err(backend)?;
+        let (answers, stored) = self.insert_batch(plan.events, recv).map_err(backend)?;
+        Ok((
+            Applied {
+                outcome: plan.outcome,
+                seqs: answers.iter().map(|a| a.seq).collect(),
+            },
+            stored,
+        ))
+    }
+
     fn commit_group(&mut self, group: Vec<Pending>) {
         let t0 = Instant::now();
         let recv = now_us().max(self.last_recv);
         let start_seq = self.next_seq;
-        let mut outcomes: Vec<Outcome> = Vec::with_capacity(group.len());
+        let mut answers: Vec<Answer> = Vec::with_capacity(group.len());
         let mut committed: Vec<Arc<Committed>> = Vec::new();
-        let events: usize = group.iter().map(|p| p.batch.len()).sum();
+        let events: usize = group.iter().map(Pending::events).sum();
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let msg = e.to_string();
             for p in group {
-                let _ = p
-                    .reply
-                    .send(Err(LogError::backend(std::io::Error::other(msg.clone()))));
+                p.fail(&msg);
             }
             return;
         }
         for p in group {
             let before = self.next_seq;
-            let sp = self.conn.execute_batch("SAVEPOINT batch");
-            let res = sp.and_then(|()| self.insert_batch(p.batch, recv));
-            match res {
-                Ok((answers, stored)) => {
-                    let _ = self.conn.execute_batch("RELEASE batch");
-                    committed.extend(stored);
-                    outcomes.push((p.reply, Ok(answers)));
-                }
-                Err(e) => {
-                    let _ = self.conn.execute_batch("ROLLBACK TO batch; RELEASE batch");
-                    self.next_seq = before;
-                    tracing::error!(error = %e, "append failed; batch rolled back");
-                    outcomes.push((p.reply, Err(backend(e))));
-                }
+            if let Err(e) = self.conn.execute_batch("SAVEPOINT batch") {
+                answers.push(match p {
+                    Pending::Append { reply, .. } => Answer::Append(reply, Err(backend(e))),
+                    Pending::Mutate(m) => Answer::Mutate(m.reply, Err(backend(e).into())),
+                });
+                continue;
             }
+            let (ok, answer) = match p {
+                Pending::Append { batch, reply } => match self.insert_batch(batch, recv) {
+                    Ok((a, stored)) => {
+                        committed.extend(stored);
+                        (true, Answer::Append(reply, Ok(a)))
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "append failed; batch rolled back");
+                        (false, Answer::Append(reply, Err(backend(e))))
+                    }
+                },
+                Pending::Mutate(m) => match self.mutate(&m, recv) {
+                    Ok((applied, stored)) => {
+                        committed.extend(stored);
+                        (true, Answer::Mutate(m.reply, Ok(applied)))
+                    }
+                    Err(e) => {
+                        if let EntityError::Log(e) = &e {
+                            tracing::error!(error = %e, "entity change failed; rolled back");
+                        }
+                        (false, Answer::Mutate(m.reply, Err(e)))
+                    }
+                },
+            };
+            if ok {
+                let _ = self.conn.execute_batch("RELEASE batch");
+            } else {
+                let _ = self.conn.execute_batch("ROLLBACK TO batch; RELEASE batch");
+                self.next_seq = before;
+            }
+            answers.push(answer);
         }
         if let Err(e) = self.add_counts(&committed) {
             tracing::error!(error = %e, "updating event counters failed; the group is rolled back");
             let _ = self.conn.execute_batch("ROLLBACK");
             self.next_seq = start_seq;
-            for (reply, _) in outcomes {
-                let _ = reply.send(Err(backend(rusqlite::Error::InvalidQuery)));
+            let msg = e.to_string();
+            for a in answers {
+                a.fail(&msg);
             }
             return;
         }
@@ -229,8 +351,8 @@ impl Writer {
             let _ = self.conn.execute_batch("ROLLBACK");
             self.next_seq = start_seq;
             let msg = e.to_string();
-            for (reply, _) in outcomes {
-                let _ = reply.send(Err(LogError::backend(std::io::Error::other(msg.clone()))));
+            for a in answers {
+                a.fail(&msg);
             }
             return;
         }
@@ -243,8 +365,8 @@ impl Writer {
         }
         metrics::histogram!("crier_log_commit_seconds").record(t0.elapsed().as_secs_f64());
         metrics::histogram!("crier_log_group_events").record(events as f64);
-        for (reply, r) in outcomes {
-            let _ = reply.send(r);
+        for a in answers {
+            a.send();
         }
     }
 }

@@ -1,0 +1,354 @@
+//! Entities in the PostgreSQL log's schema: the tables, what a mutation loads and writes
+//! inside the log's group transaction (which holds the head row lock, so every writer of the
+//! log is serialised and the loaded state cannot change under the mutation), and the reads.
+
+use crier_core::entity::{
+    EntityKey, EntityRow, LinkKey, LinkQuery, LinkRow, Loaded, Mutation, Write,
+};
+use crier_core::LogError;
+use serde_json::{Map, Value};
+use tokio_postgres::GenericClient;
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> LogError {
+    LogError::backend(e)
+}
+
+/// Qualified table names.
+#[derive(Clone)]
+pub(crate) struct EntityNames {
+    pub(crate) entities: String,
+    pub(crate) links: String,
+}
+
+/// The tables (a NULL `value` is the tombstone of a deleted entity, keeping its version).
+pub(crate) fn migrations(n: &EntityNames) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {entities} (
+    tenant TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    value TEXT,
+    created_us BIGINT NOT NULL,
+    updated_us BIGINT NOT NULL,
+    PRIMARY KEY (tenant, kind, id)
+);
+CREATE TABLE IF NOT EXISTS {links} (
+    tenant TEXT NOT NULL,
+    type TEXT NOT NULL,
+    source_kind TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    target_kind TEXT NOT NULL,
+    target_id TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    created_us BIGINT NOT NULL,
+    PRIMARY KEY (tenant, type, source_kind, source_id, target_kind, target_id)
+);
+CREATE INDEX IF NOT EXISTS crier_links_source ON {links} (tenant, source_kind, source_id);
+CREATE INDEX IF NOT EXISTS crier_links_target ON {links} (tenant, target_kind, target_id);",
+        entities = n.entities,
+        links = n.links,
+    )
+}
+
+fn parse_value(text: Option<String>) -> Result<Option<Map<String, Value>>, LogError> {
+    text.map(|t| serde_json::from_str(&t).map_err(backend))
+        .transpose()
+}
+
+const LINK_COLUMNS: &str =
+    "type, source_kind, source_id, target_kind, target_id, metadata, created_us";
+
+fn row_to_link(r: &tokio_postgres::Row) -> Result<LinkRow, LogError> {
+    let metadata: String = r.get(5);
+    Ok(LinkRow {
+        key: LinkKey {
+            kind: r.get(0),
+            source: EntityKey {
+                kind: r.get(1),
+                id: r.get(2),
+            },
+            target: EntityKey {
+                kind: r.get(3),
+                id: r.get(4),
+            },
+        },
+        metadata: serde_json::from_str(&metadata).map_err(backend)?,
+        created_us: r.get(6),
+    })
+}
+
+/// The row of one entity, tombstones included.
+pub(crate) async fn entity_row(
+    c: &impl GenericClient,
+    n: &EntityNames,
+    tenant: &str,
+    key: &EntityKey,
+) -> Result<Option<EntityRow>, LogError> {
+    let row = c
+        .query_opt(
+            &format!(
+                "SELECT version, value, created_us, updated_us FROM {}
+                 WHERE tenant = $1 AND kind = $2 AND id = $3",
+                n.entities
+            ),
+            &[&tenant, &key.kind, &key.id],
+        )
+        .await
+        .map_err(backend)?;
+    row.map(|r| {
+        Ok(EntityRow {
+            key: key.clone(),
+            version: r.get(0),
+            value: parse_value(r.get(1))?,
+            created_us: r.get(2),
+            updated_us: r.get(3),
+        })
+    })
+    .transpose()
+}
+
+async fn live(
+    c: &impl GenericClient,
+    n: &EntityNames,
+    tenant: &str,
+    key: &EntityKey,
+) -> Result<bool, LogError> {
+    Ok(entity_row(c, n, tenant, key)
+        .await?
+        .is_some_and(|r| r.live()))
+}
+
+async fn link_row(
+    c: &impl GenericClient,
+    n: &EntityNames,
+    tenant: &str,
+    key: &LinkKey,
+) -> Result<Option<LinkRow>, LogError> {
+    let row = c
+        .query_opt(
+            &format!(
+                "SELECT {LINK_COLUMNS} FROM {} WHERE tenant = $1 AND type = $2 AND source_kind = $3
+                 AND source_id = $4 AND target_kind = $5 AND target_id = $6",
+                n.links
+            ),
+            &[
+                &tenant,
+                &key.kind,
+                &key.source.kind,
+                &key.source.id,
+                &key.target.kind,
+                &key.target.id,
+            ],
+        )
+        .await
+        .map_err(backend)?;
+    row.map(|r| row_to_link(&r)).transpose()
+}
+
+/// Loads what `m` needs to be planned.
+pub(crate) async fn load(
+    c: &impl GenericClient,
+    n: &EntityNames,
+    tenant: &str,
+    m: &Mutation,
+) -> Result<Loaded, LogError> {
+    let mut l = Loaded::default();
+    match m {
+        Mutation::Put { key, .. } | Mutation::Patch { key, .. } => {
+            l.entity = entity_row(c, n, tenant, key).await?;
+        }
+        Mutation::Delete { key, .. } => {
+            l.entity = entity_row(c, n, tenant, key).await?;
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT {LINK_COLUMNS} FROM {l} WHERE tenant = $1
+                           AND ((source_kind = $2 AND source_id = $3) OR (target_kind = $2 AND target_id = $3))
+                         ORDER BY type COLLATE \"C\", source_kind COLLATE \"C\", source_id COLLATE \"C\",
+                                  target_kind COLLATE \"C\", target_id COLLATE \"C\"",
+                        l = n.links
+                    ),
+                    &[&tenant, &key.kind, &key.id],
+                )
+                .await
+                .map_err(backend)?;
+            l.links = rows.iter().map(row_to_link).collect::<Result<_, _>>()?;
+        }
+        Mutation::Link { key, .. } => {
+            l.source_exists = live(c, n, tenant, &key.source).await?;
+            l.target_exists = live(c, n, tenant, &key.target).await?;
+            l.link = link_row(c, n, tenant, key).await?;
+        }
+        Mutation::Unlink { key } => {
+            l.link = link_row(c, n, tenant, key).await?;
+        }
+    }
+    Ok(l)
+}
+
+/// Applies a plan's row writes.
+pub(crate) async fn apply(
+    c: &impl GenericClient,
+    n: &EntityNames,
+    tenant: &str,
+    writes: &[Write],
+) -> Result<(), LogError> {
+    for w in writes {
+        match w {
+            Write::Entity(row) => {
+                let value = row
+                    .value
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(backend)?;
+                c.execute(
+                    &format!(
+                        "INSERT INTO {} (tenant, kind, id, version, value, created_us, updated_us)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         ON CONFLICT (tenant, kind, id) DO UPDATE SET version = EXCLUDED.version,
+                           value = EXCLUDED.value, created_us = EXCLUDED.created_us,
+                           updated_us = EXCLUDED.updated_us",
+                        n.entities
+                    ),
+                    &[
+                        &tenant,
+                        &row.key.kind,
+                        &row.key.id,
+                        &row.version,
+                        &value,
+                        &row.created_us,
+                        &row.updated_us,
+                    ],
+                )
+                .await
+                .map_err(backend)?;
+            }
+            Write::InsertLink(link) => {
+                let metadata = serde_json::to_string(&link.metadata).map_err(backend)?;
+                c.execute(
+                    &format!(
+                        "INSERT INTO {} (tenant, type, source_kind, source_id, target_kind, target_id, metadata, created_us)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        n.links
+                    ),
+                    &[
+                        &tenant,
+                        &link.key.kind,
+                        &link.key.source.kind,
+                        &link.key.source.id,
+                        &link.key.target.kind,
+                        &link.key.target.id,
+                        &metadata,
+                        &link.created_us,
+                    ],
+                )
+                .await
+                .map_err(backend)?;
+            }
+            Write::DeleteLink(key) => {
+                c.execute(
+                    &format!(
+                        "DELETE FROM {} WHERE tenant = $1 AND type = $2 AND source_kind = $3
+                         AND source_id = $4 AND target_kind = $5 AND target_id = $6",
+                        n.links
+                    ),
+                    &[
+                        &tenant,
+                        &key.kind,
+                        &key.source.kind,
+                        &key.source.id,
+                        &key.target.kind,
+                        &key.target.id,
+                    ],
+                )
+                .await
+                .map_err(backend)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Live entities of a kind by id (byte order, as in SQLite).
+pub(crate) async fn list(
+    c: &impl GenericClient,
+    n: &EntityNames,
+    tenant: &str,
+    kind: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<EntityRow>, LogError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = c
+        .query(
+            &format!(
+                "SELECT id, version, value, created_us, updated_us FROM {}
+                 WHERE tenant = $1 AND kind = $2 AND id COLLATE \"C\" > $3 AND value IS NOT NULL
+                 ORDER BY id COLLATE \"C\" LIMIT $4",
+                n.entities
+            ),
+            &[&tenant, &kind, &after.unwrap_or(""), &limit],
+        )
+        .await
+        .map_err(backend)?;
+    rows.iter()
+        .map(|r| {
+            Ok(EntityRow {
+                key: EntityKey {
+                    kind: kind.to_string(),
+                    id: r.get(0),
+                },
+                version: r.get(1),
+                value: parse_value(r.get(2))?,
+                created_us: r.get(3),
+                updated_us: r.get(4),
+            })
+        })
+        .collect()
+}
+
+/// Links matching a query, in (type, source, target) byte order.
+pub(crate) async fn links(
+    c: &impl GenericClient,
+    n: &EntityNames,
+    tenant: &str,
+    q: &LinkQuery,
+) -> Result<Vec<LinkRow>, LogError> {
+    let after = q.after.as_ref();
+    let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {LINK_COLUMNS} FROM {} WHERE tenant = $1
+                   AND ($2::TEXT IS NULL OR type = $2)
+                   AND ($3::TEXT IS NULL OR (source_kind = $3 AND source_id = $4))
+                   AND ($5::TEXT IS NULL OR (target_kind = $5 AND target_id = $6))
+                   AND ($7::TEXT IS NULL OR
+                        (type COLLATE \"C\", source_kind COLLATE \"C\", source_id COLLATE \"C\",
+                         target_kind COLLATE \"C\", target_id COLLATE \"C\") > ($7, $8, $9, $10, $11))
+                 ORDER BY type COLLATE \"C\", source_kind COLLATE \"C\", source_id COLLATE \"C\",
+                          target_kind COLLATE \"C\", target_id COLLATE \"C\"
+                 LIMIT $12",
+                n.links
+            ),
+            &[
+                &tenant,
+                &q.kind,
+                &q.source.as_ref().map(|s| s.kind.as_str()),
+                &q.source.as_ref().map(|s| s.id.as_str()),
+                &q.target.as_ref().map(|s| s.kind.as_str()),
+                &q.target.as_ref().map(|s| s.id.as_str()),
+                &after.map(|a| a.kind.as_str()),
+                &after.map(|a| a.source.kind.as_str()),
+                &after.map(|a| a.source.id.as_str()),
+                &after.map(|a| a.target.kind.as_str()),
+                &after.map(|a| a.target.id.as_str()),
+                &limit,
+            ],
+        )
+        .await
+        .map_err(backend)?;
+    rows.iter().map(row_to_link).collect()
+}
