@@ -63,6 +63,9 @@ impl From<ValidationError> for ApiError {
         let status = match e.kind {
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError::new(status, e.code, e.message)

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod entities;
 pub mod error;
 pub mod events;
 pub mod ops;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
+use crier_core::entity::EntityStore;
 use crier_core::{EventLog, Hub};
 use std::time::Duration;
 
@@ -91,6 +93,19 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/replays/{id}", get(replays::status))
         .route("/v1/replays/{id}/stream", get(replays::stream))
         .route("/v1/replays/{id}/stop", axum::routing::post(replays::stop))
+        .route(
+            "/v1/entities/{kind}/{id}",
+            get(entities::get)
+                .put(entities::put)
+                .patch(entities::patch)
+                .delete(entities::delete),
+        )
+        .route("/v1/entities/{kind}", get(entities::list))
+        .route(
+            "/v1/links/{type}/{source_kind}/{source_id}/{target_kind}/{target_id}",
+            axum::routing::put(entities::link).delete(entities::unlink),
+        )
+        .route("/v1/links", get(entities::links))
         .route("/v1/stats", get(stats::stats))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -103,8 +118,8 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Opens the configured log.
-pub fn open_log(settings: &Settings) -> Result<Arc<dyn EventLog>, ServeError> {
+/// Opens the embedded SQLite log under `data_dir`.
+pub fn open_log(settings: &Settings) -> Result<Arc<SqliteLog>, ServeError> {
     std::fs::create_dir_all(&settings.data_dir).map_err(|source| ServeError::DataDir {
         path: settings.data_dir.display().to_string(),
         source,
@@ -120,26 +135,34 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let (log, keys, subs): (Arc<dyn EventLog>, Arc<dyn KeyStore>, Arc<dyn SubStore>) =
-        match &settings.store {
-            StoreKind::Sqlite => {
-                let log = open_log(&settings)?;
-                let db = settings.data_dir.join("crier.db");
-                (
-                    log,
-                    Arc::new(SqliteKeys::open(&db)?),
-                    Arc::new(SqliteSubs::open(&db)?),
-                )
-            }
-            StoreKind::Postgres(url) => {
-                let schema = Some(settings.store_schema.as_str());
-                (
-                    Arc::new(PostgresLog::open(url, schema).await?),
-                    Arc::new(PgKeys::open(url, schema).await?),
-                    Arc::new(PgSubs::open(url, schema).await?),
-                )
-            }
-        };
+    type Stores = (
+        Arc<dyn EventLog>,
+        Arc<dyn EntityStore>,
+        Arc<dyn KeyStore>,
+        Arc<dyn SubStore>,
+    );
+    let (log, entities, keys, subs): Stores = match &settings.store {
+        StoreKind::Sqlite => {
+            let log = open_log(&settings)?;
+            let db = settings.data_dir.join("crier.db");
+            (
+                log.clone(),
+                log,
+                Arc::new(SqliteKeys::open(&db)?),
+                Arc::new(SqliteSubs::open(&db)?),
+            )
+        }
+        StoreKind::Postgres(url) => {
+            let schema = Some(settings.store_schema.as_str());
+            let log = Arc::new(PostgresLog::open(url, schema).await?);
+            (
+                log.clone(),
+                log,
+                Arc::new(PgKeys::open(url, schema).await?),
+                Arc::new(PgSubs::open(url, schema).await?),
+            )
+        }
+    };
     let hub = Hub::new(log.clone());
     let follower = match (&settings.store, &settings.broker) {
         // One node on its own file: committed events go straight to the hub.
@@ -179,6 +202,7 @@ pub async fn run(
     let state = AppState::new(
         settings.clone(),
         log.clone(),
+        entities,
         hub,
         keys,
         subs,

@@ -35,6 +35,30 @@ impl Query {
         Ok(Query { pairs })
     }
 
+    /// Parses a raw query string that takes only `keys` (and `token`), no filter keys.
+    pub fn parse_only(raw: Option<&str>, keys: &[&str]) -> Result<Query, ApiError> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
+                ApiError::bad(
+                    "invalid_query",
+                    format!("cannot decode the query string: {e}"),
+                )
+            })?;
+        if let Some((k, _)) = pairs
+            .iter()
+            .find(|(k, _)| k != "token" && !keys.contains(&k.as_str()))
+        {
+            return Err(ApiError::bad(
+                "invalid_query",
+                format!(
+                    "unknown query parameter `{k}`; this path takes {}",
+                    keys.join(", ")
+                ),
+            ));
+        }
+        Ok(Query { pairs })
+    }
+
     /// The filter given by the filter keys.
     pub fn filter(&self) -> Result<Filter, ApiError> {
         Ok(Filter::from_query(

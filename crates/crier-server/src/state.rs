@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use std::num::NonZeroU32;
 
+use crier_core::entity::EntityStore;
 use crier_core::keys::KeyStore;
 use crier_core::{EventLog, Hub};
 use governor::clock::{Clock, DefaultClock};
@@ -29,6 +30,8 @@ pub struct StateInner {
     pub settings: Settings,
     /// The log.
     pub log: Arc<dyn EventLog>,
+    /// Entities, stored with the log and changed in its transactions.
+    pub entities: Arc<dyn EntityStore>,
     /// Cursors and live fan-out.
     pub hub: Hub,
     /// Renders `/metrics`.
@@ -67,6 +70,7 @@ impl AppState {
     pub fn new(
         settings: Settings,
         log: Arc<dyn EventLog>,
+        entities: Arc<dyn EntityStore>,
         hub: Hub,
         keys: Arc<dyn KeyStore>,
         subs: Arc<dyn crier_store::subs::SubStore>,
@@ -89,6 +93,7 @@ impl AppState {
             rate,
             settings,
             log,
+            entities,
             hub,
             metrics,
             shutdown,
