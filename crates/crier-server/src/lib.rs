@@ -10,6 +10,7 @@ pub mod config;
 pub mod entities;
 pub mod error;
 pub mod events;
+pub mod graphql;
 pub mod ops;
 pub mod query;
 pub mod replays;
@@ -106,6 +107,7 @@ pub fn app(state: AppState) -> Router {
             axum::routing::put(entities::link).delete(entities::unlink),
         )
         .route("/v1/links", get(entities::links))
+        .route("/graphql", get(graphql::websocket).post(graphql::http))
         .route("/v1/stats", get(stats::stats))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

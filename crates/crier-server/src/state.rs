@@ -32,6 +32,8 @@ pub struct StateInner {
     pub log: Arc<dyn EventLog>,
     /// Entities, stored with the log and changed in its transactions.
     pub entities: Arc<dyn EntityStore>,
+    /// The GraphQL schema.
+    pub graphql: crate::graphql::CrierSchema,
     /// Cursors and live fan-out.
     pub hub: Hub,
     /// Renders `/metrics`.
@@ -94,6 +96,7 @@ impl AppState {
             settings,
             log,
             entities,
+            graphql: crate::graphql::schema(),
             hub,
             metrics,
             shutdown,

@@ -42,6 +42,8 @@ enum Cmd {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(admin::KeysCmd),
+    /// Print the GraphQL schema (SDL).
+    GraphqlSchema,
 }
 
 #[derive(Args)]
@@ -180,6 +182,10 @@ fn main() -> ExitCode {
             Cmd::Subs(c) => subs::run(c).await,
             Cmd::Token(a) => admin::token(a),
             Cmd::Keys(c) => admin::keys(c).await,
+            Cmd::GraphqlSchema => {
+                print!("{}", crier_server::graphql::sdl());
+                Ok(())
+            }
         }
     });
     match result {

@@ -56,17 +56,7 @@ pub async fn upgrade(
             format!("this path speaks WebSocket only: {e}"),
         )
     })?;
-    let origins = &state.settings.allowed_origins;
-    if !origins.is_empty() {
-        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-        if let Some(o) = origin {
-            if !origins.iter().any(|a| a == o || a == "*") {
-                return Err(ApiError::forbidden(format!(
-                    "origin {o:?} is not in allowed_origins"
-                )));
-            }
-        }
-    }
+    check_origin(&state, &headers)?;
     let guard = state.conns.open(&state, &principal.tenant, Transport::Ws)?;
     // The library's limit is twice ours, so a message between the two gets a readable
     // `error` op and the connection lives; beyond that the library closes with 1009.
@@ -588,4 +578,29 @@ impl Conn {
         s.push('}');
         Ok(Some(text(s)))
     }
+}
+
+/// Refuses a browser WebSocket from an origin outside `allowed_origins` (when that list is
+/// set). A page served by this hub itself (the dashboard: `Origin` names the `Host` asked
+/// for) is always allowed; clients that send no `Origin` are not browsers and pass.
+pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let origins = &state.settings.allowed_origins;
+    if origins.is_empty() {
+        return Ok(());
+    }
+    let Some(o) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let same_origin = host.is_some_and(|h| {
+        o.strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"))
+            .is_some_and(|rest| rest.eq_ignore_ascii_case(h))
+    });
+    if same_origin || origins.iter().any(|a| a == o || a == "*") {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "origin {o:?} is not in allowed_origins"
+    )))
 }

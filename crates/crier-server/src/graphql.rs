@@ -1,0 +1,657 @@
+//! GraphQL (§11): `POST /graphql` for queries and mutations, `GET /graphql` upgraded to a
+//! WebSocket speaking `graphql-transport-ws` for the `events` subscription.
+//!
+//! Nothing here has rules of its own: mutations go through [`crate::entities::mutate`] and
+//! [`crate::events::prepare`] like the REST paths, reads through the same stores, and the
+//! subscription is a hub cursor like an SSE stream (history after `after`, then live, in seq
+//! order; a reset arrives as an error with `extensions.code = "reset"` and the stream goes
+//! on). Queries are bounded in depth and complexity.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{
+    Context, Error as GqlError, ErrorExtensions, InputObject, InputValueError, InputValueResult,
+    Json, Object, Scalar, ScalarType, Schema, SimpleObject, Subscription, Value as GqlValue,
+};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::body::{Body, Bytes};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use crier_core::entity::{EntityKey, LinkKey, Mutation, Outcome, Precondition};
+use crier_core::{Committed, CursorItem, Filter, Principal, ReadQuery, Role, Scope, Start};
+use futures_util::Stream;
+use serde_json::{Map, Value};
+
+use crate::auth::{narrow, require, still_valid, Auth};
+use crate::error::ApiError;
+use crate::events::{append, prepare, History, MAX_PAGE};
+use crate::sse::expiry_instant;
+use crate::state::{AppState, ConnGuard, Transport};
+
+/// Deepest selection a query may have.
+pub const MAX_DEPTH: usize = 12;
+/// Largest complexity (fields selected, lists counted once) a query may have.
+pub const MAX_COMPLEXITY: usize = 500;
+
+/// The schema type.
+pub type CrierSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// Builds the schema. Each request carries the hub's state and the caller's principal as
+/// request data, so the schema holds no state of its own.
+pub fn schema() -> CrierSchema {
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .limit_recursive_depth(32)
+        .finish()
+}
+
+/// The schema in SDL (`crier graphql-schema`).
+pub fn sdl() -> String {
+    schema().sdl()
+}
+
+fn gql(e: ApiError) -> GqlError {
+    let (code, status) = (e.code, e.status.as_u16());
+    GqlError::new(e.message).extend_with(|_, ext| {
+        ext.set("code", code);
+        ext.set("status", status);
+    })
+}
+
+fn bad(code: &'static str, msg: impl Into<String>) -> GqlError {
+    gql(ApiError::bad(code, msg))
+}
+
+fn ctx_parts<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<(&'a AppState, &'a Principal)> {
+    Ok((ctx.data::<AppState>()?, ctx.data::<Principal>()?))
+}
+
+/// A log position, serialised as a JSON number (u64).
+pub struct Seq(pub u64);
+
+#[Scalar(name = "Seq")]
+impl ScalarType for Seq {
+    fn parse(value: GqlValue) -> InputValueResult<Self> {
+        match &value {
+            GqlValue::Number(n) => n
+                .as_u64()
+                .map(Seq)
+                .ok_or_else(|| InputValueError::custom("a Seq is a non-negative integer")),
+            GqlValue::String(s) => s
+                .parse::<u64>()
+                .map(Seq)
+                .map_err(|_| InputValueError::custom("a Seq is a non-negative integer")),
+            _ => Err(InputValueError::expected_type(value)),
+        }
+    }
+
+    fn to_value(&self) -> GqlValue {
+        GqlValue::Number(self.0.into())
+    }
+}
+
+/// Which events: every key given must match (globs with `*`; severity is a minimum).
+#[derive(InputObject, Default)]
+pub struct EventFilter {
+    #[graphql(name = "type")]
+    kind: Option<Vec<String>>,
+    category: Option<Vec<String>>,
+    source: Option<Vec<String>>,
+    subject: Option<Vec<String>>,
+    severity: Option<String>,
+    tags: Option<Vec<String>>,
+}
+
+impl EventFilter {
+    fn to_filter(&self, p: &Principal) -> async_graphql::Result<Filter> {
+        let mut m = Map::new();
+        let lists = [
+            ("type", &self.kind),
+            ("category", &self.category),
+            ("source", &self.source),
+            ("subject", &self.subject),
+            ("tags", &self.tags),
+        ];
+        for (k, v) in lists {
+            if let Some(v) = v {
+                m.insert(k.into(), Value::from(v.clone()));
+            }
+        }
+        if let Some(s) = &self.severity {
+            m.insert("severity".into(), Value::from(s.clone()));
+        }
+        let f = Filter::from_json(&Value::Object(m)).map_err(|e| gql(e.into()))?;
+        Ok(narrow(p, f))
+    }
+}
+
+/// An event: the same fields as everywhere.
+#[derive(SimpleObject)]
+pub struct Event {
+    seq: Seq,
+    id: String,
+    time: String,
+    tenant: String,
+    #[graphql(name = "type")]
+    kind: String,
+    source: String,
+    category: Option<String>,
+    severity: String,
+    subject: Option<String>,
+    actor: String,
+    tags: Vec<String>,
+    data: Option<Json<Value>>,
+    metadata: Option<Json<Value>>,
+}
+
+impl From<&Committed> for Event {
+    fn from(e: &Committed) -> Event {
+        let v = e.to_value();
+        let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        let json = |k: &str| match &v[k] {
+            Value::Null => None,
+            other => Some(Json(other.clone())),
+        };
+        Event {
+            seq: Seq(e.seq),
+            id: e.id.clone(),
+            time: text("time"),
+            tenant: e.tenant.clone(),
+            kind: e.kind.clone(),
+            source: e.source.clone(),
+            category: e.category.clone(),
+            severity: e.severity.as_str().to_string(),
+            subject: e.subject.clone(),
+            actor: text("actor"),
+            tags: e.tags.clone(),
+            data: json("data"),
+            metadata: json("metadata"),
+        }
+    }
+}
+
+/// An entity: its current version and value.
+#[derive(SimpleObject)]
+pub struct Entity {
+    kind: String,
+    id: String,
+    version: i64,
+    value: Json<Value>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<&crier_core::entity::EntityRow> for Entity {
+    fn from(r: &crier_core::entity::EntityRow) -> Entity {
+        let j = r.to_json();
+        Entity {
+            kind: r.key.kind.clone(),
+            id: r.key.id.clone(),
+            version: r.version,
+            value: Json(j["value"].clone()),
+            created_at: j["created_at"].as_str().unwrap_or_default().to_string(),
+            updated_at: j["updated_at"].as_str().unwrap_or_default().to_string(),
+        }
+    }
+}
+
+/// A typed link from one entity to another (`kind/id`).
+#[derive(SimpleObject)]
+pub struct Link {
+    #[graphql(name = "type")]
+    kind: String,
+    source: String,
+    target: String,
+    metadata: Option<Json<Value>>,
+}
+
+fn limit_of(limit: Option<i32>, max: u64) -> async_graphql::Result<usize> {
+    let l = i64::from(limit.unwrap_or(100));
+    if l < 1 || l as u64 > max {
+        return Err(bad(
+            "invalid_query",
+            format!("`limit` must be between 1 and {max}"),
+        ));
+    }
+    Ok(l as usize)
+}
+
+fn object(field: &str, v: Json<Value>) -> async_graphql::Result<Map<String, Value>> {
+    match v.0 {
+        Value::Object(m) => Ok(m),
+        _ => Err(bad(
+            "invalid_entity",
+            format!("`{field}` must be a JSON object"),
+        )),
+    }
+}
+
+fn cond(if_match: Option<i64>) -> Precondition {
+    if_match.map_or(Precondition::None, Precondition::Version)
+}
+
+fn link_key(kind: &str, source: &str, target: &str) -> async_graphql::Result<LinkKey> {
+    let s = EntityKey::parse("source", source).map_err(|e| gql(e.into()))?;
+    let t = EntityKey::parse("target", target).map_err(|e| gql(e.into()))?;
+    LinkKey::new(kind, s, t).map_err(|e| gql(e.into()))
+}
+
+/// Queries.
+pub struct QueryRoot;
+
+#[Object(name = "Query")]
+impl QueryRoot {
+    /// One entity, or null.
+    async fn entity(
+        &self,
+        ctx: &Context<'_>,
+        kind: String,
+        id: String,
+    ) -> async_graphql::Result<Option<Entity>> {
+        let (state, p) = ctx_parts(ctx)?;
+        let key = EntityKey::new(&kind, &id).map_err(|e| gql(e.into()))?;
+        if !crate::entities::may_read_kind(p, &kind) {
+            return Ok(None);
+        }
+        let row = state
+            .entities
+            .entity(&p.tenant, &key)
+            .await
+            .map_err(|e| gql(e.into()))?;
+        Ok(row.as_ref().map(Entity::from))
+    }
+
+    /// Entities of a kind by id, after `after`.
+    async fn entities(
+        &self,
+        ctx: &Context<'_>,
+        kind: String,
+        after: Option<String>,
+        limit: Option<i32>,
+    ) -> async_graphql::Result<Vec<Entity>> {
+        let (state, p) = ctx_parts(ctx)?;
+        crier_core::entity::check_kind("kind", &kind).map_err(|e| gql(e.into()))?;
+        let limit = limit_of(limit, crier_core::entity::MAX_LIST as u64)?;
+        if !crate::entities::may_read_kind(p, &kind) {
+            return Ok(vec![]);
+        }
+        let rows = state
+            .entities
+            .entities(&p.tenant, &kind, after.as_deref(), limit)
+            .await
+            .map_err(|e| gql(e.into()))?;
+        Ok(rows.iter().map(Entity::from).collect())
+    }
+
+    /// History: events matching `filter` after `after`, oldest first.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<EventFilter>,
+        after: Option<Seq>,
+        limit: Option<i32>,
+    ) -> async_graphql::Result<Vec<Event>> {
+        let (state, p) = ctx_parts(ctx)?;
+        let filter = filter.unwrap_or_default().to_filter(p)?;
+        let limit = limit_of(limit, MAX_PAGE)?;
+        let query = ReadQuery::after(
+            Scope::Tenant(p.tenant.clone()),
+            Arc::new(filter),
+            after.map_or(0, |s| s.0),
+            limit,
+        );
+        let (events, _) = History { query }.run(state).await.map_err(gql)?;
+        Ok(events.iter().map(|e| Event::from(e.as_ref())).collect())
+    }
+}
+
+/// Mutations: the same rules and events as the REST paths.
+pub struct MutationRoot;
+
+async fn run(ctx: &Context<'_>, m: Mutation) -> async_graphql::Result<Outcome> {
+    let (state, p) = ctx_parts(ctx)?;
+    let applied = crate::entities::mutate(state, p, m).await.map_err(gql)?;
+    Ok(applied.outcome)
+}
+
+#[Object(name = "Mutation")]
+impl MutationRoot {
+    /// Creates or replaces an entity.
+    async fn put_entity(
+        &self,
+        ctx: &Context<'_>,
+        kind: String,
+        id: String,
+        value: Json<Value>,
+        if_match: Option<i64>,
+    ) -> async_graphql::Result<Entity> {
+        let key = EntityKey::new(&kind, &id).map_err(|e| gql(e.into()))?;
+        let value = object("value", value)?;
+        match run(
+            ctx,
+            Mutation::Put {
+                key,
+                value,
+                cond: cond(if_match),
+            },
+        )
+        .await?
+        {
+            Outcome::Entity { row, .. } => Ok(Entity::from(&row)),
+            _ => Err(bad("internal", "unexpected outcome")),
+        }
+    }
+
+    /// Applies a JSON Merge Patch to an entity.
+    async fn patch_entity(
+        &self,
+        ctx: &Context<'_>,
+        kind: String,
+        id: String,
+        patch: Json<Value>,
+        if_match: Option<i64>,
+    ) -> async_graphql::Result<Entity> {
+        let key = EntityKey::new(&kind, &id).map_err(|e| gql(e.into()))?;
+        let patch = object("patch", patch)?;
+        match run(
+            ctx,
+            Mutation::Patch {
+                key,
+                patch,
+                cond: cond(if_match),
+            },
+        )
+        .await?
+        {
+            Outcome::Entity { row, .. } => Ok(Entity::from(&row)),
+            _ => Err(bad("internal", "unexpected outcome")),
+        }
+    }
+
+    /// Deletes an entity and its links.
+    async fn delete_entity(
+        &self,
+        ctx: &Context<'_>,
+        kind: String,
+        id: String,
+        if_match: Option<i64>,
+    ) -> async_graphql::Result<bool> {
+        let key = EntityKey::new(&kind, &id).map_err(|e| gql(e.into()))?;
+        run(
+            ctx,
+            Mutation::Delete {
+                key,
+                cond: cond(if_match),
+            },
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// Links two existing entities (`source` and `target` as `kind/id`).
+    async fn link(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "type")] kind: String,
+        source: String,
+        target: String,
+        metadata: Option<Json<Value>>,
+    ) -> async_graphql::Result<Link> {
+        let key = link_key(&kind, &source, &target)?;
+        let metadata = metadata.map_or(Value::Object(Map::new()), |j| j.0);
+        match run(ctx, Mutation::Link { key, metadata }).await? {
+            Outcome::Linked { row, .. } => Ok(Link {
+                kind: row.key.kind.clone(),
+                source: row.key.source.path(),
+                target: row.key.target.path(),
+                metadata: Some(Json(row.metadata)),
+            }),
+            _ => Err(bad("internal", "unexpected outcome")),
+        }
+    }
+
+    /// Removes a link.
+    async fn unlink(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "type")] kind: String,
+        source: String,
+        target: String,
+    ) -> async_graphql::Result<bool> {
+        let key = link_key(&kind, &source, &target)?;
+        run(ctx, Mutation::Unlink { key }).await?;
+        Ok(true)
+    }
+
+    /// Publishes one event; answers it as stored (for a duplicate id, the stored event).
+    async fn publish(&self, ctx: &Context<'_>, event: Json<Value>) -> async_graphql::Result<Event> {
+        let (state, p) = ctx_parts(ctx)?;
+        require(p, Role::Publisher).map_err(gql)?;
+        let batch = prepare(state, p, vec![event.0], false).map_err(gql)?;
+        let tenant = batch.first().map(|e| e.tenant.clone()).unwrap_or_default();
+        state.check_rate(&p.tenant, 1).map_err(gql)?;
+        let results = append(state, batch).await.map_err(gql)?;
+        let r = results
+            .first()
+            .ok_or_else(|| bad("internal", "the log answered nothing"))?;
+        let ev = state
+            .log
+            .get(&tenant, &r.id)
+            .await
+            .map_err(|e| gql(e.into()))?
+            .ok_or_else(|| gql(ApiError::not_found("the event was pruned at once")))?;
+        Ok(Event::from(ev.as_ref()))
+    }
+}
+
+/// Subscriptions.
+pub struct SubscriptionRoot;
+
+struct Sub {
+    cursor: crier_core::Cursor,
+    state: AppState,
+    principal: Principal,
+    expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
+    done: bool,
+}
+
+#[Subscription(name = "Subscription")]
+impl SubscriptionRoot {
+    /// Events matching `filter`: those after `after` from the log first (when given), then
+    /// live, in seq order, each once.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<EventFilter>,
+        after: Option<Seq>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Event>>> {
+        let (state, p) = ctx_parts(ctx)?;
+        let filter = Arc::new(filter.unwrap_or_default().to_filter(p)?);
+        let start = after.map_or(Start::Live, |s| Start::After(s.0));
+        let queue = state.settings.limits.queue_per_connection;
+        let (cursor, _) = state
+            .hub
+            .open(Scope::Tenant(p.tenant.clone()), filter, start, queue)
+            .await
+            .map_err(|e| gql(e.into()))?;
+        let sub = Sub {
+            cursor,
+            state: state.clone(),
+            principal: p.clone(),
+            expiry: Box::pin(tokio::time::sleep_until(expiry_instant(p.expires_at))),
+            done: false,
+        };
+        Ok(futures_util::stream::unfold(sub, next_item))
+    }
+}
+
+async fn next_item(mut s: Sub) -> Option<(async_graphql::Result<Event>, Sub)> {
+    if s.done {
+        return None;
+    }
+    let heartbeat = s.state.settings.heartbeat.max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            biased;
+            () = s.state.shutdown.cancelled() => return None,
+            item = s.cursor.next() => {
+                return match item {
+                    Ok(CursorItem::Event(e)) => {
+                        metrics::counter!("crier_deliveries_total", "transport" => "graphql").increment(1);
+                        Some((Ok(Event::from(e.as_ref())), s))
+                    }
+                    Ok(CursorItem::Reset(r)) => {
+                        let j = r.to_json();
+                        let err = GqlError::new(format!("the stream was reset: {j}")).extend_with(|_, ext| {
+                            ext.set("code", "reset");
+                            if let Value::Object(m) = &j {
+                                for (k, v) in m {
+                                    if let Ok(v) = GqlValue::from_json(v.clone()) {
+                                        ext.set(k.as_str(), v);
+                                    }
+                                }
+                            }
+                        });
+                        Some((Err(err), s))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "GraphQL subscription ended: the log could not be read");
+                        s.done = true;
+                        Some((Err(gql(e.into())), s))
+                    }
+                };
+            }
+            () = s.expiry.as_mut() => {
+                s.done = true;
+                return Some((Err(gql(ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "credential_expired", "the credential expired; subscribe again with a fresh token"))), s));
+            }
+            () = tokio::time::sleep(heartbeat) => {
+                if !still_valid(&s.state, &s.principal).await {
+                    s.done = true;
+                    return Some((Err(gql(ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "credential_revoked", "the API key was revoked"))), s));
+                }
+            }
+        }
+    }
+}
+
+/// `POST /graphql`: one request or a batch, JSON, within `max_body_bytes`.
+pub async fn http(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime != "application/json" && mime != "application/graphql-response+json" {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send GraphQL requests as application/json, not {mime:?}"),
+        ));
+    }
+    let max = state.settings.limits.max_body_bytes;
+    let bytes: Bytes = axum::body::to_bytes(body, max).await.map_err(|_| {
+        ApiError::too_large(
+            "body_too_large",
+            format!("the request body is larger than {max} bytes (limits.max_body_bytes)"),
+        )
+    })?;
+    let batch: async_graphql::BatchRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad(
+            "invalid_json",
+            format!("not a GraphQL request (`{{\"query\": ...}}`): {e}"),
+        )
+    })?;
+    let schema = state.graphql.clone();
+    let res = schema
+        .execute_batch(batch.data(principal).data(state.clone()))
+        .await;
+    metrics::counter!("crier_graphql_requests_total").increment(1);
+    Ok(axum::Json(res).into_response())
+}
+
+/// `GET /graphql`: the `graphql-transport-ws` WebSocket. The credential travels in the
+/// `connection_init` payload as `{"token": "..."}` (an `Authorization` header or `?token=`
+/// on the upgrade works too).
+pub async fn websocket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    protocol: Result<GraphQLProtocol, axum::http::StatusCode>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    parts: axum::http::request::Parts,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|_| {
+        ApiError::bad(
+            "websocket_required",
+            "GET /graphql is the graphql-transport-ws WebSocket; send queries and mutations with POST",
+        )
+    })?;
+    let protocol = protocol.map_err(|_| {
+        ApiError::bad(
+            "websocket_protocol",
+            "ask for the `graphql-transport-ws` subprotocol (Sec-WebSocket-Protocol)",
+        )
+    })?;
+    crate::ws::check_origin(&state, &headers)?;
+    let header_token = crate::auth::token_of(&parts)?;
+    let schema = state.graphql.clone();
+    let max = state.settings.limits.max_ws_frame_bytes;
+    Ok(upgrade
+        .max_message_size(max)
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| async move {
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |payload| connection_init(state, header_token, payload))
+                .serve()
+                .await;
+        }))
+}
+
+async fn connection_init(
+    state: AppState,
+    header_token: Option<String>,
+    payload: Value,
+) -> async_graphql::Result<async_graphql::Data> {
+    let token = payload
+        .get("token")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or(header_token);
+    let principal = if state.settings.auth.enabled {
+        let token = token.ok_or_else(|| {
+            GqlError::new("a credential is required: send {\"token\": \"...\"} in connection_init")
+        })?;
+        state
+            .settings
+            .auth
+            .authenticate(state.keys.as_ref(), &token)
+            .await
+            .map_err(|e| GqlError::new(e.message))?
+    } else {
+        Principal::anonymous_admin()
+    };
+    let guard: ConnGuard = state
+        .conns
+        .open(&state, &principal.tenant, Transport::Ws)
+        .map_err(|e| GqlError::new(e.message))?;
+    let mut data = async_graphql::Data::default();
+    data.insert(principal);
+    data.insert(state.clone());
+    // Held for the socket's life: counts it against the tenant's connection limit.
+    data.insert(Arc::new(guard));
+    Ok(data)
+}
