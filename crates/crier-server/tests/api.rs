@@ -389,6 +389,11 @@ async fn operational_endpoints() {
         "/v1/replays",
         "/v1/replays/{id}/stream",
         "/v1/stats",
+        "/v1/entities/{kind}/{id}",
+        "/v1/entities/{kind}",
+        "/v1/links/{type}/{source_kind}/{source_id}/{target_kind}/{target_id}",
+        "/v1/links",
+        "/graphql",
         "/metrics",
     ] {
         assert!(
