@@ -1,0 +1,107 @@
+//! The JavaScript suites, run with Node against this build's `crier` binary: the JS client's
+//! tests (`clients/js`), the `graphql-ws` subscription test and the dashboard's browser tests
+//! in Chromium (`tests/e2e`).
+//!
+//! Without Node, npm packages or Chromium these tests print a notice and pass, except under
+//! `CI=true`, where a missing tool is a failure. The npm packages of `tests/e2e` are
+//! installed from its lock file on first use (`npm ci`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// Skips (or fails under CI) with a notice.
+fn missing(what: &str) {
+    if ci() {
+        panic!("{what} and CI=true");
+    }
+    eprintln!("NOTICE: {what}; skipping");
+}
+
+/// Node's major version, if Node runs.
+fn node_major() -> Option<u32> {
+    let out = Command::new("node").arg("--version").output().ok()?;
+    let v = String::from_utf8_lossy(&out.stdout);
+    v.trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The npm packages of tests/e2e, installed once per test binary.
+fn e2e_packages() -> bool {
+    static LOCK: Mutex<Option<bool>> = Mutex::new(None);
+    let mut done = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(ok) = *done {
+        return ok;
+    }
+    let dir = root().join("tests/e2e");
+    let ok = dir.join("node_modules/graphql-ws").exists()
+        && dir.join("node_modules/playwright-core").exists()
+        || {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&dir)
+                .status();
+            matches!(status, Ok(s) if s.success())
+        };
+    *done = Some(ok);
+    ok
+}
+
+/// Runs `node --test` on `files` in `dir`; fails with the output when a test fails.
+fn node_test(dir: &Path, files: &[&str], env: &[(&str, String)]) {
+    let Some(major) = node_major() else {
+        return missing("Node.js is not installed");
+    };
+    assert!(
+        major >= 20,
+        "Node.js {major} is too old; the suites need Node 20 or later"
+    );
+    let mut cmd = Command::new("node");
+    if major < 22 {
+        // Node 20 has a WebSocket implementation behind a flag (22 has it by default).
+        cmd.arg("--experimental-websocket");
+    }
+    cmd.arg("--test")
+        .arg("--test-reporter=spec")
+        .args(files)
+        .current_dir(dir)
+        .env("CRIER_BIN", env!("CARGO_BIN_EXE_crier"))
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run node");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "node --test {files:?} failed:\n{text}"
+    );
+}
+
+#[test]
+fn graphql_ws_subscription() {
+    if node_major().is_none() {
+        return missing("Node.js is not installed");
+    }
+    if !e2e_packages() {
+        return missing("the npm packages of tests/e2e could not be installed");
+    }
+    node_test(&root().join("tests/e2e"), &["graphql.test.mjs"], &[]);
+}
