@@ -333,3 +333,35 @@ fn bad_configuration_names_the_key_and_exits_non_zero() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("heartbeat"));
 }
+
+#[test]
+fn graphql_schema_prints_the_sdl() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crier"))
+        .arg("graphql-schema")
+        .output()
+        .expect("run crier graphql-schema");
+    assert!(out.status.success());
+    let sdl = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "scalar JSON",
+        "scalar Seq",
+        "input EventFilter {",
+        "type Event {",
+        "seq: Seq!",
+        "type Entity {",
+        "version: Int!",
+        "type Link {",
+        "entity(kind: String!, id: String!): Entity",
+        "events(filter: EventFilter, after: Seq, limit: Int): [Event!]!",
+        "putEntity(kind: String!, id: String!, value: JSON!, ifMatch: Int): Entity!",
+        "patchEntity(kind: String!, id: String!, patch: JSON!, ifMatch: Int): Entity!",
+        "deleteEntity(kind: String!, id: String!, ifMatch: Int): Boolean!",
+        "link(type: String!, source: String!, target: String!, metadata: JSON): Link!",
+        "unlink(type: String!, source: String!, target: String!): Boolean!",
+        "publish(event: JSON!): Event!",
+        "type Subscription {",
+        "events(filter: EventFilter, after: Seq): Event!",
+    ] {
+        assert!(sdl.contains(needle), "the schema lacks {needle:?}:\n{sdl}");
+    }
+}
