@@ -96,6 +96,21 @@ fn node_test(dir: &Path, files: &[&str], env: &[(&str, String)]) {
 }
 
 #[test]
+fn js_client() {
+    let dir = root().join("clients/js");
+    let mut files: Vec<String> = std::fs::read_dir(dir.join("test"))
+        .expect("clients/js/test")
+        .filter_map(|e| e.ok())
+        .map(|e| format!("test/{}", e.file_name().to_string_lossy()))
+        .filter(|f| f.ends_with(".test.js") || f.ends_with(".test.mjs"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "the JS client has tests");
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    node_test(&dir, &files, &[]);
+}
+
+#[test]
 fn graphql_ws_subscription() {
     if node_major().is_none() {
         return missing("Node.js is not installed");
