@@ -137,3 +137,6 @@ export function publish(opts: ClientOptions, events: EventInput | EventInput[]):
 export function history(opts: ClientOptions, query?: HistoryQuery): Promise<HistoryPage>;
 /** The delay before reconnect attempt `attempt` (1-based). */
 export function backoffDelay(attempt: number, backoff?: Backoff, random?: () => number): number;
+
+/** Reads a text/event-stream response to its end, one callback per message. */
+export function readSse(response: Response, onMessage: (m: { event: string; data: string; id?: string }) => void): Promise<void>;

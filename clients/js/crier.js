@@ -177,6 +177,21 @@ class SseParser {
   }
 }
 
+/**
+ * Reads a `text/event-stream` response body to its end, calling `onMessage({event, data, id})`
+ * for each message (for streams the subscription does not cover, such as a replay's).
+ */
+export async function readSse(response, onMessage) {
+  const parser = new SseParser(onMessage);
+  const decoder = new TextDecoder();
+  const reader = response.body.getReader();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    parser.push(decoder.decode(value, { stream: true }));
+  }
+}
+
 const sleep = (ms, signal) =>
   new Promise((resolve) => {
     if (signal?.aborted) return resolve();
@@ -262,7 +277,7 @@ export class Subscription {
   }
 
   deliver(event) {
-    if (typeof event?.seq !== "number") return;
+    if (this.status === "closed" || typeof event?.seq !== "number") return;
     if (this.lastSeq !== undefined && event.seq <= this.lastSeq) return; // never twice
     this.lastSeq = event.seq;
     this.emit("event", event);

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod entities;
 pub mod error;
 pub mod events;
@@ -113,6 +114,9 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .route("/", get(dashboard::index))
+        .route("/ui/{*path}", get(dashboard::asset))
+        .route("/client/{*path}", get(dashboard::client))
         .fallback(|| async { ApiError::not_found("no such path") })
         // Bodies are limited by the publish handler itself, with a JSON error.
         .layer(DefaultBodyLimit::disable())

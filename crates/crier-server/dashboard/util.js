@@ -1,0 +1,81 @@
+// Small DOM helpers shared by the pages. Text is always set as text, never as HTML.
+
+export const $ = (sel, root = document) => root.querySelector(sel);
+
+export function show(node, visible) {
+  node.hidden = !visible;
+}
+
+/** Creates an element: el("td", {class: "x", title: "y"}, "text", childNode, ...). */
+export function el(tag, attrs = {}, ...children) {
+  const n = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") n.className = v;
+    else if (k === "dataset") Object.assign(n.dataset, v);
+    else if (k.startsWith("on")) n.addEventListener(k.slice(2), v);
+    else n.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    n.append(c instanceof Node ? c : String(c));
+  }
+  return n;
+}
+
+/** Shows an error message in an alert element (or hides it with `null`). */
+export function alertIn(node, err) {
+  if (!err) {
+    show(node, false);
+    node.textContent = "";
+    return;
+  }
+  node.textContent = err.code ? `${err.message} (${err.code})` : String(err.message ?? err);
+  show(node, true);
+}
+
+/** "12:03:04.567" for today, else "2026-11-23 12:03:04". */
+export function shortTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  const today = new Date().toDateString() === d.toDateString();
+  const hms = d.toLocaleTimeString([], { hour12: false });
+  return today ? `${hms}.${String(d.getMilliseconds()).padStart(3, "0")}` : `${d.toLocaleDateString()} ${hms}`;
+}
+
+/** Comma-separated text to a list (empty entries dropped). */
+export function list(text) {
+  return String(text ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+/** Saves `text` as a download named `name`. */
+export function download(name, text, type) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const a = el("a", { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+/** A filter object from form inputs (lists as arrays, empty keys left out). */
+export function filterFrom({ type, category, source, subject, severity, tags }) {
+  const f = {};
+  for (const [k, v] of Object.entries({ type, category, source, subject, tags })) {
+    const l = list(v);
+    if (l.length) f[k] = l;
+  }
+  if (severity) f.severity = severity;
+  return f;
+}
+
+export function describeFilter(f) {
+  if (!f || !Object.keys(f).length) return "everything";
+  return Object.entries(f)
+    .map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(", ") : v}`)
+    .join("; ");
+}
