@@ -120,3 +120,33 @@ fn graphql_ws_subscription() {
     }
     node_test(&root().join("tests/e2e"), &["graphql.test.mjs"], &[]);
 }
+
+#[test]
+fn dashboard_in_chromium() {
+    if node_major().is_none() {
+        return missing("Node.js is not installed");
+    }
+    let chromium = std::env::var("CRIER_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() {
+        return missing(&format!("Chromium is not installed at {chromium}"));
+    }
+    if !e2e_packages() {
+        return missing("the npm packages of tests/e2e could not be installed");
+    }
+    let target =
+        std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root().join("target"), PathBuf::from);
+    let shots = if target.is_absolute() {
+        target
+    } else {
+        root().join(target)
+    }
+    .join("screenshots");
+    node_test(
+        &root().join("tests/e2e"),
+        &["browser.test.mjs"],
+        &[
+            ("CRIER_CHROMIUM", chromium),
+            ("SCREENSHOT_DIR", shots.display().to_string()),
+        ],
+    );
+}
