@@ -5,6 +5,15 @@ use crier_core::Filter;
 
 use crate::error::ApiError;
 
+fn decode(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
+        ApiError::bad(
+            "invalid_query",
+            format!("cannot decode the query string: {e}"),
+        )
+    })
+}
+
 /// Decoded query pairs.
 pub struct Query {
     pairs: Vec<(String, String)>,
@@ -13,13 +22,7 @@ pub struct Query {
 impl Query {
     /// Parses a raw query string, refusing parameters outside the filter keys and `extra`.
     pub fn parse(raw: Option<&str>, extra: &[&str]) -> Result<Query, ApiError> {
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
-                ApiError::bad(
-                    "invalid_query",
-                    format!("cannot decode the query string: {e}"),
-                )
-            })?;
+        let pairs = decode(raw)?;
         for (k, _) in &pairs {
             let known = crier_core::filter::QUERY_KEYS.contains(&k.as_str())
                 || k == "tags"
@@ -37,13 +40,7 @@ impl Query {
 
     /// Parses a raw query string that takes only `keys` (and `token`), no filter keys.
     pub fn parse_only(raw: Option<&str>, keys: &[&str]) -> Result<Query, ApiError> {
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
-                ApiError::bad(
-                    "invalid_query",
-                    format!("cannot decode the query string: {e}"),
-                )
-            })?;
+        let pairs = decode(raw)?;
         if let Some((k, _)) = pairs
             .iter()
             .find(|(k, _)| k != "token" && !keys.contains(&k.as_str()))

@@ -111,29 +111,16 @@ impl Hub {
 
     /// Every stored event as (seq, id), paging through history.
     async fn history(&self) -> Vec<(u64, String)> {
-        let client = reqwest::Client::new();
-        let mut after = 0;
-        let mut out = Vec::new();
-        loop {
-            let v: Value = client
-                .get(self.url(&format!("/v1/events?limit=1000&after={after}")))
-                .send()
-                .await
-                .expect("history")
-                .json()
-                .await
-                .expect("history json");
-            for e in v["events"].as_array().expect("events") {
-                out.push((
+        all_events(self)
+            .await
+            .iter()
+            .map(|e| {
+                (
                     e["seq"].as_u64().expect("seq"),
                     e["id"].as_str().expect("id").to_string(),
-                ));
-            }
-            match v["next_after"].as_u64() {
-                Some(n) => after = n,
-                None => return out,
-            }
-        }
+                )
+            })
+            .collect()
     }
 }
 
