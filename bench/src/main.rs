@@ -25,7 +25,7 @@ struct Args {
     /// fanout-sse, idle-rss, catchup, pg-publish, cross-node-nats, cross-node-redis.
     #[arg(
         long,
-        default_value = "publish-batched,publish-single,fanout-ws,fanout-sse,idle-rss,catchup,pg-publish,cross-node-nats,cross-node-redis"
+        default_value = "publish-batched,publish-single,entity-put,fanout-ws,fanout-sse,idle-rss,catchup,pg-publish,cross-node-nats,cross-node-redis"
     )]
     scenario: String,
     /// Seconds each timed scenario runs.
@@ -243,14 +243,41 @@ async fn publish_single(a: &Args) -> anyhow::Result<Row> {
     .await
 }
 
+/// Entity changes: each request replaces one of 64 entities with a new value, so each is a
+/// row write plus its `{kind}.updated` event in one commit (compare with publish-single).
+async fn entity_put(a: &Args) -> anyhow::Result<Row> {
+    single_requests(
+        a,
+        &[],
+        "entity changes, PUT /v1/entities (64 keep-alive clients, fsync)",
+        0.0,
+        true,
+    )
+    .await
+}
+
 async fn publish_single_on(
     a: &Args,
     env: &[(&str, &str)],
     label: &str,
     target: f64,
 ) -> anyhow::Result<Row> {
+    single_requests(a, env, label, target, false).await
+}
+
+async fn single_requests(
+    a: &Args,
+    env: &[(&str, &str)],
+    label: &str,
+    target: f64,
+    entities: bool,
+) -> anyhow::Result<Row> {
     let hub = Hub::start(&a.crier_bin, env).await?;
-    let url = hub.url("/v1/events");
+    let url = hub.url(if entities {
+        "/v1/entities/device"
+    } else {
+        "/v1/events"
+    });
     let until = Instant::now() + Duration::from_secs(a.duration);
     let lat: Arc<Mutex<Vec<u64>>> = Arc::default();
     let mut tasks = Vec::new();
@@ -262,12 +289,23 @@ async fn publish_single_on(
             let mut i = 0u64;
             while Instant::now() < until {
                 let t0 = Instant::now();
-                publish_batch(
-                    &client,
-                    &url,
-                    &json!({"type": "bench.single", "data": {"c": c, "i": i}}),
-                )
-                .await?;
+                if entities {
+                    let res = client
+                        .put(format!("{url}/d{c}"))
+                        .json(&json!({"c": c, "i": i}))
+                        .send()
+                        .await?;
+                    if !res.status().is_success() {
+                        bail!("PUT answered {}", res.status());
+                    }
+                } else {
+                    publish_batch(
+                        &client,
+                        &url,
+                        &json!({"type": "bench.single", "data": {"c": c, "i": i}}),
+                    )
+                    .await?;
+                }
                 mine.push(t0.elapsed().as_micros() as u64);
                 i += 1;
             }
@@ -764,6 +802,7 @@ fn main() -> anyhow::Result<()> {
             let result = match s {
                 "publish-batched" => publish_batched(&a).await.map(|r| vec![r]),
                 "publish-single" => publish_single(&a).await.map(|r| vec![r]),
+                "entity-put" => entity_put(&a).await.map(|r| vec![r]),
                 "fanout-ws" | "fanout-sse" => {
                     let mut out = Vec::new();
                     for n in a.subscribers.split(',').filter_map(|n| n.trim().parse::<usize>().ok()) {
