@@ -1,52 +1,78 @@
-// The live monitor: one subscription (SSE or WebSocket) with the §2 filters, a virtualised
-// list (only the visible rows are in the DOM), free-text search over what is shown,
-// pause/resume with a held count, clear, export and a detail view.
+// The live monitor: one subscription (SSE or WebSocket, from the crier client) with the §2
+// filter, a virtualised list (only the rows in view are in the DOM), free-text search over
+// what is shown, pause/resume with a held count, clear, export and a detail view.
+//
+// The subscription lives from sign-in to sign-out, not only while this page is shown: other
+// pages keep the connection indicator truthful and nothing is missed while they are open.
 
 import { connect } from "/client/crier.js";
-import { $, el, show, alertIn, shortTime, filterFrom, download } from "/ui/util.js";
+import { $, el, show, alertIn, shortTime, filterFromInputs, describeFilter, download, listenerGroup, copy, badge } from "/ui/util.js";
 
-const ROW_H = 34; // px; keep in step with .row in style.css
-const OVERSCAN = 6;
-const MAX_EVENTS = 50_000; // beyond this the oldest tenth is let go
+const ROW_H = 34; // px; keep in step with --row-h in style.css
+const OVERSCAN = 8;
+const MAX_EVENTS = 50_000; // kept in memory; beyond this the oldest tenth is let go
 const FIRST_LOAD = 100; // recent events shown on (re)subscribing
 
 let ctx;
-let sub;
-let events = []; // arrival (= seq) order
-let held = [];
+let sub; // the live Subscription
+let events = []; // received and released, seq order
+let held = []; // received while paused, seq order
+let pending = []; // released, waiting for the next frame
 let view = []; // the events that match the search, seq order
 let paused = false;
 let search = "";
-let active = -1; // index into the displayed order (0 = newest)
+let activeSeq = null; // the selected row, by seq
 let frame = 0;
-let listeners = [];
-const pool = new Map(); // displayed index -> row element
+let mounted = false;
+let trimmed = 0; // events let go because of MAX_EVENTS
+let drop = null; // {seq, at} while reconnecting
+const ui = listenerGroup();
+const pool = new Map(); // seq -> row element in the DOM
+const texts = new WeakMap(); // event -> lower-case JSON, for search
 
-const list = () => $("#list");
+const listBox = () => $("#list");
 
-function on(node, type, fn) {
-  node.addEventListener(type, fn);
-  listeners.push(() => node.removeEventListener(type, fn));
-}
-
-function text(e) {
-  if (e._text === undefined) {
-    Object.defineProperty(e, "_text", { value: JSON.stringify(e).toLowerCase(), enumerable: false });
+function textOf(e) {
+  let t = texts.get(e);
+  if (t === undefined) {
+    t = JSON.stringify(e).toLowerCase();
+    texts.set(e, t);
   }
-  return e._text;
+  return t;
 }
 
-const matches = (e) => !search || text(e).includes(search);
+const matches = (e) => !search || textOf(e).includes(search);
+
+/** Index in `view` of the event with `seq` (view is in seq order), or -1. */
+function indexOfSeq(seq) {
+  let lo = 0;
+  let hi = view.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const s = view[mid].seq;
+    if (s === seq) return mid;
+    if (s < seq) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -1;
+}
+
+/** Displayed position (0 = newest, at the top) of the selected row, or -1. */
+function activePos() {
+  if (activeSeq === null) return -1;
+  const i = indexOfSeq(activeSeq);
+  return i < 0 ? -1 : view.length - 1 - i;
+}
 
 function rebuildView() {
   view = search ? events.filter(matches) : events.slice();
-  if (active >= view.length) active = view.length - 1;
-  schedule();
+  if (activeSeq !== null && indexOfSeq(activeSeq) < 0) activeSeq = null;
 }
 
 function add(batch) {
   if (!batch.length) return;
-  const topBefore = list().scrollTop;
+  const box = mounted ? listBox() : null;
+  const topBefore = box ? box.scrollTop : 0;
   let added = 0;
   for (const e of batch) {
     events.push(e);
@@ -56,27 +82,30 @@ function add(batch) {
     }
   }
   if (events.length > MAX_EVENTS) {
-    events = events.slice(events.length - Math.floor(MAX_EVENTS * 0.9));
+    const keep = Math.floor(MAX_EVENTS * 0.9);
+    trimmed += events.length - keep;
+    events = events.slice(events.length - keep);
     rebuildView();
   }
   // Newest first: keep what the reader is looking at still when rows arrive above it.
-  if (topBefore > 0 && added) {
-    list().scrollTop = topBefore + added * ROW_H;
-    if (active >= 0) active += added;
-  }
-  schedule();
+  if (box && topBefore > 0 && added) box.scrollTop = topBefore + added * ROW_H;
 }
 
 function onEvent(e) {
   if (paused) {
     held.push(e);
-    updateCounts();
-    return;
+    if (held.length > MAX_EVENTS) {
+      const keep = Math.floor(MAX_EVENTS * 0.9);
+      trimmed += held.length - keep;
+      held = held.slice(held.length - keep);
+    }
+  } else {
+    pending.push(e);
+    // Frames do not run in a background tab: keep what waits for one bounded too.
+    if (pending.length >= 5000) add(pending.splice(0));
   }
-  pending.push(e);
   schedule();
 }
-let pending = [];
 
 function schedule() {
   if (frame) return;
@@ -92,65 +121,71 @@ function schedule() {
 }
 
 function updateCounts() {
-  const shown = search ? `${view.length} of ${events.length} events` : `${events.length} events`;
-  $("#count").textContent = held.length ? `${shown} · ${held.length} held` : shown;
+  let shown = search ? `${view.length} of ${events.length} events` : `${events.length} events`;
+  if (held.length) shown += ` · ${held.length} held`;
+  if (trimmed) shown += ` · ${trimmed} oldest let go`;
+  $("#count").textContent = shown;
   const btn = $("#pause");
   btn.textContent = paused ? `Resume (${held.length} held)` : "Pause";
   btn.setAttribute("aria-pressed", String(paused));
 }
 
-function row(e, i) {
+function makeRow(e) {
   const sev = e.severity ?? "info";
-  const r = el(
+  return el(
     "div",
-    {
-      class: `row sev-${sev}`,
-      role: "option",
-      id: `ev-${e.seq}`,
-      "aria-selected": i === active ? "true" : "false",
-      dataset: { index: i, seq: e.seq },
-    },
+    { class: `row sev-${sev}`, role: "option", id: `ev-${e.seq}`, "aria-selected": "false", dataset: { seq: e.seq } },
     el("span", { class: "c-time", title: e.time }, shortTime(e.time)),
-    el("span", { class: `badge sev-${sev}` }, sev),
-    el("span", { class: "c-type" }, e.type),
-    el("span", { class: "c-subject" }, e.subject ?? ""),
-    el("span", { class: "c-source" }, e.source),
+    badge(sev),
+    el("span", { class: "c-type", title: e.type }, e.type),
+    el("span", { class: "c-subject", title: e.subject ?? "" }, e.subject ?? ""),
+    el("span", { class: "c-source" }, e.source ?? ""),
     el("span", { class: "c-tags" }, (e.tags ?? []).join(" ")),
     el("span", { class: "c-seq" }, `#${e.seq}`),
   );
-  r.style.transform = `translateY(${i * ROW_H}px)`;
-  return r;
 }
 
 /** Draws the rows in (and a little around) the viewport; nothing else is in the DOM. */
 function render() {
-  const box = list();
-  if (!box) return;
+  if (!mounted) return;
+  updateCounts();
+  const box = listBox();
   const n = view.length;
   $("#list-spacer").style.height = `${n * ROW_H}px`;
-  show($("#list-empty"), n === 0);
+  const empty = $("#list-empty");
+  show(empty, n === 0);
+  if (n === 0) {
+    empty.textContent = search && events.length ? "No shown event matches the search." : paused && held.length ? "Paused." : "Waiting for events…";
+  }
   const first = Math.max(0, Math.floor(box.scrollTop / ROW_H) - OVERSCAN);
   const last = Math.min(n - 1, Math.ceil((box.scrollTop + box.clientHeight) / ROW_H) + OVERSCAN);
-  for (const [i, node] of pool) {
-    const e = view[n - 1 - i];
-    if (i < first || i > last || !e || node.dataset.seq !== String(e.seq)) {
+  const wanted = new Set();
+  for (let i = first; i <= last; i++) wanted.add(view[n - 1 - i].seq);
+  for (const [seq, node] of pool) {
+    if (!wanted.has(seq)) {
       node.remove();
-      pool.delete(i);
+      pool.delete(seq);
     }
   }
+  const pos = activePos();
   for (let i = first; i <= last; i++) {
     const e = view[n - 1 - i];
-    const existing = pool.get(i);
-    if (existing) {
-      existing.setAttribute("aria-selected", i === active ? "true" : "false");
-      continue;
+    let node = pool.get(e.seq);
+    if (!node) {
+      node = makeRow(e);
+      pool.set(e.seq, node);
+      box.append(node);
     }
-    const node = row(e, i);
-    pool.set(i, node);
-    box.append(node);
+    if (node._y !== i) {
+      node._y = i;
+      node.style.transform = `translateY(${i * ROW_H}px)`;
+      node.setAttribute("aria-posinset", String(i + 1));
+    }
+    node.setAttribute("aria-setsize", String(n));
+    const sel = i === pos ? "true" : "false";
+    if (node.getAttribute("aria-selected") !== sel) node.setAttribute("aria-selected", sel);
   }
-  box.setAttribute("aria-activedescendant", active >= 0 && view[n - 1 - active] ? `ev-${view[n - 1 - active].seq}` : "");
-  updateCounts();
+  box.setAttribute("aria-activedescendant", pos >= first && pos <= last ? `ev-${activeSeq}` : "");
 }
 
 function clearRows() {
@@ -158,38 +193,48 @@ function clearRows() {
   pool.clear();
 }
 
-function openDetail(i) {
-  const e = view[view.length - 1 - i];
-  if (!e) return;
+function openDetail(seq) {
+  const i = indexOfSeq(seq);
+  if (i < 0) return;
+  const e = view[i];
   $("#detail-h").textContent = `${e.type} · #${e.seq}`;
   $("#detail-json").textContent = JSON.stringify(e, null, 2);
+  $("#detail-copied").textContent = "";
   $("#detail").showModal();
 }
 
-function moveActive(to) {
+function moveTo(pos) {
   const n = view.length;
   if (!n) return;
-  active = Math.max(0, Math.min(n - 1, to));
-  const box = list();
-  const top = active * ROW_H;
+  pos = Math.max(0, Math.min(n - 1, pos));
+  activeSeq = view[n - 1 - pos].seq;
+  const box = listBox();
+  const top = pos * ROW_H;
   if (top < box.scrollTop) box.scrollTop = top;
   else if (top + ROW_H > box.scrollTop + box.clientHeight) box.scrollTop = top + ROW_H - box.clientHeight;
   render();
 }
 
+function note(text, kind = "ok") {
+  const p = $("#stream-note");
+  p.textContent = text ?? "";
+  p.dataset.kind = kind;
+  show(p, Boolean(text));
+  fit();
+}
+
+/** Sizes the list to the rest of the window (at least 18rem). */
+function fit() {
+  if (!mounted) return;
+  const box = listBox();
+  const top = box.getBoundingClientRect().top + window.scrollY;
+  const rem = parseFloat(getComputedStyle(document.documentElement).fontSize) || 15;
+  box.style.height = `${Math.max(18 * rem, window.innerHeight - top - rem)}px`;
+  schedule();
+}
+
 function readFilters() {
-  const f = $("#filters");
-  return {
-    filter: filterFrom({
-      type: f.type.value,
-      category: f.category.value,
-      source: f.source.value,
-      subject: f.subject.value,
-      severity: f.severity.value,
-      tags: f.tags.value,
-    }),
-    transport: f.transport.value,
-  };
+  return { filter: filterFromInputs("f-"), transport: $("#f-transport").value };
 }
 
 function subscribe() {
@@ -199,19 +244,53 @@ function subscribe() {
   view = [];
   held = [];
   pending = [];
-  active = -1;
+  trimmed = 0;
+  activeSeq = null;
+  drop = null;
   clearRows();
-  list().scrollTop = 0;
+  if (mounted) listBox().scrollTop = 0;
   alertIn($("#filter-error"), null);
-  const mine = connect({ url: ctx.url, token: ctx.token, filter, transport, last: FIRST_LOAD });
+  note(null);
+  $("#filter-summary").textContent = describeFilter(filter);
+  let mine;
+  try {
+    mine = connect({ url: ctx.url, token: ctx.token, filter, transport, last: FIRST_LOAD });
+  } catch (err) {
+    sub = undefined;
+    alertIn($("#filter-error"), err);
+    return;
+  }
   sub = mine;
   // A replaced subscription may still be finishing a read: only the current one counts.
   mine.on("event", (e) => sub === mine && onEvent(e));
-  mine.on("status", (s) => sub === mine && ctx.setConnection(s));
+  mine.on("status", (s) => {
+    if (sub !== mine) return;
+    ctx.setConnection(s);
+    if (s.state === "reconnecting" && !drop) {
+      drop = { seq: mine.lastSeq, at: Date.now() };
+      const from = drop.seq === undefined ? "" : ` after #${drop.seq}`;
+      note(`Connection lost at ${shortTime(new Date().toISOString())}. Reconnecting; the stream will resume${from}, so nothing published meanwhile is missed.`, "warn");
+    }
+    if (s.state === "open" && drop) {
+      const secs = Math.max(1, Math.round((Date.now() - drop.at) / 1000));
+      const from = drop.seq === undefined ? "the start" : `#${drop.seq}`;
+      note(`Reconnected at ${shortTime(new Date().toISOString())} after ${secs}s; resumed after ${from}: no event missed or repeated.`);
+      drop = null;
+    }
+  });
+  mine.on("reset", (r) => {
+    if (sub !== mine) return;
+    if (r?.reason === "retention") note(`Events before #${r.oldest} were deleted by retention while disconnected; continuing from #${r.oldest}.`);
+    else if (r?.reason === "unknown_cursor") note(`The hub's log was replaced; continuing live from #${r.head}.`);
+    else note("The hub moved the stream's position; continuing.");
+  });
   mine.on("error", (err) => {
     if (sub !== mine) return;
     if (err.status === 401) ctx.onAuthError(err);
-    else alertIn($("#filter-error"), err);
+    else {
+      alertIn($("#filter-error"), err);
+      $("#filters-box").open = true;
+    }
   });
   schedule();
 }
@@ -219,7 +298,14 @@ function subscribe() {
 const CSV_COLUMNS = ["seq", "id", "time", "tenant", "type", "source", "category", "severity", "subject", "actor", "tags", "data", "metadata"];
 
 function csvCell(v) {
-  const s = v === undefined || v === null ? "" : typeof v === "object" ? (Array.isArray(v) && v.every((x) => typeof x === "string") ? v.join(";") : JSON.stringify(v)) : String(v);
+  const s =
+    v === undefined || v === null
+      ? ""
+      : typeof v === "object"
+        ? Array.isArray(v) && v.every((x) => typeof x === "string")
+          ? v.join(";")
+          : JSON.stringify(v)
+        : String(v);
   return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
@@ -227,89 +313,112 @@ function exportShown() {
   const format = $("#export-format").value;
   const rows = view; // seq order
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
-  if (format === "json") download(`crier-events-${stamp}.json`, JSON.stringify(rows, null, 2), "application/json");
-  else if (format === "ndjson") download(`crier-events-${stamp}.ndjson`, rows.map((e) => JSON.stringify(e)).join("\n") + "\n", "application/x-ndjson");
+  if (format === "json") download(`crier-events-${stamp}.json`, JSON.stringify(rows, null, 2) + "\n", "application/json");
+  else if (format === "ndjson") download(`crier-events-${stamp}.ndjson`, rows.map((e) => JSON.stringify(e)).join("\n") + (rows.length ? "\n" : ""), "application/x-ndjson");
   else {
     const lines = [CSV_COLUMNS.join(",")].concat(rows.map((e) => CSV_COLUMNS.map((c) => csvCell(e[c])).join(",")));
     download(`crier-events-${stamp}.csv`, lines.join("\r\n") + "\r\n", "text/csv");
   }
 }
 
+function setPaused(p) {
+  paused = p;
+  if (!paused && held.length) {
+    pending.push(...held); // in seq order, after whatever was already released
+    held = [];
+  }
+  schedule();
+}
+
+/** Starts the live stream if it is not running (the shell calls this once signed in). */
+export function start(c) {
+  ctx = c;
+  if (!sub) subscribe();
+}
+
+/** Stops the stream and forgets its events (sign-out). */
+export function stop() {
+  if (sub) sub.close();
+  sub = undefined;
+  events = [];
+  view = [];
+  held = [];
+  pending = [];
+  paused = false;
+  activeSeq = null;
+  clearRows();
+  ctx?.setConnection({ state: "closed" });
+}
+
 export function mount(c) {
   ctx = c;
-  listeners = [];
-  const box = list();
-  on(box, "scroll", schedule);
-  on(window, "resize", schedule);
-  on(box, "click", (e) => {
+  mounted = true;
+  const box = listBox();
+  const narrow = window.matchMedia("(max-width: 760px)").matches;
+  if (narrow && !$("#filter-error").textContent) $("#filters-box").open = false;
+  ui.on(box, "scroll", schedule, { passive: true });
+  ui.on(window, "resize", fit);
+  ui.on($("#filters-box"), "toggle", fit);
+  ui.on(box, "click", (e) => {
     const r = e.target.closest(".row");
     if (!r) return;
-    active = Number(r.dataset.index);
+    activeSeq = Number(r.dataset.seq);
     render();
-    openDetail(active);
+    openDetail(activeSeq);
   });
-  on(box, "keydown", (e) => {
+  ui.on(box, "keydown", (e) => {
     const page = Math.max(1, Math.floor(box.clientHeight / ROW_H) - 1);
-    const keys = {
-      ArrowDown: active + 1,
-      ArrowUp: active - 1,
-      PageDown: active + page,
-      PageUp: active - page,
-      Home: 0,
-      End: view.length - 1,
-    };
+    const pos = activePos();
+    const keys = { ArrowDown: pos + 1, ArrowUp: pos - 1, PageDown: pos + page, PageUp: pos - page, Home: 0, End: view.length - 1 };
     if (e.key in keys) {
       e.preventDefault();
-      moveActive(active < 0 ? 0 : keys[e.key]);
-    } else if (e.key === "Enter" && active >= 0) {
+      moveTo(pos < 0 && e.key !== "End" ? 0 : keys[e.key]);
+    } else if ((e.key === "Enter" || e.key === " ") && activeSeq !== null) {
       e.preventDefault();
-      openDetail(active);
+      openDetail(activeSeq);
+    } else if (e.key === "Escape" && activeSeq !== null) {
+      activeSeq = null;
+      render();
     }
   });
-  on($("#filters"), "submit", (e) => {
+  ui.on($("#filters"), "submit", (e) => {
     e.preventDefault();
     subscribe();
   });
-  on($("#filters"), "reset", () => setTimeout(subscribe, 0));
+  ui.on($("#filters"), "reset", () => setTimeout(subscribe, 0));
   let debounce;
-  on($("#search"), "input", (e) => {
+  ui.on($("#search"), "input", (e) => {
     clearTimeout(debounce);
-    debounce = setTimeout(() => {
+    const apply = () => {
       search = e.target.value.trim().toLowerCase();
-      active = -1;
-      clearRows();
       rebuildView();
-    }, 120);
+      render();
+    };
+    // Small lists filter on every key; large ones wait for a pause in typing.
+    if (events.length < 5000) apply();
+    else debounce = setTimeout(apply, 150);
   });
-  on($("#pause"), "click", () => {
-    paused = !paused;
-    if (!paused && held.length) {
-      pending.push(...held);
-      held = [];
-    }
-    updateCounts();
-    schedule();
-  });
-  on($("#clear"), "click", () => {
+  ui.on($("#pause"), "click", () => setPaused(!paused));
+  ui.on($("#clear"), "click", () => {
     events = [];
     view = [];
-    held = [];
-    active = -1;
+    trimmed = 0;
+    activeSeq = null;
     clearRows();
     schedule();
   });
-  on($("#export"), "click", exportShown);
-  on($("#detail-copy"), "click", () => navigator.clipboard?.writeText($("#detail-json").textContent));
-  subscribe();
+  ui.on($("#export"), "click", exportShown);
+  ui.on($("#detail-copy"), "click", () => copy($("#detail-json").textContent, $("#detail-copied")));
+  search = $("#search").value.trim().toLowerCase();
+  rebuildView();
+  clearRows();
+  fit();
+  render();
+  if (!sub) subscribe();
 }
 
 export function unmount() {
-  for (const off of listeners) off();
-  listeners = [];
-  if (sub) sub.close();
-  sub = undefined;
-  cancelAnimationFrame(frame);
-  frame = 0;
+  ui.off();
+  mounted = false;
   clearRows();
-  ctx.setConnection({ state: "closed" });
 }

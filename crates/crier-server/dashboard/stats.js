@@ -1,91 +1,175 @@
 // Stats: GET /v1/stats every two seconds; events per second over the last five minutes
-// (from the change in the stored total) drawn on a canvas, and the counts as tables.
+// (the change in the tenant's stored total between samples) drawn on a canvas, and the
+// counts as tiles and tables. Sampling goes on while other pages are shown, so the chart
+// has its history when the page is opened again.
 
-import { $, el, alertIn } from "/ui/util.js";
+import { $, el, alertIn, SEVERITIES } from "/ui/util.js";
 
 const EVERY_MS = 2000;
 const WINDOW_MS = 5 * 60 * 1000;
 
 let ctx;
 let timer;
+let mounted = false;
 let samples = []; // {t, total}
 let rates = []; // {t, rate}
+let last; // the latest /v1/stats answer
+let lastError = null;
 let onResize;
+
+/** The next round number (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 times a power of ten) at or above v. */
+function niceCeil(v) {
+  if (v <= 1) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
+function formatRate(v) {
+  if (v >= 100) return String(Math.round(v));
+  if (v >= 10) return v.toFixed(1).replace(/\.0$/, "");
+  return v.toFixed(2).replace(/0$/, "").replace(/\.0$/, "");
+}
 
 function draw() {
   const canvas = $("#rate-chart");
-  const width = canvas.clientWidth || 600;
-  const height = canvas.clientHeight || 180;
+  const width = canvas.clientWidth;
+  const height = canvas.clientHeight;
+  if (!width || !height) return;
   const dpr = window.devicePixelRatio || 1;
   canvas.width = Math.round(width * dpr);
   canvas.height = Math.round(height * dpr);
   const g = canvas.getContext("2d");
-  g.scale(dpr, dpr);
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, width, height);
   const css = getComputedStyle(document.documentElement);
   const fg = css.getPropertyValue("--muted").trim() || "#888";
+  const grid = css.getPropertyValue("--line").trim() || "#ddd";
   const accent = css.getPropertyValue("--accent").trim() || "#3b82f6";
   const now = Date.now();
-  const max = Math.max(1, ...rates.map((r) => r.rate));
-  const pad = { l: 44, r: 8, t: 8, b: 20 };
+  const peak = Math.max(0, ...rates.map((r) => r.rate));
+  const max = niceCeil(peak * 1.1);
+  const pad = { l: 48, r: 12, t: 10, b: 24 };
   const w = width - pad.l - pad.r;
   const h = height - pad.t - pad.b;
   const x = (t) => pad.l + w * (1 - (now - t) / WINDOW_MS);
   const y = (v) => pad.t + h * (1 - v / max);
-  g.strokeStyle = fg;
-  g.fillStyle = fg;
-  g.globalAlpha = 0.35;
-  g.lineWidth = 1;
   g.font = "11px system-ui, sans-serif";
-  for (const frac of [0, 0.5, 1]) {
-    const yy = pad.t + h * (1 - frac);
+  g.lineWidth = 1;
+  g.textBaseline = "middle";
+  for (let i = 0; i <= 4; i++) {
+    const v = (max * i) / 4;
+    const yy = Math.round(y(v)) + 0.5;
+    g.strokeStyle = grid;
     g.beginPath();
     g.moveTo(pad.l, yy);
     g.lineTo(pad.l + w, yy);
     g.stroke();
+    g.fillStyle = fg;
+    g.textAlign = "right";
+    g.fillText(formatRate(v), pad.l - 8, yy);
   }
-  g.globalAlpha = 1;
-  for (const frac of [0, 0.5, 1]) g.fillText(formatRate(max * frac), 4, pad.t + h * (1 - frac) + 4);
-  for (const [label, ago] of [["-5 min", WINDOW_MS], ["-2.5", WINDOW_MS / 2], ["now", 0]]) {
-    g.fillText(label, Math.min(width - 28, Math.max(pad.l, x(now - ago) - 14)), height - 4);
+  g.textBaseline = "alphabetic";
+  const step = w < 420 ? (w < 260 ? 5 : 2.5) : 1; // minutes between labels
+  for (let m = 5; m >= 0; m -= step) {
+    const xx = x(now - m * 60e3);
+    g.textAlign = m === 5 ? "left" : m === 0 ? "right" : "center";
+    g.fillText(m === 0 ? "now" : `−${m} min`, xx, height - 6);
   }
-  if (rates.length < 2) return;
+  const pts = rates.filter((r) => now - r.t <= WINDOW_MS);
+  if (!pts.length) {
+    g.textAlign = "center";
+    g.fillText("collecting samples…", pad.l + w / 2, pad.t + h / 2);
+    return;
+  }
   g.strokeStyle = accent;
-  g.lineWidth = 2;
-  g.beginPath();
-  rates.forEach((r, i) => (i ? g.lineTo(x(r.t), y(r.rate)) : g.moveTo(x(r.t), y(r.rate))));
-  g.stroke();
-  g.globalAlpha = 0.15;
   g.fillStyle = accent;
-  g.lineTo(x(rates.at(-1).t), pad.t + h);
-  g.lineTo(x(rates[0].t), pad.t + h);
-  g.closePath();
+  g.lineWidth = 2;
+  g.lineJoin = "round";
+  g.beginPath();
+  pts.forEach((r, i) => (i ? g.lineTo(x(r.t), y(r.rate)) : g.moveTo(x(r.t), y(r.rate))));
+  g.stroke();
+  if (pts.length > 1) {
+    g.globalAlpha = 0.15;
+    g.lineTo(x(pts.at(-1).t), pad.t + h);
+    g.lineTo(x(pts[0].t), pad.t + h);
+    g.closePath();
+    g.fill();
+    g.globalAlpha = 1;
+  }
+  const end = pts.at(-1);
+  g.beginPath();
+  g.arc(x(end.t), y(end.rate), 3.5, 0, 2 * Math.PI);
   g.fill();
-  g.globalAlpha = 1;
 }
 
-function formatRate(v) {
-  return v >= 100 ? String(Math.round(v)) : v.toFixed(1);
+function tile(label, value, id, cls = "") {
+  return el("div", { class: `tile ${cls}`, id }, el("div", { class: "tile-value" }, String(value)), el("div", { class: "tile-label" }, label));
 }
 
-function tile(label, value, id) {
-  return el("div", { class: "tile", id }, el("div", { class: "tile-value" }, String(value)), el("div", { class: "tile-label" }, label));
-}
-
-function table(title, counts, cls = "") {
-  const entries = Object.entries(counts ?? {}).sort((a, b) => b[1] - a[1]);
+function table(title, counts, { order, cls } = {}) {
+  let entries = Object.entries(counts ?? {});
+  if (order) entries = order.map((k) => [k, counts?.[k] ?? 0]);
+  else entries.sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
   const max = Math.max(1, ...entries.map(([, n]) => n));
+  const total = entries.reduce((s, [, n]) => s + n, 0);
   const body = entries.slice(0, 15).map(([k, n]) => {
-    const bar = el("span", { class: "bar" });
+    const bar = el("span", { class: n ? "bar" : "bar zero" });
     bar.style.width = `${Math.round((100 * n) / max)}%`;
-    return el("tr", { class: cls && `${cls}-${k}` }, el("th", { scope: "row" }, k), el("td", { class: "num" }, n.toLocaleString()), el("td", { class: "barcell" }, bar));
+    const pct = total ? Math.round((100 * n) / total) : 0;
+    return el(
+      "tr",
+      { class: cls ? `${cls}-${k}` : "" },
+      el("th", { scope: "row" }, k),
+      el("td", { class: "num" }, n.toLocaleString()),
+      el("td", { class: "barcell", "aria-label": `${pct}%` }, bar),
+    );
   });
   return el(
     "section",
     { class: "card", "aria-label": title },
     el("h2", {}, title),
-    entries.length ? el("table", {}, el("tbody", {}, body)) : el("p", { class: "muted" }, "none yet"),
-    entries.length > 15 ? el("p", { class: "muted" }, `and ${entries.length - 15} more`) : null,
+    total || order
+      ? el("table", {}, el("thead", { class: "visually-hidden" }, el("tr", {}, el("th", { scope: "col" }, "Value"), el("th", { scope: "col" }, "Events"), el("th", { scope: "col" }, "Share"))), el("tbody", {}, body))
+      : el("p", { class: "muted" }, "none yet"),
+    entries.length > 15 ? el("p", { class: "muted small" }, `and ${entries.length - 15} more`) : null,
+  );
+}
+
+const fmt = (n) => Number(n ?? 0).toLocaleString();
+
+function renderAll() {
+  if (!mounted) return;
+  alertIn($("#stats-error"), lastError);
+  draw();
+  const s = last;
+  if (!s) return;
+  const cur = rates.at(-1)?.rate;
+  const peak = Math.max(0, ...rates.map((r) => r.rate));
+  $("#rate-now").textContent = cur === undefined ? "" : `now ${formatRate(cur)}/s · peak ${formatRate(peak)}/s`;
+  $("#rate-summary").textContent = cur === undefined ? "" : `Now ${formatRate(cur)} events per second; peak ${formatRate(peak)} in the last five minutes.`;
+  const d = s.deliveries ?? {};
+  const subs = s.subscriptions ?? {};
+  const c = s.connections ?? {};
+  $("#stats-tiles").replaceChildren(
+    tile("events stored", fmt(s.events?.total), "t-total"),
+    tile("in the last hour", fmt(s.events?.last_hour), "t-hour"),
+    tile("per second, last minute", formatRate(Number(s.publish_rate_per_s ?? 0)), "t-rate"),
+    tile("head seq (whole log)", fmt(s.head), "t-head"),
+    tile("SSE connections", fmt(c.sse), "t-sse"),
+    tile("WebSocket connections", fmt(c.ws), "t-ws"),
+    tile("subscriptions active", fmt(subs.active), "t-subs-active"),
+    tile("subscriptions paused", fmt(subs.paused), "t-subs-paused", subs.paused ? "warn" : ""),
+    tile("deliveries delivered", fmt(d.delivered), "t-delivered", d.delivered ? "ok" : ""),
+    tile("deliveries pending", fmt(d.pending), "t-pending"),
+    tile("deliveries failed", fmt(d.failed), "t-failed", d.failed ? "warn" : ""),
+    tile("deliveries dead", fmt(d.dead), "t-dead", d.dead ? "bad" : ""),
+  );
+  $("#stats-tables").replaceChildren(
+    table("By type", s.events?.by_type),
+    table("By severity", s.events?.by_severity, { order: SEVERITIES, cls: "sev" }),
+    table("By category", s.events?.by_category),
+    table("By source", s.events?.by_source),
   );
 }
 
@@ -93,54 +177,47 @@ async function sample() {
   let s;
   try {
     s = await ctx.client.request("GET", "/v1/stats");
-    alertIn($("#stats-error"), null);
+    lastError = null;
   } catch (err) {
     if (err.status === 401) return ctx.onAuthError(err);
-    return alertIn($("#stats-error"), err);
+    lastError = err;
+    return renderAll();
   }
   const t = Date.now();
   const prev = samples.at(-1);
-  samples.push({ t, total: s.events.total });
-  if (prev) {
-    const rate = Math.max(0, (s.events.total - prev.total) / ((t - prev.t) / 1000));
-    rates.push({ t, rate });
-    $("#rate-now").textContent = `now ${formatRate(rate)}/s`;
-  }
-  samples = samples.filter((x) => t - x.t <= WINDOW_MS + EVERY_MS);
-  rates = rates.filter((x) => t - x.t <= WINDOW_MS);
-  const d = s.deliveries ?? {};
-  const subs = s.subscriptions ?? {};
-  $("#stats-tiles").replaceChildren(
-    tile("events stored", s.events.total.toLocaleString(), "t-total"),
-    tile("in the last hour", s.events.last_hour.toLocaleString(), "t-hour"),
-    tile("published per second (last minute)", s.publish_rate_per_s, "t-rate"),
-    tile("SSE connections", s.connections.sse, "t-sse"),
-    tile("WebSocket connections", s.connections.ws, "t-ws"),
-    tile("subscriptions active / paused", `${subs.active ?? 0} / ${subs.paused ?? 0}`, "t-subs"),
-    tile("deliveries delivered", d.delivered ?? 0, "t-delivered"),
-    tile("failed / pending / dead", `${d.failed ?? 0} / ${d.pending ?? 0} / ${d.dead ?? 0}`, "t-failed"),
-  );
-  $("#stats-tables").replaceChildren(
-    table("By type", s.events.by_type),
-    table("By severity", s.events.by_severity, "sev"),
-    table("By category", s.events.by_category),
-    table("By source", s.events.by_source),
-  );
-  draw();
+  const total = Number(s.events?.total ?? 0);
+  samples.push({ t, total });
+  // Retention can lower the total; a drop is not negative traffic.
+  if (prev) rates.push({ t, rate: Math.max(0, (total - prev.total) / ((t - prev.t) / 1000)) });
+  samples = samples.filter((x) => t - x.t <= WINDOW_MS + 2 * EVERY_MS);
+  rates = rates.filter((x) => t - x.t <= WINDOW_MS + 2 * EVERY_MS);
+  last = s;
+  renderAll();
 }
 
 export function mount(c) {
   ctx = c;
-  c.setConnection({ state: "closed" });
-  samples = [];
-  rates = [];
-  sample();
-  timer = setInterval(sample, EVERY_MS);
+  mounted = true;
+  if (!timer) {
+    sample();
+    timer = setInterval(sample, EVERY_MS);
+  }
+  renderAll();
   onResize = () => draw();
   window.addEventListener("resize", onResize);
 }
 
 export function unmount() {
-  clearInterval(timer);
+  mounted = false;
   window.removeEventListener("resize", onResize);
+}
+
+/** Stops sampling and forgets the history (sign-out). */
+export function stop() {
+  clearInterval(timer);
+  timer = undefined;
+  samples = [];
+  rates = [];
+  last = undefined;
+  lastError = null;
 }

@@ -1,17 +1,14 @@
 // Webhook subscriptions: list, create (the secret is shown once), pause/resume, delete,
-// deliveries with their status, redeliver.
+// deliveries with their status, redeliver. The list refreshes every few seconds.
 
-import { $, el, show, alertIn, shortTime, filterFrom, describeFilter } from "/ui/util.js";
+import { $, el, show, alertIn, shortTime, filterFromInputs, describeFilter, listenerGroup, copy, errorText } from "/ui/util.js";
+
+const REFRESH_MS = 3000;
 
 let ctx;
-let listeners = [];
-let selected; // subscription whose deliveries are shown
+const ui = listenerGroup();
+let selected; // the subscription whose deliveries are shown
 let refresh;
-
-function on(node, type, fn) {
-  node.addEventListener(type, fn);
-  listeners.push(() => node.removeEventListener(type, fn));
-}
 
 async function call(method, path, body) {
   try {
@@ -32,120 +29,149 @@ function confirmDelete(text) {
   });
 }
 
+function subRow(s) {
+  const paused = s.status === "paused";
+  return el(
+    "tr",
+    { dataset: { id: s.id }, class: selected?.id === s.id ? "selected" : "" },
+    el("td", {}, el("strong", {}, s.name), el("div", { class: "muted small mono" }, s.id)),
+    el("td", { class: "url" }, s.webhook?.url ?? ""),
+    el("td", {}, describeFilter(s.filter)),
+    el(
+      "td",
+      {},
+      el("span", { class: `status st-${s.status}` }, s.status),
+      s.note ? el("div", { class: "muted small" }, s.note) : null,
+      s.expires_at ? el("div", { class: "muted small" }, `expires ${shortTime(s.expires_at)}`) : null,
+    ),
+    el("td", { class: "num" }, String(s.cursor)),
+    el(
+      "td",
+      {},
+      el(
+        "div",
+        { class: "row-actions" },
+        el("button", { type: "button", dataset: { action: "pause" }, onclick: () => setPaused(s, !paused), "aria-label": `${paused ? "Resume" : "Pause"} ${s.name}` }, paused ? "Resume" : "Pause"),
+        el("button", { type: "button", dataset: { action: "deliveries" }, onclick: () => showDeliveries(s), "aria-label": `Deliveries of ${s.name}` }, "Deliveries"),
+        el("button", { type: "button", class: "danger", dataset: { action: "delete" }, onclick: () => remove(s), "aria-label": `Delete ${s.name}` }, "Delete"),
+      ),
+    ),
+  );
+}
+
 async function load() {
   let subs;
   try {
     subs = (await call("GET", "/v1/subscriptions")).subscriptions;
+    alertIn($("#subs-error"), null);
   } catch (err) {
-    return alertIn($("#sub-error"), err);
+    return alertIn($("#subs-error"), err);
   }
   const body = $("#subs-body");
   // A refresh must not pull the keyboard focus out from under the user: it returns to the
   // same control of the same row.
   const focused = body.contains(document.activeElement) ? document.activeElement : null;
   const focusKey = focused && [focused.closest("tr")?.dataset.id, focused.dataset.action];
-  body.replaceChildren(
-    ...subs.map((s) =>
-      el(
-        "tr",
-        { dataset: { id: s.id } },
-        el("td", {}, el("strong", {}, s.name), el("div", { class: "muted small" }, s.id)),
-        el("td", { class: "url" }, s.webhook?.url ?? ""),
-        el("td", {}, describeFilter(s.filter)),
-        el("td", {}, el("span", { class: `status st-${s.status}` }, s.status), s.note ? el("div", { class: "muted small" }, s.note) : null),
-        el("td", { class: "num" }, String(s.cursor)),
-        el(
-          "td",
-          { class: "row-actions" },
-          el("button", { type: "button", dataset: { action: "pause" }, onclick: () => setPaused(s, s.status !== "paused"), "aria-label": `${s.status === "paused" ? "Resume" : "Pause"} ${s.name}` }, s.status === "paused" ? "Resume" : "Pause"),
-          el("button", { type: "button", dataset: { action: "deliveries" }, onclick: () => showDeliveries(s), "aria-label": `Deliveries of ${s.name}` }, "Deliveries"),
-          el("button", { type: "button", class: "danger", dataset: { action: "delete" }, onclick: () => remove(s), "aria-label": `Delete ${s.name}` }, "Delete"),
-        ),
-      ),
-    ),
-  );
+  if (selected) selected = subs.find((s) => s.id === selected.id);
+  body.replaceChildren(...subs.map(subRow));
   if (focusKey) {
     const tr = [...body.rows].find((r) => r.dataset.id === focusKey[0]);
     tr?.querySelector(`[data-action="${focusKey[1]}"]`)?.focus();
   }
   show($("#subs-empty"), subs.length === 0);
-  if (selected) {
-    const still = subs.find((s) => s.id === selected.id);
-    if (still) {
-      selected = still;
-      loadDeliveries();
-    } else {
-      selected = undefined;
-      show($("#deliveries"), false);
-    }
-  }
+  if (selected) loadDeliveries();
+  else show($("#deliveries"), false);
 }
 
 async function setPaused(s, paused) {
+  alertIn($("#subs-error"), null);
   try {
     await call("PATCH", `/v1/subscriptions/${encodeURIComponent(s.id)}`, { paused });
     await load();
   } catch (err) {
-    alertIn($("#sub-error"), err);
+    alertIn($("#subs-error"), err);
   }
 }
 
 async function remove(s) {
-  if (!(await confirmDelete(`Delete the subscription “${s.name}”? Its deliveries stop and its records go.`))) return;
+  if (!(await confirmDelete(`Delete the subscription “${s.name}”? Its webhook gets no more events and its delivery records are removed.`))) return;
   try {
     await call("DELETE", `/v1/subscriptions/${encodeURIComponent(s.id)}`);
+    if (selected?.id === s.id) selected = undefined;
     await load();
   } catch (err) {
-    alertIn($("#sub-error"), err);
+    alertIn($("#subs-error"), err);
   }
 }
 
 function showDeliveries(s) {
   selected = s;
+  for (const tr of $("#subs-body").rows) tr.classList.toggle("selected", tr.dataset.id === s.id);
   $("#deliveries-h").textContent = `Deliveries of ${s.name}`;
   $("#d-after").value = "";
+  $("#d-action").textContent = "";
+  $("#d-message").textContent = "Loading…";
+  $("#deliveries-body").replaceChildren();
   show($("#deliveries"), true);
   loadDeliveries();
   $("#deliveries").scrollIntoView({ block: "nearest" });
+  $("#deliveries-h").focus({ preventScroll: true });
 }
 
 async function loadDeliveries() {
   if (!selected) return;
+  const id = selected.id;
   const status = $("#d-status").value;
   let list;
   try {
     const q = status ? `?status=${encodeURIComponent(status)}` : "";
-    list = (await call("GET", `/v1/subscriptions/${encodeURIComponent(selected.id)}/deliveries${q}`)).deliveries;
+    list = (await call("GET", `/v1/subscriptions/${encodeURIComponent(id)}/deliveries${q}`)).deliveries;
   } catch (err) {
-    $("#d-message").textContent = err.message;
+    $("#d-message").textContent = errorText(err);
     return;
   }
+  if (selected?.id !== id) return;
   $("#deliveries-body").replaceChildren(
     ...list.map((d) =>
       el(
         "tr",
         { class: `delivery d-${d.status}` },
         el("td", { class: "num" }, String(d.seq)),
-        el("td", { class: "small" }, d.event_id),
+        el("td", { class: "small mono" }, d.event_id),
         el("td", {}, el("span", { class: `status st-${d.status}` }, d.status)),
         el("td", { class: "num" }, String(d.attempts)),
-        el("td", {}, d.last_status_code ? String(d.last_status_code) : "", d.last_error ? el("div", { class: "muted small" }, d.last_error) : null),
+        el("td", {}, d.last_status_code ? `HTTP ${d.last_status_code}` : "", d.last_error ? el("div", { class: "muted small" }, d.last_error) : null),
         el("td", {}, d.next_attempt_at ? shortTime(d.next_attempt_at) : ""),
       ),
     ),
   );
-  $("#d-message").textContent = list.length ? `${list.length} deliveries` : "No deliveries yet.";
+  const counts = {};
+  for (const d of list) counts[d.status] = (counts[d.status] ?? 0) + 1;
+  const summary = Object.entries(counts)
+    .map(([k, n]) => `${n} ${k}`)
+    .join(", ");
+  $("#d-message").textContent = list.length
+    ? `${list.length} deliveries (${summary}); cursor at #${selected.cursor}.`
+    : status
+      ? `No ${status} deliveries.`
+      : "No deliveries yet: events matching the filter will show here.";
 }
 
 async function redeliver() {
   if (!selected) return;
-  const after = Number($("#d-after").value || 0);
+  const raw = $("#d-after").value.trim();
+  const after = Number(raw || 0);
+  const said = $("#d-action");
+  if (!Number.isInteger(after) || after < 0) {
+    said.textContent = "Give a seq: a whole number, 0 for the oldest stored event.";
+    return;
+  }
   try {
     await call("POST", `/v1/subscriptions/${encodeURIComponent(selected.id)}/redeliver`, { after });
-    $("#d-message").textContent = `Redelivering events after seq ${after}.`;
+    said.textContent = `Redelivering events after #${after}.`;
     await load();
   } catch (err) {
-    $("#d-message").textContent = err.message;
+    said.textContent = errorText(err);
   }
 }
 
@@ -154,7 +180,7 @@ async function create(e) {
   alertIn($("#sub-error"), null);
   const body = {
     name: $("#s-name").value.trim(),
-    filter: filterFrom({ type: $("#s-type").value, severity: $("#s-severity").value }),
+    filter: filterFromInputs("s-"),
     webhook: { url: $("#s-url").value.trim() },
   };
   if ($("#s-from").value === "0") body.after = 0;
@@ -166,27 +192,27 @@ async function create(e) {
   }
   $("#sub-form").reset();
   $("#secret-value").value = s.webhook?.secret ?? "";
+  $("#secret-copied").textContent = "";
   $("#secret").showModal();
+  $("#secret-value").focus();
   $("#secret-value").select();
   await load();
 }
 
 export function mount(c) {
   ctx = c;
-  listeners = [];
-  c.setConnection({ state: "closed" });
-  on($("#sub-form"), "submit", create);
-  on($("#d-status"), "change", loadDeliveries);
-  on($("#d-refresh"), "click", loadDeliveries);
-  on($("#d-redeliver"), "click", redeliver);
-  on($("#secret-copy"), "click", () => navigator.clipboard?.writeText($("#secret-value").value));
+  ui.on($("#sub-form"), "submit", create);
+  ui.on($("#d-status"), "change", loadDeliveries);
+  ui.on($("#d-refresh"), "click", loadDeliveries);
+  ui.on($("#d-redeliver"), "click", redeliver);
+  ui.on($("#secret-copy"), "click", () => copy($("#secret-value").value, $("#secret-copied")));
   load();
-  refresh = setInterval(load, 3000);
+  refresh = setInterval(load, REFRESH_MS);
 }
 
 export function unmount() {
-  for (const off of listeners) off();
-  listeners = [];
+  ui.off();
   clearInterval(refresh);
   selected = undefined;
+  show($("#deliveries"), false);
 }

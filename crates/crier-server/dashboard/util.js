@@ -2,6 +2,8 @@
 
 export const $ = (sel, root = document) => root.querySelector(sel);
 
+export const SEVERITIES = ["debug", "info", "warning", "error", "critical"];
+
 export function show(node, visible) {
   node.hidden = !visible;
 }
@@ -23,6 +25,30 @@ export function el(tag, attrs = {}, ...children) {
   return n;
 }
 
+/** Listeners that are removed together when a page goes away. */
+export function listenerGroup() {
+  let offs = [];
+  return {
+    on(node, type, fn, opts) {
+      node.addEventListener(type, fn, opts);
+      offs.push(() => node.removeEventListener(type, fn, opts));
+    },
+    off() {
+      for (const f of offs) f();
+      offs = [];
+    },
+  };
+}
+
+/** The text of an error for people: the hub's message, then its code. */
+export function errorText(err) {
+  if (!err) return "";
+  if (err.status === 0 && err.code === "network_error") return `Cannot reach the hub: ${err.message}`;
+  if (err instanceof TypeError) return `Cannot reach the hub (${err.message})`;
+  const msg = String(err.message ?? err);
+  return err.code && err.code !== "client_error" ? `${msg} (${err.code})` : msg;
+}
+
 /** Shows an error message in an alert element (or hides it with `null`). */
 export function alertIn(node, err) {
   if (!err) {
@@ -30,7 +56,7 @@ export function alertIn(node, err) {
     node.textContent = "";
     return;
   }
-  node.textContent = err.code ? `${err.message} (${err.code})` : String(err.message ?? err);
+  node.textContent = errorText(err);
   show(node, true);
 }
 
@@ -73,9 +99,39 @@ export function filterFrom({ type, category, source, subject, severity, tags }) 
   return f;
 }
 
+/** The filter given by the inputs whose ids are `prefix` + key (`f-type`, `r-type`, ...). */
+export function filterFromInputs(prefix, root = document) {
+  const v = (k) => root.querySelector(`#${prefix}${k}`)?.value ?? "";
+  return filterFrom({
+    type: v("type"),
+    category: v("category"),
+    source: v("source"),
+    subject: v("subject"),
+    severity: v("severity"),
+    tags: v("tags"),
+  });
+}
+
 export function describeFilter(f) {
   if (!f || !Object.keys(f).length) return "everything";
   return Object.entries(f)
-    .map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(", ") : v}`)
+    .map(([k, v]) => (k === "severity" ? `severity ≥ ${v}` : `${k}: ${Array.isArray(v) ? v.join(", ") : v}`))
     .join("; ");
+}
+
+/** Copies `text` to the clipboard and says so in `statusNode`. */
+export async function copy(text, statusNode) {
+  try {
+    await navigator.clipboard.writeText(text);
+    if (statusNode) statusNode.textContent = "Copied.";
+  } catch {
+    if (statusNode) statusNode.textContent = "Copying is not allowed here; select the text and copy it.";
+  }
+  if (statusNode) setTimeout(() => (statusNode.textContent = ""), 4000);
+}
+
+/** A severity badge. */
+export function badge(severity) {
+  const sev = SEVERITIES.includes(severity) ? severity : "info";
+  return el("span", { class: `badge sev-${sev}` }, sev);
 }
