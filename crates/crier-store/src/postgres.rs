@@ -402,16 +402,18 @@ type Failed = (LogError, Vec<WriteReq>);
 async fn apply_mutation(
     tx: &deadpool_postgres::Transaction<'_>,
     n: &Names,
-    m: &MutateReq,
+    mutation: Mutation,
+    principal: &Principal,
+    max_event_bytes: usize,
 ) -> Result<(Vec<NewEvent>, Outcome), EntityError> {
-    let tenant = &m.principal.tenant;
-    let loaded = entity_load(&**tx, &n.entities, tenant, &m.mutation).await?;
+    let tenant = &principal.tenant;
+    let loaded = entity_load(&**tx, &n.entities, tenant, &mutation).await?;
     let ctx = PublishContext {
-        principal: &m.principal,
-        max_event_bytes: m.max_event_bytes,
+        principal,
+        max_event_bytes,
         now_us: now_us(),
     };
-    let plan = entity::plan(m.mutation.clone(), loaded, &ctx)?;
+    let plan = entity::plan(mutation, loaded, &ctx)?;
     entity_apply(&**tx, &n.entities, tenant, &plan.writes).await?;
     Ok((plan.events, plan.outcome))
 }
@@ -453,17 +455,22 @@ async fn commit_group(
                     slots.push(Slot::Append(a.reply, batches.len()));
                     batches.push(a.batch);
                 }
-                WriteReq::Mutate(m) => match apply_mutation(&tx, n, &m).await {
-                    Ok((events, outcome)) => {
-                        slots.push(Slot::Mutated(m.reply, batches.len(), outcome));
-                        batches.push(events);
+                WriteReq::Mutate(m) => {
+                    let MutateReq { mutation, principal, max_event_bytes, reply } = *m;
+                    match apply_mutation(&tx, n, mutation, &principal, max_event_bytes).await {
+                        Ok((events, outcome)) => {
+                            slots.push(Slot::Mutated(reply, batches.len(), outcome));
+                            batches.push(events);
+                        }
+                        Err(EntityError::Log(e)) => {
+                            // The transaction is aborted: this change fails with the group.
+                            let msg = e.to_string();
+                            let _ = reply.send(Err(EntityError::Log(backend(std::io::Error::other(msg)))));
+                            return Err(e);
+                        }
+                        Err(e) => slots.push(Slot::Refused(reply, e)),
                     }
-                    Err(EntityError::Log(e)) => {
-                        pending.push_front(WriteReq::Mutate(m));
-                        return Err(e);
-                    }
-                    Err(e) => slots.push(Slot::Refused(m.reply, e)),
-                },
+                }
             }
         }
         let (mut results, stored) = insert_group(&tx, n, batches, &mut next, recv).await?;

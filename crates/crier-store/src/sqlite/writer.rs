@@ -1,15 +1,15 @@
 //! The single writer: group commit with a savepoint per append or entity change, seq
-//! assignment, counters,
-//! retention steps, and the hand-off of committed events to the commit sink.
+//! assignment, counters, retention steps, and the hand-off of committed events to the
+//! commit sink.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use crier_core::entity::{self, Applied, EntityError};
+use crier_core::entity::{self, Applied, EntityError, Mutation};
 use crier_core::event::now_us;
-use crier_core::{AppendResult, Committed, LogError, NewEvent, PublishContext};
+use crier_core::{AppendResult, Committed, LogError, NewEvent, Principal, PublishContext};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::mpsc;
 
@@ -259,17 +259,19 @@ impl Writer {
     /// Refusals write nothing; a database error is rolled back to the caller's savepoint.
     fn mutate(
         &mut self,
-        req: &MutateReq,
+        mutation: Mutation,
+        principal: &Principal,
+        max_event_bytes: usize,
         recv: i64,
     ) -> Result<(Applied, Vec<Arc<Committed>>), EntityError> {
-        let tenant = &req.principal.tenant;
-        let loaded = entities::load(&self.conn, tenant, &req.mutation).map_err(backend)?;
+        let tenant = &principal.tenant;
+        let loaded = entities::load(&self.conn, tenant, &mutation).map_err(backend)?;
         let ctx = PublishContext {
-            principal: &req.principal,
-            max_event_bytes: req.max_event_bytes,
+            principal,
+            max_event_bytes,
             now_us: now_us(),
         };
-        let plan = entity::plan(req.mutation.clone(), loaded, &ctx)?;
+        let plan = entity::plan(mutation, loaded, &ctx)?;
         entities::apply(&self.conn, tenant, &plan.writes).map_err(backend)?;
         let (answers, stored) = self.insert_batch(plan.events, recv).map_err(backend)?;
         Ok((
@@ -315,18 +317,26 @@ impl Writer {
                         (false, Answer::Append(reply, Err(backend(e))))
                     }
                 },
-                Pending::Mutate(m) => match self.mutate(&m, recv) {
-                    Ok((applied, stored)) => {
-                        committed.extend(stored);
-                        (true, Answer::Mutate(m.reply, Ok(applied)))
-                    }
-                    Err(e) => {
-                        if let EntityError::Log(e) = &e {
-                            tracing::error!(error = %e, "entity change failed; rolled back");
+                Pending::Mutate(m) => {
+                    let MutateReq {
+                        mutation,
+                        principal,
+                        max_event_bytes,
+                        reply,
+                    } = *m;
+                    match self.mutate(mutation, &principal, max_event_bytes, recv) {
+                        Ok((applied, stored)) => {
+                            committed.extend(stored);
+                            (true, Answer::Mutate(reply, Ok(applied)))
                         }
-                        (false, Answer::Mutate(m.reply, Err(e)))
+                        Err(e) => {
+                            if let EntityError::Log(e) = &e {
+                                tracing::error!(error = %e, "entity change failed; rolled back");
+                            }
+                            (false, Answer::Mutate(reply, Err(e)))
+                        }
                     }
-                },
+                }
             };
             if ok {
                 let _ = self.conn.execute_batch("RELEASE batch");
