@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::Hub;
@@ -601,56 +600,6 @@ async fn revoked_key_stops_open_streams_within_a_heartbeat() {
     })
     .await
     .expect("SSE stream ended");
-}
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test]
-async fn tokens_in_query_strings_never_reach_the_logs() {
-    let buf = Captured::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("debug")
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let hub = hs_hub().await;
-    let good = hs(&claims("logme", "acme", "admin"));
-    let bad = "secret-garbage-token-value";
-    for t in [good.as_str(), bad] {
-        hub.http
-            .get(hub.url(&format!("/v1/events?type=a.*&token={t}")))
-            .send()
-            .await
-            .unwrap();
-        hub.http
-            .get(hub.url(&format!("/v1/ws?token={t}")))
-            .send()
-            .await
-            .unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        logs.contains("/v1/events") && logs.contains("token=REDACTED"),
-        "requests are logged: {logs}"
-    );
-    assert!(!logs.contains(bad), "raw token in logs");
-    assert!(!logs.contains(&good), "JWT in logs");
-    let signature = good.rsplit('.').next().unwrap();
-    assert!(!logs.contains(signature), "JWT signature in logs");
 }
 
 #[tokio::test]
