@@ -1,15 +1,27 @@
 // crier JavaScript client: live events over Server-Sent Events or WebSocket that resume by
-// themselves after any disconnect, plus publish and history. One file, no dependencies;
-// works in browsers and in Node 20+ (WebSocket needs Node 22, `--experimental-websocket`
-// on Node 20, or a `WebSocket` option such as the `ws` package).
+// themselves after any disconnect, plus publish and history.
+//
+// One self-contained ES module, no dependencies, no Node-only imports: it runs in browsers
+// and in Node 20+ (global `fetch`; WebSocket is global in Node 22+, needs
+// `--experimental-websocket` on Node 20, or pass a `WebSocket` constructor).
+//
+// Guarantees of a subscription: events arrive in seq order, each once. After a drop
+// (network, hub restart, expired token) it reconnects with exponential backoff and jitter
+// and resumes after the last seq it delivered, so nothing published meanwhile is lost and
+// nothing is doubled (anything at or below that seq is dropped).
 
 const DEFAULT_BACKOFF = Object.freeze({ initial: 1000, max: 30000, factor: 2, jitter: 0.2 });
-const LIST_KEYS = ["type", "category", "source", "subject"];
+const FILTER_KEYS = ["type", "category", "source", "subject", "severity", "tags"];
+const MAX_TIMER = 2 ** 31 - 1;
+const WS_SUB = "s";
 
-/** An error answered by the hub (`status`, `code`) or raised by the client. */
+/**
+ * An error answered by the hub (`status`, `code` and `message` from its JSON error) or
+ * raised by the client (`status` 0: `network_error`, `timeout`, `invalid_option`, ...).
+ */
 export class CrierError extends Error {
-  constructor(message, { status = 0, code = "client_error", retryAfter } = {}) {
-    super(message);
+  constructor(message, { status = 0, code = "client_error", retryAfter, cause } = {}) {
+    super(message, cause === undefined ? undefined : { cause });
     this.name = "CrierError";
     this.status = status;
     this.code = code;
@@ -17,9 +29,16 @@ export class CrierError extends Error {
   }
 }
 
+const optionError = (message) => new CrierError(message, { code: "invalid_option" });
+
+function networkError(e, what = "cannot reach the hub") {
+  return new CrierError(`${what}: ${e?.message ?? e}`, { code: "network_error", cause: e });
+}
+
 function baseUrl(url) {
-  if (!url) throw new CrierError("`url` is required (e.g. http://127.0.0.1:7400)", { code: "invalid_option" });
-  return String(url).replace(/\/+$/, "");
+  const u = url ?? globalThis.location?.origin;
+  if (!u) throw optionError("`url` is required (e.g. http://127.0.0.1:7400)");
+  return String(u).replace(/\/+$/, "");
 }
 
 async function resolveToken(token) {
@@ -28,79 +47,112 @@ async function resolveToken(token) {
 }
 
 function fetchOf(opts) {
-  const f = opts.fetch ?? globalThis.fetch;
-  if (!f) throw new CrierError("no fetch implementation; pass `fetch`", { code: "invalid_option" });
+  const f = opts?.fetch ?? globalThis.fetch;
+  if (typeof f !== "function") throw optionError("no fetch implementation: pass `fetch`");
   return f;
 }
 
-/** Appends a §2 filter to URL search params (comma-separated lists; `tag` for tags). */
-function addFilter(params, filter = {}) {
-  for (const [k, v] of Object.entries(filter)) {
-    if (v === undefined || v === null) continue;
-    if (LIST_KEYS.includes(k) || k === "tags" || k === "tag") {
-      const list = Array.isArray(v) ? v : [v];
-      if (list.length) params.set(k === "tags" ? "tag" : k, list.join(","));
-    } else if (k === "severity") {
-      params.set("severity", String(v));
-    } else {
-      throw new CrierError(`unknown filter key \`${k}\``, { code: "invalid_filter" });
-    }
-  }
+function nonNegativeInt(value, name) {
+  if (value === undefined || value === null) return undefined;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) throw optionError(`\`${name}\` must be a non-negative integer`);
+  return n;
 }
 
-/** The §2 filter in its JSON form (`tags`, lists), for WebSocket subscriptions. */
-function jsonFilter(filter = {}) {
-  const out = {};
+/** `Retry-After`: delta seconds or an HTTP date, as seconds from now. */
+function parseRetryAfter(value) {
+  if (value === null || value === undefined || value === "") return undefined;
+  const n = Number(value);
+  if (Number.isFinite(n) && n >= 0) return n;
+  const t = Date.parse(value);
+  return Number.isFinite(t) ? Math.max(0, (t - Date.now()) / 1000) : undefined;
+}
+
+/** The §2 filter as a list of [key, value] pairs: normalised, with unknown keys refused. */
+function filterEntries(filter) {
+  if (filter === undefined || filter === null) return [];
+  if (typeof filter !== "object" || Array.isArray(filter)) throw new CrierError("`filter` must be an object", { code: "invalid_filter" });
+  const out = [];
   for (const [k, v] of Object.entries(filter)) {
     if (v === undefined || v === null) continue;
     const key = k === "tag" ? "tags" : k;
-    out[key] = key === "severity" ? String(v) : Array.isArray(v) ? v : [v];
+    if (!FILTER_KEYS.includes(key)) {
+      throw new CrierError(`unknown filter key \`${k}\` (one of ${FILTER_KEYS.join(", ")})`, { code: "invalid_filter" });
+    }
+    if (key === "severity") out.push([key, String(v)]);
+    else {
+      const list = (Array.isArray(v) ? v : [v]).map(String);
+      if (list.length) out.push([key, list]);
+    }
   }
   return out;
 }
 
+/** Appends a §2 filter to URL search params: comma-separated lists, `tag` for tags. */
+function addFilter(params, filter) {
+  for (const [k, v] of filterEntries(filter)) {
+    params.set(k === "tags" ? "tag" : k, Array.isArray(v) ? v.join(",") : v);
+  }
+}
+
+/** The §2 filter in its JSON form (lists, `tags`), for WebSocket subscriptions. */
+function jsonFilter(filter) {
+  return Object.fromEntries(filterEntries(filter));
+}
+
+/** The CrierError of a non-2xx answer, from the hub's `{"error": {code, message}}`. */
 async function errorOf(res) {
-  let code = "http_" + res.status;
-  let message = `${res.status} ${res.statusText || "error"}`;
+  let code = `http_${res.status}`;
+  let message = `the hub answered ${res.status}${res.statusText ? " " + res.statusText : ""}`;
   try {
-    const body = await res.json();
+    const body = JSON.parse(await res.text());
     if (body?.error) {
       code = body.error.code ?? code;
       message = body.error.message ?? message;
     }
   } catch {
-    // not JSON
+    // not JSON (a proxy's page, an empty body)
   }
-  const ra = Number(res.headers.get("retry-after"));
-  return new CrierError(message, { status: res.status, code, retryAfter: Number.isFinite(ra) && ra > 0 ? ra : undefined });
+  return new CrierError(message, { status: res.status, code, retryAfter: parseRetryAfter(res.headers.get("retry-after")) });
 }
 
-async function request(opts, method, path, { body, headers = {} } = {}) {
-  const token = await resolveToken(opts.token);
-  const h = { accept: "application/json", ...headers };
-  if (token) h.authorization = `Bearer ${token}`;
-  if (body !== undefined) h["content-type"] = "application/json";
-  const res = await fetchOf(opts)(baseUrl(opts.url) + path, {
-    method,
-    headers: h,
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+async function request(opts, method, path, { body, signal } = {}) {
+  const url = baseUrl(opts?.url) + path;
+  const doFetch = fetchOf(opts);
+  const token = await resolveToken(opts?.token);
+  const headers = { accept: "application/json" };
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  let res;
+  try {
+    res = await doFetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
+  } catch (e) {
+    if (e?.name === "AbortError") throw e;
+    throw networkError(e);
+  }
   if (!res.ok) throw await errorOf(res);
-  return res.status === 204 ? null : res.json();
+  const text = await res.text();
+  return text ? JSON.parse(text) : null;
 }
 
 /**
- * Publishes one event or an array of events; resolves with the hub's answer
- * (`{events: [{id, seq, duplicate}]}`) once they are durable.
+ * Publishes one event or an array of up to 1000 (all or nothing). Resolves once they are
+ * durable with the hub's answer: `{events: [{id, seq, duplicate}]}`, in input order.
  */
 export function publish(opts, events) {
+  if (events === null || typeof events !== "object") {
+    return Promise.reject(optionError("publish takes an event object or an array of them"));
+  }
   return request(opts, "POST", "/v1/events", { body: events });
 }
 
-/** Reads history: `{events, next_after, head}` (with `next_before` for `order: "desc"`). */
+/**
+ * Reads history, ascending by seq (`order: "desc"` for newest first):
+ * `{events, next_after, head}` (`next_before` with `order: "desc"`).
+ */
 export async function history(opts, query = {}) {
+  const { filter, ...rest } = query ?? {};
   const params = new URLSearchParams();
-  const { filter, ...rest } = query;
   addFilter(params, filter);
   for (const k of ["after", "before", "since", "until", "limit", "order", "tenant"]) {
     if (rest[k] !== undefined && rest[k] !== null) params.set(k, String(rest[k]));
@@ -109,14 +161,16 @@ export async function history(opts, query = {}) {
   return request(opts, "GET", "/v1/events" + (qs ? "?" + qs : ""));
 }
 
-/** A client bound to `{url, token, fetch, WebSocket}`. */
-export function createClient(opts) {
-  baseUrl(opts?.url);
+/** A client bound to `{url, token, fetch, WebSocket}`: publish, history, connect, request. */
+export function createClient(opts = {}) {
+  const bound = { ...opts, url: baseUrl(opts.url) };
   return {
-    publish: (events) => publish(opts, events),
-    history: (query) => history(opts, query),
-    connect: (more = {}) => connect({ ...opts, ...more }),
-    request: (method, path, body) => request(opts, method, path, { body }),
+    url: bound.url,
+    publish: (events) => publish(bound, events),
+    history: (query) => history(bound, query),
+    connect: (more = {}) => connect({ ...bound, ...more }),
+    /** Any other path of the API; resolves with the parsed JSON, rejects with CrierError. */
+    request: (method, path, body) => request(bound, method, path, { body }),
   };
 }
 
@@ -125,7 +179,10 @@ export function connect(opts) {
   return new Subscription(opts);
 }
 
-/** The delay before reconnect attempt `attempt` (1-based): exponential, capped, jittered. */
+/**
+ * The delay before reconnect attempt `attempt` (1-based): `initial * factor^(attempt-1)`,
+ * capped at `max`, times a random factor in [1 - jitter, 1 + jitter], never above `max`.
+ */
 export function backoffDelay(attempt, backoff = DEFAULT_BACKOFF, random = Math.random) {
   const b = { ...DEFAULT_BACKOFF, ...backoff };
   const raw = Math.min(b.max, b.initial * b.factor ** Math.max(0, attempt - 1));
@@ -133,56 +190,89 @@ export function backoffDelay(attempt, backoff = DEFAULT_BACKOFF, random = Math.r
   return Math.max(0, Math.min(b.max, Math.round(jittered)));
 }
 
-/** Incremental parser of a text/event-stream (WHATWG HTML, server-sent events). */
+/**
+ * Incremental parser of a `text/event-stream` (WHATWG HTML, "server-sent events"): lines end
+ * with CRLF, LF or CR; `data` lines join with LF; `event`, `id` (ignored if it holds NUL),
+ * `retry` (digits only) and comments; a blank line dispatches, a message without data does not.
+ */
 class SseParser {
-  constructor(onMessage) {
-    this.onMessage = onMessage;
+  constructor({ message, comment, retry } = {}) {
+    this.onMessage = message;
+    this.onComment = comment;
+    this.onRetry = retry;
     this.buf = "";
-    this.reset();
-  }
-  reset() {
     this.data = [];
     this.event = "";
-    this.id = undefined;
+    this.lastId = "";
+    this.idInMessage = false;
   }
+
   push(text) {
-    this.buf += text;
+    const buf = this.buf + text;
+    let start = 0;
+    let lf = -2;
+    let cr = -2;
     for (;;) {
-      const m = /\r\n|\r|\n/.exec(this.buf);
-      if (!m) return;
-      // A lone \r at the very end may be the first half of \r\n: wait for more.
-      if (m[0] === "\r" && m.index === this.buf.length - 1) return;
-      const line = this.buf.slice(0, m.index);
-      this.buf = this.buf.slice(m.index + m[0].length);
-      this.line(line);
-    }
-  }
-  line(line) {
-    if (line === "") {
-      if (this.data.length) {
-        this.onMessage({ event: this.event || "message", data: this.data.join("\n"), id: this.id });
+      if (lf !== -1 && lf < start) lf = buf.indexOf("\n", start);
+      if (cr !== -1 && cr < start) cr = buf.indexOf("\r", start);
+      if (lf === -1 && cr === -1) break;
+      let end;
+      let next;
+      if (cr !== -1 && (lf === -1 || cr < lf)) {
+        // A CR at the very end may be the first half of CRLF: wait for the next chunk.
+        if (cr === buf.length - 1) break;
+        end = cr;
+        next = buf[cr + 1] === "\n" ? cr + 2 : cr + 1;
+      } else {
+        end = lf;
+        next = lf + 1;
       }
-      this.reset();
+      this.line(buf.slice(start, end));
+      start = next;
+    }
+    this.buf = start === 0 ? buf : buf.slice(start);
+  }
+
+  line(line) {
+    if (line === "") return this.dispatch();
+    if (line[0] === ":") {
+      this.onComment?.(line.slice(line[1] === " " ? 2 : 1));
       return;
     }
-    if (line.startsWith(":")) return; // comment (ping, head)
     const i = line.indexOf(":");
     const field = i < 0 ? line : line.slice(0, i);
     let value = i < 0 ? "" : line.slice(i + 1);
-    if (value.startsWith(" ")) value = value.slice(1);
+    if (value[0] === " ") value = value.slice(1);
     if (field === "data") this.data.push(value);
     else if (field === "event") this.event = value;
-    else if (field === "id") this.id = value;
-    // `retry` is the server's hint for EventSource; this client keeps its own backoff.
+    else if (field === "id") {
+      if (!value.includes("\0")) {
+        this.lastId = value;
+        this.idInMessage = true;
+      }
+    } else if (field === "retry") {
+      if (/^[0-9]+$/.test(value)) this.onRetry?.(Number(value));
+    }
+  }
+
+  dispatch() {
+    const data = this.data;
+    const event = this.event || "message";
+    const hasId = this.idInMessage;
+    this.data = [];
+    this.event = "";
+    this.idInMessage = false;
+    if (data.length === 0) return;
+    this.onMessage?.({ event, data: data.join("\n"), id: this.lastId || undefined, hasId });
   }
 }
 
 /**
  * Reads a `text/event-stream` response body to its end, calling `onMessage({event, data, id})`
- * for each message (for streams the subscription does not cover, such as a replay's).
+ * for each message (for streams a subscription does not cover, such as a replay's).
  */
-export async function readSse(response, onMessage) {
-  const parser = new SseParser(onMessage);
+export async function readSse(response, onMessage, onComment) {
+  const parser = new SseParser({ message: onMessage, comment: onComment });
   const decoder = new TextDecoder();
   const reader = response.body.getReader();
   for (;;) {
@@ -192,341 +282,613 @@ export async function readSse(response, onMessage) {
   }
 }
 
-const sleep = (ms, signal) =>
-  new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+/** Resolves after `ms`, at once when `signal` aborts, or (in a browser) when the network returns. */
+function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    let timer;
+    const online = typeof globalThis.addEventListener === "function" && globalThis.navigator?.onLine !== undefined;
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      if (online) globalThis.removeEventListener("online", done);
+      resolve();
+    };
+    timer = setTimeout(done, Math.min(ms, MAX_TIMER));
+    signal.addEventListener("abort", done);
+    if (online) globalThis.addEventListener("online", done);
   });
+}
+
+/** Whether a refusal is final: a 4xx other than 408, 425 and 429 (or an explicit flag). */
+function isFatal(err) {
+  if (err.fatal) return true;
+  return err.status >= 400 && err.status < 500 && ![408, 425, 429].includes(err.status);
+}
+
+/** A WebSocket `error` op as a CrierError with the HTTP status it stands for. */
+function wsError(m) {
+  const code = m.code ?? "error";
+  const status =
+    code === "unauthorized" ? 401
+    : code === "forbidden" ? 403
+    : code === "store_unavailable" || code === "unavailable" ? 503
+    : code.startsWith("too_many") || code === "rate_limited" ? 429
+    : 400;
+  return new CrierError(m.message ?? `the hub refused the subscription (${code})`, { status, code });
+}
+
+/** The `exp` claim (unix seconds) of a JWT, read without verifying it; undefined otherwise. */
+function jwtExp(token) {
+  try {
+    const part = String(token).split(".")[1];
+    if (!part) return undefined;
+    const b64 = part.replace(/-/g, "+").replace(/_/g, "/");
+    const json = atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4));
+    const exp = JSON.parse(json).exp;
+    return typeof exp === "number" ? exp : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function report(e) {
+  if (typeof globalThis.reportError === "function") globalThis.reportError(e);
+  else setTimeout(() => {
+    throw e;
+  });
+}
+
+const EVENT_TYPES = ["event", "status", "reset", "error"];
+
+/** A FIFO with O(1) push and shift. */
+class Queue {
+  #items = [];
+  #head = 0;
+  get length() {
+    return this.#items.length - this.#head;
+  }
+  push(x) {
+    this.#items.push(x);
+  }
+  shift() {
+    const x = this.#items[this.#head];
+    this.#items[this.#head++] = undefined;
+    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    return x;
+  }
+  clear() {
+    this.#items = [];
+    this.#head = 0;
+  }
+}
 
 /**
  * A live subscription: an async iterator and an event emitter of events, in seq order, each
- * once, across reconnects. Events arriving faster than the iterator consumes them are
- * buffered (use the "event" listener to handle them as they come instead).
+ * once, across reconnects.
+ *
+ * Buffering: events the iterator has not taken yet wait in memory, from the start (so events
+ * that arrive before the first `for await` are not missed). Over SSE, reading pauses once
+ * `highWaterMark` events wait (the hub keeps the rest: a slow reader falls back to its log
+ * and misses nothing) and resumes when half of them are taken; over WebSocket the buffer is
+ * not bounded. "event" listeners get each event as it is read; while a subscription has
+ * listeners and no iterator, only the newest `highWaterMark` events are kept for a later
+ * iterator.
  */
 export class Subscription {
+  #opts;
+  #url;
+  #transport;
+  #backoff;
+  #maxRetries;
+  #idleTimeout;
+  #highWaterMark;
+  #fetch;
+  #WS;
+  #query;
+  #wsFilter;
+  #tenant;
+  #status = "connecting";
+  #error;
+  #lastSeq;
+  /** The resume point: the last seq delivered, or the head when the first connection opened. */
+  #cursor;
+  #closed = false;
+  #listeners = new Map();
+  #iterating = false;
+  #queue = new Queue();
+  #waiters = [];
+  #drained;
+  #abort = new AbortController();
+
   constructor(opts = {}) {
-    this.url = baseUrl(opts.url);
-    this.opts = opts;
-    this.transport = opts.transport ?? "sse";
-    if (this.transport !== "sse" && this.transport !== "ws") {
-      throw new CrierError('`transport` is "sse" or "ws"', { code: "invalid_option" });
+    this.#opts = opts;
+    this.#url = baseUrl(opts.url);
+    this.#transport = opts.transport ?? "sse";
+    if (this.#transport !== "sse" && this.#transport !== "ws") throw optionError('`transport` is "sse" or "ws"');
+    const backoff = { ...DEFAULT_BACKOFF, ...(opts.backoff ?? {}) };
+    for (const k of ["initial", "max", "factor", "jitter"]) {
+      if (typeof backoff[k] !== "number" || !(backoff[k] >= 0)) throw optionError(`\`backoff.${k}\` must be a non-negative number`);
     }
-    this.backoff = { ...DEFAULT_BACKOFF, ...(opts.backoff ?? {}) };
-    this.maxRetries = opts.maxRetries ?? Infinity;
-    this.idleTimeout = opts.idleTimeout ?? 45000;
-    this.lastSeq = opts.after ?? undefined;
-    this.status = "connecting";
-    this.error = undefined;
-    this.listeners = new Map();
-    this.queue = [];
-    this.waiters = [];
-    this.abort = new AbortController();
-    this.filter = opts.filter ?? {};
-    if (this.transport === "sse") {
-      const p = new URLSearchParams();
-      addFilter(p, this.filter); // validates the filter keys now
+    if (backoff.jitter > 1) throw optionError("`backoff.jitter` is a fraction between 0 and 1");
+    this.#backoff = backoff;
+    this.#maxRetries = opts.maxRetries ?? Infinity;
+    if (!(this.#maxRetries >= 0)) throw optionError("`maxRetries` must be a non-negative number");
+    this.#idleTimeout = opts.idleTimeout ?? 45000;
+    if (typeof this.#idleTimeout !== "number" || !(this.#idleTimeout >= 0)) throw optionError("`idleTimeout` must be a number of ms (0: never)");
+    this.#highWaterMark = opts.highWaterMark ?? 1000;
+    if (!(this.#highWaterMark >= 1)) throw optionError("`highWaterMark` must be at least 1");
+    this.#lastSeq = nonNegativeInt(opts.after, "after");
+    this.#cursor = this.#lastSeq;
+    nonNegativeInt(opts.last, "last");
+    this.#tenant = opts.tenant;
+    // Validate the filter now: a typo throws here instead of reconnecting forever.
+    const params = new URLSearchParams();
+    addFilter(params, opts.filter);
+    this.#query = params;
+    this.#wsFilter = jsonFilter(opts.filter);
+    if (this.#transport === "ws") {
+      this.#WS = opts.WebSocket ?? globalThis.WebSocket;
+      if (typeof this.#WS !== "function") {
+        throw new CrierError(
+          "no WebSocket implementation: use a browser or Node 22+, run Node 20 with --experimental-websocket, or pass `WebSocket`",
+          { code: "no_websocket" },
+        );
+      }
+    } else {
+      // Called through a plain function: a browser's fetch refuses any other `this`.
+      const f = fetchOf(opts);
+      this.#fetch = (url, init) => f(url, init);
     }
-    queueMicrotask(() => this.run());
+    queueMicrotask(() =>
+      this.#run().catch((e) => this.#finish(new CrierError(`internal error: ${e?.message ?? e}`, { cause: e }))),
+    );
+  }
+
+  /** "connecting", "open", "reconnecting" or "closed". */
+  get status() {
+    return this.#status;
+  }
+
+  /** The seq of the last event delivered (or of `after`, or moved by a reset): the resume point. */
+  get lastSeq() {
+    return this.#lastSeq;
+  }
+
+  /** The error that closed the subscription, if one did. */
+  get error() {
+    return this.#error;
+  }
+
+  get transport() {
+    return this.#transport;
   }
 
   on(type, fn) {
-    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
-    this.listeners.get(type).add(fn);
+    if (!EVENT_TYPES.includes(type)) throw optionError(`unknown event "${type}" (one of ${EVENT_TYPES.join(", ")})`);
+    if (!this.#listeners.has(type)) this.#listeners.set(type, new Set());
+    this.#listeners.get(type).add(fn);
     return this;
   }
 
   off(type, fn) {
-    this.listeners.get(type)?.delete(fn);
+    this.#listeners.get(type)?.delete(fn);
     return this;
   }
 
-  emit(type, value) {
-    for (const fn of this.listeners.get(type) ?? []) {
-      try {
-        fn(value);
-      } catch (e) {
-        queueMicrotask(() => {
-          throw e;
-        });
-      }
-    }
-  }
-
-  setStatus(state, extra = {}) {
-    this.status = state;
-    this.emit("status", { state, ...extra });
-  }
-
-  /** Stops the subscription; the iterator ends. */
+  /** Stops the subscription: the connection closes, the iterator ends, status becomes "closed". */
   close() {
-    if (this.status === "closed") return;
-    this.abort.abort();
-    this.finish(undefined);
-  }
-
-  finish(error) {
-    if (this.status === "closed") return;
-    this.error = error;
-    this.setStatus("closed", error ? { error } : {});
-    if (error) this.emit("error", error);
-    for (const w of this.waiters.splice(0)) {
-      if (error) w.reject(error);
-      else w.resolve({ value: undefined, done: true });
-    }
-  }
-
-  deliver(event) {
-    if (this.status === "closed" || typeof event?.seq !== "number") return;
-    if (this.lastSeq !== undefined && event.seq <= this.lastSeq) return; // never twice
-    this.lastSeq = event.seq;
-    this.emit("event", event);
-    const w = this.waiters.shift();
-    if (w) w.resolve({ value: event, done: false });
-    else this.queue.push(event);
-  }
-
-  /** A `crier.reset`: the hub moved the cursor (retention, or a replaced log). */
-  resetTo(info) {
-    if (info?.reason === "retention" && typeof info.oldest === "number") this.lastSeq = info.oldest - 1;
-    else if (info?.reason === "unknown_cursor" && typeof info.head === "number") this.lastSeq = info.head;
-    this.emit("reset", info);
+    if (this.#closed) return;
+    this.#queue.clear();
+    this.#finish(undefined);
   }
 
   [Symbol.asyncIterator]() {
-    return {
+    this.#iterating = true;
+    const it = {
       next: () => {
-        if (this.queue.length) return Promise.resolve({ value: this.queue.shift(), done: false });
-        if (this.status === "closed") {
-          return this.error ? Promise.reject(this.error) : Promise.resolve({ value: undefined, done: true });
+        if (this.#queue.length) {
+          const value = this.#queue.shift();
+          if (this.#drained && this.#queue.length <= this.#highWaterMark / 2) this.#release();
+          return Promise.resolve({ value, done: false });
         }
-        return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+        if (this.#closed) {
+          return this.#error ? Promise.reject(this.#error) : Promise.resolve({ value: undefined, done: true });
+        }
+        this.#release();
+        return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
       },
       return: () => {
         this.close();
         return Promise.resolve({ value: undefined, done: true });
       },
+      [Symbol.asyncIterator]() {
+        return it;
+      },
     };
+    return it;
   }
 
-  async run() {
-    let failures = 0;
-    let refreshedAfter401 = false;
-    while (this.status !== "closed") {
-      this.setStatus("connecting", { attempt: failures });
-      let opened = false;
-      let retryAfterMs;
+  #emit(type, value) {
+    const set = this.#listeners.get(type);
+    if (!set) return;
+    for (const fn of [...set]) {
       try {
-        opened = await (this.transport === "ws" ? this.runWs() : this.runSse());
-        refreshedAfter401 = false;
+        fn(value);
       } catch (e) {
-        if (this.status === "closed") return;
-        const err = e instanceof CrierError ? e : new CrierError(String(e?.message ?? e), { code: "network_error" });
-        if (err.status === 401 && typeof this.opts.token === "function" && !refreshedAfter401) {
-          // The token may just have expired: one more try with a fresh one.
-          refreshedAfter401 = true;
-        } else if ([400, 401, 403, 404].includes(err.status)) {
-          return this.finish(err);
-        }
-        opened = err.opened === true;
-        if (err.retryAfter) retryAfterMs = err.retryAfter * 1000;
+        report(e);
       }
-      if (this.status === "closed") return;
-      failures = opened ? 1 : failures + 1;
-      if (failures > this.maxRetries) {
-        return this.finish(new CrierError(`gave up after ${this.maxRetries} retries`, { code: "retries_exhausted" }));
-      }
-      const delay = retryAfterMs ?? backoffDelay(failures, this.backoff);
-      this.setStatus("reconnecting", { attempt: failures, retryInMs: delay });
-      await sleep(delay, this.abort.signal);
     }
   }
 
-  /** One SSE connection; resolves when it ends (true if it had opened), throws on refusal. */
-  async runSse() {
-    const params = new URLSearchParams();
-    addFilter(params, this.filter);
+  #setStatus(state, extra = {}) {
+    this.#status = state;
+    this.#emit("status", { state, ...extra });
+  }
+
+  #finish(error) {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#error = error;
+    this.#abort.abort();
+    this.#release();
+    this.#setStatus("closed", error ? { error } : {});
+    if (error) this.#emit("error", error);
+    for (const w of this.#waiters.splice(0)) {
+      if (error) w.reject(error);
+      else w.resolve({ value: undefined, done: true });
+    }
+  }
+
+  #deliver(event) {
+    if (this.#closed || typeof event?.seq !== "number") return;
+    if (this.#lastSeq !== undefined && event.seq <= this.#lastSeq) return; // never twice, never backwards
+    this.#lastSeq = event.seq;
+    this.#cursor = event.seq;
+    this.#emit("event", event);
+    if (this.#closed) return;
+    const w = this.#waiters.shift();
+    if (w) w.resolve({ value: event, done: false });
+    else {
+      this.#queue.push(event);
+      // Listeners only, no iterator yet: keep just the newest events, so an emitter-only
+      // subscription does not grow without bound.
+      if (this.#listenersOnly() && this.#queue.length > this.#highWaterMark) this.#queue.shift();
+    }
+  }
+
+  /** `crier.reset` (§4): the hub moved the cursor; continue from where it says. */
+  #reset(info) {
+    if (info?.reason === "retention" && typeof info.oldest === "number") {
+      const s = Math.max(this.#lastSeq ?? -1, info.oldest - 1);
+      this.#lastSeq = s < 0 ? undefined : s;
+      this.#cursor = this.#lastSeq;
+    } else if (info?.reason === "unknown_cursor" && typeof info.head === "number") {
+      // The log was replaced: seqs start again below ours.
+      this.#lastSeq = info.head;
+      this.#cursor = info.head;
+    }
+    this.#emit("reset", info);
+  }
+
+  /** The first connection's head becomes the resume point if nothing was delivered yet. */
+  #opened(head) {
+    if (this.#cursor === undefined && typeof head === "number") this.#cursor = head;
+  }
+
+  #position() {
+    if (this.#cursor !== undefined) return { after: this.#cursor };
+    if (this.#opts.last !== undefined && this.#opts.last !== null) return { last: Number(this.#opts.last) };
+    return {};
+  }
+
+  #listenersOnly() {
+    return !this.#iterating && this.#listeners.get("event")?.size > 0;
+  }
+
+  #shouldPause() {
+    return this.#queue.length >= this.#highWaterMark && !this.#listenersOnly() && !this.#closed;
+  }
+
+  #drain() {
+    return new Promise((resolve) => (this.#drained = resolve));
+  }
+
+  #release() {
+    const r = this.#drained;
+    this.#drained = undefined;
+    r?.();
+  }
+
+  async #run() {
+    let failures = 0;
+    let refreshed = false;
+    while (!this.#closed) {
+      this.#setStatus("connecting", { attempt: failures });
+      let result;
+      let token;
+      try {
+        token = await resolveToken(this.#opts.token);
+      } catch (e) {
+        result = { opened: false, error: new CrierError(`the token callback failed: ${e?.message ?? e}`, { code: "token_error", cause: e }) };
+      }
+      if (this.#closed) return;
+      result ??= await (this.#transport === "ws" ? this.#runWs(token) : this.#runSse(token));
+      if (this.#closed) return;
+      const err = result.error;
+      if (result.opened) {
+        failures = 0;
+        refreshed = false;
+      }
+      if (err && isFatal(err)) {
+        // A 401 may be a token that just expired: one more try with a fresh one.
+        if (err.status === 401 && typeof this.#opts.token === "function" && !refreshed) refreshed = true;
+        else return this.#finish(err);
+      }
+      failures += 1;
+      if (failures > this.#maxRetries) {
+        const why = err ? `: ${err.message}` : "";
+        return this.#finish(new CrierError(`gave up after ${failures} failed attempts${why}`, { code: "retries_exhausted", cause: err }));
+      }
+      let delay = backoffDelay(failures, this.#backoff);
+      if (err?.retryAfter !== undefined) delay = Math.max(delay, Math.round(err.retryAfter * 1000));
+      // The hub ended the stream because the credential expired: come back at once with a fresh one.
+      if (result.credentialEnded) delay = 0;
+      this.#setStatus("reconnecting", { attempt: failures, retryInMs: delay, ...(err ? { error: err } : {}) });
+      await sleep(delay, this.#abort.signal);
+    }
+  }
+
+  /** One SSE connection, to its end: `{opened, error?, credentialEnded?}`. */
+  async #runSse(token) {
+    const params = new URLSearchParams(this.#query);
+    const pos = this.#position();
+    if (pos.after !== undefined) params.set("after", String(pos.after));
+    else if (pos.last !== undefined) params.set("last", String(pos.last));
+    if (this.#tenant !== undefined) params.set("tenant", String(this.#tenant));
     const headers = { accept: "text/event-stream" };
-    if (this.lastSeq !== undefined) headers["last-event-id"] = String(this.lastSeq);
-    else if (this.opts.last !== undefined) params.set("last", String(this.opts.last));
-    const token = await resolveToken(this.opts.token);
     if (token) headers.authorization = `Bearer ${token}`;
     const ctl = new AbortController();
-    const onAbort = () => ctl.abort();
-    this.abort.signal.addEventListener("abort", onAbort, { once: true });
+    const stop = () => ctl.abort();
+    this.#abort.signal.addEventListener("abort", stop);
     let idle;
+    let timedOut = false;
     const touch = () => {
       clearTimeout(idle);
-      idle = setTimeout(() => ctl.abort(), this.idleTimeout);
+      if (this.#idleTimeout > 0 && this.#idleTimeout <= MAX_TIMER) {
+        idle = setTimeout(() => {
+          timedOut = true;
+          ctl.abort();
+        }, this.#idleTimeout);
+      }
     };
     let opened = false;
+    let credentialEnded = false;
     try {
       touch();
       const qs = params.toString();
-      const res = await fetchOf(this.opts)(`${this.url}/v1/stream${qs ? "?" + qs : ""}`, {
-        headers,
-        signal: ctl.signal,
-        cache: "no-store",
-      });
-      if (!res.ok) throw await errorOf(res);
+      const res = await this.#fetch(`${this.#url}/v1/stream${qs ? "?" + qs : ""}`, { headers, signal: ctl.signal, cache: "no-store" });
+      if (!res.ok) return { opened, error: await errorOf(res) };
+      const type = res.headers.get("content-type") ?? "";
+      if (!type.includes("text/event-stream") || !res.body) {
+        return { opened, error: new CrierError(`expected an event stream, got ${type || "no content type"}`, { status: res.status, code: "bad_response" }) };
+      }
       opened = true;
-      this.setStatus("open");
-      const parser = new SseParser((m) => {
-        if (m.event === "crier.reset") {
-          try {
-            this.resetTo(JSON.parse(m.data));
-          } catch {
-            this.emit("reset", { reason: "unknown" });
-          }
-          return;
-        }
-        let ev;
-        try {
-          ev = JSON.parse(m.data);
-        } catch {
-          return;
-        }
-        this.deliver(ev);
+      this.#setStatus("open");
+      const parser = new SseParser({
+        message: (m) => this.#onSseMessage(m),
+        comment: (c) => {
+          const head = /^crier head=(\d+)/.exec(c);
+          if (head) this.#opened(Number(head[1]));
+          else if (/^credential (expired|revoked)/.test(c)) credentialEnded = true;
+        },
       });
       const decoder = new TextDecoder();
       const reader = res.body.getReader();
       for (;;) {
         const { value, done } = await reader.read();
-        if (done) break;
+        if (done || this.#closed) break;
         touch();
         parser.push(decoder.decode(value, { stream: true }));
+        if (this.#shouldPause()) {
+          clearTimeout(idle);
+          await this.#drain();
+          if (this.#closed) break;
+          touch();
+        }
       }
-      return true;
+      return { opened, credentialEnded };
     } catch (e) {
-      if (e instanceof CrierError) throw e;
-      if (this.status === "closed") return opened;
-      const err = new CrierError(`stream interrupted: ${e?.message ?? e}`, { code: "network_error" });
-      err.opened = opened;
-      throw err;
+      if (this.#closed) return { opened };
+      if (timedOut) {
+        return { opened, error: new CrierError(`nothing received for ${this.#idleTimeout} ms`, { code: "timeout" }) };
+      }
+      return { opened, error: networkError(e, opened ? "the stream broke" : "cannot reach the hub") };
     } finally {
       clearTimeout(idle);
-      this.abort.signal.removeEventListener("abort", onAbort);
+      this.#abort.signal.removeEventListener("abort", stop);
       ctl.abort();
     }
   }
 
-  /** One WebSocket connection; resolves when it ends (true if it had opened). */
-  async runWs() {
-    const WS = this.opts.WebSocket ?? globalThis.WebSocket;
-    if (!WS) {
-      throw new CrierError(
-        "no WebSocket implementation: use Node 22+, run Node 20 with --experimental-websocket, or pass `WebSocket`",
-        { status: 400, code: "invalid_option" },
-      );
+  #onSseMessage(m) {
+    let value;
+    try {
+      value = JSON.parse(m.data);
+    } catch {
+      return; // not an event of this protocol
     }
-    const token = await resolveToken(this.opts.token);
-    const wsUrl = new URL(this.url.replace(/^http/, "ws") + "/v1/ws");
-    if (token) wsUrl.searchParams.set("token", token);
-    const ws = new WS(wsUrl.toString());
-    let opened = false;
-    let subscribed = false;
-    return new Promise((resolve, reject) => {
-      let pinger;
-      let lastPong = Date.now();
+    // A control message carries no id and no seq; a published event of type
+    // "crier.reset" has both and is an ordinary event.
+    if (m.event === "crier.reset" && !m.hasId && typeof value?.seq !== "number") return this.#reset(value);
+    this.#deliver(value);
+  }
+
+  /** One WebSocket connection, to its end: `{opened, error?}` (opened: subscribed). */
+  #runWs(token) {
+    return new Promise((resolve) => {
+      const url = new URL(this.#url.replace(/^http/i, "ws") + "/v1/ws");
+      if (token) url.searchParams.set("token", token);
+      let ws;
+      try {
+        ws = new this.#WS(url.href);
+      } catch (e) {
+        return resolve({ opened: false, error: networkError(e, "cannot open a WebSocket") });
+      }
+      let socketOpen = false;
+      let subscribed = false;
       let settled = false;
-      const done = (err) => {
+      let failing = false;
+      let welcomeHead;
+      let lastSeen = Date.now();
+      let ticker;
+      let refresher;
+      const send = (m) => {
+        try {
+          ws.send(JSON.stringify(m));
+        } catch {
+          // closing; onclose follows
+        }
+      };
+      const finish = (result) => {
         if (settled) return;
         settled = true;
-        clearInterval(pinger);
-        this.abort.signal.removeEventListener("abort", onAbort);
+        clearInterval(ticker);
+        clearTimeout(refresher);
+        this.#abort.signal.removeEventListener("abort", onAbort);
+        ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
         try {
-          ws.close();
+          if (ws.readyState === 0 || ws.readyState === 1) ws.close(1000);
         } catch {
-          // already closed
+          // already closing
         }
-        if (err) {
-          err.opened = subscribed;
-          reject(err);
-        } else resolve(subscribed);
+        resolve({ opened: subscribed, ...result });
       };
-      const onAbort = () => done();
-      this.abort.signal.addEventListener("abort", onAbort, { once: true });
+      const onAbort = () => finish({});
+      this.#abort.signal.addEventListener("abort", onAbort);
+      // Nothing heard for idleTimeout (no welcome, no pong): the connection is dead.
+      const watch = (every) => {
+        clearInterval(ticker);
+        ticker = setInterval(() => {
+          if (Date.now() - lastSeen > this.#idleTimeout) {
+            return finish({ error: new CrierError(`nothing received for ${this.#idleTimeout} ms`, { code: "timeout" }) });
+          }
+          if (welcomeHead !== undefined) send({ op: "ping", ref: "ping" });
+        }, every);
+      };
+      const idleOk = this.#idleTimeout > 0 && this.#idleTimeout <= MAX_TIMER;
+      if (idleOk) watch(Math.max(100, Math.floor(this.#idleTimeout / 3)));
+      // Refresh the credential on the open connection (`auth` op) before it expires.
+      const scheduleRefresh = (exp) => {
+        clearTimeout(refresher);
+        if (typeof this.#opts.token !== "function" || typeof exp !== "number") return;
+        const left = exp * 1000 - Date.now();
+        const at = Math.max(0, left - Math.min(30000, left / 4));
+        if (at > MAX_TIMER) return;
+        refresher = setTimeout(async () => {
+          let fresh;
+          try {
+            fresh = await resolveToken(this.#opts.token);
+          } catch {
+            return; // at expiry the hub closes (4001) and the reconnect asks again
+          }
+          if (!settled && fresh) send({ op: "auth", ref: "auth", token: fresh });
+        }, at);
+      };
+      const refused = async () => {
+        // The upgrade failed before opening; a browser cannot see why, so ask over HTTP.
+        if (failing || settled) return;
+        failing = true;
+        const why = await this.#probe(token);
+        finish({ error: why ?? new CrierError("cannot open a WebSocket to the hub", { code: "network_error" }) });
+      };
       ws.onopen = () => {
-        opened = true;
+        socketOpen = true;
+        lastSeen = Date.now();
+      };
+      ws.onerror = () => {
+        // Browsers follow with onclose; Node 20's implementation does not when the handshake
+        // itself failed, so that case is handled here.
+        if (!socketOpen) refused();
+      };
+      ws.onclose = (ev) => {
+        if (!socketOpen) return refused();
+        if (ev.code === 4001) {
+          return finish({ error: new CrierError(ev.reason || "the credential expired", { status: 401, code: "credential_expired" }) });
+        }
+        finish({ error: new CrierError(`the connection closed (${ev.code}${ev.reason ? " " + ev.reason : ""})`, { code: "network_error" }) });
       };
       ws.onmessage = (msg) => {
+        lastSeen = Date.now();
+        if (typeof msg.data !== "string") return;
         let m;
         try {
-          m = JSON.parse(typeof msg.data === "string" ? msg.data : String(msg.data));
+          m = JSON.parse(msg.data);
         } catch {
           return;
         }
-        lastPong = Date.now();
-        switch (m.op) {
+        switch (m?.op) {
           case "welcome": {
-            const sub = { op: "subscribe", id: "s", filter: jsonFilter(this.filter) };
-            if (this.lastSeq !== undefined) sub.after = this.lastSeq;
-            else if (this.opts.last !== undefined) sub.last = this.opts.last;
-            ws.send(JSON.stringify(sub));
-            const every = Math.max(1000, Number(m.heartbeat_ms) || 15000);
-            pinger = setInterval(() => {
-              if (Date.now() - lastPong > every * 2.5) {
-                return done(new CrierError("the hub stopped answering", { code: "timeout" }));
-              }
-              try {
-                ws.send(JSON.stringify({ op: "ping" }));
-              } catch {
-                // closing
-              }
-            }, every);
+            welcomeHead = typeof m.head === "number" ? m.head : 0;
+            const sub = { op: "subscribe", ref: "sub", id: WS_SUB };
+            if (Object.keys(this.#wsFilter).length) sub.filter = this.#wsFilter;
+            const pos = this.#position();
+            if (pos.after !== undefined) sub.after = pos.after;
+            else if (pos.last !== undefined) sub.last = pos.last;
+            if (this.#tenant !== undefined) sub.tenant = String(this.#tenant);
+            send(sub);
+            const beat = Number(m.heartbeat_ms) || 15000;
+            if (idleOk) watch(Math.max(100, Math.min(beat, Math.floor(this.#idleTimeout / 3))));
+            scheduleRefresh(jwtExp(token));
             break;
           }
           case "subscribed":
+            if (m.id !== WS_SUB || subscribed) break;
             subscribed = true;
-            this.setStatus("open");
+            // welcome's head was read before the subscription's cursor opened: resuming after
+            // it can only repeat nothing and lose nothing.
+            this.#opened(welcomeHead);
+            this.#setStatus("open");
             break;
           case "event":
-            if (m.sub === "s") this.deliver(m.event);
+            if (m.sub === WS_SUB && !m.replay) this.#deliver(m.event);
             break;
           case "reset":
-            if (m.sub === "s") this.resetTo(m);
+            if (m.sub === WS_SUB) {
+              const { op: _op, sub: _sub, ...info } = m;
+              this.#reset(info);
+            }
             break;
           case "error":
-            if (!subscribed) {
-              const status = m.code === "forbidden" ? 403 : 400;
-              done(new CrierError(m.message ?? "refused", { status, code: m.code ?? "error" }));
-            }
+            // The subscription was refused, or it ended on the hub (store_unavailable): either
+            // final or a reason to reconnect. Other errors (a refused `auth` refresh) leave the
+            // connection be; an expired credential closes it with 4001.
+            if (m.ref === "sub" || m.sub === WS_SUB) finish({ error: wsError(m) });
+            break;
+          case "authed":
+            scheduleRefresh(typeof m.exp === "number" ? m.exp : undefined);
             break;
           default:
             break;
         }
       };
-      ws.onerror = () => {
-        // Browsers follow with onclose; some WebSocket implementations (Node 20's) do not
-        // when the handshake itself failed, so that case is handled here too.
-        if (!opened) ws.onclose({ code: 1006, reason: "" });
-      };
-      let closing = false;
-      ws.onclose = async (ev) => {
-        if (settled || closing) return;
-        closing = true;
-        if (ev.code === 4001) {
-          // Credential expired or revoked: reconnect with a fresh token (the callback).
-          return done(new CrierError(ev.reason || "credential expired", { status: 401, code: "credential_expired" }));
-        }
-        if (!opened) {
-          // The upgrade was refused before opening; a browser cannot see why, so ask over HTTP.
-          const why = await this.probe(token);
-          if (why) return done(why);
-        }
-        done(new CrierError(`connection closed (${ev.code})`, { code: "network_error" }));
-      };
     });
   }
 
-  /** Why a WebSocket upgrade was refused, if the hub refuses the credential over HTTP too. */
-  async probe(token) {
+  /** Why a WebSocket upgrade failed, if the hub refuses the same request over HTTP. */
+  async #probe(token) {
+    const doFetch = this.#opts.fetch ?? globalThis.fetch;
+    if (typeof doFetch !== "function") return undefined;
     try {
       const headers = token ? { authorization: `Bearer ${token}` } : {};
-      const res = await fetchOf(this.opts)(`${this.url}/v1/ws`, { headers });
-      if ([401, 403, 429].includes(res.status)) return await errorOf(res);
+      const res = await doFetch(`${this.#url}/v1/ws`, { headers, cache: "no-store" });
+      if ([401, 403, 404, 429, 503].includes(res.status)) return await errorOf(res);
+      await res.body?.cancel();
     } catch {
-      // the hub is unreachable: a network error, retried
+      // unreachable: a network error, retried
     }
     return undefined;
   }
