@@ -448,7 +448,10 @@ impl Conn {
         let scope = read_scope(&self.principal, get_str(m, "tenant")?)?;
         let start = start_position(None, get_u64(m, "after")?, get_u64(m, "last")?)?;
         let queue = self.state.settings.limits.queue_per_connection;
-        let (cursor, _) = self
+        // `head` is the one the cursor opened at: a live subscription sends every matching
+        // event above it, so a client that saw nothing yet can resume after it without a gap
+        // (the hub's head read afterwards could already be past events this cursor sends).
+        let (cursor, head) = self
             .state
             .hub
             .open(
@@ -461,7 +464,6 @@ impl Conn {
             .map_err(ApiError::from)?;
         // `subscribed` goes through the outbound queue before the task starts, so it precedes
         // the subscription's first event.
-        let head = self.state.hub.head();
         let _ = self
             .out
             .send(reply(
