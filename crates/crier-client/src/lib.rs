@@ -141,6 +141,8 @@ pub struct Subscription {
     pending: VecDeque<Item>,
     /// The last seq handed out: the resume point.
     last_seq: Option<u64>,
+    /// For a subscription that has handed out nothing yet: the head its stream opened at.
+    opened_at: Option<u64>,
     first: bool,
     failures: u32,
 }
@@ -185,6 +187,7 @@ impl Subscription {
             conn: None,
             pending: VecDeque::new(),
             last_seq: None,
+            opened_at: None,
             first: true,
             failures: 0,
         }
@@ -196,7 +199,7 @@ impl Subscription {
     }
 
     fn start(&self) -> Start {
-        match self.last_seq {
+        match self.last_seq.or(self.opened_at) {
             Some(s) => Start::After(s),
             None if self.first => self.opts.start,
             None => match self.opts.start {
@@ -239,10 +242,14 @@ impl Subscription {
             }
             Transport::WebSocket => {
                 let ws_base = base.replacen("http", "ws", 1);
-                let url = match &token {
-                    Some(t) => format!("{ws_base}/v1/ws?token={t}"),
-                    None => format!("{ws_base}/v1/ws"),
+                let mut url = match reqwest::Url::parse(&format!("{ws_base}/v1/ws")) {
+                    Ok(u) => u,
+                    Err(e) => return Err(Attempt::Fatal(format!("bad hub URL {base:?}: {e}"))),
                 };
+                if let Some(t) = &token {
+                    url.query_pairs_mut().append_pair("token", t);
+                }
+                let url = url.to_string();
                 match tokio_tungstenite::connect_async(url).await {
                     Ok((mut ws, _)) => {
                         let mut m =
@@ -295,6 +302,34 @@ impl Subscription {
         Ok(())
     }
 
+    /// Takes a reset notice: the hub moved the cursor, so the resume point moves with it
+    /// (after a retention reset to just before the oldest stored event; after an unknown
+    /// cursor to the head the hub continues from).
+    fn reset(&mut self, v: Value) {
+        match v["reason"].as_str() {
+            Some("retention") => {
+                if let Some(oldest) = v["oldest"].as_u64() {
+                    self.last_seq = oldest.checked_sub(1);
+                }
+            }
+            Some("unknown_cursor") => {
+                if let Some(head) = v["head"].as_u64() {
+                    self.last_seq = Some(head);
+                }
+            }
+            _ => {}
+        }
+        self.pending.push_back(Item::Reset(v));
+    }
+
+    /// Remembers where a live subscription that has seen nothing yet started, so that a
+    /// reconnect resumes there and events published during an outage are not lost.
+    fn opened(&mut self, head: Option<u64>) {
+        if self.last_seq.is_none() && self.opened_at.is_none() {
+            self.opened_at = head;
+        }
+    }
+
     /// Accepts an event unless it was handed out already.
     fn accept(&mut self, ev: Value) {
         let Some(seq) = ev.get("seq").and_then(Value::as_u64) else {
@@ -329,11 +364,16 @@ impl Subscription {
             match conn {
                 Conn::Sse(body, parser) => match body.next().await {
                     Some(Ok(chunk)) => {
-                        for m in parser.feed(&chunk) {
+                        let messages = parser.feed(&chunk);
+                        let head = parser.take_head();
+                        self.opened(head);
+                        for m in messages {
                             match m.event.as_str() {
-                                "crier.reset" => self.pending.push_back(Item::Reset(
-                                    serde_json::from_str(&m.data).unwrap_or(Value::Null),
-                                )),
+                                // A control message has no id (an event that merely has this
+                                // type carries its seq as id).
+                                "crier.reset" if m.id.is_none() => {
+                                    self.reset(serde_json::from_str(&m.data).unwrap_or(Value::Null))
+                                }
                                 _ => {
                                     if let Ok(ev) = serde_json::from_str::<Value>(&m.data) {
                                         self.accept(ev);
@@ -349,7 +389,10 @@ impl Subscription {
                         let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
                         match v["op"].as_str() {
                             Some("event") => self.accept(v["event"].clone()),
-                            Some("reset") => self.pending.push_back(Item::Reset(v)),
+                            Some("subscribed") => self.opened(v["head"].as_u64()),
+                            Some("reset") => self.reset(v),
+                            // The store was briefly unavailable: reconnect and resume.
+                            Some("error") if v["code"] == "store_unavailable" => lost = true,
                             Some("error") => {
                                 return Err(ClientError::Refused(
                                     v["message"].as_str().unwrap_or("error").to_string(),

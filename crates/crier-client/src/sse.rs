@@ -19,9 +19,15 @@ pub struct SseParser {
     id: Option<String>,
     event: Option<String>,
     data: Option<String>,
+    head: Option<u64>,
 }
 
 impl SseParser {
+    /// The head the hub announced at the start of the stream, once.
+    pub fn take_head(&mut self) -> Option<u64> {
+        self.head.take()
+    }
+
     /// Feeds bytes and returns the messages they complete.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<SseMessage> {
         self.buf.extend_from_slice(bytes);
@@ -44,7 +50,11 @@ impl SseParser {
                 self.event = None;
                 continue;
             }
-            if line.starts_with(':') {
+            if let Some(comment) = line.strip_prefix(':') {
+                // The hub opens a stream with `: crier head=<seq>`.
+                if let Some(h) = comment.trim().strip_prefix("crier head=") {
+                    self.head = h.trim().parse().ok().or(self.head);
+                }
                 continue;
             }
             let (field, value) = match line.split_once(':') {

@@ -115,3 +115,93 @@ async fn a_bad_filter_is_refused_not_retried() {
     stop.cancel();
     let _ = task.await;
 }
+
+/// A live subscription that has received nothing when the hub goes away still gets the
+/// events published while it was disconnected (it resumes after the head it opened at).
+async fn live_subscription_resumes_from_its_opening_head(transport: Transport) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (stop, task, port) = start_hub(dir.path(), 0).await;
+    publish(port, 0..3).await; // before the subscription: never delivered
+    let mut opts = Options::new(format!("http://127.0.0.1:{port}"));
+    opts.transport = transport;
+    opts.start = Start::Live;
+    opts.backoff = Backoff {
+        initial: Duration::from_millis(300),
+        max: Duration::from_secs(1),
+        max_attempts: Some(50),
+    };
+    let mut sub = Subscription::new(opts);
+    // Connect, and let the stream open (nothing arrives: it is live and quiet).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), sub.next())
+            .await
+            .is_err(),
+        "a quiet live stream yields nothing"
+    );
+    stop.cancel();
+    task.await.expect("hub stopped");
+    let (stop, task, _) = start_hub(dir.path(), port).await;
+    publish(port, 3..6).await; // while the client is disconnected
+    let mut seqs = Vec::new();
+    while seqs.len() < 3 {
+        match tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("in time")
+            .expect("event")
+        {
+            Item::Event(e) => seqs.push(e["seq"].as_u64().expect("seq")),
+            Item::Reset(r) => panic!("reset {r}"),
+        }
+    }
+    assert_eq!(seqs, [4, 5, 6], "the outage's events, once, in order");
+    stop.cancel();
+    let _ = task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_live_subscription_loses_nothing_in_an_outage() {
+    live_subscription_resumes_from_its_opening_head(Transport::Sse).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_live_subscription_loses_nothing_in_an_outage() {
+    live_subscription_resumes_from_its_opening_head(Transport::WebSocket).await;
+}
+
+/// After the hub answers `unknown_cursor` (the client's cursor is above the head, as after
+/// the log was replaced), the resume point moves to the head: later events are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_cursor_reset_moves_the_resume_point() {
+    for transport in [Transport::Sse, Transport::WebSocket] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (stop, task, port) = start_hub(dir.path(), 0).await;
+        publish(port, 0..2).await;
+        let mut opts = Options::new(format!("http://127.0.0.1:{port}"));
+        opts.transport = transport;
+        opts.start = Start::After(1000);
+        let mut sub = Subscription::new(opts);
+        match tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("in time")
+            .expect("reset")
+        {
+            Item::Reset(r) => assert_eq!(r["reason"], "unknown_cursor", "{r}"),
+            Item::Event(e) => panic!("event before the reset: {e}"),
+        }
+        assert_eq!(sub.last_seq(), Some(2));
+        publish(port, 2..4).await;
+        let mut seqs = Vec::new();
+        while seqs.len() < 2 {
+            if let Item::Event(e) = tokio::time::timeout(Duration::from_secs(10), sub.next())
+                .await
+                .expect("in time")
+                .expect("event")
+            {
+                seqs.push(e["seq"].as_u64().expect("seq"));
+            }
+        }
+        assert_eq!(seqs, [3, 4]);
+        stop.cancel();
+        let _ = task.await;
+    }
+}
