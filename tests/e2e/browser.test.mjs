@@ -77,6 +77,54 @@ async function count(page, text, timeout = 5000) {
   }
 }
 
+/** The id of the stream the monitor's rows belong to (bumped whenever it re-subscribes). */
+async function streamId(page) {
+  return Number(await page.locator("#list").getAttribute("data-stream"));
+}
+
+/**
+ * Waits until the monitor shows a stream newer than `after`, over `transport`, whose rows have
+ * exactly the types `types` and whose counter agrees. The rows, the counter and the stream id
+ * are drawn in one frame, so a list still showing the stream before the action never passes.
+ */
+async function streamShows(page, { after, transport, types }, timeout = 10_000) {
+  const want = { after, transport, types: [...types].sort(), text: `${types.length} events` };
+  try {
+    await page.waitForFunction(
+      (w) => {
+        const list = document.querySelector("#list");
+        if (!(Number(list?.dataset.stream) > w.after) || list.dataset.transport !== w.transport) return false;
+        if (document.querySelector("#count")?.textContent !== w.text) return false;
+        const got = [...list.querySelectorAll(".row .c-type")].map((n) => n.textContent).sort();
+        return JSON.stringify(got) === JSON.stringify(w.types);
+      },
+      want,
+      { timeout },
+    );
+  } catch {
+    const now = await page.evaluate(() => ({
+      stream: document.querySelector("#list")?.dataset.stream,
+      transport: document.querySelector("#list")?.dataset.transport,
+      count: document.querySelector("#count")?.textContent,
+      types: [...document.querySelectorAll("#list .row .c-type")].map((n) => n.textContent).sort(),
+    }));
+    assert.fail(`wanted a stream after #${after} over ${transport} showing ${JSON.stringify(want.types)}; the monitor shows ${JSON.stringify(now)}`);
+  }
+}
+
+/** Waits until the hub counts exactly these open streams ({sse, ws}) in /v1/stats. */
+async function hubStreams(hub, want, timeout = 10_000) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    const res = await fetch(`${hub.url}/v1/stats`);
+    last = (await res.json()).connections;
+    if (last.sse === want.sse && last.ws === want.ws) return;
+    if (Date.now() > deadline) assert.fail(`the hub counts ${JSON.stringify(last)} streams, not ${JSON.stringify(want)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 /** Waits until the connection indicator reads `text` exactly (or matches a RegExp). */
 async function conn(page, text, timeout = 10_000) {
   const want = text instanceof RegExp ? { source: text.source } : { exact: text };
@@ -102,6 +150,31 @@ function shownSeqs(page) {
       .sort((a, b) => a.y - b.y)
       .map((r) => r.seq),
   );
+}
+
+/**
+ * Waits until the replay status speaks of a replay other than `previous` (an id) and reads
+ * `text` (a string or a RegExp); returns that replay's id.
+ */
+async function replayStatus(page, previous, text, timeout = 20_000) {
+  const want = { previous: previous ?? null, ...(text instanceof RegExp ? { source: text.source } : { exact: text }) };
+  try {
+    const handle = await page.waitForFunction(
+      (w) => {
+        const s = document.querySelector("#replay-status");
+        const id = s?.dataset.replay;
+        if (!id || id === w.previous) return false;
+        const t = s.textContent;
+        return (w.exact !== undefined ? t === w.exact : new RegExp(w.source).test(t)) && id;
+      },
+      want,
+      { timeout },
+    );
+    return await handle.jsonValue();
+  } catch {
+    const s = page.locator("#replay-status");
+    assert.fail(`the replay status reads ${JSON.stringify(await s.textContent())} (replay ${await s.getAttribute("data-replay")}), not ${text} for a replay after ${previous}`);
+  }
 }
 
 async function shot(page, name) {
@@ -150,43 +223,62 @@ test("live monitor: events appear within a second, filters narrow, pause holds, 
   );
   assert.deepEqual(unlabelled, []);
 
-  // Every filter key narrows the list (on the hub's side: the stream is re-opened).
+  // Every filter key narrows the list on the hub's side: the stream is re-opened with the
+  // filter (a new stream id, the hub counting one stream of that transport) and shows exactly
+  // the matching events. Reset re-opens the unfiltered stream, over SSE again.
   const monitor = page.locator("#page-monitor");
-  const apply = async (label, value, expected) => {
+  const everything = ["site.created", "monitor.failed", "policy.toggled", "site.deleted", "user.created"];
+  const reopen = async (button, transport, types) => {
+    const before = await streamId(page);
+    await monitor.getByRole("button", { name: button }).click();
+    await streamShows(page, { after: before, transport, types });
+    await hubStreams(hub, { sse: transport === "sse" ? 1 : 0, ws: transport === "ws" ? 1 : 0 });
+  };
+  const apply = async (label, value, expected, transport = "sse") => {
     const field = monitor.getByLabel(label, { exact: true });
     if ((await field.evaluate((n) => n.tagName)) === "SELECT") await field.selectOption(value);
     else await field.fill(value);
-    await monitor.getByRole("button", { name: "Apply" }).click();
-    await count(page, `${expected.length} events`);
-    const types = await page.$$eval("#list .row .c-type", (n) => n.map((x) => x.textContent));
-    assert.deepEqual(types.sort(), [...expected].sort(), `filter ${label} = ${value}`);
-    await monitor.getByRole("button", { name: "Reset" }).click();
-    await count(page, "5 events");
+    await reopen("Apply", transport, expected);
+    await reopen("Reset", "sse", everything);
   };
+  await hubStreams(hub, { sse: 1, ws: 0 });
   await apply("Type", "site.*", ["site.created", "site.deleted"]);
   await apply("Severity at least", "warning", ["monitor.failed", "policy.toggled"]);
   await apply("Category", "config", ["policy.toggled", "site.deleted"]);
   await apply("Source", "probe, signup", ["monitor.failed", "user.created"]);
   await apply("Subject", "site/*", ["site.created", "site.deleted"]);
   await apply("Tags (any of)", "prod", ["site.created", "policy.toggled"]);
-  await apply("Transport", "ws", ["site.created", "monitor.failed", "policy.toggled", "site.deleted", "user.created"]);
+  await apply("Transport", "ws", everything, "ws");
+  // The WebSocket stream is live too, and a filter narrows it as well.
+  await monitor.getByLabel("Transport", { exact: true }).selectOption("ws");
+  await monitor.getByLabel("Type", { exact: true }).fill("*.created");
+  await reopen("Apply", "ws", ["site.created", "user.created"]);
+  // In seq order: once the later event shows, the earlier one would have shown before it.
+  const [wsDeleted, wsCreated] = await post(hub, [{ type: "ws.deleted" }, { type: "ws.created" }]);
+  await page.locator(`#ev-${wsCreated}`).waitFor();
+  await count(page, "3 events");
+  assert.equal(await page.locator(`#ev-${wsDeleted}`).count(), 0, "the filter holds on live events over WebSocket");
+  await reopen("Reset", "sse", [...everything, "ws.created", "ws.deleted"]);
 
   // Free-text search narrows what is shown without touching the stream.
+  const unfiltered = await streamId(page);
   await monitor.getByLabel("Search shown events").fill("monitor/9");
-  await count(page, "1 of 5 events");
+  await count(page, "1 of 7 events");
   assert.deepEqual(await shownSeqs(page), [2]);
   await monitor.getByLabel("Search shown events").fill("");
-  await count(page, "5 events");
+  await count(page, "7 events");
+  assert.equal(await streamId(page), unfiltered, "searching keeps the stream");
+  await hubStreams(hub, { sse: 1, ws: 0 });
 
   // Pause holds new events; resume releases them, in order.
   await monitor.getByRole("button", { name: "Pause" }).click();
   const heldSeqs = await post(hub, Array.from({ length: 6 }, (_, i) => ({ type: "held.event", data: { i } })));
   await monitor.getByRole("button", { name: "Resume (6 held)" }).waitFor();
-  await count(page, "5 events · 6 held");
+  await count(page, "7 events · 6 held");
   assert.equal(await page.locator("#list .row .c-type", { hasText: "held.event" }).count(), 0, "held events are not shown while paused");
   await shot(page, "monitor-paused");
   await monitor.getByRole("button", { name: "Resume (6 held)" }).click();
-  await count(page, "11 events");
+  await count(page, "13 events");
   const seqs = await shownSeqs(page);
   assert.deepEqual(seqs.slice(0, 6), [...heldSeqs].reverse(), `released in order, newest first: ${seqs}`);
   assert.deepEqual(seqs, [...seqs].sort((a, b) => b - a), "the list is in seq order");
@@ -222,10 +314,10 @@ test("live monitor: events appear within a second, filters narrow, pause holds, 
   assert.deepEqual(lines, all, "NDJSON holds the same events");
   const rows = (await exported("csv")).trim().split("\r\n");
   assert.equal(rows[0], "seq,id,time,tenant,type,source,category,severity,subject,actor,tags,data,metadata");
-  assert.equal(rows.length, 12);
+  assert.equal(rows.length, 14);
   assert.match(rows.find((r) => r.startsWith("1,")), /,site\.created,api,,info,site\/nyc,anonymous,prod,"\{""name"":""NYC""\}",\{\}$/);
   await monitor.getByLabel("Search shown events").fill("held.event");
-  await count(page, "6 of 11 events");
+  await count(page, "6 of 13 events");
   assert.deepEqual(JSON.parse(await exported("json")).map((e) => e.seq), heldSeqs);
 
   // Clear empties the list; new events show again.
@@ -278,7 +370,7 @@ test("replay shows progress to 100% and can be stopped", async (t) => {
   await replay.getByLabel("Type").fill("order.*");
   await replay.getByLabel("Speed").selectOption("max");
   await replay.getByRole("button", { name: "Start replay" }).click();
-  await page.locator("#replay-status", { hasText: "Done: 40 of 40 events (100%)" }).waitFor({ timeout: 10_000 });
+  const first = await replayStatus(page, undefined, "Done: 40 of 40 events (100%)");
   assert.equal(await page.locator("#replay-progress").evaluate((p) => p.value / p.max), 1);
   await page.waitForFunction(() => document.querySelectorAll("#replay-events li").length === 40);
   const replayed = await page.$$eval("#replay-events li button", (b) => b.map((x) => Number(x.dataset.seq)));
@@ -288,9 +380,15 @@ test("replay shows progress to 100% and can be stopped", async (t) => {
   // A filter by severity and a custom range.
   await replay.getByLabel("Severity at least").selectOption("warning");
   await replay.getByLabel("Custom").check();
-  await replay.getByLabel("From (local time)").waitFor();
+  // A range around the events (the prefilled one ends at the current second, which may be
+  // the second the events were published in).
+  const local = (ms) => new Date(ms - new Date(ms).getTimezoneOffset() * 60e3).toISOString().slice(0, 19);
+  await replay.getByLabel("From (local time)").fill(local(Date.now() - 3600e3));
+  await replay.getByLabel("Until (local time)").fill(local(Date.now() + 3600e3));
   await replay.getByRole("button", { name: "Start replay" }).click();
-  await page.locator("#replay-status", { hasText: "Done: 4 of 4 events (100%)" }).waitFor({ timeout: 10_000 });
+  const second = await replayStatus(page, first, "Done: 4 of 4 events (100%)");
+  // The list is drawn in the next frame: wait for its rows, not for the status.
+  await page.waitForFunction(() => [...document.querySelectorAll("#replay-events li button")].map((x) => x.dataset.seq).join() === "31,21,11,1");
 
   // An impossible custom range is refused with a clear message.
   await replay.getByLabel("From (local time)").fill("2030-01-02T00:00:00");
@@ -307,9 +405,10 @@ test("replay shows progress to 100% and can be stopped", async (t) => {
   await post(hub, [{ type: "late.two" }]);
   await replay.getByLabel("Speed").selectOption("1");
   await replay.getByRole("button", { name: "Start replay" }).click();
-  await page.locator("#replay-status", { hasText: /^Running: / }).waitFor();
+  const paced = await replayStatus(page, second, /^Running: /);
   await replay.getByRole("button", { name: "Stop" }).click();
-  await page.locator("#replay-status", { hasText: /^Stopped: \d+ of 43 events/ }).waitFor();
+  await replayStatus(page, second, /^Stopped: \d+ of 43 events/);
+  assert.equal(await page.locator("#replay-status").getAttribute("data-replay"), paced);
   assert.equal(await replay.getByRole("button", { name: "Start replay" }).isEnabled(), true);
   assert.deepEqual(errors, []);
   await variants(t, hub, "/#/replay", "replay", (p) => p.getByRole("heading", { name: "Replay" }).waitFor());

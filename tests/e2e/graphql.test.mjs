@@ -31,6 +31,21 @@ const SUBSCRIPTION = `subscription($after: Seq) {
   events(filter: { type: ["site.*", "link.*"] }, after: $after) { seq type subject actor data }
 }`;
 
+/** Waits until the hub's `crier_live_cursors` gauge (in /metrics) reads `n`. */
+async function liveCursors(hub, admin, n, timeout = 10_000) {
+  const deadline = Date.now() + timeout;
+  let line;
+  for (;;) {
+    const res = await fetch(`${hub.url}/metrics`, { headers: { authorization: `Bearer ${admin}` } });
+    assert.equal(res.status, 200);
+    // `crier_live_cursors{node_id="..."} 1`
+    line = (await res.text()).split("\n").find((l) => /^crier_live_cursors[{ ]/.test(l));
+    if (line && Number(line.split(" ").at(-1)) === n) return;
+    if (Date.now() > deadline) assert.fail(`the hub reports ${JSON.stringify(line)}, not ${n} live cursors`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
 /** Collects events from a graphql-ws subscription until `n` arrived. */
 function collect(client, variables, n) {
   const events = [];
@@ -79,7 +94,8 @@ test("graphql-ws receives mutations in order and resumes with after", async (t) 
 
   // Live: subscribe first, then change things through GraphQL and REST.
   const live = collect(client, {}, 6);
-  await new Promise((r) => setTimeout(r, 300));
+  // A live subscription starts at the head it opens at: publish only once the hub has it.
+  await liveCursors(hub, token(SECRET, { tenant: "acme", role: "admin", sub: "ops@acme" }), 1);
   await gql(hub, writer, `mutation { putEntity(kind: "site", id: "nyc", value: {name: "NYC"}) { version } }`);
   await gql(hub, writer, `mutation($p: JSON!) { patchEntity(kind: "site", id: "nyc", patch: $p, ifMatch: 1) { version } }`, {
     p: { floors: 3 },

@@ -26,6 +26,7 @@ let frame = 0;
 let mounted = false;
 let trimmed = 0; // events let go because of MAX_EVENTS
 let drop = null; // {seq, at} while reconnecting
+let stream = 0; // bumped on every new subscription; shown as #list[data-stream] with its rows
 const ui = listenerGroup();
 const pool = new Map(); // seq -> row element in the DOM
 const texts = new WeakMap(); // event -> lower-case JSON, for search
@@ -150,6 +151,10 @@ function render() {
   if (!mounted) return;
   updateCounts();
   const box = listBox();
+  // Which stream the rows and the counter belong to (set in the same frame as they are), so
+  // that a reader can tell a re-opened stream's rows from the ones before.
+  box.dataset.stream = String(stream);
+  box.dataset.transport = sub?.transport ?? "";
   const n = view.length;
   $("#list-spacer").style.height = `${n * ROW_H}px`;
   const empty = $("#list-empty");
@@ -240,6 +245,7 @@ function readFilters() {
 function subscribe() {
   if (sub) sub.close();
   const { filter, transport } = readFilters();
+  stream++;
   events = [];
   view = [];
   held = [];
@@ -340,6 +346,7 @@ export function start(c) {
 export function stop() {
   if (sub) sub.close();
   sub = undefined;
+  stream++;
   events = [];
   view = [];
   held = [];

@@ -130,6 +130,8 @@ async function start(e) {
   shown = [];
   incoming = [];
   $("#replay-events").replaceChildren();
+  // The replay the status line speaks of, so that one replay's "Done" is not read as the next's.
+  $("#replay-status").dataset.replay = r.id;
   setProgress(0, r.total, r.state);
   const abort = new AbortController();
   running = { id: r.id, total: r.total, abort, poll: setInterval(() => poll(r.id), 1000) };
