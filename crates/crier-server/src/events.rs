@@ -209,6 +209,21 @@ pub async fn publish(
         .into_response())
 }
 
+/// Decodes and validates a publish body exactly as `POST /v1/events` does for `principal`
+/// (content type, body splitting, every event's rules), without storing it: the entry point
+/// of the publish-body fuzz targets (`fuzz/`).
+pub fn decode_publish(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<NewEvent>, ApiError> {
+    let format = format_of(headers)?;
+    let items = split_body(format, body)?;
+    let cloudevent = matches!(format, Format::CloudEvent | Format::CloudEventBatch);
+    prepare(state, principal, items, cloudevent)
+}
+
 trait DeserializeValue: Sized {
     fn deserialize_value(v: Value) -> Result<Self, serde_json::Error>;
 }

@@ -32,6 +32,7 @@ use crate::replays::{Replay, ReplaySpec, Speed};
 use crate::sse::{expiry_instant, start_position};
 use crate::state::{AppState, ConnGuard, Transport};
 
+pub mod oneshot;
 mod tasks;
 
 use tasks::{publish_loop, replay_loop, sub_loop, write_loop};

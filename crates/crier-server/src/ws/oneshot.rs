@@ -1,0 +1,62 @@
+//! One client message through the real op handler, without a socket: the entry point of the
+//! WebSocket-op fuzz target (`fuzz/`), which feeds it arbitrary text frames.
+//!
+//! The connection is the one an upgrade would build for `principal`, answering into a queue
+//! instead of a socket; after the message it is torn down as [`super::Conn::run`] tears a
+//! closed connection down, so subscriptions, replays and publishes it started end with it.
+
+use std::collections::HashMap;
+
+use axum::extract::ws::Message;
+use crier_core::Principal;
+use tokio::sync::mpsc;
+
+use super::{Conn, OUTBOUND_QUEUE};
+use crate::state::AppState;
+
+/// Handles `text` as one text frame on a fresh connection of `principal` and returns the
+/// frames it answered with (replies and errors; events of subscriptions it opened too, if
+/// any arrived before the connection closed).
+pub async fn answer(state: AppState, principal: Principal, text: &str) -> Vec<String> {
+    let (out, mut out_rx) = mpsc::channel::<Message>(OUTBOUND_QUEUE);
+    // Read while the connection works, as the writer task would: producers never block.
+    let reader = tokio::spawn(async move {
+        let mut frames = Vec::new();
+        while let Some(m) = out_rx.recv().await {
+            if let Message::Text(t) = m {
+                frames.push(t.to_string());
+            }
+        }
+        frames
+    });
+    let cancel = state.shutdown.child_token();
+    let mut conn = Conn {
+        state,
+        principal,
+        out,
+        subs: HashMap::new(),
+        replays: HashMap::new(),
+        publisher: None,
+        cancel,
+    };
+    let answer = conn.handle(text).await;
+    conn.cancel.cancel();
+    for (_, (replay, task)) in conn.replays.drain() {
+        replay.stop();
+        let _ = task.await;
+    }
+    for (_, sub) in conn.subs.drain() {
+        sub.cancel.cancel();
+        let _ = sub.task.await;
+    }
+    if let Some((tx, task)) = conn.publisher.take() {
+        drop(tx);
+        let _ = task.await;
+    }
+    drop(conn.out);
+    let mut frames = reader.await.unwrap_or_default();
+    if let Some(Message::Text(t)) = answer {
+        frames.push(t.to_string());
+    }
+    frames
+}
