@@ -1,0 +1,99 @@
+//! What the fuzz targets share: one real hub state per fuzzing process (SQLite log, keys and
+//! subscriptions in a temporary directory, the HS256 secret below), a runtime to drive its
+//! async handlers, and the principals the targets speak as.
+//!
+//! The targets call the hub's own parsing functions, so a crash here is a crash a client
+//! could cause. Nothing is stored: publish bodies are decoded and validated but not
+//! appended, and the WebSocket and GraphQL targets speak as a read-only principal.
+
+use std::sync::{Arc, OnceLock};
+
+use crier_core::{EventLog, Hub, Principal, Role};
+use crier_server::{AppState, Config, Settings};
+use crier_store::{SqliteKeys, SqliteLog, SqliteSubs};
+use tokio::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
+
+/// The HS256 secret the hub of the targets accepts.
+pub const SECRET: &str = "fuzzing-secret-of-at-least-32-characters";
+
+/// The runtime and the state, built once.
+pub struct Fixture {
+    /// Drives async handlers.
+    pub rt: Runtime,
+    /// The hub's state.
+    pub state: AppState,
+    /// Keeps the data directory for the process's life.
+    _dir: std::path::PathBuf,
+}
+
+/// The settings of the hub: defaults over `dir`, with the JWT secret.
+pub fn settings(dir: &std::path::Path) -> Settings {
+    let mut c = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
+    c.auth.jwt_secret = SECRET.to_string();
+    match c.validate() {
+        Ok(s) => s,
+        Err(e) => panic!("the fuzzing settings are invalid: {e}"),
+    }
+}
+
+/// The shared fixture.
+pub fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("crier-fuzz-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let settings = settings(&dir);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("runtime: {e}"));
+        let state = rt.block_on(async {
+            let log = crier_server::open_log(&settings).unwrap_or_else(|e| panic!("log: {e}"));
+            let db = dir.join("crier.db");
+            let keys = SqliteKeys::open(&db).unwrap_or_else(|e| panic!("keys: {e}"));
+            let subs = SqliteSubs::open(&db).unwrap_or_else(|e| panic!("subs: {e}"));
+            let hub = Hub::new(log.clone());
+            log.set_commit_sink(hub.commit_sink());
+            let log: Arc<SqliteLog> = log;
+            AppState::new(
+                settings,
+                log.clone(),
+                log,
+                hub,
+                Arc::new(keys),
+                Arc::new(subs),
+                CancellationToken::new(),
+            )
+        });
+        Fixture {
+            rt,
+            state,
+            _dir: dir,
+        }
+    })
+}
+
+/// A principal of tenant `acme` with `role`, narrowed to `public.*` and `site.*` when
+/// `narrowed`.
+pub fn principal(role: Role, narrowed: bool) -> Principal {
+    let pats = || {
+        Some(vec![
+            crier_core::Pattern::new("public.*").unwrap_or_else(|e| panic!("{e:?}")),
+            crier_core::Pattern::new("site.*").unwrap_or_else(|e| panic!("{e:?}")),
+        ])
+    };
+    Principal {
+        tenant: "acme".into(),
+        role,
+        subject: "fuzz@acme".into(),
+        subscribe: if narrowed { pats() } else { None },
+        publish: if narrowed { pats() } else { None },
+        expires_at: None,
+        key_hash: None,
+    }
+}
