@@ -2,10 +2,11 @@
 //! matching event once, in seq order, across disconnects.
 //!
 //! A [`Subscription`] remembers the last seq it handed out. When the connection drops (or
-//! the hub restarts) it reconnects with exponential backoff and jitter (1 s doubling to 30 s
-//! by default, unlimited attempts) and resumes after that seq — `Last-Event-ID` over SSE,
-//! `after` over WebSocket — so nothing is lost and, because it also skips anything at or
-//! below that seq, nothing is doubled. A token callback is asked for a fresh credential
+//! the hub restarts) it reconnects with exponential backoff and equal jitter (each wait is
+//! between half and all of a step doubling from 1 s to 30 s by default, unlimited attempts)
+//! and resumes after that seq — `Last-Event-ID` over SSE, `after` over WebSocket — so
+//! nothing is lost and, because it also skips anything at or below that seq, nothing is
+//! doubled. [`Subscription::on_status`] reports reconnects and resumes. A token callback is asked for a fresh credential
 //! before every connection.
 #![deny(missing_docs)]
 
@@ -129,8 +130,53 @@ enum Conn {
 enum Attempt {
     /// Refused for good (bad filter, bad credential): retrying would not help.
     Fatal(String),
-    /// Unreachable or unavailable for now.
-    Retry,
+    /// Unreachable or unavailable for now (why).
+    Retry(String),
+}
+
+/// What a subscription is doing about its connection, for a caller that reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Status {
+    /// The connection failed or was lost; the next attempt follows after `wait`.
+    Reconnecting {
+        /// Why the last attempt or connection ended.
+        error: String,
+        /// Consecutive failures so far.
+        attempt: u32,
+        /// The wait before the next attempt.
+        wait: Duration,
+    },
+    /// Connected again after failures; the stream resumes after `after` (`None`: from the
+    /// start position the subscription was opened with).
+    Resumed {
+        /// The seq the stream resumes after.
+        after: Option<u64>,
+    },
+}
+
+/// Called with each [`Status`] change.
+pub type StatusHook = Arc<dyn Fn(&Status) + Send + Sync>;
+
+/// The hub's own words from a refusal body (`{"error": {"message": ...}}`), else the body.
+fn refusal(status: reqwest::StatusCode, body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    match v["error"]["message"].as_str() {
+        Some(m) => format!("{m} ({status})"),
+        None if body.trim().is_empty() => status.to_string(),
+        None => format!("{} ({status})", body.trim()),
+    }
+}
+
+/// The wait before reconnect attempt `failures` (1-based): the exponential step
+/// `initial * 2^(failures-1)`, capped at `max`, with equal jitter: half the step plus a
+/// random share `r` (0 to 1) of the other half.
+fn backoff_wait(b: &Backoff, failures: u32, r: f64) -> Duration {
+    let step = b
+        .initial
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(b.max);
+    step / 2 + (step / 2).mul_f64(r.clamp(0.0, 1.0))
 }
 
 /// A subscription that reconnects and resumes by itself.
@@ -145,6 +191,7 @@ pub struct Subscription {
     opened_at: Option<u64>,
     first: bool,
     failures: u32,
+    status: Option<StatusHook>,
 }
 
 /// Whether a refusal is final: a 4xx other than 429 (limits) and, when a token source can
@@ -190,7 +237,14 @@ impl Subscription {
             opened_at: None,
             first: true,
             failures: 0,
+            status: None,
         }
+    }
+
+    /// Calls `hook` when the subscription starts reconnecting and when it has resumed.
+    pub fn on_status(mut self, hook: StatusHook) -> Subscription {
+        self.status = Some(hook);
+        self
     }
 
     /// The seq of the last event handed out (the point a reconnect resumes after).
@@ -234,7 +288,7 @@ impl Subscription {
                     Ok(res) if fatal(res.status().as_u16(), refresh) => {
                         let status = res.status();
                         let text = res.text().await.unwrap_or_default();
-                        return Err(Attempt::Fatal(format!("{status}: {text}")));
+                        return Err(Attempt::Fatal(refusal(status, &text)));
                     }
                     Ok(res) => Err(format!("the hub answered {}", res.status())),
                     Err(e) => Err(e.to_string()),
@@ -272,7 +326,14 @@ impl Subscription {
                     Err(tokio_tungstenite::tungstenite::Error::Http(res))
                         if fatal(res.status().as_u16(), refresh) =>
                     {
-                        return Err(Attempt::Fatal(format!("{}", res.status())));
+                        let body = res
+                            .body()
+                            .as_deref()
+                            .map(String::from_utf8_lossy)
+                            .unwrap_or_default();
+                        let status = reqwest::StatusCode::from_u16(res.status().as_u16())
+                            .unwrap_or(reqwest::StatusCode::BAD_REQUEST);
+                        return Err(Attempt::Fatal(refusal(status, &body)));
                     }
                     Err(e) => Err(e.to_string()),
                 }
@@ -280,24 +341,26 @@ impl Subscription {
         };
         result.map_err(|e| {
             tracing::debug!(error = %e, "connection failed; will retry");
-            Attempt::Retry
+            Attempt::Retry(e)
         })
     }
 
-    async fn wait_before_retry(&mut self) -> Result<(), ClientError> {
+    async fn wait_before_retry(&mut self, error: String) -> Result<(), ClientError> {
         self.failures += 1;
         if let Some(max) = self.opts.backoff.max_attempts {
             if self.failures > max {
                 return Err(ClientError::GaveUp(self.failures - 1));
             }
         }
-        let b = &self.opts.backoff;
-        let exp = b
-            .initial
-            .saturating_mul(1u32 << (self.failures - 1).min(16))
-            .min(b.max);
-        // Full jitter between half and all of the step, so reconnecting clients spread out.
-        let wait = exp.mul_f64(rand::random_range(0.5..=1.0));
+        // Equal jitter: reconnecting clients spread out, yet none retries at once.
+        let wait = backoff_wait(&self.opts.backoff, self.failures, rand::random());
+        if let Some(hook) = &self.status {
+            hook(&Status::Reconnecting {
+                error,
+                attempt: self.failures,
+                wait,
+            });
+        }
         tokio::time::sleep(wait).await;
         Ok(())
     }
@@ -353,10 +416,16 @@ impl Subscription {
                     Ok(c) => {
                         self.conn = Some(c);
                         self.first = false;
+                        if self.failures > 0 {
+                            if let Some(hook) = &self.status {
+                                let after = self.last_seq.or(self.opened_at);
+                                hook(&Status::Resumed { after });
+                            }
+                        }
                         self.failures = 0;
                     }
                     Err(Attempt::Fatal(msg)) => return Err(ClientError::Refused(msg)),
-                    Err(Attempt::Retry) => self.wait_before_retry().await?,
+                    Err(Attempt::Retry(e)) => self.wait_before_retry(e).await?,
                 }
                 continue;
             };
@@ -409,8 +478,40 @@ impl Subscription {
             }
             if lost {
                 self.conn = None;
-                self.wait_before_retry().await?;
+                self.wait_before_retry("the connection was lost".into())
+                    .await?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_equal_jitter_capped_at_max() {
+        let b = Backoff::default();
+        for (failures, step) in [(1, 1), (2, 2), (3, 4), (5, 16), (6, 30), (40, 30)] {
+            let step = Duration::from_secs(step);
+            assert_eq!(
+                backoff_wait(&b, failures, 0.0),
+                step / 2,
+                "attempt {failures}"
+            );
+            assert_eq!(backoff_wait(&b, failures, 1.0), step, "attempt {failures}");
+            let mid = backoff_wait(&b, failures, 0.5);
+            assert!(mid > step / 2 && mid < step, "attempt {failures}: {mid:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_read_as_the_hub_wrote_them() {
+        let body = r#"{"error":{"code":"unauthorized","message":"the token has expired"}}"#;
+        assert_eq!(
+            refusal(reqwest::StatusCode::UNAUTHORIZED, body),
+            "the token has expired (401 Unauthorized)"
+        );
+        assert_eq!(refusal(reqwest::StatusCode::FORBIDDEN, ""), "403 Forbidden");
     }
 }

@@ -1,5 +1,6 @@
 //! A Server-Sent Events parser (WHATWG field rules:
-//! `id`, `event`, `data` lines, comments, a blank line dispatches).
+//! `id`, `event`, `data` lines, comments, a blank line dispatches; a line ends with CRLF, LF
+//! or a bare CR, even when the CR and LF of a CRLF arrive in different chunks).
 
 /// One dispatched message.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -20,6 +21,8 @@ pub struct SseParser {
     event: Option<String>,
     data: Option<String>,
     head: Option<u64>,
+    /// The last line ended with a CR: an LF right after it belongs to that line ending.
+    after_cr: bool,
 }
 
 impl SseParser {
@@ -30,51 +33,70 @@ impl SseParser {
 
     /// Feeds bytes and returns the messages they complete.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<SseMessage> {
+        // What is buffered holds no line ending: scanning starts at the new bytes.
+        let mut i = self.buf.len();
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
-        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-            let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            let line = String::from_utf8_lossy(&line).into_owned();
-            if line.is_empty() {
-                if let Some(data) = self.data.take() {
-                    out.push(SseMessage {
-                        id: self.id.clone(),
-                        event: self.event.take().unwrap_or_else(|| "message".into()),
-                        data,
-                    });
+        let mut start = 0;
+        while i < self.buf.len() {
+            let b = self.buf[i];
+            if self.after_cr {
+                self.after_cr = false;
+                if b == b'\n' {
+                    i += 1;
+                    start = i;
+                    continue;
                 }
-                self.event = None;
-                continue;
             }
-            if let Some(comment) = line.strip_prefix(':') {
-                // The hub opens a stream with `: crier head=<seq>`.
-                if let Some(h) = comment.trim().strip_prefix("crier head=") {
-                    self.head = h.trim().parse().ok().or(self.head);
-                }
-                continue;
-            }
-            let (field, value) = match line.split_once(':') {
-                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-                None => (line.as_str(), ""),
-            };
-            match field {
-                "id" => self.id = Some(value.to_string()),
-                "event" => self.event = Some(value.to_string()),
-                "data" => match &mut self.data {
-                    Some(d) => {
-                        d.push('\n');
-                        d.push_str(value);
-                    }
-                    None => self.data = Some(value.to_string()),
-                },
-                _ => {}
+            if b == b'\n' || b == b'\r' {
+                let line = String::from_utf8_lossy(&self.buf[start..i]).into_owned();
+                self.after_cr = b == b'\r';
+                i += 1;
+                start = i;
+                self.line(line, &mut out);
+            } else {
+                i += 1;
             }
         }
+        self.buf.drain(..start);
         out
+    }
+
+    fn line(&mut self, line: String, out: &mut Vec<SseMessage>) {
+        if line.is_empty() {
+            if let Some(data) = self.data.take() {
+                out.push(SseMessage {
+                    id: self.id.clone(),
+                    event: self.event.take().unwrap_or_else(|| "message".into()),
+                    data,
+                });
+            }
+            self.event = None;
+            return;
+        }
+        if let Some(comment) = line.strip_prefix(':') {
+            // The hub opens a stream with `: crier head=<seq>`.
+            if let Some(h) = comment.trim().strip_prefix("crier head=") {
+                self.head = h.trim().parse().ok().or(self.head);
+            }
+            return;
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line.as_str(), ""),
+        };
+        match field {
+            "id" => self.id = Some(value.to_string()),
+            "event" => self.event = Some(value.to_string()),
+            "data" => match &mut self.data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(value);
+                }
+                None => self.data = Some(value.to_string()),
+            },
+            _ => {}
+        }
     }
 }
 
@@ -95,6 +117,35 @@ mod tests {
                 id: Some("1".into()),
                 event: "a.b".into(),
                 data: "{\"x\":1}".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn every_line_ending_is_one_line_ending() {
+        let msg = |id: &str, data: &str| SseMessage {
+            id: Some(id.into()),
+            event: "message".into(),
+            data: data.into(),
+        };
+        let stream: &[u8] =
+            b"id: 1\rdata: a\rdata: b\r\rid: 2\r\ndata: c\r\n\r\nid: 3\ndata: d\n\n";
+        let want = vec![msg("1", "a\nb"), msg("2", "c"), msg("3", "d")];
+        let mut p = SseParser::default();
+        assert_eq!(p.feed(stream), want);
+        // Byte by byte: a CRLF split across chunks is still one line ending, not two.
+        let mut p = SseParser::default();
+        let got: Vec<_> = stream.iter().flat_map(|b| p.feed(&[*b])).collect();
+        assert_eq!(got, want);
+        let mut p = SseParser::default();
+        assert_eq!(p.feed(b"data: x\r"), vec![]);
+        assert_eq!(p.feed(b"\ndata: y\r"), vec![]);
+        assert_eq!(
+            p.feed(b"\r"),
+            vec![SseMessage {
+                id: None,
+                event: "message".into(),
+                data: "x\ny".into()
             }]
         );
     }

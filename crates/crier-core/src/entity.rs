@@ -401,24 +401,9 @@ fn check_precondition(
     }
 }
 
-/// Applies a JSON Merge Patch (RFC 7396) to `target`.
+/// Applies a JSON Merge Patch (RFC 7396) to `target` (the `json-patch` crate's `merge`).
 pub fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    if let Value::Object(t) = target {
-        for (k, v) in p {
-            if v.is_null() {
-                t.remove(k);
-            } else {
-                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-    }
+    json_patch::merge(target, patch);
 }
 
 /// The top-level fields that differ between two values (added, removed or changed), sorted.

@@ -93,6 +93,19 @@ pub fn parse_time_us(s: &str) -> Option<i64> {
     i64::try_from(t.unix_timestamp_nanos() / 1000).ok()
 }
 
+/// Parses a time given to a query or command: an RFC 3339 timestamp, or a duration before
+/// `now_us` such as `15m`, `2h` or `7d` (§10). `None` when it is neither, or lies before the
+/// Unix epoch.
+pub fn parse_time_or_ago_us(s: &str, now_us: i64) -> Option<i64> {
+    let s = s.trim();
+    if let Some(t) = parse_time_us(s) {
+        return Some(t);
+    }
+    let ago = humantime::parse_duration(s).ok()?;
+    let t = now_us.checked_sub(i64::try_from(ago.as_micros()).ok()?)?;
+    (t >= 0).then_some(t)
+}
+
 /// Microseconds since the Unix epoch to a timestamp.
 pub fn time_from_us(us: i64) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).ok()
@@ -450,6 +463,35 @@ impl Committed {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn times_are_rfc3339_or_a_duration_before_now() {
+        let now = parse_time_us("2026-01-02T03:04:05Z").unwrap();
+        assert_eq!(
+            parse_time_or_ago_us("2026-01-01T00:00:00Z", now),
+            parse_time_us("2026-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            parse_time_or_ago_us("15m", now),
+            Some(now - 15 * 60 * 1_000_000)
+        );
+        assert_eq!(
+            parse_time_or_ago_us("2h", now),
+            Some(now - 2 * 3600 * 1_000_000)
+        );
+        assert_eq!(
+            parse_time_or_ago_us(" 7d ", now),
+            Some(now - 7 * 86400 * 1_000_000)
+        );
+        assert_eq!(parse_time_or_ago_us("soon", now), None);
+        assert_eq!(parse_time_or_ago_us("-5m", now), None);
+        assert_eq!(
+            parse_time_or_ago_us("100000y", now),
+            None,
+            "before the epoch"
+        );
+        assert_eq!(parse_time_or_ago_us("", now), None);
+    }
+
     use super::*;
 
     fn ctx(p: &Principal) -> PublishContext<'_> {

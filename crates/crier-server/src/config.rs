@@ -3,8 +3,9 @@
 //!
 //! The environment name of a key is `CRIER_` plus its path in upper case joined by `_`
 //! (`auth.jwt_secret` → `CRIER_AUTH_JWT_SECRET`). Every layer is merged as TOML values over the
-//! defaults, so the environment and flags know the type of each key from its default. A bad
-//! value is an error naming the key; nothing falls back silently.
+//! defaults, so the environment and flags know the type of each key from its default (see
+//! `config_load`). A bad value is an error naming the key path and the file, variable or
+//! flag that set it; nothing falls back silently.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,20 +14,51 @@ use std::time::Duration;
 use crier_store::Durability;
 use serde::{Deserialize, Serialize};
 
-/// A configuration error, naming the key at fault.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration key `{key}`: {message}")]
+/// A configuration error, naming the key at fault and where its value was set.
+#[derive(Debug)]
 pub struct ConfigError {
-    /// Dotted path of the key (or the file, for a file that cannot be read).
+    /// Dotted path of the key (empty for an error of the file as a whole).
     pub key: String,
     /// What is wrong.
     pub message: String,
+    /// Where the value came from: the file's path, the `CRIER_*` variable or the flag.
+    pub origin: Option<String>,
 }
 
-fn err(key: &str, message: impl Into<String>) -> ConfigError {
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.key.is_empty(), &self.origin) {
+            (true, Some(o)) => write!(f, "configuration file {o}: {}", self.message),
+            (true, None) => write!(f, "configuration: {}", self.message),
+            (false, Some(o)) => {
+                write!(
+                    f,
+                    "configuration key `{}` (set in {o}): {}",
+                    self.key, self.message
+                )
+            }
+            (false, None) => write!(f, "configuration key `{}`: {}", self.key, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    /// The same error, saying which file, variable or flag set the value.
+    pub fn set_by(self, origin: &str) -> ConfigError {
+        ConfigError {
+            origin: Some(origin.to_string()),
+            ..self
+        }
+    }
+}
+
+pub(crate) fn err(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.to_string(),
         message: message.into(),
+        origin: None,
     }
 }
 
@@ -60,6 +92,10 @@ pub struct Config {
     pub shutdown_timeout: String,
     /// `text` or `json` log lines.
     pub log_format: String,
+    /// Log every HTTP request at info level (off: at debug level).
+    pub access_log: bool,
+    /// A bearer token that may read `/metrics` alone (empty: admins only).
+    pub metrics_token: String,
     /// Credentials.
     pub auth: AuthConfig,
     /// Retention.
@@ -68,6 +104,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Webhook delivery.
     pub webhooks: WebhooksConfig,
+    /// Where each key set by a layer came from (file, variable or flag), for error messages.
+    #[serde(skip)]
+    pub origins: std::collections::BTreeMap<String, String>,
 }
 
 /// `[auth]`.
@@ -152,6 +191,8 @@ impl Default for Config {
             sse_retry: "1s".into(),
             shutdown_timeout: "10s".into(),
             log_format: "text".into(),
+            access_log: true,
+            metrics_token: String::new(),
             auth: AuthConfig {
                 algorithm: "HS256".into(),
                 ..AuthConfig::default()
@@ -159,6 +200,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             limits: LimitsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            origins: Default::default(),
         }
     }
 }
@@ -202,150 +244,15 @@ impl Default for WebhooksConfig {
     }
 }
 
-fn merge(base: &mut toml::Value, over: toml::Value) {
-    match (base, over) {
-        (toml::Value::Table(b), toml::Value::Table(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (slot, v) => *slot = v,
-    }
-}
-
-/// Every leaf key path of the default configuration with its default value.
-fn leaves(prefix: &str, v: &toml::Value, out: &mut Vec<(String, toml::Value)>) {
-    match v {
-        toml::Value::Table(t) => {
-            for (k, v) in t {
-                let p = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                leaves(&p, v, out);
-            }
-        }
-        other => out.push((prefix.to_string(), other.clone())),
-    }
-}
-
-/// Parses a text value (from the environment or a flag) as the type of `default`.
-pub fn parse_as(key: &str, text: &str, default: &toml::Value) -> Result<toml::Value, ConfigError> {
-    Ok(match default {
-        toml::Value::String(_) => toml::Value::String(text.to_string()),
-        toml::Value::Integer(_) => toml::Value::Integer(
-            text.trim()
-                .parse()
-                .map_err(|_| err(key, format!("{text:?} is not a whole number")))?,
-        ),
-        toml::Value::Boolean(_) => toml::Value::Boolean(match text.trim() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
-            _ => return Err(err(key, format!("{text:?} is not true or false"))),
-        }),
-        toml::Value::Array(_) => {
-            let t = text.trim();
-            if t.starts_with('[') {
-                let doc: toml::Table = toml::from_str(&format!("v = {t}"))
-                    .map_err(|e| err(key, format!("{text:?} is not a TOML array: {e}")))?;
-                doc.get("v").cloned().unwrap_or(toml::Value::Array(vec![]))
-            } else {
-                toml::Value::Array(
-                    t.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(|s| toml::Value::String(s.to_string()))
-                        .collect(),
-                )
-            }
-        }
-        other => {
-            return Err(err(
-                key,
-                format!("cannot be set from text (a {})", other.type_str()),
-            ))
-        }
-    })
-}
-
-fn set_path(root: &mut toml::Value, key: &str, value: toml::Value) {
-    let mut cur = root;
-    let parts: Vec<&str> = key.split('.').collect();
-    for (i, part) in parts.iter().enumerate() {
-        let toml::Value::Table(t) = cur else { return };
-        if i == parts.len() - 1 {
-            t.insert(part.to_string(), value);
-            return;
-        }
-        cur = t
-            .entry(part.to_string())
-            .or_insert_with(|| toml::Value::Table(Default::default()));
-    }
-}
-
 impl Config {
     /// The environment variable name of a dotted key.
     pub fn env_name(key: &str) -> String {
         format!("CRIER_{}", key.replace('.', "_").to_uppercase())
     }
 
-    /// Loads: defaults ← `file` ← environment (`CRIER_*`) ← `flags` (dotted key, text value).
-    pub fn load(
-        file: Option<&Path>,
-        env: impl Fn(&str) -> Option<String>,
-        flags: &[(&str, String)],
-    ) -> Result<Config, ConfigError> {
-        let defaults = toml::Value::try_from(Config::default())
-            .map_err(|e| err("(defaults)", e.to_string()))?;
-        let mut value = defaults.clone();
-        if let Some(path) = file {
-            let key = path.display().to_string();
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| err(&key, format!("cannot read: {e}")))?;
-            let parsed: toml::Table =
-                toml::from_str(&text).map_err(|e| err(&key, format!("invalid TOML: {e}")))?;
-            merge(&mut value, toml::Value::Table(parsed));
-        }
-        let mut known = Vec::new();
-        leaves("", &defaults, &mut known);
-        for (key, default) in &known {
-            if let Some(text) = env(&Config::env_name(key)) {
-                set_path(&mut value, key, parse_as(key, &text, default)?);
-            }
-        }
-        for (key, text) in flags {
-            let default = known
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, d)| d)
-                .ok_or_else(|| err(key, "unknown key"))?;
-            set_path(&mut value, key, parse_as(key, text, default)?);
-        }
-        value.try_into::<Config>().map_err(|e| {
-            let msg = e.to_string();
-            let key = msg
-                .split('`')
-                .nth(1)
-                .map(String::from)
-                .unwrap_or_else(|| "(file)".to_string());
-            err(&key, msg.trim().to_string())
-        })
-    }
-
     /// Validates every key into typed settings.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
-        let listen: SocketAddr = self.listen.parse().map_err(|_| {
-            err(
-                "listen",
-                format!("{:?} is not an address like 127.0.0.1:7400", self.listen),
-            )
-        })?;
+        let listen = listen_addr("listen", &self.listen)?;
         let durability = match self.durability.as_str() {
             "fsync" => Durability::Fsync,
             "commit" => Durability::Commit,
@@ -433,6 +340,12 @@ impl Config {
             }
             usize::try_from(v).map_err(|_| err(key, "is too large"))
         };
+        if !self.metrics_token.is_empty() && self.metrics_token.len() < 16 {
+            return Err(err(
+                "metrics_token",
+                "must be at least 16 characters (it is a password for /metrics)",
+            ));
+        }
         let log_json = match self.log_format.as_str() {
             "text" => false,
             "json" => true,
@@ -485,6 +398,8 @@ impl Config {
             shutdown_timeout: duration("shutdown_timeout", &self.shutdown_timeout)?,
             allowed_origins: self.allowed_origins.clone(),
             log_json,
+            access_log: self.access_log,
+            metrics_token: (!self.metrics_token.is_empty()).then(|| self.metrics_token.clone()),
             retention_max_age: max_age,
             retention_max_events: (self.retention.max_events > 0)
                 .then_some(self.retention.max_events),
@@ -510,6 +425,35 @@ impl Config {
             },
         })
     }
+}
+
+/// An address like `127.0.0.1:7400`, `[::1]:7400` or `localhost:7400` (a host name is
+/// resolved once, at start; the first address it resolves to is used).
+pub fn listen_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = |why: String| {
+        err(
+            key,
+            format!("{s:?} is not an address like 127.0.0.1:7400 or localhost:7400{why}"),
+        )
+    };
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(bad(String::new()));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad(String::new()));
+    }
+    let mut addrs = std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| bad(format!(" ({host} does not resolve: {e})")))?
+        .collect::<Vec<_>>();
+    // Prefer IPv4 for `localhost`: it is what clients reach by default.
+    addrs.sort_by_key(|a| !a.is_ipv4());
+    addrs
+        .first()
+        .copied()
+        .ok_or_else(|| bad(format!(" ({host} resolves to no address)")))
 }
 
 fn duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
@@ -612,6 +556,10 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// JSON log lines.
     pub log_json: bool,
+    /// Log every request at info level.
+    pub access_log: bool,
+    /// Bearer token that may read `/metrics` alone.
+    pub metrics_token: Option<String>,
     /// Retention by age.
     pub retention_max_age: Option<Duration>,
     /// Retention by count.

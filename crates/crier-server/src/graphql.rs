@@ -501,7 +501,7 @@ async fn next_item(mut s: Sub) -> Option<(async_graphql::Result<Event>, Sub)> {
             item = s.cursor.next() => {
                 return match item {
                     Ok(CursorItem::Event(e)) => {
-                        metrics::counter!("crier_deliveries_total", "transport" => "graphql").increment(1);
+                        metrics::counter!("crier_stream_events_sent_total", "transport" => "graphql").increment(1);
                         Some((Ok(Event::from(e.as_ref())), s))
                     }
                     Ok(CursorItem::Reset(r)) => {

@@ -7,11 +7,15 @@
 
 pub mod auth;
 pub mod config;
+pub mod config_doc;
+pub mod config_load;
 pub mod dashboard;
 pub mod entities;
 pub mod error;
 pub mod events;
 pub mod graphql;
+pub mod metrics_catalog;
+pub mod observe;
 pub mod ops;
 pub mod query;
 pub mod replays;
@@ -68,7 +72,7 @@ pub enum ServeError {
 
 /// The router over a state.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/v1/events", get(events::history).post(events::publish))
         .route("/v1/events/{id}", get(events::get_event))
         .route("/v1/stream", get(sse::stream))
@@ -119,9 +123,9 @@ pub fn app(state: AppState) -> Router {
         .route("/client/{*path}", get(dashboard::client))
         .fallback(|| async { ApiError::not_found("no such path") })
         // Bodies are limited by the publish handler itself, with a JSON error.
-        .layer(DefaultBodyLimit::disable())
-        .layer(axum::middleware::from_fn(log_requests))
-        .with_state(state)
+        .layer(DefaultBodyLimit::disable());
+    // Request ids, the access log and request metrics wrap every route.
+    observe::layer(router, state.clone()).with_state(state)
 }
 
 /// Opens the embedded SQLite log under `data_dir`.
@@ -215,6 +219,7 @@ pub async fn run(
         shutdown.clone(),
     );
     state.set_follower(follower);
+    metrics_catalog::register(&settings);
     match &settings.store {
         StoreKind::Sqlite => {
             webhooks::start_all(&state).await;
@@ -258,31 +263,6 @@ pub async fn run(
     log.close().await?;
     tracing::info!("crier stopped; the log is flushed");
     served.map_err(ServeError::Io)
-}
-
-/// Logs each request at debug level, with credentials in the query string redacted.
-async fn log_requests(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let query = req
-        .uri()
-        .query()
-        .map(auth::redact_query)
-        .unwrap_or_default();
-    let started = std::time::Instant::now();
-    let res = next.run(req).await;
-    tracing::debug!(
-        %method,
-        %path,
-        query = %query,
-        status = res.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
-    res
 }
 
 /// The advisory-lock key of a cluster's lease: one per log schema, so clusters sharing a

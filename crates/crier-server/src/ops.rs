@@ -1,12 +1,13 @@
 //! Operational endpoints: liveness, readiness, Prometheus metrics and the OpenAPI document.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::auth::{require, Auth};
 use crate::state::AppState;
+use crate::ApiError;
 use crier_core::Role;
 
 /// The OpenAPI 3.1 description of the API.
@@ -48,11 +49,37 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /metrics` (admins only when credentials are configured).
-pub async fn metrics(State(state): State<AppState>, Auth(p): Auth) -> Response {
-    if let Err(e) = require(&p, Role::Admin) {
-        return e.into_response();
+/// Whether the request carries `metrics_token` as its bearer token (compared through
+/// SHA-256 digests, so the time taken says nothing about the token).
+fn has_metrics_token(state: &AppState, headers: &HeaderMap) -> bool {
+    use sha2::{Digest, Sha256};
+    let Some(expected) = &state.settings.metrics_token else {
+        return false;
+    };
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    Sha256::digest(given.trim().as_bytes()) == Sha256::digest(expected.as_bytes())
+}
+
+/// `GET /metrics`: for admins when credentials are configured, or for the bearer of
+/// `metrics_token`, which opens this endpoint and nothing else.
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    auth: Result<Auth, ApiError>,
+) -> Response {
+    if !has_metrics_token(&state, &headers) {
+        let allowed = auth.and_then(|Auth(p)| require(&p, Role::Admin));
+        if let Err(e) = allowed {
+            return e.into_response();
+        }
     }
+    crate::metrics_catalog::collect_process();
     metrics::gauge!("crier_log_head").set(state.log.head() as f64);
     metrics::gauge!("crier_live_cursors").set(state.hub.live_cursors() as f64);
     (

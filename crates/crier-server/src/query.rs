@@ -86,14 +86,18 @@ impl Query {
             .transpose()
     }
 
-    /// An RFC 3339 time parameter, as microseconds.
+    /// A time parameter (RFC 3339, or a duration before now like `15m`), as microseconds.
     pub fn time(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        let now = crier_core::event::now_us();
         self.get(key)
             .map(|v| {
-                crier_core::event::parse_time_us(v).ok_or_else(|| {
+                crier_core::event::parse_time_or_ago_us(v, now).ok_or_else(|| {
                     ApiError::bad(
                         "invalid_query",
-                        format!("`{key}` must be an RFC 3339 time, not {v:?}"),
+                        format!(
+                            "`{key}` must be an RFC 3339 time or a duration before now \
+                             like 15m, 2h or 7d, not {v:?}"
+                        ),
                     )
                 })
             })

@@ -148,11 +148,12 @@ pub struct ReplaySpec {
 }
 
 fn time(v: Option<&str>, key: &str) -> Result<Option<i64>, ApiError> {
+    let now = crier_core::event::now_us();
     v.map(|s| {
-        crier_core::event::parse_time_us(s).ok_or_else(|| {
+        crier_core::event::parse_time_or_ago_us(s, now).ok_or_else(|| {
             ApiError::bad(
                 "invalid_replay",
-                format!("`{key}` must be an RFC 3339 time"),
+                format!("`{key}` must be an RFC 3339 time or a duration before now like 15m"),
             )
         })
     })

@@ -155,7 +155,7 @@ impl SseState {
                 item = self.cursor.next() => match item {
                     Ok(first) => {
                         let events = self.frame(first);
-                        metrics::counter!("crier_deliveries_total", "transport" => "sse").increment(events);
+                        metrics::counter!("crier_stream_events_sent_total", "transport" => "sse").increment(events);
                         self.ping.as_mut().reset(Instant::now() + self.heartbeat);
                     }
                     Err(e) => {

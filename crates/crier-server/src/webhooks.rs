@@ -430,6 +430,7 @@ async fn run(state: AppState, sub: Subscription, cancel: CancellationToken, gene
         let item = tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep_until(expires), if sub.expires_us.is_some() => {
+                tracing::info!(sub = %sub.id, "webhook subscription expired");
                 let _ = state.subs.set_status(sub.id.clone(), "expired", None).await;
                 break;
             }
@@ -443,10 +444,12 @@ async fn run(state: AppState, sub: Subscription, cancel: CancellationToken, gene
                     }
                 }
                 Outcome::Dead if state.settings.webhooks.skip_dead => {
+                    tracing::warn!(sub = %sub.id, seq = e.seq, "webhook delivery is dead; skipping to the next event (on_dead = \"skip\")");
                     let _ = state.subs.advance(sub.id.clone(), e.seq).await;
                 }
                 Outcome::Dead => {
                     let note = format!("paused: delivery of seq {} is dead", e.seq);
+                    tracing::warn!(sub = %sub.id, seq = e.seq, "webhook delivery is dead; subscription paused");
                     let _ = state
                         .subs
                         .set_status(sub.id.clone(), "paused", Some(note))
@@ -455,6 +458,7 @@ async fn run(state: AppState, sub: Subscription, cancel: CancellationToken, gene
                 }
                 Outcome::Gone => {
                     let note = "disabled: the receiver answered 410 Gone".to_string();
+                    tracing::warn!(sub = %sub.id, seq = e.seq, "webhook receiver answered 410 Gone; subscription disabled");
                     let _ = state
                         .subs
                         .set_status(sub.id.clone(), "disabled", Some(note))
@@ -496,10 +500,21 @@ fn retry_after(res: &reqwest::Response) -> Option<Duration> {
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
         .ok()?;
-    v.trim()
-        .parse::<u64>()
-        .ok()
-        .map(|s| Duration::from_secs(s.min(24 * 3600)))
+    parse_retry_after(v, std::time::SystemTime::now())
+}
+
+/// A `Retry-After` value (RFC 9110 §10.2.3): delay-seconds or an HTTP-date, as a wait from
+/// `now`, at least a second (a receiver cannot make the hub hammer it) and at most a day.
+pub fn parse_retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    let wait = match v.parse::<u64>() {
+        Ok(s) => Duration::from_secs(s),
+        Err(_) => httpdate::parse_http_date(v)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.clamp(Duration::from_secs(1), Duration::from_secs(24 * 3600)))
 }
 
 async fn deliver(
@@ -563,8 +578,11 @@ async fn deliver(
                 rec.status = "delivered".into();
                 rec.last_status_code = Some(res.status().as_u16());
                 let _ = state.subs.record(sub.tenant.clone(), rec).await;
-                metrics::counter!("crier_webhook_deliveries_total", "result" => "delivered")
+                metrics::counter!("crier_webhook_attempts_total", "result" => "delivered")
                     .increment(1);
+                if attempts > 1 {
+                    tracing::info!(sub = %sub.id, seq = e.seq, attempts, "webhook delivered after retrying");
+                }
                 return Outcome::Delivered;
             }
             Ok(res) => {
@@ -582,14 +600,24 @@ async fn deliver(
             }
             Err(msg) => rec.last_error = Some(msg.clone()),
         }
-        metrics::counter!("crier_webhook_deliveries_total", "result" => "failed").increment(1);
+        metrics::counter!("crier_webhook_attempts_total", "result" => "failed").increment(1);
+        let error = rec.last_error.clone().unwrap_or_default();
         let Some(base) = cfg.backoff.get(attempts as usize - 1).copied() else {
+            tracing::warn!(sub = %sub.id, seq = e.seq, attempts, %error, "webhook attempt failed; no retries left");
             rec.status = "dead".into();
             let _ = state.subs.record(sub.tenant.clone(), rec).await;
-            metrics::counter!("crier_webhook_deliveries_total", "result" => "dead").increment(1);
+            metrics::counter!("crier_webhook_dead_total").increment(1);
             return Outcome::Dead;
         };
         let wait = wait_hint.unwrap_or_else(|| base.mul_f64(rand::rng().random_range(0.8..1.2)));
+        tracing::info!(
+            sub = %sub.id,
+            seq = e.seq,
+            attempts,
+            %error,
+            retry_in = %humantime::format_duration(Duration::from_secs(wait.as_secs().max(1))),
+            "webhook attempt failed; retrying"
+        );
         rec.status = "failed".into();
         rec.next_attempt_us =
             Some(now_us() + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX / 2));
@@ -598,5 +626,33 @@ async fn deliver(
             _ = cancel.cancelled() => return Outcome::Cancelled,
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_retry_after;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        // Sun, 06 Nov 1994 08:49:37 GMT, the example of RFC 9110.
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let secs = |v: &str| parse_retry_after(v, now).map(|d| d.as_secs());
+        assert_eq!(secs("120"), Some(120));
+        assert_eq!(secs(" 5 "), Some(5));
+        assert_eq!(secs("Sun, 06 Nov 1994 08:51:37 GMT"), Some(120));
+        assert_eq!(secs("Sunday, 06-Nov-94 08:50:37 GMT"), Some(60));
+        assert_eq!(secs("Sun Nov  6 08:49:47 1994"), Some(10));
+        assert_eq!(
+            secs("Sun, 06 Nov 1994 07:00:00 GMT"),
+            Some(1),
+            "a past date waits the minimum"
+        );
+        assert_eq!(secs("0"), Some(1));
+        assert_eq!(secs("99999999"), Some(24 * 3600));
+        assert_eq!(secs("soon"), None);
+        assert_eq!(secs("-5"), None);
+        assert!(parse_retry_after("Sun, 06 Nov 1994 08:51:37 GMT", SystemTime::now()).is_some());
     }
 }

@@ -173,18 +173,27 @@ impl Keys {
     }
 }
 
-async fn open_keys(cfg: &ConfigArgs) -> anyhow::Result<Keys> {
+/// Opens the key store. Only `keys create` (`create` true) may create the data directory
+/// and database, so that keys can be made before the hub first starts; reading and revoking
+/// need an existing store and never leave a stray directory behind.
+async fn open_keys(cfg: &ConfigArgs, create: bool) -> anyhow::Result<Keys> {
     let config = cfg.load()?;
     if config.store.starts_with("postgres://") || config.store.starts_with("postgresql://") {
         return Ok(Keys::Postgres(
             crier_store::PgKeys::open(&config.store, Some(&config.store_schema)).await?,
         ));
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-    Ok(Keys::Sqlite(SqliteKeys::open(
-        &config.data_dir.join("crier.db"),
-    )?))
+    let db = config.data_dir.join("crier.db");
+    if create {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    } else if !db.is_file() {
+        bail!(
+            "no hub data at {} (give the hub's --data-dir or --config)",
+            db.display()
+        );
+    }
+    Ok(Keys::Sqlite(SqliteKeys::open(&db)?))
 }
 
 fn time(us: i64) -> String {
@@ -206,7 +215,10 @@ pub async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
             if name.trim().is_empty() || name.chars().any(char::is_control) {
                 bail!("--name must be non-empty text");
             }
-            let (key, secret) = open_keys(&cfg).await?.create(&tenant, r, &name).await?;
+            let (key, secret) = open_keys(&cfg, true)
+                .await?
+                .create(&tenant, r, &name)
+                .await?;
             eprintln!(
                 "created {} ({} of tenant {}); the secret is shown only now:",
                 key.id,
@@ -216,25 +228,23 @@ pub async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
             println!("{secret}");
         }
         KeysCmd::List { cfg } => {
-            let keys = open_keys(&cfg).await?.list().await?;
-            println!(
-                "{:<22} {:<12} {:<11} {:<28} {:<28} NAME",
-                "ID", "TENANT", "ROLE", "CREATED", "REVOKED"
-            );
+            let keys = open_keys(&cfg, false).await?.list().await?;
+            let mut t =
+                crate::table::new(&["ID", "TENANT", "ROLE", "CREATED", "REVOKED", "NAME"], &[]);
             for k in keys {
-                println!(
-                    "{:<22} {:<12} {:<11} {:<28} {:<28} {}",
+                t.add_row(vec![
                     k.id,
                     k.tenant,
-                    k.role.as_str(),
+                    k.role.as_str().to_string(),
                     time(k.created_us),
                     k.revoked_us.map(time).unwrap_or_else(|| "-".into()),
-                    k.name
-                );
+                    k.name,
+                ]);
             }
+            crate::table::print(&t);
         }
         KeysCmd::Revoke { id, cfg } => {
-            if !open_keys(&cfg).await?.revoke(&id).await? {
+            if !open_keys(&cfg, false).await?.revoke(&id).await? {
                 bail!("no key with id {id:?}");
             }
             eprintln!("revoked {id}");

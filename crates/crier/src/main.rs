@@ -8,6 +8,7 @@ mod admin;
 mod publish;
 mod replay;
 mod subs;
+mod table;
 mod tail;
 
 use std::process::ExitCode;
@@ -44,6 +45,21 @@ enum Cmd {
     Keys(admin::KeysCmd),
     /// Print the GraphQL schema (SDL).
     GraphqlSchema,
+    /// Check a configuration, or print every key with its default.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Load and validate the configuration (file, then `CRIER_*` variables) as `serve` would.
+    Check {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+    },
+    /// Print every key with its default and a comment, as TOML `serve --config` accepts.
+    Defaults,
 }
 
 #[derive(Args)]
@@ -91,11 +107,30 @@ impl ClientArgs {
     }
 }
 
+/// The hub's own words from an error answer (`{"error": {"message": ...}}`).
+pub fn hub_message(v: &serde_json::Value) -> String {
+    match (v["error"]["message"].as_str(), v.as_str()) {
+        (Some(m), _) => m.to_string(),
+        (None, Some(text)) if !text.trim().is_empty() => text.trim().to_string(),
+        _ => "no message".to_string(),
+    }
+}
+
+/// Whether to colour output on `stream`: only on a terminal, and never when `NO_COLOR` is
+/// set to anything non-empty (<https://no-color.org>).
+pub fn colour(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour(&std::io::stderr()))
+        // A closed log pipe must not take the hub down: reporting the failed write would
+        // print to that same closed stderr and panic.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -117,8 +152,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let config = Config::load(args.config.as_deref(), |k| std::env::var(k).ok(), &flags)?;
-    let settings = config.validate()?;
+    let settings = config.validate().map_err(|e| config.locate(e))?;
     init_tracing(settings.log_json);
+    for warning in Config::unknown_env(env_names()) {
+        tracing::warn!("{warning}");
+    }
     if !settings.auth.enabled {
         tracing::warn!(
             listen = %settings.listen,
@@ -137,6 +175,49 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     crier_server::run(settings, listener, shutdown).await?;
     Ok(())
+}
+
+/// The names of the process's environment variables (values are never looked at here).
+fn env_names() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect()
+}
+
+/// `crier config check` and `crier config defaults`.
+fn config_cmd(cmd: ConfigCmd) -> anyhow::Result<()> {
+    match cmd {
+        ConfigCmd::Defaults => print!("{}", crier_server::config_doc::defaults_toml()),
+        ConfigCmd::Check { config: file } => {
+            for warning in Config::unknown_env(env_names()) {
+                eprintln!("crier: warning: {warning}");
+            }
+            let config = Config::load(file.as_deref(), |k| std::env::var(k).ok(), &[])?;
+            let settings = config.validate().map_err(|e| config.locate(e))?;
+            let from = file
+                .map(|f| f.display().to_string())
+                .unwrap_or_else(|| "defaults and environment".into());
+            println!(
+                "configuration is valid ({from}); listen {}",
+                settings.listen
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An error and its causes, each said once: a cause whose text its parent already
+/// includes is not repeated.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 async fn wait_for_signal() {
@@ -182,6 +263,7 @@ fn main() -> ExitCode {
             Cmd::Subs(c) => subs::run(c).await,
             Cmd::Token(a) => admin::token(a),
             Cmd::Keys(c) => admin::keys(c).await,
+            Cmd::Config(c) => config_cmd(c),
             Cmd::GraphqlSchema => {
                 print!("{}", crier_server::graphql::sdl());
                 Ok(())
@@ -191,7 +273,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("crier: {e:#}");
+            eprintln!("crier: {}", report(&e));
             ExitCode::from(2)
         }
     }

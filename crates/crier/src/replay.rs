@@ -1,7 +1,5 @@
 //! `crier replay`: replays history to the terminal at 1x–10x or `max`.
 
-use std::io::IsTerminal;
-
 use anyhow::{bail, Context};
 use clap::Args;
 use futures_util::StreamExt;
@@ -13,10 +11,10 @@ use crier_client::sse::SseParser;
 
 #[derive(Args)]
 pub struct ReplayArgs {
-    /// Start of the range (RFC 3339).
+    /// Start of the range: RFC 3339, or a duration before now (15m, 2h, 7d).
     #[arg(long)]
     since: String,
-    /// End of the range (RFC 3339; default now).
+    /// End of the range: RFC 3339 or a duration before now (default now).
     #[arg(long)]
     until: Option<String>,
     /// 1 to 10, or `max`.
@@ -56,10 +54,7 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
     let status = res.status();
     let v: Value = res.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
-        bail!(
-            "the hub answered {status}: {}",
-            v["error"]["message"].as_str().unwrap_or("no message")
-        );
+        bail!("the hub answered {status}: {}", crate::hub_message(&v));
     }
     let id = v["id"]
         .as_str()
@@ -70,10 +65,15 @@ pub async fn run(a: ReplayArgs) -> anyhow::Result<()> {
         .auth(client.get(format!("{}/v1/replays/{id}/stream", a.client.base())))
         .send()
         .await?;
-    if !res.status().is_success() {
-        bail!("the hub refused the replay stream: {}", res.status());
+    let status = res.status();
+    if !status.is_success() {
+        let v: Value = res.json().await.unwrap_or(Value::Null);
+        bail!(
+            "the hub refused the replay stream ({status}): {}",
+            crate::hub_message(&v)
+        );
     }
-    let tty = std::io::stdout().is_terminal();
+    let tty = crate::colour(&std::io::stdout());
     let mut parser = SseParser::default();
     let mut body = res.bytes_stream();
     while let Some(chunk) = body.next().await {

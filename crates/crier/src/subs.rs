@@ -4,7 +4,7 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::ClientArgs;
+use crate::{table, ClientArgs};
 
 #[derive(Subcommand)]
 pub enum SubsCmd {
@@ -70,10 +70,7 @@ async fn call(
     let status = res.status();
     let v: Value = res.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
-        bail!(
-            "the hub answered {status}: {}",
-            v["error"]["message"].as_str().unwrap_or("no message")
-        );
+        bail!("the hub answered {status}: {}", crate::hub_message(&v));
     }
     Ok(v)
 }
@@ -82,20 +79,17 @@ pub async fn run(cmd: SubsCmd) -> anyhow::Result<()> {
     match cmd {
         SubsCmd::List { client } => {
             let v = call(&client, reqwest::Method::GET, "/v1/subscriptions", None).await?;
-            println!(
-                "{:<22} {:<9} {:>8} {:<30} URL",
-                "ID", "STATUS", "CURSOR", "NAME"
-            );
+            let mut t = table::new(&["ID", "STATUS", "CURSOR", "NAME", "URL"], &[2]);
             for s in v["subscriptions"].as_array().into_iter().flatten() {
-                println!(
-                    "{:<22} {:<9} {:>8} {:<30} {}",
-                    s["id"].as_str().unwrap_or(""),
-                    s["status"].as_str().unwrap_or(""),
-                    s["cursor"],
-                    s["name"].as_str().unwrap_or(""),
-                    s["webhook"]["url"].as_str().unwrap_or("")
-                );
+                t.add_row(vec![
+                    table::cell(&s["id"]),
+                    table::cell(&s["status"]),
+                    table::cell(&s["cursor"]),
+                    table::cell(&s["name"]),
+                    table::cell(&s["webhook"]["url"]),
+                ]);
             }
+            table::print(&t);
         }
         SubsCmd::Create {
             webhook,
@@ -132,8 +126,10 @@ pub async fn run(cmd: SubsCmd) -> anyhow::Result<()> {
                 .auth(c.delete(format!("{}/v1/subscriptions/{id}", client.base())))
                 .send()
                 .await?;
-            if !res.status().is_success() {
-                bail!("the hub answered {}", res.status());
+            let status = res.status();
+            if !status.is_success() {
+                let v: Value = res.json().await.unwrap_or(Value::Null);
+                bail!("the hub answered {status}: {}", crate::hub_message(&v));
             }
             eprintln!("deleted {id}");
         }
@@ -146,24 +142,21 @@ pub async fn run(cmd: SubsCmd) -> anyhow::Result<()> {
                 None,
             )
             .await?;
-            println!(
-                "{:>8} {:<10} {:>8} {:>5} {:<28} ERROR",
-                "SEQ", "STATUS", "ATTEMPTS", "CODE", "NEXT ATTEMPT"
+            let mut t = table::new(
+                &["SEQ", "STATUS", "ATTEMPTS", "CODE", "NEXT ATTEMPT", "ERROR"],
+                &[0, 2, 3],
             );
             for d in v["deliveries"].as_array().into_iter().flatten() {
-                println!(
-                    "{:>8} {:<10} {:>8} {:>5} {:<28} {}",
-                    d["seq"],
-                    d["status"].as_str().unwrap_or(""),
-                    d["attempts"],
-                    d["last_status_code"]
-                        .as_u64()
-                        .map(|c| c.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    d["next_attempt_at"].as_str().unwrap_or("-"),
-                    d["last_error"].as_str().unwrap_or("")
-                );
+                t.add_row(vec![
+                    table::cell(&d["seq"]),
+                    table::cell(&d["status"]),
+                    table::cell(&d["attempts"]),
+                    table::cell(&d["last_status_code"]),
+                    table::cell(&d["next_attempt_at"]),
+                    table::cell(&d["last_error"]),
+                ]);
             }
+            table::print(&t);
         }
     }
     Ok(())

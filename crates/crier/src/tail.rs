@@ -1,15 +1,16 @@
 //! `crier tail`: follows `GET /v1/stream` through `crier-client`, which reconnects with
-//! backoff and jitter (1 s to 30 s) and resumes after the last seq it handed out; events are
-//! printed coloured by severity.
+//! backoff and jitter (1 s to 30 s) and resumes after the last seq it handed out, saying so
+//! on standard error; events are printed coloured by severity on a terminal (never with
+//! `NO_COLOR` set).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 use anyhow::bail;
 use clap::Args;
 use serde_json::Value;
 
 use crate::ClientArgs;
-use crier_client::{Item, Options, Start, Subscription};
+use crier_client::{Item, Options, Start, Status, Subscription};
 
 /// The filter flags shared by `tail` and `replay` (§2).
 #[derive(Args, Clone)]
@@ -125,8 +126,27 @@ pub fn print_event(data: &str, json: bool, tty: bool) {
     );
 }
 
+/// What `tail` says on standard error while the hub is away and when it is back.
+fn say_status(s: &Status) {
+    match s {
+        Status::Reconnecting {
+            error,
+            attempt,
+            wait,
+        } => eprintln!(
+            "crier: {error}; reconnecting in {:.1}s (attempt {attempt})",
+            wait.as_secs_f64()
+        ),
+        Status::Resumed { after: Some(seq) } => {
+            eprintln!("crier: reconnected; resuming after seq {seq}")
+        }
+        Status::Resumed { after: None } => eprintln!("crier: reconnected"),
+        _ => {}
+    }
+}
+
 pub async fn run(a: TailArgs) -> anyhow::Result<()> {
-    let tty = std::io::stdout().is_terminal();
+    let tty = crate::colour(&std::io::stdout());
     let mut opts = Options::new(a.client.base());
     opts.filter = a.filter.json();
     opts.start = match (a.after, a.last) {
@@ -138,7 +158,7 @@ pub async fn run(a: TailArgs) -> anyhow::Result<()> {
         opts.token = Some(std::sync::Arc::new(move || Some(t.clone())));
     }
     // The client reconnects with backoff and resumes after the last seq by itself.
-    let mut sub = Subscription::new(opts);
+    let mut sub = Subscription::new(opts).on_status(std::sync::Arc::new(say_status));
     loop {
         match sub.next().await {
             Ok(Item::Event(e)) => print_event(&e.to_string(), a.json, tty),

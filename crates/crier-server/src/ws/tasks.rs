@@ -40,7 +40,8 @@ pub(super) async fn sub_loop(
                 s.push_str(&prefix);
                 s.push_str(&body);
                 s.push('}');
-                metrics::counter!("crier_deliveries_total", "transport" => "ws").increment(1);
+                metrics::counter!("crier_stream_events_sent_total", "transport" => "ws")
+                    .increment(1);
                 text(s)
             }
             Ok(CursorItem::Reset(r)) => {

@@ -1,0 +1,205 @@
+//! `crier config defaults`: every configuration key with its default and a comment, as TOML
+//! that `crier serve --config` accepts, so a new user starts from a complete, explained file.
+
+use crate::config::Config;
+use crate::config_load::leaves;
+
+/// One comment per key path. A key missing here fails the test below, so a new key cannot
+/// ship without an explanation.
+const COMMENTS: &[(&str, &str)] = &[
+    (
+        "listen",
+        "Address to serve HTTP, SSE and WebSocket on (host:port; `localhost` works).",
+    ),
+    (
+        "data_dir",
+        "Directory of the embedded SQLite log (store = \"sqlite\").",
+    ),
+    (
+        "store",
+        "\"sqlite\", or a postgres://user@host:5432/db URL for a log several nodes share.",
+    ),
+    (
+        "broker",
+        "\"local\", \"nats://host:4222\" or \"redis://host:6379\" (needs a PostgreSQL store).",
+    ),
+    (
+        "store_schema",
+        "PostgreSQL schema holding the shared log's tables.",
+    ),
+    (
+        "node_id",
+        "This node's name in a cluster (empty: node-<pid>).",
+    ),
+    (
+        "heartbeat",
+        "Keep-alive interval of SSE and WebSocket connections.",
+    ),
+    (
+        "durability",
+        "\"fsync\" (survives a power loss) or \"commit\" (survives a process crash).",
+    ),
+    (
+        "allowed_origins",
+        "Origins allowed to open WebSockets (empty: any).",
+    ),
+    (
+        "single_tenant",
+        "Tokens need no `tenant` claim; everything is tenant `default`.",
+    ),
+    (
+        "sse_retry",
+        "The `retry:` the SSE stream announces to browsers.",
+    ),
+    (
+        "shutdown_timeout",
+        "How long shutdown waits for connections to finish.",
+    ),
+    (
+        "log_format",
+        "\"text\" or \"json\" log lines (on standard error).",
+    ),
+    (
+        "access_log",
+        "Log every HTTP request at info level (false: at debug level).",
+    ),
+    (
+        "metrics_token",
+        "Bearer token that may read /metrics alone, at least 16 characters (empty: admins only).",
+    ),
+    ("auth.jwt_secret", "HS256 secret, at least 32 characters."),
+    (
+        "auth.jwt_public_key",
+        "PEM public key file, for RS256 / ES256 / EdDSA.",
+    ),
+    ("auth.jwks_file", "JWKS file with the verification keys."),
+    ("auth.algorithm", "The one JWT algorithm accepted."),
+    (
+        "auth.required",
+        "Require credentials even without a JWT key (API keys only).",
+    ),
+    (
+        "retention.max_age",
+        "Events older than this are removed (\"0\": keep forever).",
+    ),
+    (
+        "retention.max_events",
+        "At most this many events are kept (0: no limit).",
+    ),
+    ("retention.interval", "How often pruning runs."),
+    (
+        "limits.max_event_bytes",
+        "Largest serialised event, in bytes.",
+    ),
+    ("limits.max_body_bytes", "Largest request body, in bytes."),
+    ("limits.max_batch", "Most events in one publish."),
+    (
+        "limits.max_ws_frame_bytes",
+        "Largest WebSocket message, in bytes.",
+    ),
+    (
+        "limits.max_subscriptions_per_connection",
+        "Most subscriptions on one WebSocket.",
+    ),
+    (
+        "limits.max_connections_per_tenant",
+        "Most open streams and sockets per tenant.",
+    ),
+    (
+        "limits.publish_rate_per_tenant",
+        "Events per second per tenant (0: unlimited).",
+    ),
+    (
+        "limits.queue_per_connection",
+        "Live queue bound of each reader, in events.",
+    ),
+    (
+        "limits.max_replays_per_tenant",
+        "Most replays running at once per tenant.",
+    ),
+    (
+        "webhooks.allow_private",
+        "Allow webhook URLs that resolve to private or loopback addresses.",
+    ),
+    ("webhooks.timeout", "Timeout of one delivery attempt."),
+    (
+        "webhooks.backoff",
+        "Waits between attempts; after the last one the delivery is dead.",
+    ),
+    (
+        "webhooks.on_dead",
+        "\"pause\" the subscription on a dead delivery, or \"skip\" it.",
+    ),
+];
+
+/// The comment of a key path, if it has one.
+pub fn comment(key: &str) -> Option<&'static str> {
+    COMMENTS.iter().find(|(k, _)| *k == key).map(|(_, c)| *c)
+}
+
+/// Every key with its default value and comment, as a TOML document.
+pub fn defaults_toml() -> String {
+    let mut keys = Vec::new();
+    if let Ok(v) = toml::Value::try_from(Config::default()) {
+        leaves("", &v, &mut keys);
+    }
+    let mut out = String::from(
+        "# crier configuration: every key with its default.\n\
+         # Each key can also be set by CRIER_<PATH> (e.g. CRIER_LIMITS_MAX_BATCH).\n",
+    );
+    // Top-level keys first: TOML puts every key after a [table] header into that table.
+    let (top, nested): (Vec<_>, Vec<_>) = keys.into_iter().partition(|(k, _)| !k.contains('.'));
+    out.push('\n');
+    for (key, value) in &top {
+        push_key(&mut out, key, key, value);
+    }
+    let mut table = "";
+    for (key, value) in &nested {
+        let (t, name) = key.split_once('.').unwrap_or(("", key));
+        if t != table {
+            out.push_str(&format!("\n[{t}]\n"));
+            table = t;
+        }
+        push_key(&mut out, key, name, value);
+    }
+    out
+}
+
+fn push_key(out: &mut String, path: &str, name: &str, value: &toml::Value) {
+    if let Some(c) = comment(path) {
+        out.push_str(&format!("# {c}\n"));
+    }
+    out.push_str(&format!("{name} = {value}\n"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_has_a_comment_and_the_output_loads_as_the_defaults() {
+        let text = defaults_toml();
+        let mut keys = Vec::new();
+        leaves(
+            "",
+            &toml::Value::try_from(Config::default()).unwrap(),
+            &mut keys,
+        );
+        for (key, _) in &keys {
+            assert!(comment(key).is_some(), "key {key} has no comment");
+        }
+        for (key, _) in COMMENTS {
+            assert!(keys.iter().any(|(k, _)| k == key), "{key} is no key");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("defaults.toml");
+        std::fs::write(&path, &text).unwrap();
+        let loaded = Config::load(Some(&path), |_| None, &[]).unwrap();
+        assert_eq!(loaded.origins.len(), keys.len(), "every key is in the file");
+        assert_eq!(
+            toml::Value::try_from(&loaded).unwrap(),
+            toml::Value::try_from(Config::default()).unwrap()
+        );
+        loaded.validate().unwrap();
+    }
+}

@@ -1,0 +1,147 @@
+//! Observability against a real hub: request ids echoed and carried by log lines, the access
+//! log at info, webhook failures and state changes logged. In a test binary of its own, with
+//! one test: it installs a thread's log subscriber, and tracing's per-callsite interest cache
+//! can race with other tests of the same process.
+
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Hub, WAIT};
+use serde_json::json;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until a log line holds every one of `parts`, and returns it.
+    async fn line_with(&self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(l) = self
+                .text()
+                .lines()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+            {
+                return l.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {parts:?} in:\n{}",
+                self.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A webhook receiver on loopback that answers every delivery with 500.
+async fn failing_receiver() -> std::net::SocketAddr {
+    let app =
+        axum::Router::new().fallback(|| async { axum::http::StatusCode::INTERNAL_SERVER_ERROR });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn request_ids_reach_the_answer_and_every_log_line() {
+    let buf = Captured::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let hub = Hub::start_with(|s| {
+        s.webhooks.allow_private = true;
+        s.webhooks.backoff = vec![Duration::from_millis(50)];
+    })
+    .await;
+
+    // The client's own id is echoed and names the access log line, at info level.
+    let res = hub
+        .http
+        .get(hub.url("/v1/events?type=a.*&token=hide-me"))
+        .header("x-request-id", "trace-7f3a.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-request-id"], "trace-7f3a.1");
+    let line = buf.line_with(&["trace-7f3a.1", "request"]).await;
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(line.contains("status=200"), "{line}");
+    assert!(line.contains("token=REDACTED"), "{line}");
+    assert!(
+        !buf.text().contains("hide-me"),
+        "the token stays out of the logs"
+    );
+    // Durations read as milliseconds with a few decimals, not 17 digits.
+    let ms = line
+        .split("ms=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    assert!(ms.len() <= 8 && ms.parse::<f64>().is_ok(), "{line}");
+
+    // Without an id, or with one that would garble the logs, a new one is made.
+    for sent in [None, Some("two words"), Some(&*"x".repeat(200))] {
+        let mut req = hub.http.get(hub.url("/v1/nothing-here"));
+        if let Some(id) = sent {
+            req = req.header("x-request-id", id);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 404);
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(id.len(), 36, "a UUID: {id}");
+        assert_ne!(Some(id.as_str()), sent);
+        buf.line_with(&[&id, "status=404"]).await;
+    }
+
+    // A POST's access line carries its id as well.
+    let res = hub
+        .http
+        .post(hub.url("/v1/subscriptions"))
+        .header("x-request-id", "sub-create-1")
+        .json(&json!({"webhook": {"url": format!("http://{}/hook", failing_receiver().await)}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    buf.line_with(&["sub-create-1", "status=201"]).await;
+
+    // A failing webhook is logged at info while retried and at warn when it pauses.
+    hub.publish(json!({"type": "a.b"})).await;
+    let retry = buf.line_with(&["webhook attempt failed; retrying"]).await;
+    assert!(retry.contains(" INFO "), "{retry}");
+    assert!(
+        retry.contains("500"),
+        "the receiver's answer is named: {retry}"
+    );
+    let dead = buf.line_with(&["subscription paused"]).await;
+    assert!(dead.contains(" WARN "), "{dead}");
+    hub.stop().await;
+}
