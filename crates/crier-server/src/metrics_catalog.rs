@@ -22,7 +22,7 @@ const LIMITS: &[&str] = &[
 
 fn process() -> &'static metrics_process::Collector {
     static COLLECTOR: std::sync::OnceLock<metrics_process::Collector> = std::sync::OnceLock::new();
-    COLLECTOR.get_or_init(|| metrics_process::Collector::default())
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
 }
 
 /// Describes every metric and registers its series at zero. Call once the recorder is
