@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn rates_are_whole_and_grouped() {
-        assert_eq!(rate(105_387.8391), "105,388/s");
+        assert_eq!(rate(105_387.839_1), "105,388/s");
         assert_eq!(rate(999.4), "999/s");
         assert_eq!(rate(1_000.0), "1,000/s");
         assert_eq!(rate(0.0), "0/s");
