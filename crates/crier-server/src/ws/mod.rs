@@ -547,13 +547,17 @@ impl Conn {
                 format!("`limit` must be between 1 and {MAX_PAGE}"),
             ));
         }
+        let now = crier_core::event::now_us();
         let time = |key: &str| -> Result<Option<i64>, OpError> {
             get_str(m, key)?
                 .map(|s| {
-                    crier_core::event::parse_time_us(s).ok_or_else(|| {
+                    crier_core::event::parse_time_or_ago_us(s, now).ok_or_else(|| {
                         OpError(
                             "invalid_message",
-                            format!("`{key}` must be an RFC 3339 time"),
+                            format!(
+                                "`{key}` must be an RFC 3339 time or a duration before now \
+                                 like 15m"
+                            ),
                         )
                     })
                 })

@@ -1,0 +1,53 @@
+//! Times given to history and replays may be a duration before now (`15m`, `2h`, `7d`) as
+//! well as RFC 3339, on HTTP and WebSocket alike (§10).
+
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
+
+use common::Hub;
+use serde_json::json;
+
+#[tokio::test]
+async fn history_and_replays_take_durations_before_now() {
+    let hub = Hub::start().await;
+    let seqs = hub.publish(json!([{"type": "a.b"}, {"type": "a.c"}])).await;
+
+    assert_eq!(hub.history_seqs("since=15m").await, seqs);
+    assert_eq!(
+        hub.history_seqs("since=7d&until=1h").await,
+        Vec::<u64>::new()
+    );
+    assert_eq!(hub.history_seqs("until=1h").await, Vec::<u64>::new());
+    for bad in ["soon", "-5m", "100000y"] {
+        let (s, v) = hub.get(&format!("/v1/events?since={bad}")).await;
+        assert_eq!(s, 400, "{bad}: {v}");
+        let m = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            m.contains("15m"),
+            "the message shows the accepted forms: {m}"
+        );
+    }
+
+    let mut ws = hub.ws().await;
+    ws.send(json!({"op": "history", "ref": "h", "since": "2h"}))
+        .await;
+    let h = ws.recv().await;
+    assert_eq!(h["op"], "history", "{h}");
+    assert_eq!(h["events"].as_array().map(Vec::len), Some(2), "{h}");
+    ws.send(json!({"op": "history", "ref": "h2", "until": "1h"}))
+        .await;
+    let h = ws.recv().await;
+    assert_eq!(h["events"].as_array().map(Vec::len), Some(0), "{h}");
+
+    let res = hub
+        .http
+        .post(hub.url("/v1/replays"))
+        .json(&json!({"since": "15m", "speed": "max"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let v: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(v["total"], 2, "{v}");
+    hub.stop().await;
+}
