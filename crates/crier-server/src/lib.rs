@@ -14,6 +14,7 @@ pub mod entities;
 pub mod error;
 pub mod events;
 pub mod graphql;
+pub mod http;
 pub mod metrics_catalog;
 pub mod observe;
 pub mod ops;
@@ -123,7 +124,14 @@ pub fn app(state: AppState) -> Router {
         .route("/client/{*path}", get(dashboard::client))
         .fallback(|| async { ApiError::not_found("no such path") })
         // Bodies are limited by the publish handler itself, with a JSON error.
-        .layer(DefaultBodyLimit::disable());
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(http::json_errors));
+    let router = match http::cors(&state.settings.allowed_origins) {
+        Some(cors) => router
+            .layer(cors)
+            .layer(axum::middleware::from_fn(http::preflight)),
+        None => router,
+    };
     // Request ids, the access log and request metrics wrap every route.
     observe::layer(router, state.clone()).with_state(state)
 }
