@@ -24,6 +24,7 @@ pub mod sse;
 pub mod state;
 pub mod stats;
 pub mod subscriptions;
+pub mod tls;
 pub mod webhooks;
 pub mod ws;
 
@@ -245,7 +246,8 @@ pub async fn run(
         }
     }
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, head = log.head(), "crier is listening");
+    let scheme = if settings.tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, %scheme, head = log.head(), "crier is listening");
     let token = shutdown.clone();
     // Events are small writes that must leave at once: no Nagle delay.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
@@ -253,9 +255,18 @@ pub async fn run(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, app(state.clone()).into_make_service())
-        .with_graceful_shutdown(async move { token.cancelled().await });
-    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+    let service = app(state.clone()).into_make_service();
+    let stopped = async move { token.cancelled().await };
+    type Serving = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
+    let mut server: Serving = match settings.tls.clone() {
+        Some(config) => Box::pin(std::future::IntoFuture::into_future(
+            axum::serve(tls::TlsListener::new(listener, config), service)
+                .with_graceful_shutdown(stopped),
+        )),
+        None => Box::pin(std::future::IntoFuture::into_future(
+            axum::serve(listener, service).with_graceful_shutdown(stopped),
+        )),
+    };
     let served = tokio::select! {
         r = &mut server => r,
         () = async {
