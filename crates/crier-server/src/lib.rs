@@ -246,7 +246,11 @@ pub async fn run(
         }
     }
     let addr = listener.local_addr()?;
-    let scheme = if settings.tls.is_some() { "https" } else { "http" };
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(%addr, %scheme, head = log.head(), "crier is listening");
     let token = shutdown.clone();
     // Events are small writes that must leave at once: no Nagle delay.

@@ -26,7 +26,10 @@ fn series(buckets: &std::collections::BTreeMap<i64, u64>, now_us: i64) -> Value 
         .map(|start| {
             let t = time::OffsetDateTime::from_unix_timestamp(start)
                 .ok()
-                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
                 .unwrap_or_default();
             json!({"t": t, "events": buckets.get(&start).copied().unwrap_or(0)})
         })

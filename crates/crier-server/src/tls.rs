@@ -54,8 +54,8 @@ pub fn server_config_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerC
 pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, (&'static str, String)> {
     let cert_pem = std::fs::read(cert)
         .map_err(|e| ("tls.cert", format!("cannot read {}: {e}", cert.display())))?;
-    let key_pem =
-        std::fs::read(key).map_err(|e| ("tls.key", format!("cannot read {}: {e}", key.display())))?;
+    let key_pem = std::fs::read(key)
+        .map_err(|e| ("tls.key", format!("cannot read {}: {e}", key.display())))?;
     CertificateDer::pem_slice_iter(&cert_pem)
         .next()
         .ok_or_else(|| {
@@ -65,8 +65,12 @@ pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, (&'static str,
             )
         })?
         .map_err(|e| ("tls.cert", format!("{}: {e}", cert.display())))?;
-    PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| ("tls.key", format!("{} holds no PEM private key: {e}", key.display())))?;
+    PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        (
+            "tls.key",
+            format!("{} holds no PEM private key: {e}", key.display()),
+        )
+    })?;
     server_config_from_pem(&cert_pem, &key_pem)
         .map(Arc::new)
         .map_err(|e| ("tls.key", format!("{}: {e}", key.display())))

@@ -47,7 +47,10 @@ async fn every_error_is_json() {
     assert_error(s, &b, 405, "method_not_allowed");
     let allow = h["allow"].to_str().expect("allow");
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
-    assert!(b["error"]["message"].as_str().unwrap_or("").contains("DELETE"));
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("DELETE"));
     let (s, _, b) = send(hub.http.put(hub.url("/healthz"))).await;
     assert_error(s, &b, 405, "method_not_allowed");
 
@@ -228,5 +231,8 @@ async fn openapi_is_valid_and_versioned() {
         .arg(&file)
         .output()
         .expect("run the validator");
-    assert!(!out.status.success(), "the validator accepted a broken document");
+    assert!(
+        !out.status.success(),
+        "the validator accepted a broken document"
+    );
 }

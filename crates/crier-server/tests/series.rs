@@ -28,17 +28,30 @@ async fn stats_series_covers_fifteen_minutes_and_survives_a_restart() {
     let (s, v) = hub.get("/v1/stats").await;
     assert_eq!(s, 200, "{v}");
     let empty = points(&v);
-    assert!(empty.iter().all(|(_, n)| *n == 0), "a new log has no history");
+    assert!(
+        empty.iter().all(|(_, n)| *n == 0),
+        "a new log has no history"
+    );
 
-    hub.publish(json!([ev("a.one"), ev("a.two"), ev("a.three")])).await;
+    hub.publish(json!([ev("a.one"), ev("a.two"), ev("a.three")]))
+        .await;
     hub.publish(json!([ev("a.four"), ev("a.five")])).await;
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let (_, v) = hub.get("/v1/stats").await;
     let p = points(&v);
     let (first, last) = (p[0].0, p[p.len() - 1].0);
-    assert!(last - first >= 15 * 60, "at least 15 minutes: {first}..{last}");
-    assert!(p.windows(2).all(|w| w[1].0 - w[0].0 == 10), "consecutive 10 s steps");
-    assert!(last % 10 == 0 && last <= now && now - last < 20, "ends now: {last} vs {now}");
+    assert!(
+        last - first >= 15 * 60,
+        "at least 15 minutes: {first}..{last}"
+    );
+    assert!(
+        p.windows(2).all(|w| w[1].0 - w[0].0 == 10),
+        "consecutive 10 s steps"
+    );
+    assert!(
+        last % 10 == 0 && last <= now && now - last < 20,
+        "ends now: {last} vs {now}"
+    );
     assert_eq!(p.iter().map(|(_, n)| n).sum::<u64>(), 5, "{v}");
 
     // The counters are stored with the log: a restarted hub still has the history.

@@ -271,7 +271,9 @@ async fn series(log: Arc<dyn EventLog>) {
     let a = log.counts(Scope::Tenant("a".into())).await.expect("counts");
     assert_eq!(a.series.values().sum::<u64>(), 3, "{:?}", a.series);
     assert!(
-        a.series.keys().all(|k| (before..=after).contains(k) && k % 10 == 0),
+        a.series
+            .keys()
+            .all(|k| (before..=after).contains(k) && k % 10 == 0),
         "buckets are 10 s starts around now: {:?} not in {before}..={after}",
         a.series
     );
@@ -281,7 +283,11 @@ async fn series(log: Arc<dyn EventLog>) {
     log.prune(Some(0), None).await.expect("prune");
     let all = log.counts(Scope::All).await.expect("counts");
     assert_eq!(all.total, 0, "pruned");
-    assert_eq!(all.series.values().sum::<u64>(), 4, "the rate history stays");
+    assert_eq!(
+        all.series.values().sum::<u64>(),
+        4,
+        "the rate history stays"
+    );
     log.close().await.expect("close");
 }
 

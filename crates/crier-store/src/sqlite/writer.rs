@@ -13,12 +13,12 @@ use crier_core::{AppendResult, Committed, LogError, NewEvent, Principal, Publish
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::mpsc;
 
-use crier_core::log::{series_bucket, SERIES_KEEP_SECS};
 use super::read::{severity_key, to_i64};
 use super::{
     backend, entities, MutateReply, MutateReq, Reply, Shared, WriteReq, MAX_GROUP_EVENTS,
     STATS_PRUNE, TAG_SEP,
 };
+use crier_core::log::{series_bucket, SERIES_KEEP_SECS};
 
 pub(super) struct Writer {
     pub(super) conn: Connection,
