@@ -613,3 +613,87 @@ test("10k events stay smooth: the list holds only the visible rows", async (t) =
   // A phone-sized screen and the dark theme read too (the last 100 events are loaded).
   await variants(t, hub, "/", "monitor", (p) => count(p, "100 events"));
 });
+
+test("stats chart has the hub's history at once; category and dates; notifications; phone filters", async (t) => {
+  const hub = await startHub();
+  t.after(() => hub.stop());
+  // Published before any page is open: only the hub's own series can show it.
+  const old = new Date(Date.now() - 3 * 86400e3).toISOString();
+  const seqs = await post(hub, [
+    ...Array.from({ length: 40 }, (_, i) => ({ type: `hist.${i % 3}`, category: i % 2 ? "billing" : "config", severity: "info" })),
+    { type: "old.event", category: "audit", time: old },
+  ]);
+  const oldSeq = seqs.at(-1);
+
+  const { page, context, errors } = await openPage(hub, "/#/stats");
+  t.after(() => context.close());
+  // The first answer already carries 41 events over the last 15 minutes.
+  await page.waitForFunction(() => document.querySelector("#rate-chart")?.dataset.events === "41", null, { timeout: 3000 });
+  const points = Number(await page.locator("#rate-chart").getAttribute("data-points"));
+  assert.ok(points >= 90, `15 minutes of 10 s points are drawn (${points})`);
+  await page.getByText(/now [0-9.]+\/s · peak [1-9][0-9.]*\/s/).waitFor();
+  await shot(page, "stats-series");
+
+  // The monitor: a category column, and a date on a time that is not today's.
+  await page.getByRole("link", { name: "Monitor" }).click();
+  await count(page, "41 events");
+  await page.locator("#page-monitor .list-head").getByText("Category").waitFor();
+  const row = page.locator(`#ev-${oldSeq}`);
+  assert.equal(await row.locator(".c-category").textContent(), "audit");
+  const when = await row.locator(".c-time").textContent();
+  assert.match(when, /^(\d{4}-)?\d{2}-\d{2} \d{2}:\d{2}(:\d{2})?$/, `a date on an older time: ${when}`);
+  assert.match(await page.locator(`#ev-${seqs.at(-2)} .c-time`).textContent(), /^\d{2}:\d{2}:\d{2}\.\d{3}$/, "today's times stay short");
+
+  // Notifications are off by default: an error shows in the list, and no toast.
+  const notify = page.locator("#page-monitor").getByLabel("Notify");
+  assert.equal(await notify.inputValue(), "off");
+  const [quiet] = await post(hub, [{ type: "disk.full", severity: "error", subject: "host/a" }]);
+  await page.locator(`#ev-${quiet}`).waitFor();
+  assert.equal(await page.locator("#toasts .toast").count(), 0, "no toast while notifications are off");
+
+  // Turned on, an error or critical event raises a toast without taking the focus.
+  await notify.selectOption("error");
+  const search = page.locator("#page-monitor").getByLabel("Search shown events");
+  await search.focus();
+  const [loud] = await post(hub, [{ type: "db.down", severity: "critical", subject: "db/main", source: "probe" }]);
+  const toast = page.locator(`#toasts .toast[data-seq="${loud}"]`);
+  await toast.waitFor();
+  assert.match(await toast.textContent(), /critical: db\.down.*db\/main/);
+  assert.equal(await page.evaluate(() => document.activeElement?.id), "search", "the focus stays where it was");
+  // Below the level: listed, not notified.
+  const [calm] = await post(hub, [{ type: "cpu.warm", severity: "warning" }]);
+  await page.locator(`#ev-${calm}`).waitFor();
+  assert.equal(await page.locator("#toasts .toast").count(), 1);
+  await shot(page, "monitor-notification");
+  await toast.getByRole("button", { name: "Dismiss db.down" }).click();
+  await toast.waitFor({ state: "detached" });
+  // The choice is kept by this browser.
+  await page.reload();
+  await count(page, "44 events");
+  assert.equal(await page.locator("#page-monitor").getByLabel("Notify").inputValue(), "error");
+  assert.deepEqual(errors, []);
+
+  // On a phone the filters start folded, unfold on demand, and nothing is cut off.
+  const phone = await openPage(hub, "/#/monitor", { viewport: PHONE });
+  t.after(() => phone.context.close());
+  const p = phone.page;
+  await count(p, "44 events");
+  const box = p.locator("#filters-box");
+  assert.equal(await box.evaluate((d) => d.open), false, "folded on a phone");
+  const folded = await box.boundingBox();
+  assert.ok(folded.height < 80, `the folded filter is one line (${folded.height}px)`);
+  await shot(p, "monitor-phone-folded");
+  await p.locator("#filters-box > summary").click();
+  const transport = p.locator("#page-monitor").getByLabel("Transport");
+  await transport.waitFor();
+  const sel = await transport.boundingBox();
+  const card = await box.boundingBox();
+  assert.ok(sel.x >= card.x && sel.x + sel.width <= card.x + card.width + 0.5, `the transport select fits its card: ${JSON.stringify({ sel, card })}`);
+  const overflow = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 1, `no horizontal scrolling (${overflow}px)`);
+  await shot(p, "monitor-phone-filters");
+  await p.getByRole("link", { name: "Stats" }).click();
+  await p.waitForFunction(() => document.querySelector("#rate-chart")?.dataset.events === "44", null, { timeout: 5000 });
+  await shot(p, "stats-series-phone");
+  assert.deepEqual(phone.errors, []);
+});

@@ -160,11 +160,28 @@ pub struct EventCounts {
     pub by_severity: std::collections::BTreeMap<String, u64>,
     /// Stored events by source.
     pub by_source: std::collections::BTreeMap<String, u64>,
+    /// Events received per [`SERIES_BUCKET_SECS`], keyed by the bucket's start in unix
+    /// seconds. Counted at commit (pruning does not lower them) and kept for
+    /// [`SERIES_KEEP_SECS`], so a chart can draw recent history at once.
+    pub series: std::collections::BTreeMap<i64, u64>,
+}
+
+/// The width of one bucket of [`EventCounts::series`], in seconds.
+pub const SERIES_BUCKET_SECS: i64 = 10;
+
+/// How long stores keep the buckets of [`EventCounts::series`], in seconds.
+pub const SERIES_KEEP_SECS: i64 = 3600;
+
+/// The key of the series bucket holding a commit at `now_us` (microseconds since the epoch):
+/// the bucket's start in unix seconds.
+pub fn series_bucket(now_us: i64) -> i64 {
+    let secs = now_us.div_euclid(1_000_000);
+    secs - secs.rem_euclid(SERIES_BUCKET_SECS)
 }
 
 impl EventCounts {
     /// Adds one stored counter row: `dim` is `total`, `type`, `category`, `severity` (its key
-    /// the severity's rank as text) or `source`. Unknown dimensions and zero counts are ignored.
+    /// the severity's rank as text), `source` or `series` (its key a bucket's start). Unknown dimensions and zero counts are ignored.
     pub fn add(&mut self, dim: &str, key: String, n: u64) {
         if n == 0 {
             return;
@@ -177,6 +194,12 @@ impl EventCounts {
             "type" => &mut self.by_type,
             "category" => &mut self.by_category,
             "source" => &mut self.by_source,
+            "series" => {
+                if let Ok(start) = key.parse::<i64>() {
+                    *self.series.entry(start).or_default() += n;
+                }
+                return;
+            }
             "severity" => {
                 let name = key
                     .parse::<i64>()

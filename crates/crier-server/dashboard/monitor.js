@@ -7,6 +7,7 @@
 
 import { connect } from "/client/crier.js";
 import { $, el, show, alertIn, shortTime, filterFromInputs, describeFilter, download, listenerGroup, copy, badge } from "/ui/util.js";
+import { notify, mountToasts } from "/ui/toasts.js";
 
 const ROW_H = 34; // px; keep in step with --row-h in style.css
 const OVERSCAN = 8;
@@ -27,6 +28,7 @@ let mounted = false;
 let trimmed = 0; // events let go because of MAX_EVENTS
 let drop = null; // {seq, at} while reconnecting
 let stream = 0; // bumped on every new subscription; shown as #list[data-stream] with its rows
+let liveFrom = null; // the log's head when the subscription started: later events are notified
 const ui = listenerGroup();
 const pool = new Map(); // seq -> row element in the DOM
 const texts = new WeakMap(); // event -> lower-case JSON, for search
@@ -93,6 +95,8 @@ function add(batch) {
 }
 
 function onEvent(e) {
+  // Only events committed after the subscription opened are news: not its first history.
+  if (liveFrom !== null && e.seq > liveFrom) notify(e);
   if (paused) {
     held.push(e);
     if (held.length > MAX_EVENTS) {
@@ -131,14 +135,29 @@ function updateCounts() {
   btn.setAttribute("aria-pressed", String(paused));
 }
 
+const pad2 = (n) => String(n).padStart(2, "0");
+
+/** A row's time, short enough for its column: "12:03:04.567" today, "11-23 12:03:04" on
+ * another day of this year, "2025-11-23 12:03" before it (the full time is the title). */
+export function rowTime(iso, now = new Date()) {
+  const d = new Date(iso);
+  if (!iso || Number.isNaN(d.getTime())) return iso ?? "";
+  const hm = `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+  const hms = `${hm}:${pad2(d.getSeconds())}`;
+  if (d.toDateString() === now.toDateString()) return `${hms}.${String(d.getMilliseconds()).padStart(3, "0")}`;
+  const md = `${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}`;
+  return d.getFullYear() === now.getFullYear() ? `${md} ${hms}` : `${d.getFullYear()}-${md} ${hm}`;
+}
+
 function makeRow(e) {
   const sev = e.severity ?? "info";
   return el(
     "div",
     { class: `row sev-${sev}`, role: "option", id: `ev-${e.seq}`, "aria-selected": "false", dataset: { seq: e.seq } },
-    el("span", { class: "c-time", title: e.time }, shortTime(e.time)),
+    el("span", { class: "c-time", title: e.time }, rowTime(e.time)),
     badge(sev),
     el("span", { class: "c-type", title: e.type }, e.type),
+    el("span", { class: "c-category", title: e.category ?? "" }, e.category ?? ""),
     el("span", { class: "c-subject", title: e.subject ?? "" }, e.subject ?? ""),
     el("span", { class: "c-source" }, e.source ?? ""),
     el("span", { class: "c-tags" }, (e.tags ?? []).join(" ")),
@@ -267,6 +286,15 @@ function subscribe() {
     return;
   }
   sub = mine;
+  liveFrom = null;
+  ctx.client
+    .request("GET", "/v1/events?limit=1&order=desc")
+    .then((r) => {
+      if (sub === mine) liveFrom = Number(r?.head ?? 0);
+    })
+    .catch(() => {
+      // Without the head nothing is notified; the stream itself reports its own errors.
+    });
   // A replaced subscription may still be finishing a read: only the current one counts.
   mine.on("event", (e) => sub === mine && onEvent(e));
   mine.on("status", (s) => {
@@ -415,6 +443,7 @@ export function mount(c) {
     schedule();
   });
   ui.on($("#export"), "click", exportShown);
+  mountToasts(ui);
   ui.on($("#detail-copy"), "click", () => copy($("#detail-json").textContent, $("#detail-copied")));
   search = $("#search").value.trim().toLowerCase();
   rebuildView();

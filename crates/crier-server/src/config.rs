@@ -104,9 +104,21 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Webhook delivery.
     pub webhooks: WebhooksConfig,
+    /// TLS on the listen address.
+    pub tls: TlsConfig,
     /// Where each key set by a layer came from (file, variable or flag), for error messages.
     #[serde(skip)]
     pub origins: std::collections::BTreeMap<String, String>,
+}
+
+/// `[tls]`: both set, or neither (plain HTTP).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key of the certificate.
+    pub key: String,
 }
 
 /// `[auth]`.
@@ -200,6 +212,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             limits: LimitsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            tls: TlsConfig::default(),
             origins: Default::default(),
         }
     }
@@ -373,6 +386,15 @@ impl Config {
             backoff,
             skip_dead,
         };
+        let tls = match (self.tls.cert.trim(), self.tls.key.trim()) {
+            ("", "") => None,
+            ("", _) => return Err(err("tls.cert", "tls.key is set; set the certificate too")),
+            (_, "") => return Err(err("tls.key", "tls.cert is set; set its private key too")),
+            (cert, key) => Some(
+                crate::tls::load(Path::new(cert), Path::new(key))
+                    .map_err(|(key, msg)| err(key, msg))?,
+            ),
+        };
         let max_batch = positive("limits.max_batch", l.max_batch)?;
         let max_event_bytes = positive("limits.max_event_bytes", l.max_event_bytes)?;
         let max_body_bytes = positive("limits.max_body_bytes", l.max_body_bytes)?;
@@ -387,6 +409,7 @@ impl Config {
             listen,
             auth,
             webhooks,
+            tls,
             max_replays_per_tenant: positive(
                 "limits.max_replays_per_tenant",
                 l.max_replays_per_tenant,
@@ -540,6 +563,8 @@ pub struct Settings {
     pub auth: crate::auth::AuthSettings,
     /// Webhook delivery.
     pub webhooks: WebhookSettings,
+    /// TLS on the listen address (`None`: plain HTTP).
+    pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
     /// Most replays running at once per tenant.
     pub max_replays_per_tenant: usize,
     /// SQLite directory.

@@ -130,6 +130,11 @@ const COMMENTS: &[(&str, &str)] = &[
         "webhooks.on_dead",
         "\"pause\" the subscription on a dead delivery, or \"skip\" it.",
     ),
+    (
+        "tls.cert",
+        "PEM certificate chain (leaf first); with tls.key, https and wss on `listen`.",
+    ),
+    ("tls.key", "PEM private key of tls.cert."),
 ];
 
 /// The comment of a key path, if it has one.

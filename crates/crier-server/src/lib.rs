@@ -14,6 +14,7 @@ pub mod entities;
 pub mod error;
 pub mod events;
 pub mod graphql;
+pub mod http;
 pub mod metrics_catalog;
 pub mod observe;
 pub mod ops;
@@ -23,6 +24,7 @@ pub mod sse;
 pub mod state;
 pub mod stats;
 pub mod subscriptions;
+pub mod tls;
 pub mod webhooks;
 pub mod ws;
 
@@ -123,7 +125,14 @@ pub fn app(state: AppState) -> Router {
         .route("/client/{*path}", get(dashboard::client))
         .fallback(|| async { ApiError::not_found("no such path") })
         // Bodies are limited by the publish handler itself, with a JSON error.
-        .layer(DefaultBodyLimit::disable());
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(http::json_errors));
+    let router = match http::cors(&state.settings.allowed_origins) {
+        Some(cors) => router
+            .layer(cors)
+            .layer(axum::middleware::from_fn(http::preflight)),
+        None => router,
+    };
     // Request ids, the access log and request metrics wrap every route.
     observe::layer(router, state.clone()).with_state(state)
 }
@@ -237,7 +246,12 @@ pub async fn run(
         }
     }
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, head = log.head(), "crier is listening");
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%addr, %scheme, head = log.head(), "crier is listening");
     let token = shutdown.clone();
     // Events are small writes that must leave at once: no Nagle delay.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
@@ -245,9 +259,18 @@ pub async fn run(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, app(state.clone()).into_make_service())
-        .with_graceful_shutdown(async move { token.cancelled().await });
-    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+    let service = app(state.clone()).into_make_service();
+    let stopped = async move { token.cancelled().await };
+    type Serving = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
+    let mut server: Serving = match settings.tls.clone() {
+        Some(config) => Box::pin(std::future::IntoFuture::into_future(
+            axum::serve(tls::TlsListener::new(listener, config), service)
+                .with_graceful_shutdown(stopped),
+        )),
+        None => Box::pin(std::future::IntoFuture::into_future(
+            axum::serve(listener, service).with_graceful_shutdown(stopped),
+        )),
+    };
     let served = tokio::select! {
         r = &mut server => r,
         () = async {

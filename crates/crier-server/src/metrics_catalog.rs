@@ -18,6 +18,7 @@ const LIMITS: &[&str] = &[
     "max_connections_per_tenant",
     "publish_rate_per_tenant",
     "max_replays_per_tenant",
+    "tls_handshakes",
 ];
 
 fn process() -> &'static metrics_process::Collector {

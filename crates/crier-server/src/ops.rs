@@ -92,7 +92,27 @@ pub async fn metrics(
         .into_response()
 }
 
+/// The served OpenAPI document: [`OPENAPI`] with `info.version` set to this binary's
+/// version, built once.
+pub fn openapi_document() -> &'static str {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(OPENAPI) else {
+            tracing::error!("the embedded OpenAPI document is not JSON; serving it unchanged");
+            return OPENAPI.to_string();
+        };
+        if let Some(info) = doc.get_mut("info").and_then(|i| i.as_object_mut()) {
+            info.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+        }
+        doc.to_string()
+    })
+}
+
 /// `GET /openapi.json`.
 pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi_document(),
+    )
+        .into_response()
 }

@@ -1,5 +1,6 @@
 //! `GET /v1/stats` (§3): counts kept by the log as it appends and prunes, live connection and
-//! subscription counts. Nothing here scans the log.
+//! subscription counts, and `series` (events received per 10 s over the last 15 minutes,
+//! from counters the log keeps per bucket). Nothing here scans the log.
 
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
@@ -10,6 +11,31 @@ use crate::auth::{read_scope, Auth};
 use crate::error::ApiError;
 use crate::query::Query;
 use crate::state::AppState;
+
+/// How far back `series` reaches.
+const SERIES_SPAN_SECS: i64 = 15 * 60;
+
+/// `series` of the answer: one point per 10 s bucket from [`SERIES_SPAN_SECS`] ago to the
+/// current (partial) bucket, oldest first, zero where nothing was received.
+fn series(buckets: &std::collections::BTreeMap<i64, u64>, now_us: i64) -> Value {
+    let step = crier_core::log::SERIES_BUCKET_SECS;
+    let last = crier_core::log::series_bucket(now_us);
+    let points: Vec<Value> = (0..=SERIES_SPAN_SECS / step)
+        .rev()
+        .map(|back| last - back * step)
+        .map(|start| {
+            let t = time::OffsetDateTime::from_unix_timestamp(start)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+            json!({"t": t, "events": buckets.get(&start).copied().unwrap_or(0)})
+        })
+        .collect();
+    json!({"interval_s": step, "points": points})
+}
 
 fn count(list: &[(String, u64)], key: &str) -> u64 {
     list.iter().filter(|(k, _)| k == key).map(|(_, n)| n).sum()
@@ -61,6 +87,7 @@ pub async fn stats(
             "dead": count(&dels, "dead"),
         },
         "publish_rate_per_s": (rate * 100.0).round() / 100.0,
+        "series": series(&counts.series, crier_core::event::now_us()),
     });
     Ok(Json(body).into_response())
 }

@@ -58,6 +58,7 @@ pub async fn run(prefix: &str, open: Opener) {
     idempotent(o("idem").await).await;
     concurrent_sink_order(o("sink").await).await;
     time_ranges(o("time").await).await;
+    series(o("series").await).await;
     retention_and_reopen(open.clone(), format!("{prefix}-retention")).await;
 }
 
@@ -249,6 +250,44 @@ async fn time_ranges(log: Arc<dyn EventLog>) {
     );
     q.scope = Scope::Tenant("b".into());
     assert!(seqs(&log, q).await.is_empty());
+    log.close().await.expect("close");
+}
+
+/// Events per 10 s bucket: counted per tenant at commit, in buckets around now, summed
+/// across tenants for `Scope::All`, and not lowered by pruning.
+async fn series(log: Arc<dyn EventLog>) {
+    let before = crier_core::log::series_bucket(crier_core::event::now_us());
+    log.append(vec![
+        event("a", Some("1"), "t", &[]),
+        event("a", Some("2"), "t", &[]),
+        event("b", Some("3"), "t", &[]),
+    ])
+    .await
+    .expect("append");
+    log.append(vec![event("a", Some("4"), "t", &[])])
+        .await
+        .expect("append");
+    let after = crier_core::log::series_bucket(crier_core::event::now_us());
+    let a = log.counts(Scope::Tenant("a".into())).await.expect("counts");
+    assert_eq!(a.series.values().sum::<u64>(), 3, "{:?}", a.series);
+    assert!(
+        a.series
+            .keys()
+            .all(|k| (before..=after).contains(k) && k % 10 == 0),
+        "buckets are 10 s starts around now: {:?} not in {before}..={after}",
+        a.series
+    );
+    let all = log.counts(Scope::All).await.expect("counts");
+    assert_eq!(all.series.values().sum::<u64>(), 4);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    log.prune(Some(0), None).await.expect("prune");
+    let all = log.counts(Scope::All).await.expect("counts");
+    assert_eq!(all.total, 0, "pruned");
+    assert_eq!(
+        all.series.values().sum::<u64>(),
+        4,
+        "the rate history stays"
+    );
     log.close().await.expect("close");
 }
 

@@ -25,7 +25,7 @@ use crier_core::entity::{
     Outcome,
 };
 use crier_core::event::now_us;
-use crier_core::log::{BoxFuture, CommitSink, EventCounts, Order};
+use crier_core::log::{series_bucket, BoxFuture, CommitSink, EventCounts, Order, SERIES_KEEP_SECS};
 use crier_core::{
     AppendResult, Committed, EventLog, LogError, NewEvent, Principal, PublishContext, ReadPage,
     ReadQuery, Scope, Severity,
@@ -118,6 +118,9 @@ struct Shared {
     head: AtomicU64,
     pruned: AtomicU64,
     sink: OnceLock<CommitSink>,
+    /// The series bucket of the last group this node committed: when a group opens a new
+    /// one, buckets past `SERIES_KEEP_SECS` are dropped.
+    series_bucket: std::sync::atomic::AtomicI64,
 }
 
 /// The PostgreSQL event log. See the module docs.
@@ -281,6 +284,7 @@ impl PostgresLog {
             head: AtomicU64::new(head),
             pruned: AtomicU64::new(pruned),
             sink: OnceLock::new(),
+            series_bucket: std::sync::atomic::AtomicI64::new(i64::MIN),
         });
         let (tx, rx) = mpsc::channel(4096);
         let writer = tokio::spawn(writer_loop(shared.clone(), rx));
@@ -475,7 +479,18 @@ async fn commit_group(
         }
         let (mut results, stored) = insert_group(&tx, n, batches, &mut next, recv).await?;
         let mut counts: HashMap<(&str, &'static str, &str), i64> = HashMap::new();
+        let bucket = series_bucket(recv);
+        if shared.series_bucket.swap(bucket, Ordering::Relaxed) != bucket {
+            tx.execute(
+                &format!("DELETE FROM {} WHERE dim = 'series' AND (CASE WHEN dim = 'series' THEN key::BIGINT END) < $1", n.stats),
+                &[&(bucket - SERIES_KEEP_SECS)],
+            )
+            .await
+            .map_err(backend)?;
+        }
+        let bucket_key = bucket.to_string();
         for e in &stored {
+            *counts.entry((&e.tenant, "series", &bucket_key)).or_default() += 1;
             *counts.entry((&e.tenant, "total", "")).or_default() += 1;
             *counts.entry((&e.tenant, "type", &e.kind)).or_default() += 1;
             *counts.entry((&e.tenant, "source", &e.source)).or_default() += 1;

@@ -18,6 +18,7 @@ use super::{
     backend, entities, MutateReply, MutateReq, Reply, Shared, WriteReq, MAX_GROUP_EVENTS,
     STATS_PRUNE, TAG_SEP,
 };
+use crier_core::log::{series_bucket, SERIES_KEEP_SECS};
 
 pub(super) struct Writer {
     pub(super) conn: Connection,
@@ -231,11 +232,22 @@ impl Writer {
         Ok((answers, stored))
     }
 
-    /// Adds the group's events to the per-tenant counters (a handful of upserts per group).
-    fn add_counts(&mut self, events: &[Arc<Committed>]) -> rusqlite::Result<()> {
+    /// Adds the group's events to the per-tenant counters (a handful of upserts per group),
+    /// including the 10 s bucket of `recv`; when a new bucket starts, buckets past
+    /// `SERIES_KEEP_SECS` are dropped.
+    fn add_counts(&mut self, events: &[Arc<Committed>], recv: i64) -> rusqlite::Result<()> {
         let mut agg: std::collections::HashMap<(&str, &'static str, &str), i64> =
             std::collections::HashMap::new();
+        let bucket = series_bucket(recv);
+        if bucket != series_bucket(self.last_recv) {
+            self.conn.execute(
+                "DELETE FROM stats WHERE dim = 'series' AND CAST(key AS INTEGER) < ?1",
+                [bucket - SERIES_KEEP_SECS],
+            )?;
+        }
+        let bucket = bucket.to_string();
         for e in events {
+            *agg.entry((&e.tenant, "series", &bucket)).or_default() += 1;
             *agg.entry((&e.tenant, "total", "")).or_default() += 1;
             *agg.entry((&e.tenant, "type", &e.kind)).or_default() += 1;
             *agg.entry((&e.tenant, "source", &e.source)).or_default() += 1;
@@ -346,7 +358,7 @@ impl Writer {
             }
             answers.push(answer);
         }
-        if let Err(e) = self.add_counts(&committed) {
+        if let Err(e) = self.add_counts(&committed, recv) {
             tracing::error!(error = %e, "updating event counters failed; the group is rolled back");
             let _ = self.conn.execute_batch("ROLLBACK");
             self.next_seq = start_seq;
