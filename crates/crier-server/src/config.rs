@@ -104,6 +104,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Webhook delivery.
     pub webhooks: WebhooksConfig,
+    /// Pusher Channels apps (§13).
+    pub pusher: crate::pusher::apps::PusherConfig,
     /// Where each key set by a layer came from (file, variable or flag), for error messages.
     #[serde(skip)]
     pub origins: std::collections::BTreeMap<String, String>,
@@ -200,6 +202,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             limits: LimitsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            pusher: Default::default(),
             origins: Default::default(),
         }
     }
@@ -387,6 +390,7 @@ impl Config {
             listen,
             auth,
             webhooks,
+            pusher: self.pusher.validate()?,
             max_replays_per_tenant: positive(
                 "limits.max_replays_per_tenant",
                 l.max_replays_per_tenant,
@@ -540,6 +544,8 @@ pub struct Settings {
     pub auth: crate::auth::AuthSettings,
     /// Webhook delivery.
     pub webhooks: WebhookSettings,
+    /// Pusher Channels apps (§13).
+    pub pusher: crate::pusher::apps::Apps,
     /// Most replays running at once per tenant.
     pub max_replays_per_tenant: usize,
     /// SQLite directory.

@@ -130,6 +130,10 @@ const COMMENTS: &[(&str, &str)] = &[
         "webhooks.on_dead",
         "\"pause\" the subscription on a dead delivery, or \"skip\" it.",
     ),
+    (
+        "pusher.apps",
+        "Pusher Channels apps, one [[pusher.apps]] table each: id, key, secret, tenant, client_events, activity_timeout, webhooks, max_data_bytes.",
+    ),
 ];
 
 /// The comment of a key path, if it has one.
