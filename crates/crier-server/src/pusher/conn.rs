@@ -87,8 +87,10 @@ pub async fn upgrade(
     Ok(ws
         .max_message_size(max)
         .max_frame_size(max)
+        // Client frames are small; frames to the client are batched by the loop below and
+        // written once per flush (the write buffer is allocated only when used).
         .read_buffer_size(1024)
-        .write_buffer_size(0)
+        .write_buffer_size(8192)
         .on_upgrade(move |socket| run(state, app, guard, socket)))
 }
 
