@@ -339,7 +339,8 @@ impl Pusher {
         let reg = self.lock();
         if let Some(ch) = reg.by_tenant.get(&ev.tenant).and_then(|c| c.get(channel)) {
             let sent = ch.send(&frame, out.exclude.as_deref());
-            metrics::counter!("crier_deliveries_total", "transport" => "pusher").increment(sent);
+            metrics::counter!("crier_stream_events_sent_total", "transport" => "pusher")
+                .increment(sent);
         }
     }
 }
