@@ -368,3 +368,49 @@ test("webhooks arrive signed: occupied, member added/removed, client event, vaca
     hookServer.close();
   }
 });
+
+test("over max_connections_per_tenant a Pusher connection gets 4100; metrics carry transport=pusher", { skip: TARGET !== "crier" && "crier's own limit" }, async () => {
+  const own = await startTarget({ env: { CRIER_LIMITS_MAX_CONNECTIONS_PER_TENANT: "2" } });
+  const saved = target;
+  target = own;
+  try {
+    const a = await raw();
+    const b = await raw();
+    await a.wait((f) => f.event === "pusher:connection_established", "first");
+    await b.wait((f) => f.event === "pusher:connection_established", "second");
+    const c = await raw();
+    const e = await c.wait((f) => f.event === "pusher:error", "pusher:error");
+    assert.equal(e.data.code, 4100);
+    assert.equal(await c.closed, 4100);
+    const metrics = await (await fetch(`${own.url}/metrics`)).text();
+    const line = metrics.split("\n").find((l) => l.startsWith("crier_connections{") && l.includes('transport="pusher"'));
+    assert.ok(line, "crier_connections has a pusher series");
+    assert.equal(Number(line.trim().split(" ").pop()), 2);
+    a.ws.close();
+    b.ws.close();
+  } finally {
+    target = saved;
+    await own.stop();
+  }
+});
+
+test("the server pings after activity_timeout of silence", { skip: TARGET !== "crier" && "needs a short activity_timeout" }, async () => {
+  const apps = `[{id="${APP.id}", key="${APP.key}", secret="${APP.secret}", tenant="default", activity_timeout=1}]`;
+  const own = await startTarget({ env: { CRIER_PUSHER_APPS: apps } });
+  const saved = target;
+  target = own;
+  try {
+    const r = await raw();
+    const hello = await r.wait((f) => f.event === "pusher:connection_established", "established");
+    assert.equal(JSON.parse(hello.data).activity_timeout, 1);
+    await r.wait((f) => f.event === "pusher:ping", "the server's ping");
+    r.ws.send(JSON.stringify({ event: "pusher:pong", data: {} }));
+    // Answered: the connection lives on and pings again after the next silence.
+    await until(() => r.frames.filter((f) => f.event === "pusher:ping").length >= 2, "a second ping");
+    assert.equal(r.ws.readyState, WebSocket.OPEN);
+    r.ws.close();
+  } finally {
+    target = saved;
+    await own.stop();
+  }
+});
