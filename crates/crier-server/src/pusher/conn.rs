@@ -443,11 +443,12 @@ impl Conn {
             ));
         }
         let now = Instant::now();
-        let refill = (now.duration_since(self.bucket.1).as_millis() as u64
-            * u64::from(CLIENT_EVENTS_PER_S)
-            / 1000) as u32;
+        let elapsed_ms =
+            u64::try_from(now.duration_since(self.bucket.1).as_millis()).unwrap_or(u64::MAX);
+        let refill = elapsed_ms.saturating_mul(u64::from(CLIENT_EVENTS_PER_S)) / 1000;
         if refill > 0 {
-            self.bucket = ((self.bucket.0 + refill).min(CLIENT_EVENTS_PER_S), now);
+            let tokens = u64::from(self.bucket.0).saturating_add(refill);
+            self.bucket = (tokens.min(u64::from(CLIENT_EVENTS_PER_S)) as u32, now);
         }
         if self.bucket.0 == 0 {
             metrics::counter!("crier_limit_hits_total", "limit" => "pusher_client_events")
