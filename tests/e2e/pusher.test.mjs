@@ -414,3 +414,20 @@ test("the server pings after activity_timeout of silence", { skip: TARGET !== "c
     await own.stop();
   }
 });
+
+test("client events past 10 per second get 4301; the connection lives", { skip: TARGET !== "crier" && "the Sockudo app here allows 100 per second" }, async () => {
+  const r = await raw();
+  const hello = await r.wait((f) => f.event === "pusher:connection_established", "established");
+  const socketId = JSON.parse(hello.data).socket_id;
+  const { auth } = server.authorizeChannel(socketId, "private-burst");
+  r.ws.send(JSON.stringify({ event: "pusher:subscribe", data: { channel: "private-burst", auth } }));
+  await r.wait((f) => f.event === "pusher_internal:subscription_succeeded", "subscribed");
+  for (let i = 0; i < 15; i++) {
+    r.ws.send(JSON.stringify({ event: "client-burst", channel: "private-burst", data: { i } }));
+  }
+  const e = await r.wait((f) => f.event === "pusher:error" && f.data.code === 4301, "4301");
+  assert.match(e.data.message, /rate limit/);
+  r.ws.send(JSON.stringify({ event: "pusher:ping", data: {} }));
+  await r.wait((f) => f.event === "pusher:pong", "pong after the refusal");
+  r.ws.close();
+});
