@@ -353,7 +353,9 @@ pub fn token_of(parts: &Parts) -> Result<Option<String>, ApiError> {
 pub fn redact_query(q: &str) -> String {
     q.split('&')
         .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if matches!(k, "token" | "access_token" | "api_key") => {
+            Some((k, _))
+                if matches!(k, "token" | "access_token" | "api_key" | "auth_signature") =>
+            {
                 format!("{k}=REDACTED")
             }
             _ => kv.to_string(),

@@ -106,6 +106,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// TLS on the listen address.
     pub tls: TlsConfig,
+    /// Pusher Channels apps (§13).
+    pub pusher: crate::pusher::apps::PusherConfig,
     /// Where each key set by a layer came from (file, variable or flag), for error messages.
     #[serde(skip)]
     pub origins: std::collections::BTreeMap<String, String>,
@@ -213,6 +215,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             webhooks: WebhooksConfig::default(),
             tls: TlsConfig::default(),
+            pusher: Default::default(),
             origins: Default::default(),
         }
     }
@@ -410,6 +413,7 @@ impl Config {
             auth,
             webhooks,
             tls,
+            pusher: self.pusher.validate()?,
             max_replays_per_tenant: positive(
                 "limits.max_replays_per_tenant",
                 l.max_replays_per_tenant,
@@ -565,6 +569,8 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     /// TLS on the listen address (`None`: plain HTTP).
     pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Pusher Channels apps (§13).
+    pub pusher: crate::pusher::apps::Apps,
     /// Most replays running at once per tenant.
     pub max_replays_per_tenant: usize,
     /// SQLite directory.

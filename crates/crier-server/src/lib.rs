@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics_catalog;
 pub mod observe;
 pub mod ops;
+pub mod pusher;
 pub mod query;
 pub mod replays;
 pub mod sse;
@@ -115,6 +116,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/links", get(entities::links))
         .route("/graphql", get(graphql::websocket).post(graphql::http))
+        .merge(pusher::routes())
         .route("/v1/stats", get(stats::stats))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

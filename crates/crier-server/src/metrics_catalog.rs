@@ -19,6 +19,7 @@ const LIMITS: &[&str] = &[
     "publish_rate_per_tenant",
     "max_replays_per_tenant",
     "tls_handshakes",
+    "pusher_client_events",
 ];
 
 fn process() -> &'static metrics_process::Collector {
@@ -45,7 +46,7 @@ pub fn register(settings: &Settings) {
     );
     describe_counter!(
         "crier_publish_requests_total",
-        "Publish requests accepted, by transport (http or ws)."
+        "Publish requests accepted, by transport (http, ws or pusher)."
     );
     describe_counter!(
         "crier_entity_changes_total",
@@ -57,7 +58,7 @@ pub fn register(settings: &Settings) {
     );
     describe_counter!(
         "crier_stream_events_sent_total",
-        "Events sent to live subscribers, by transport (sse, ws, graphql); webhooks are counted apart."
+        "Events sent to live subscribers, by transport (sse, ws, graphql, pusher); webhooks are counted apart."
     );
     describe_counter!(
         "crier_webhook_attempts_total",
@@ -78,6 +79,18 @@ pub fn register(settings: &Settings) {
     describe_counter!(
         "crier_queue_fallbacks_total",
         "Readers that fell behind their live queue and went on from the log."
+    );
+    describe_counter!(
+        "crier_pusher_evictions_total",
+        "Pusher connections closed with 4200 because they read slower than their channels publish."
+    );
+    describe_counter!(
+        "crier_pusher_webhooks_total",
+        "Pusher-style webhook posts, by outcome (delivered, or dead after the last retry)."
+    );
+    describe_counter!(
+        "crier_pusher_webhooks_dropped_total",
+        "Pusher webhook events dropped because an app's webhook queue was full."
     );
     describe_gauge!(
         "crier_connections",
@@ -119,22 +132,27 @@ pub fn register(settings: &Settings) {
         "crier_webhook_dead_total",
         "crier_graphql_requests_total",
         "crier_queue_fallbacks_total",
+        "crier_pusher_evictions_total",
+        "crier_pusher_webhooks_dropped_total",
     ] {
         metrics::counter!(c).increment(0);
     }
-    for t in ["http", "ws"] {
+    for o in ["delivered", "dead"] {
+        metrics::counter!("crier_pusher_webhooks_total", "outcome" => o).increment(0);
+    }
+    for t in ["http", "ws", "pusher"] {
         metrics::counter!("crier_publish_requests_total", "transport" => t).increment(0);
     }
     for l in LIMITS {
         metrics::counter!("crier_limit_hits_total", "limit" => *l).increment(0);
     }
-    for t in ["sse", "ws", "graphql"] {
+    for t in ["sse", "ws", "graphql", "pusher"] {
         metrics::counter!("crier_stream_events_sent_total", "transport" => t).increment(0);
     }
     for r in ["delivered", "failed"] {
         metrics::counter!("crier_webhook_attempts_total", "result" => r).increment(0);
     }
-    for t in ["sse", "ws"] {
+    for t in ["sse", "ws", "pusher"] {
         metrics::gauge!("crier_connections", "transport" => t).increment(0.0);
     }
     for g in [

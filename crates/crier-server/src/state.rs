@@ -58,6 +58,8 @@ pub struct StateInner {
     pub follower: OnceLock<Option<crier_cluster::Follower>>,
     /// Per-tenant publish rate (`None`: unlimited).
     pub rate: Option<RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>>,
+    /// Pusher Channels apps, channels and presence (§13).
+    pub pusher: crate::pusher::Pusher,
 }
 
 impl Deref for AppState {
@@ -93,6 +95,7 @@ impl AppState {
             replays: Default::default(),
             follower: OnceLock::new(),
             rate,
+            pusher: crate::pusher::Pusher::new(settings.pusher.clone()),
             settings,
             log,
             entities,
@@ -200,6 +203,8 @@ pub enum Transport {
     Sse,
     /// WebSocket.
     Ws,
+    /// The Pusher protocol (§13).
+    Pusher,
 }
 
 impl Transport {
@@ -208,6 +213,7 @@ impl Transport {
         match self {
             Transport::Sse => "sse",
             Transport::Ws => "ws",
+            Transport::Pusher => "pusher",
         }
     }
 }
@@ -216,7 +222,7 @@ impl Transport {
 #[derive(Default)]
 pub struct Connections {
     // A std Mutex: held for a map update only, never across an await.
-    by_tenant: Mutex<HashMap<String, [usize; 2]>>,
+    by_tenant: Mutex<HashMap<String, [usize; 3]>>,
 }
 
 impl Connections {
@@ -230,7 +236,7 @@ impl Connections {
         let limit = state.settings.limits.max_connections_per_tenant;
         let mut map = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());
         let counts = map.entry(tenant.to_string()).or_default();
-        if counts[0] + counts[1] >= limit {
+        if counts.iter().sum::<usize>() >= limit {
             metrics::counter!("crier_limit_hits_total", "limit" => "max_connections_per_tenant")
                 .increment(1);
             return Err(ApiError::too_many(
@@ -260,6 +266,15 @@ impl Connections {
         }
         out
     }
+
+    /// Open Pusher connections of a tenant (`None`: all tenants).
+    pub fn count_pusher(&self, tenant: Option<&str>) -> usize {
+        let map = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .filter(|(t, _)| tenant.is_none_or(|x| x == *t))
+            .map(|(_, c)| c[Transport::Pusher as usize])
+            .sum()
+    }
 }
 
 /// Releases a connection's slot when dropped.
@@ -280,7 +295,7 @@ impl Drop for ConnGuard {
             .unwrap_or_else(|p| p.into_inner());
         if let Some(c) = map.get_mut(&self.tenant) {
             c[self.transport as usize] = c[self.transport as usize].saturating_sub(1);
-            if c[0] + c[1] == 0 {
+            if c.iter().sum::<usize>() == 0 {
                 map.remove(&self.tenant);
             }
         }

@@ -61,6 +61,7 @@ pub async fn stats(
     };
     let counts = state.log.counts(scope).await?;
     let (sse, ws) = state.conns.count(tenant.as_deref());
+    let pusher = state.conns.count_pusher(tenant.as_deref());
     let (subs, dels) = state.subs.counts(tenant).await?;
     let rate = counts.last_minute as f64 / 60.0;
     let body: Value = json!({
@@ -73,7 +74,7 @@ pub async fn stats(
             "by_severity": counts.by_severity,
             "by_source": counts.by_source,
         },
-        "connections": {"sse": sse, "ws": ws},
+        "connections": {"sse": sse, "ws": ws, "pusher": pusher},
         "subscriptions": {
             "active": count(&subs, "active"),
             "paused": count(&subs, "paused"),

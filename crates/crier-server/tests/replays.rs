@@ -305,7 +305,7 @@ async fn stats_match_what_was_published() {
         v["events"]["by_source"],
         json!({"api": 1, "dash": 3, "probe": 1})
     );
-    assert_eq!(v["connections"], json!({"sse": 1, "ws": 0}));
+    assert_eq!(v["connections"], json!({"sse": 1, "ws": 0, "pusher": 0}));
     assert_eq!(v["subscriptions"]["active"], 0);
     assert_eq!(
         v["deliveries"],

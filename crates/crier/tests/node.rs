@@ -1,6 +1,6 @@
 //! The JavaScript suites, run with Node against this build's `crier` binary: the JS client's
-//! tests (`clients/js`), the `graphql-ws` subscription test and the dashboard's browser tests
-//! in Chromium (`tests/e2e`).
+//! tests (`clients/js`), the `graphql-ws` subscription test, the Pusher tests (pusher-js and
+//! the `pusher` server SDK) and the dashboard's browser tests in Chromium (`tests/e2e`).
 //!
 //! Without Node, npm packages or Chromium these tests print a notice and pass, except under
 //! `CI=true`, where a missing tool is a failure. The npm packages of `tests/e2e` are
@@ -48,6 +48,8 @@ fn e2e_packages() -> bool {
     let dir = root().join("tests/e2e");
     let ok = dir.join("node_modules/graphql-ws").exists()
         && dir.join("node_modules/playwright-core").exists()
+        && dir.join("node_modules/pusher-js").exists()
+        && dir.join("node_modules/pusher").exists()
         || {
             let status = Command::new("npm")
                 .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
@@ -119,6 +121,17 @@ fn graphql_ws_subscription() {
         return missing("the npm packages of tests/e2e could not be installed");
     }
     node_test(&root().join("tests/e2e"), &["graphql.test.mjs"], &[]);
+}
+
+#[test]
+fn pusher_js_and_pusher_sdk() {
+    if node_major().is_none() {
+        return missing("Node.js is not installed");
+    }
+    if !e2e_packages() {
+        return missing("the npm packages of tests/e2e could not be installed");
+    }
+    node_test(&root().join("tests/e2e"), &["pusher.test.mjs"], &[]);
 }
 
 #[test]

@@ -1,0 +1,577 @@
+//! `GET /app/{key}`: one Pusher protocol connection (protocol 7; 5 and 6 are accepted too).
+//!
+//! A connection is a single task that owns its socket: it reads the client's frames, writes
+//! what the bridge and the channels queue for it (draining the queue into one flush), and
+//! keeps the activity timer. Nothing else per connection is spawned, which keeps an idle
+//! connection small. A connection whose queue fills (a reader slower than its channels) is
+//! closed with 4200 so the client reconnects: Pusher delivery is live-only, and the
+//! durable copy of every event stays in the log.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use crier_core::{Principal, PublishContext, Role};
+use futures_util::SinkExt;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::apps::App;
+use super::protocol::{self, Data, Kind, Trigger};
+use super::Sub;
+use crate::error::ApiError;
+use crate::state::{AppState, ConnGuard, Transport};
+
+/// Frames queued for one connection before it counts as too slow.
+const OUTBOUND: usize = 512;
+/// Frames written per flush.
+const BATCH: usize = 64;
+/// How long a pong may take after the server's ping.
+const PONG_WAIT: Duration = Duration::from_secs(30);
+/// Client events per second per connection (Pusher's limit).
+const CLIENT_EVENTS_PER_S: u32 = 10;
+/// Members of one presence channel (Pusher's limit).
+const MAX_MEMBERS: usize = 100;
+/// Largest presence `user_info`, in bytes (Pusher's limit).
+const MAX_USER_INFO: usize = 1024;
+
+/// `GET /app/{key}?protocol=7`.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let ws = ws.map_err(|e| {
+        ApiError::bad(
+            "websocket_required",
+            format!("this path speaks the Pusher WebSocket protocol only: {e}"),
+        )
+    })?;
+    crate::ws::check_origin(&state, &headers)?;
+    let protocol = url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "protocol")
+        .and_then(|(_, v)| v.parse::<u32>().ok());
+    let app = state.pusher.apps.by_key(&key).cloned();
+    // Refusals are Pusher's: an error event and a close code the client library understands.
+    let refusal: Option<(u16, String)> = match (&app, protocol) {
+        (None, _) => Some((4001, format!("App key {key} not in this cluster"))),
+        (_, Some(5..=7)) => None,
+        (_, p) => Some((
+            4007,
+            format!(
+                "Unsupported protocol version {}; this server speaks 5 to 7",
+                p.map_or_else(|| "(none)".to_string(), |p| p.to_string())
+            ),
+        )),
+    };
+    let guard = match (&app, &refusal) {
+        (Some(app), None) => match state.conns.open(&state, &app.tenant, Transport::Pusher) {
+            Ok(g) => Some(g),
+            Err(e) => return Ok(refuse(ws, 4100, e.message)),
+        },
+        _ => None,
+    };
+    let (Some(app), Some(guard)) = (app, guard) else {
+        let (code, msg) = refusal.unwrap_or((4000, "refused".into()));
+        return Ok(refuse(ws, code, msg));
+    };
+    let max = app.max_data_bytes.saturating_mul(2).saturating_add(8192);
+    Ok(ws
+        .max_message_size(max)
+        .max_frame_size(max)
+        // Client frames are small; frames to the client are batched by the loop below and
+        // written once per flush (the write buffer is allocated only when used).
+        .read_buffer_size(1024)
+        .write_buffer_size(8192)
+        .on_upgrade(move |socket| run(state, app, guard, socket)))
+}
+
+fn refuse(ws: WebSocketUpgrade, code: u16, message: String) -> Response {
+    ws.on_upgrade(move |mut socket| async move {
+        let _ = socket
+            .send(text(protocol::error_frame(Some(code), &message)))
+            .await;
+        let _ = socket.send(close(code, "")).await;
+    })
+}
+
+fn text(s: String) -> Message {
+    Message::Text(Utf8Bytes::from(s))
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
+/// A channel this connection is subscribed to.
+struct Joined {
+    kind: Kind,
+    user_id: Option<Arc<str>>,
+}
+
+struct Conn {
+    state: AppState,
+    app: Arc<App>,
+    socket_id: Arc<str>,
+    tx: mpsc::Sender<Utf8Bytes>,
+    evict: CancellationToken,
+    channels: HashMap<String, Joined>,
+    /// Client-event budget: tokens and when they were last refilled.
+    bucket: (u32, Instant),
+}
+
+async fn run(state: AppState, app: Arc<App>, guard: ConnGuard, socket: WebSocket) {
+    state.pusher.ensure_bridge(&state).await;
+    let (tx, rx) = mpsc::channel(OUTBOUND);
+    let socket_id: Arc<str> = state.pusher.socket_id().into();
+    let mut conn = Conn {
+        state: state.clone(),
+        app,
+        socket_id,
+        tx,
+        evict: CancellationToken::new(),
+        channels: HashMap::new(),
+        bucket: (CLIENT_EVENTS_PER_S, Instant::now()),
+    };
+    conn.serve(socket, rx).await;
+    for (channel, _) in std::mem::take(&mut conn.channels) {
+        conn.leave(&channel);
+    }
+    drop(guard);
+}
+
+impl Conn {
+    async fn serve(&mut self, mut socket: WebSocket, mut rx: mpsc::Receiver<Utf8Bytes>) {
+        let established = json!({
+            "socket_id": &*self.socket_id,
+            "activity_timeout": self.app.activity_timeout,
+        })
+        .to_string();
+        let hello = json!({"event": "pusher:connection_established", "data": established});
+        if socket.send(text(hello.to_string())).await.is_err() {
+            return;
+        }
+        let activity = Duration::from_secs(self.app.activity_timeout);
+        let mut deadline = Instant::now() + activity;
+        let mut awaiting_pong = false;
+        let shutdown = self.state.shutdown.clone();
+        let evict = self.evict.clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = socket.send(close(4200, "server shutting down")).await;
+                    return;
+                }
+                _ = evict.cancelled() => {
+                    let _ = socket.send(text(protocol::error_frame(Some(4200), "this connection fell too far behind its channels; reconnect"))).await;
+                    let _ = socket.send(close(4200, "too slow")).await;
+                    return;
+                }
+                f = rx.recv() => {
+                    let Some(f) = f else { return };
+                    if socket.feed(Message::Text(f)).await.is_err() {
+                        return;
+                    }
+                    let mut n = 1;
+                    while n < BATCH {
+                        let Ok(f) = rx.try_recv() else { break };
+                        if socket.feed(Message::Text(f)).await.is_err() {
+                            return;
+                        }
+                        n += 1;
+                    }
+                    if socket.flush().await.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    if awaiting_pong {
+                        let _ = socket.send(close(4201, "pong reply not received")).await;
+                        return;
+                    }
+                    awaiting_pong = true;
+                    deadline = Instant::now() + PONG_WAIT;
+                    let ping = json!({"event": "pusher:ping", "data": "{}"}).to_string();
+                    if socket.send(text(ping)).await.is_err() {
+                        return;
+                    }
+                }
+                m = socket.recv() => {
+                    let msg = match m {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "pusher connection read ended");
+                            return;
+                        }
+                        None => return,
+                    };
+                    awaiting_pong = false;
+                    deadline = Instant::now() + activity;
+                    let answer = match msg {
+                        Message::Text(t) => Box::pin(self.handle(t.as_str())).await,
+                        Message::Binary(_) => Some(protocol::error_frame(None, "send text frames holding JSON")),
+                        Message::Close(_) => return,
+                        Message::Ping(_) | Message::Pong(_) => None,
+                    };
+                    if let Some(a) = answer {
+                        if socket.send(text(a)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers one client frame; `None` when the answer goes through the queue (or there is none).
+    async fn handle(&mut self, raw: &str) -> Option<String> {
+        let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(raw) else {
+            return Some(protocol::error_frame(
+                None,
+                "a message is a JSON object with an \"event\"",
+            ));
+        };
+        let Some(Value::String(event)) = m.remove("event") else {
+            return Some(protocol::error_frame(
+                None,
+                "a message needs an \"event\" string",
+            ));
+        };
+        let data = m.remove("data").unwrap_or(Value::Null);
+        match event.as_str() {
+            "pusher:ping" => Some(json!({"event": "pusher:pong", "data": "{}"}).to_string()),
+            "pusher:pong" => None,
+            "pusher:subscribe" => self.subscribe(object(data)).await,
+            "pusher:unsubscribe" => {
+                let data = object(data);
+                if let Some(ch) = data.get("channel").and_then(Value::as_str) {
+                    if self.channels.remove(ch).is_some() {
+                        self.leave(ch);
+                    }
+                }
+                None
+            }
+            e if e.starts_with("client-") => {
+                let channel = m.get("channel").and_then(Value::as_str).unwrap_or("");
+                self.client_event(&event, channel.to_string(), data).await
+            }
+            other => Some(protocol::error_frame(
+                None,
+                &format!("unsupported event {other:?}"),
+            )),
+        }
+    }
+
+    async fn subscribe(&mut self, data: Map<String, Value>) -> Option<String> {
+        let Some(channel) = data.get("channel").and_then(Value::as_str) else {
+            return Some(protocol::error_frame(
+                None,
+                "pusher:subscribe needs data.channel",
+            ));
+        };
+        let channel = channel.to_string();
+        if !protocol::valid_channel(&channel) {
+            return Some(protocol::subscription_error(
+                &channel,
+                "InvalidChannel",
+                "Invalid channel name: 1 to 164 characters of a-z A-Z 0-9 - _ = @ , . ;",
+                400,
+            ));
+        }
+        if self.channels.contains_key(&channel) {
+            // Subscribing again changes nothing; the client already had its answer.
+            return None;
+        }
+        let max = self.state.settings.limits.max_subscriptions_per_connection;
+        if self.channels.len() >= max {
+            metrics::counter!("crier_limit_hits_total", "limit" => "max_subscriptions_per_connection").increment(1);
+            return Some(protocol::subscription_error(
+                &channel,
+                "LimitReached",
+                &format!("a connection holds at most {max} channels (limits.max_subscriptions_per_connection)"),
+                400,
+            ));
+        }
+        let kind = Kind::of(&channel);
+        let auth = data.get("auth").and_then(Value::as_str).unwrap_or("");
+        let channel_data = data.get("channel_data").and_then(Value::as_str);
+        let mut member = None;
+        match kind {
+            Kind::Public => {}
+            Kind::Private | Kind::Presence => {
+                let signed = if kind == Kind::Presence {
+                    channel_data
+                } else {
+                    None
+                };
+                if kind == Kind::Presence && channel_data.is_none() {
+                    return Some(protocol::subscription_error(
+                        &channel,
+                        "AuthError",
+                        "a presence subscription needs channel_data",
+                        401,
+                    ));
+                }
+                if !protocol::verify_channel_auth(
+                    &self.app,
+                    &self.socket_id,
+                    &channel,
+                    signed,
+                    auth,
+                ) {
+                    return Some(protocol::subscription_error(
+                        &channel,
+                        "AuthError",
+                        &format!(
+                            "Invalid signature: expected HMAC SHA256 hex digest of {}:{}{}, signed with the app's secret, after the key and a colon",
+                            self.socket_id,
+                            channel,
+                            if kind == Kind::Presence { ":<channel_data>" } else { "" }
+                        ),
+                        401,
+                    ));
+                }
+                if kind == Kind::Presence {
+                    match presence_member(channel_data.unwrap_or("")) {
+                        Ok(m) => member = Some(m),
+                        Err(msg) => {
+                            return Some(protocol::subscription_error(
+                                &channel,
+                                "InvalidChannelData",
+                                &msg,
+                                400,
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+        let user_id: Option<Arc<str>> = member.as_ref().map(|(u, _)| Arc::from(u.as_str()));
+        if kind == Kind::Presence {
+            let info = self.state.pusher.info(&self.app.tenant, &channel);
+            let known = user_id.as_deref().is_some_and(|u| {
+                self.state
+                    .pusher
+                    .users(&self.app.tenant, &channel)
+                    .iter()
+                    .any(|x| x == u)
+            });
+            if info.user_count >= MAX_MEMBERS && !known {
+                return Some(protocol::subscription_error(
+                    &channel,
+                    "LimitReached",
+                    &format!("a presence channel holds at most {MAX_MEMBERS} members"),
+                    400,
+                ));
+            }
+        }
+        let sub = Sub {
+            socket_id: self.socket_id.clone(),
+            tx: self.tx.clone(),
+            evict: self.evict.clone(),
+            user_id: user_id.clone(),
+        };
+        let (occupied, new_user) = self.state.pusher.join(
+            &self.app.tenant,
+            &channel,
+            sub,
+            member.map(|(_, info)| info),
+        );
+        let hooks = &self.state.pusher.hooks;
+        if occupied {
+            let e = json!({"name": "channel_occupied", "channel": &channel});
+            hooks.send(&self.state, &self.app, e);
+        }
+        if let (true, Some(u)) = (new_user, &user_id) {
+            let e = json!({"name": "member_added", "channel": &channel, "user_id": &**u});
+            hooks.send(&self.state, &self.app, e);
+        }
+        self.channels.insert(channel, Joined { kind, user_id });
+        None
+    }
+
+    fn leave(&self, channel: &str) {
+        let (vacated, removed) =
+            self.state
+                .pusher
+                .leave(&self.app.tenant, channel, &self.socket_id);
+        let hooks = &self.state.pusher.hooks;
+        if let Some(u) = removed {
+            let e = json!({"name": "member_removed", "channel": channel, "user_id": &*u});
+            hooks.send(&self.state, &self.app, e);
+        }
+        if vacated {
+            let e = json!({"name": "channel_vacated", "channel": channel});
+            hooks.send(&self.state, &self.app, e);
+        }
+    }
+
+    async fn client_event(&mut self, event: &str, channel: String, data: Value) -> Option<String> {
+        let Some(joined) = self.channels.get(&channel) else {
+            return Some(protocol::error_frame(
+                None,
+                &format!("Client event rejected: not subscribed to channel {channel:?}"),
+            ));
+        };
+        if joined.kind == Kind::Public {
+            return Some(protocol::error_frame(
+                None,
+                "Client event rejected: only supported on private and presence channels",
+            ));
+        }
+        if !self.app.client_events {
+            return Some(protocol::error_frame(
+                None,
+                "Client event rejected: client events are not enabled for this app (client_events)",
+            ));
+        }
+        if !protocol::valid_event(event) {
+            return Some(protocol::error_frame(
+                None,
+                "Client event rejected: event names have 1 to 200 characters",
+            ));
+        }
+        let now = Instant::now();
+        let elapsed_ms =
+            u64::try_from(now.duration_since(self.bucket.1).as_millis()).unwrap_or(u64::MAX);
+        let refill = elapsed_ms.saturating_mul(u64::from(CLIENT_EVENTS_PER_S)) / 1000;
+        if refill > 0 {
+            let tokens = u64::from(self.bucket.0).saturating_add(refill);
+            self.bucket = (tokens.min(u64::from(CLIENT_EVENTS_PER_S)) as u32, now);
+        }
+        if self.bucket.0 == 0 {
+            metrics::counter!("crier_limit_hits_total", "limit" => "pusher_client_events")
+                .increment(1);
+            return Some(protocol::error_frame(
+                Some(4301),
+                &format!("Client event rejected due to rate limit: at most {CLIENT_EVENTS_PER_S} per second"),
+            ));
+        }
+        self.bucket.0 -= 1;
+        let data = match data {
+            Value::String(s) => Data::Text(s),
+            v => Data::Json(v),
+        };
+        if data.len() > self.app.max_data_bytes {
+            return Some(protocol::error_frame(
+                None,
+                &format!(
+                    "Client event rejected: data is {} bytes; the limit is {} bytes",
+                    data.len(),
+                    self.app.max_data_bytes
+                ),
+            ));
+        }
+        let user_id = joined.user_id.clone();
+        let actor = match &user_id {
+            Some(u) => format!("pusher:{u}"),
+            None => format!("pusher:{}", self.socket_id),
+        };
+        let t = Trigger {
+            channel: &channel,
+            name: event,
+            data: &data,
+            exclude: Some(&self.socket_id),
+            user_id: user_id.as_deref(),
+        };
+        match publish(&self.state, &self.app, actor, vec![protocol::to_input(&t)]).await {
+            Ok(()) => {
+                let mut e = json!({
+                    "name": "client_event",
+                    "channel": &channel,
+                    "event": event,
+                    "data": match &data { Data::Text(s) => s.clone(), Data::Json(v) => v.to_string() },
+                    "socket_id": &*self.socket_id,
+                });
+                if let Some(u) = &user_id {
+                    e["user_id"] = Value::from(&**u);
+                }
+                self.state.pusher.hooks.send(&self.state, &self.app, e);
+                None
+            }
+            Err(e) => Some(protocol::error_frame(
+                None,
+                &format!("Client event rejected: {}", e.message),
+            )),
+        }
+    }
+}
+
+/// `data` of a client frame as an object (pusher-js sends objects; some clients send a JSON
+/// string).
+fn object(data: Value) -> Map<String, Value> {
+    match data {
+        Value::Object(m) => m,
+        Value::String(s) => match serde_json::from_str(&s) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        },
+        _ => Map::new(),
+    }
+}
+
+/// The `(user_id, user_info)` of a presence subscription's `channel_data`.
+fn presence_member(channel_data: &str) -> Result<(String, Value), String> {
+    let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(channel_data) else {
+        return Err("channel_data must be a JSON object with a user_id".into());
+    };
+    let user_id = match m.remove("user_id") {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 => s,
+        Some(Value::Number(n)) => n.to_string(),
+        _ => {
+            return Err(
+                "channel_data.user_id must be a string of 1 to 128 characters or a number".into(),
+            )
+        }
+    };
+    let info = m.remove("user_info").unwrap_or(Value::Null);
+    if info.to_string().len() > MAX_USER_INFO {
+        return Err(format!(
+            "channel_data.user_info is larger than {MAX_USER_INFO} bytes"
+        ));
+    }
+    Ok((user_id, info))
+}
+
+/// Appends Pusher-triggered events to the app's tenant log, as `actor`, with the tenant's
+/// publish rate. The source `pusher` is the hub's own, so no credential's patterns apply.
+pub async fn publish(
+    state: &AppState,
+    app: &App,
+    actor: String,
+    inputs: Vec<crier_core::EventInput>,
+) -> Result<(), ApiError> {
+    let principal = Principal {
+        tenant: app.tenant.clone(),
+        role: Role::Publisher,
+        subject: actor,
+        subscribe: None,
+        publish: None,
+        expires_at: None,
+        key_hash: None,
+    };
+    state.check_rate(&app.tenant, inputs.len())?;
+    let ctx = PublishContext {
+        principal: &principal,
+        max_event_bytes: state.settings.limits.max_event_bytes,
+        now_us: crier_core::event::now_us(),
+    };
+    let batch = inputs
+        .into_iter()
+        .map(|i| i.validate(&ctx).map_err(ApiError::from))
+        .collect::<Result<Vec<_>, _>>()?;
+    metrics::counter!("crier_publish_requests_total", "transport" => "pusher").increment(1);
+    crate::events::append(state, batch).await?;
+    Ok(())
+}

@@ -1,0 +1,105 @@
+// Starts a Pusher-protocol server for the Pusher tests: this build's crier (CRIER_BIN), or
+// Sockudo when PUSHER_TARGET=sockudo (its binary in SOCKUDO_BIN), with the same app.
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { freePort, startHub } from "./hub.mjs";
+
+export const APP = { id: "4242", key: "e2e-key", secret: "e2e-secret-of-some-length" };
+
+export const TARGET = process.env.PUSHER_TARGET === "sockudo" ? "sockudo" : "crier";
+
+/** Polls `check` until it returns a truthy value or `ms` pass. */
+export async function until(check, what, ms = 10_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function startSockudo(opts) {
+  const bin = process.env.SOCKUDO_BIN;
+  if (!bin) throw new Error("PUSHER_TARGET=sockudo needs SOCKUDO_BIN");
+  const dir = mkdtempSync(join(tmpdir(), "sockudo-e2e-"));
+  const port = await freePort();
+  const config = {
+    debug: false,
+    host: "127.0.0.1",
+    port,
+    mode: "production",
+    adapter: { driver: "local" },
+    app_manager: {
+      driver: "memory",
+      array: {
+        apps: [
+          {
+            id: APP.id,
+            key: APP.key,
+            secret: APP.secret,
+            enabled: true,
+            max_connections: 0,
+            enable_client_messages: true,
+            max_client_events_per_second: 100,
+            webhooks: (opts.webhooks ?? []).map((url) => ({
+              url,
+              event_types: ["channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event"],
+            })),
+          },
+        ],
+      },
+    },
+    cache: { driver: "memory" },
+    queue: { driver: "memory" },
+    metrics: { enabled: false },
+    rate_limiter: { enabled: false },
+    opentelemetry: { enabled: false },
+  };
+  const file = join(dir, "config.json");
+  writeFileSync(file, JSON.stringify(config));
+  const child = spawn(bin, ["--config", file], {
+    env: { PATH: "/usr/bin:/bin", HOME: dir },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.on("data", (d) => (stderr += d));
+  const url = `http://127.0.0.1:${port}`;
+  await until(async () => {
+    if (child.exitCode !== null) throw new Error(`sockudo exited: ${stderr}`);
+    try {
+      await fetch(`${url}/up/${APP.id}`);
+      return true;
+    } catch {
+      return false;
+    }
+  }, "sockudo to listen");
+  const exited = new Promise((r) => child.once("exit", r));
+  return {
+    crier: false,
+    url,
+    port,
+    async stop() {
+      if (child.exitCode === null) child.kill("SIGTERM");
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Starts the target with the test app (client events on); `opts.webhooks` lists hook URLs. */
+export async function startTarget(opts = {}) {
+  if (TARGET === "sockudo") return startSockudo(opts);
+  const hooks = (opts.webhooks ?? []).map((u) => JSON.stringify(u)).join(",");
+  const apps = `[{id="${APP.id}", key="${APP.key}", secret="${APP.secret}", tenant="default", client_events=true, webhooks=[${hooks}]}]`;
+  const hub = await startHub({
+    CRIER_PUSHER_APPS: apps,
+    CRIER_WEBHOOKS_ALLOW_PRIVATE: "true",
+    CRIER_WEBHOOKS_BACKOFF: "[\"100ms\", \"200ms\"]",
+    ...(opts.env ?? {}),
+  });
+  return { crier: true, url: hub.url, port: hub.port, hub, stop: () => hub.stop() };
+}
