@@ -135,6 +135,7 @@ const COMMENTS: &[(&str, &str)] = &[
         "PEM certificate chain (leaf first); with tls.key, https and wss on `listen`.",
     ),
     ("tls.key", "PEM private key of tls.cert."),
+    (
         "pusher.apps",
         "Pusher Channels apps, one [[pusher.apps]] table each: id, key, secret, tenant, client_events, activity_timeout, webhooks, max_data_bytes.",
     ),
