@@ -79,8 +79,15 @@ mod tests {
         let f = Frames::default();
         let a = f.sse(120, "site.created", br#"{"seq":120}"#);
         let b = f.sse(120, "site.created", br#"{"seq":120}"#);
-        assert_eq!(&a[..], b"id: 120\nevent: site.created\ndata: {\"seq\":120}\n\n");
-        assert_eq!(a.as_ptr(), b.as_ptr(), "the second reader shares the first's bytes");
+        assert_eq!(
+            &a[..],
+            b"id: 120\nevent: site.created\ndata: {\"seq\":120}\n\n"
+        );
+        assert_eq!(
+            a.as_ptr(),
+            b.as_ptr(),
+            "the second reader shares the first's bytes"
+        );
         let p1 = br#"{"op":"event","sub":"s1","event":"#;
         let p2 = br#"{"op":"event","sub":"s2","event":"#;
         let w1 = f.ws("s1", p1, b"{}");

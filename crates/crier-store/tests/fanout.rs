@@ -169,14 +169,17 @@ async fn read_until(
 
 async fn scenario(events: Vec<Ev>, split: usize, readers: Vec<ReaderSpec>, buffer: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sqlite = Arc::new(
-        SqliteLog::open(&dir.path().join("f.db"), Durability::Commit).expect("open log"),
-    );
+    let sqlite =
+        Arc::new(SqliteLog::open(&dir.path().join("f.db"), Durability::Commit).expect("open log"));
     let log: Arc<dyn EventLog> = sqlite;
     let hub = Hub::with_reader_buffer_bytes(log.clone(), buffer);
     log.set_commit_sink(hub.commit_sink());
     let split = split.min(events.len());
-    let news: Vec<NewEvent> = events.iter().enumerate().map(|(i, e)| new_event(e, i)).collect();
+    let news: Vec<NewEvent> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| new_event(e, i))
+        .collect();
     let (first, second) = news.split_at(split);
     for chunk in first.chunks(17) {
         log.append(chunk.to_vec()).await.expect("append");
@@ -187,7 +190,12 @@ async fn scenario(events: Vec<Ev>, split: usize, readers: Vec<ReaderSpec>, buffe
     let mut opened = Vec::new();
     for r in readers.iter().filter(|r| r.start.0 == 2) {
         let (c, head) = hub
-            .open(scope(r), Arc::new(filter(r)), Start::Last(r.start.1 % 50), r.queue)
+            .open(
+                scope(r),
+                Arc::new(filter(r)),
+                Start::Last(r.start.1 % 50),
+                r.queue,
+            )
             .await
             .expect("open");
         opened.push((r.clone(), c, head, Start::Last(r.start.1 % 50)));
@@ -244,7 +252,10 @@ async fn scenario(events: Vec<Ev>, split: usize, readers: Vec<ReaderSpec>, buffe
             task.abort();
             continue;
         }
-        if tokio::time::timeout(Duration::from_secs(30), task).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .is_err()
+        {
             panic!(
                 "reader {r:?} from {start:?} stalled: got {:?}, expected {expected:?}",
                 out.lock().expect("lock")
@@ -295,9 +306,8 @@ fn typed(tenant: &str, kind: &str, n: usize) -> NewEvent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heavy_tenant_delays_only_its_own_deliveries() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sqlite = Arc::new(
-        SqliteLog::open(&dir.path().join("f.db"), Durability::Commit).expect("open log"),
-    );
+    let sqlite =
+        Arc::new(SqliteLog::open(&dir.path().join("f.db"), Durability::Commit).expect("open log"));
     let log: Arc<dyn EventLog> = sqlite;
     let hub = Hub::with_reader_buffer_bytes(log.clone(), 256 << 20);
     log.set_commit_sink(hub.commit_sink());

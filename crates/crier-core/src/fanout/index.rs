@@ -51,10 +51,7 @@ pub(super) struct Index {
 /// The patterns a registration can be found by, or `None` when it must be tested always.
 fn index_patterns(reg: &Reg) -> Option<&[Pattern]> {
     let indexable = |p: &[Pattern]| {
-        !p.is_empty()
-            && p
-                .iter()
-                .all(|x| !matches!(x.index_key(), PatternKey::Scan))
+        !p.is_empty() && p.iter().all(|x| !matches!(x.index_key(), PatternKey::Scan))
     };
     if indexable(&reg.filter.types) {
         return Some(&reg.filter.types);
