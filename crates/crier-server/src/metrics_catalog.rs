@@ -18,6 +18,8 @@ const LIMITS: &[&str] = &[
     "max_connections_per_tenant",
     "publish_rate_per_tenant",
     "max_replays_per_tenant",
+    "max_filter_patterns",
+    "max_filter_bytes",
 ];
 
 fn process() -> &'static metrics_process::Collector {
@@ -78,6 +80,10 @@ pub fn register(settings: &Settings) {
         "crier_queue_fallbacks_total",
         "Readers that fell behind their live queue and went on from the log."
     );
+    describe_counter!(
+        "crier_fanout_overflows_total",
+        "Tenants whose fan-out work queue passed its bound; their live readers went on from the log."
+    );
     describe_gauge!(
         "crier_connections",
         "Open streams and sockets, by transport."
@@ -118,6 +124,7 @@ pub fn register(settings: &Settings) {
         "crier_webhook_dead_total",
         "crier_graphql_requests_total",
         "crier_queue_fallbacks_total",
+        "crier_fanout_overflows_total",
     ] {
         metrics::counter!(c).increment(0);
     }
