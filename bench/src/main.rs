@@ -15,6 +15,8 @@ use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
+mod isolation;
+
 #[derive(Parser, Clone)]
 #[command(about = "Measures a crier hub: publish, fan-out, idle connections, catch-up")]
 struct Args {
@@ -22,10 +24,11 @@ struct Args {
     #[arg(long, default_value = "target/release/crier")]
     crier_bin: PathBuf,
     /// Scenarios to run (comma-separated): publish-batched, publish-single, fanout-ws,
-    /// fanout-sse, idle-rss, catchup, pg-publish, cross-node-nats, cross-node-redis.
+    /// fanout-sse, idle-rss, catchup, pg-publish, cross-node-nats, cross-node-redis,
+    /// tenant-isolation, stuck-readers.
     #[arg(
         long,
-        default_value = "publish-batched,publish-single,entity-put,fanout-ws,fanout-sse,idle-rss,catchup,pg-publish,cross-node-nats,cross-node-redis"
+        default_value = "publish-batched,publish-single,entity-put,fanout-ws,fanout-sse,idle-rss,catchup,pg-publish,cross-node-nats,cross-node-redis,tenant-isolation,stuck-readers"
     )]
     scenario: String,
     /// Seconds each timed scenario runs.
@@ -811,6 +814,8 @@ fn main() -> anyhow::Result<()> {
                     Ok(out)
                 }
                 "idle-rss" => idle_rss(&a).await.map(|r| vec![r]),
+                "tenant-isolation" => isolation::tenant_isolation(&a).await.map(|r| vec![r]),
+                "stuck-readers" => isolation::stuck_readers(&a).await.map(|r| vec![r]),
                 "catchup" => catchup(&a).await,
                 "pg-publish" => pg_publish(&a).await,
                 "cross-node-nats" => cross_node(&a, &a.nats, "NATS").await.map(|r| vec![r]),

@@ -425,6 +425,8 @@ pub struct Committed {
     pub tags: Vec<String>,
     /// The whole event as one line of JSON.
     pub json: Bytes,
+    /// Its transport frames, built once and shared by every reader.
+    pub frames: crate::frames::Frames,
 }
 
 impl Committed {
@@ -452,6 +454,7 @@ impl Committed {
             subject: ev.subject,
             tags: ev.tags,
             json,
+            frames: Default::default(),
         })
     }
 

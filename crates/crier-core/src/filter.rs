@@ -78,6 +78,16 @@ impl Pattern {
         &self.text
     }
 
+    /// How the fan-out can find this pattern's readers without testing it: by the exact
+    /// string, by a literal prefix, or not at all.
+    pub fn index_key(&self) -> PatternKey<'_> {
+        match &self.kind {
+            PatternKind::Exact => PatternKey::Exact(&self.text),
+            PatternKind::Prefix(p) => PatternKey::Prefix(p),
+            _ => PatternKey::Scan,
+        }
+    }
+
     /// Whether `s` matches.
     pub fn matches(&self, s: &str) -> bool {
         match &self.kind {
@@ -111,6 +121,17 @@ impl Pattern {
             }
         }
     }
+}
+
+/// What an index can key a [`Pattern`] by (see [`Pattern::index_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatternKey<'a> {
+    /// Matches exactly this string.
+    Exact(&'a str),
+    /// Matches every string that starts with this non-empty literal.
+    Prefix(&'a str),
+    /// Neither: the pattern must be tested.
+    Scan,
 }
 
 /// A conjunction of the keys of §2. The default filter matches every event.
@@ -184,6 +205,36 @@ impl Filter {
             && any_match(&self.sources, &e.source)
             && opt_match(&self.subjects, e.subject.as_deref())
             && (self.tags.is_empty() || e.tags.iter().any(|t| self.tags.contains(t)))
+    }
+
+    /// Every pattern and tag of the filter, all keys together (what `max_filter_patterns`
+    /// counts).
+    pub fn pattern_count(&self) -> usize {
+        self.types.len()
+            + self.categories.len()
+            + self.sources.len()
+            + self.subjects.len()
+            + self.tags.len()
+    }
+
+    /// The §12.2 bounds on a reader's filter: at most `max_patterns` patterns and tags, and
+    /// at most `max_bytes` as JSON. Beyond them: `filter_too_large`.
+    pub fn check_size(&self, max_patterns: usize, max_bytes: usize) -> Result<(), ValidationError> {
+        let n = self.pattern_count();
+        if n > max_patterns {
+            return Err(ValidationError::bad(
+                "filter_too_large",
+                format!("a filter has at most {max_patterns} patterns and tags, all keys together; this one has {n} (limits.max_filter_patterns)"),
+            ));
+        }
+        let bytes = self.to_json().to_string().len();
+        if bytes > max_bytes {
+            return Err(ValidationError::bad(
+                "filter_too_large",
+                format!("a filter is at most {max_bytes} bytes as JSON; this one is {bytes} (limits.max_filter_bytes)"),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the filter matches every event.
@@ -332,6 +383,7 @@ mod tests {
             subject: None,
             tags: tags.iter().map(|s| s.to_string()).collect(),
             json: bytes::Bytes::new(),
+            frames: Default::default(),
         }
     }
 

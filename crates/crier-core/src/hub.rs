@@ -2,31 +2,39 @@
 //!
 //! Every reader is a [`Cursor`]: `(scope, filter, position)`. A cursor reads the log until it
 //! has caught up, then registers with the [`Hub`] for live events through a bounded queue.
-//! The hub pushes each committed event, in seq order, to the queues of the matching
-//! registrations with `try_send`; a queue that is full is *dropped* from the hub (counted as a
-//! fallback) and its cursor, after draining what was queued, goes back to reading the log
-//! from its position and rejoins live when caught up. So a slow reader costs at most its
-//! queue bound in memory, never slows the hub or other readers, and misses nothing.
+//! The hub hands each committed event, in seq order, to its fan-out stage
+//! (`crate::fanout`), which matches it on its own thread and pushes it to the queues of the
+//! matching registrations with `try_send`; a queue that is full — in events
+//! (`queue_per_connection`) or in bytes (half of `reader_buffer_bytes`) — is *dropped* from
+//! the stage (counted as a fallback) and its cursor, after draining what was queued, goes back
+//! to reading the log from its position and rejoins live when caught up. Catch-up pages are
+//! bounded in bytes by the other half. So a slow reader costs at most its buffer in memory,
+//! never slows publishers or other readers, and misses nothing.
 //!
 //! The seam between history and live is closed by registering *before* reading the last
-//! stretch of history: registration records the hub's head `H` under the same lock that
-//! publishes, so every event above `H` goes to the queue and every event up to `H` is in the
-//! log. The cursor reads `(position, H]` from the log, then takes the queue, skipping anything
-//! at or below its position. Nothing is lost and nothing is doubled.
+//! stretch of history: registration records the stage's offered head `H` under the lock that
+//! queues events for matching, so every event above `H` goes to the queue and every event up
+//! to `H` is in the log. The cursor reads `(position, H]` from the log, then takes the queue,
+//! skipping anything at or below its position. Nothing is lost and nothing is doubled.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::event::Committed;
+use crate::fanout::{Engine, PartKey};
 use crate::filter::Filter;
 use crate::log::{EventLog, LogError, Order, ReadPage, ReadQuery, Scope};
 
-/// Events read from the log per round trip while catching up.
+/// Events read from the log per round trip while catching up (pages are also bounded in
+/// bytes, by half the reader's buffer).
 const CATCH_UP_CHUNK: usize = 1000;
+
+/// The default of §12.2 `reader_buffer_bytes`: what one reader may hold in memory.
+pub const DEFAULT_READER_BUFFER_BYTES: usize = 1 << 20;
 
 /// Where a cursor starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,34 +81,16 @@ pub enum CursorItem {
     Reset(Reset),
 }
 
-struct Registration {
-    id: u64,
-    filter: Arc<Filter>,
-    tx: mpsc::Sender<Arc<Committed>>,
-}
-
-#[derive(Default)]
-struct Registry {
-    next_id: u64,
-    /// Published head: every event up to here has been offered to the registrations.
-    head: u64,
-    by_tenant: HashMap<String, Vec<Registration>>,
-    all_tenants: Vec<Registration>,
-}
-
 struct Inner {
     log: Arc<dyn EventLog>,
-    registry: Mutex<Registry>,
+    engine: Arc<Engine>,
+    reader_buffer_bytes: usize,
     live_cursors: AtomicU64,
 }
 
-impl Inner {
-    // A std Mutex: the critical sections are short, never await, and `publish` is called
-    // from the log's writer thread, outside any runtime.
-    fn lock(&self) -> MutexGuard<'_, Registry> {
-        self.registry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.engine.close();
     }
 }
 
@@ -110,35 +100,31 @@ pub struct Hub {
     inner: Arc<Inner>,
 }
 
-fn offer(list: &mut Vec<Registration>, ev: &Arc<Committed>) {
-    list.retain(|r| {
-        if !r.filter.matches(ev) {
-            return true;
-        }
-        match r.tx.try_send(ev.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!("crier_queue_fallbacks_total").increment(1);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    });
-}
-
 impl Hub {
-    /// A hub over `log`, starting at its current head. The caller installs
-    /// [`Hub::commit_sink`] into the log (or feeds [`Hub::publish`] from a broker).
+    /// A hub over `log`, starting at its current head, holding at most
+    /// [`DEFAULT_READER_BUFFER_BYTES`] per reader. The caller installs [`Hub::commit_sink`]
+    /// into the log (or feeds [`Hub::publish`] from a broker).
+    ///
+    /// # Panics
+    /// When the operating system refuses to start the fan-out thread.
     pub fn new(log: Arc<dyn EventLog>) -> Hub {
+        Hub::with_reader_buffer_bytes(log, DEFAULT_READER_BUFFER_BYTES)
+    }
+
+    /// A hub whose readers each hold at most `bytes` of events in memory (§12.2
+    /// `reader_buffer_bytes`): half for a catch-up page read from the log, half for the
+    /// live queue.
+    ///
+    /// # Panics
+    /// When the operating system refuses to start the fan-out thread.
+    pub fn with_reader_buffer_bytes(log: Arc<dyn EventLog>, bytes: usize) -> Hub {
         let head = log.head();
-        let registry = Registry {
-            head,
-            ..Registry::default()
-        };
+        let engine = Engine::start(head).expect("the fan-out thread could not be started");
         Hub {
             inner: Arc::new(Inner {
                 log,
-                registry: Mutex::new(registry),
+                engine,
+                reader_buffer_bytes: bytes.max(2),
                 live_cursors: AtomicU64::new(0),
             }),
         }
@@ -149,9 +135,10 @@ impl Hub {
         &self.inner.log
     }
 
-    /// The head as published to live readers.
+    /// The head as handed to the fan-out stage: every event up to here is either offered to
+    /// the live readers or queued to be, in order.
     pub fn head(&self) -> u64 {
-        self.inner.lock().head
+        self.inner.engine.head()
     }
 
     /// Number of cursors currently registered for live events.
@@ -164,57 +151,48 @@ impl Hub {
         let weak = Arc::downgrade(&self.inner);
         Arc::new(move |events: &[Arc<Committed>]| {
             if let Some(inner) = weak.upgrade() {
-                Hub { inner }.publish(events);
+                inner.engine.publish(events);
             }
         })
     }
 
-    /// Offers committed events, in seq order, to the live registrations. Events at or below
-    /// the published head are ignored (already offered).
+    /// Hands committed events, in seq order, to the fan-out stage and returns at once; the
+    /// stage matches them to the live readers on its own thread. Events at or below the
+    /// head are ignored (already handed over).
     pub fn publish(&self, events: &[Arc<Committed>]) {
-        let mut reg = self.inner.lock();
-        for ev in events {
-            if ev.seq <= reg.head {
-                continue;
-            }
-            reg.head = ev.seq;
-            if let Some(list) = reg.by_tenant.get_mut(&ev.tenant) {
-                offer(list, ev);
-            }
-            if !reg.all_tenants.is_empty() {
-                offer(&mut reg.all_tenants, ev);
-            }
-        }
+        self.inner.engine.publish(events);
     }
 
     fn register(&self, scope: &Scope, filter: Arc<Filter>, cap: usize) -> (LiveReg, u64) {
-        let (tx, rx) = mpsc::channel(cap.max(1));
-        let mut reg = self.inner.lock();
-        reg.next_id += 1;
-        let id = reg.next_id;
-        let head = reg.head;
-        let r = Registration { id, filter, tx };
-        let tenant = match scope {
-            Scope::Tenant(t) => {
-                reg.by_tenant.entry(t.clone()).or_default().push(r);
-                Some(t.clone())
-            }
-            Scope::All => {
-                reg.all_tenants.push(r);
-                None
-            }
+        let key = match scope {
+            Scope::Tenant(t) => PartKey::Tenant(Arc::from(t.as_str())),
+            Scope::All => PartKey::All,
         };
-        drop(reg);
+        let (id, rx, bytes, head) =
+            self.inner
+                .engine
+                .register(key.clone(), filter, cap, self.live_bytes());
         self.inner.live_cursors.fetch_add(1, Ordering::Relaxed);
         (
             LiveReg {
                 inner: self.inner.clone(),
                 id,
-                tenant,
+                key,
                 rx,
+                bytes,
             },
             head,
         )
+    }
+
+    /// Bytes a reader's live queue may hold.
+    fn live_bytes(&self) -> usize {
+        self.inner.reader_buffer_bytes / 2
+    }
+
+    /// Bytes a reader's catch-up page may hold.
+    fn page_bytes(&self) -> usize {
+        self.inner.reader_buffer_bytes - self.live_bytes()
     }
 
     /// Opens a cursor. Returns it with the log head at opening (for `welcome`/head comments).
@@ -255,13 +233,7 @@ impl Hub {
             Start::Last(n) => {
                 c.go_live();
                 let upto = c.live_from;
-                let mut q = ReadQuery::after(c.scope.clone(), c.filter.clone(), 0, n);
-                q.before = Some(upto.saturating_add(1));
-                q.order = Order::Desc;
-                let mut events = read_full(self.inner.log.as_ref(), q).await?.events;
-                events.reverse();
-                c.pending.extend(events);
-                c.pos = upto;
+                c.pos = self.nth_last(&c, n, upto).await?;
             }
         }
         Ok((c, head))
@@ -269,6 +241,31 @@ impl Hub {
 }
 
 impl Hub {
+    /// The position just below the `n`-th last event of `c` up to `upto` (or `upto` when
+    /// there is none), found with pages bounded in bytes so that `last=10000` of large
+    /// events never sits in memory at once; the cursor then reads them forward.
+    async fn nth_last(&self, c: &Cursor, n: usize, upto: u64) -> Result<u64, LogError> {
+        let mut before = upto.saturating_add(1);
+        let mut found = 0;
+        let mut lowest = None;
+        while found < n {
+            let mut q = ReadQuery::after(c.scope.clone(), c.filter.clone(), 0, n - found);
+            q.before = Some(before);
+            q.order = Order::Desc;
+            q.max_bytes = Some(self.page_bytes());
+            let page = self.inner.log.read(q).await?;
+            found += page.events.len();
+            if let Some(e) = page.events.last() {
+                lowest = Some(e.seq);
+            }
+            if page.exhausted {
+                break;
+            }
+            before = page.scanned_to;
+        }
+        Ok(lowest.map_or(upto, |s| s - 1))
+    }
+
     /// Whether the log holds an event with this seq (of any tenant).
     async fn exists(&self, seq: u64) -> Result<bool, LogError> {
         let mut q = ReadQuery::after(Scope::All, Arc::new(Filter::default()), seq - 1, 1);
@@ -314,29 +311,22 @@ pub async fn read_full(log: &dyn EventLog, mut query: ReadQuery) -> Result<ReadP
 struct LiveReg {
     inner: Arc<Inner>,
     id: u64,
-    tenant: Option<String>,
+    key: PartKey,
     rx: mpsc::Receiver<Arc<Committed>>,
+    /// Bytes queued and not yet taken, shared with the fan-out stage.
+    bytes: Arc<AtomicUsize>,
+}
+
+impl LiveReg {
+    fn took(&self, e: &Committed) {
+        self.bytes.fetch_sub(e.json.len(), Ordering::AcqRel);
+    }
 }
 
 impl Drop for LiveReg {
     fn drop(&mut self) {
         self.inner.live_cursors.fetch_sub(1, Ordering::Relaxed);
-        let mut reg = self.inner.lock();
-        let list = match &self.tenant {
-            Some(t) => match reg.by_tenant.get_mut(t) {
-                Some(l) => l,
-                None => return,
-            },
-            None => &mut reg.all_tenants,
-        };
-        if let Some(i) = list.iter().position(|r| r.id == self.id) {
-            list.swap_remove(i);
-        }
-        if let Some(t) = &self.tenant {
-            if reg.by_tenant.get(t).is_some_and(Vec::is_empty) {
-                reg.by_tenant.remove(t);
-            }
-        }
+        self.inner.engine.unregister(&self.key, self.id);
     }
 }
 
@@ -377,6 +367,7 @@ impl Cursor {
             CATCH_UP_CHUNK,
         );
         q.before = before;
+        q.max_bytes = Some(self.hub.page_bytes());
         self.hub.inner.log.read(q).await
     }
 
@@ -394,6 +385,7 @@ impl Cursor {
         }
         let live = self.live.as_mut()?;
         while let Ok(e) = live.rx.try_recv() {
+            live.took(&e);
             if e.seq > self.pos {
                 self.pos = e.seq;
                 return Some(CursorItem::Event(e));
@@ -441,7 +433,11 @@ impl Cursor {
             let Some(live) = self.live.as_mut() else {
                 continue;
             };
-            match live.rx.recv().await {
+            let got = live.rx.recv().await;
+            if let Some(e) = &got {
+                live.took(e);
+            }
+            match got {
                 Some(e) if e.seq <= self.pos => continue,
                 Some(e) => {
                     self.pos = e.seq;

@@ -5,6 +5,7 @@
 //! * [`filter`]: the one filter language (§2) used by history, streams, replays and
 //!   subscriptions.
 //! * [`log`]: the [`EventLog`] trait every store implements: a durable, totally ordered log.
+//! * [`frames`]: an event's SSE and WebSocket frames, encoded once and shared.
 //! * [`hub`]: cursors over the log and the live fan-out that feeds caught-up cursors.
 //! * [`principal`]: who is asking (tenant, role, subject), carried by every request.
 //! * [`keys`]: the API-key store contract.
@@ -17,7 +18,9 @@
 pub mod cloudevents;
 pub mod entity;
 pub mod event;
+mod fanout;
 pub mod filter;
+pub mod frames;
 pub mod hub;
 pub mod keys;
 pub mod log;
@@ -25,7 +28,7 @@ pub mod principal;
 mod validate;
 
 pub use event::{Committed, EventInput, NewEvent, PublishContext, Severity};
-pub use filter::{Filter, Pattern};
+pub use filter::{Filter, Pattern, PatternKey};
 pub use hub::{read_full, Cursor, CursorItem, Hub, Reset, Start};
 pub use log::{AppendResult, EventCounts, EventLog, LogError, ReadPage, ReadQuery, Scope};
 pub use principal::{Principal, Role};

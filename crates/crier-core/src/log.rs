@@ -111,6 +111,9 @@ pub struct ReadQuery {
     pub limit: usize,
     /// Direction.
     pub order: Order,
+    /// Stop once the page holds this many bytes of event JSON, without going over (a page
+    /// holds at least one event); the page is then not exhausted. `None`: no bound.
+    pub max_bytes: Option<usize>,
 }
 
 impl ReadQuery {
@@ -125,7 +128,15 @@ impl ReadQuery {
             until_us: None,
             limit,
             order: Order::Asc,
+            max_bytes: None,
         }
+    }
+
+    /// Whether taking `ev` into a page that holds `events` (`bytes` of JSON) would carry it
+    /// past [`ReadQuery::max_bytes`]; a page always takes its first event.
+    pub fn over_bytes(&self, events: &[Arc<Committed>], bytes: usize, ev: &Committed) -> bool {
+        self.max_bytes
+            .is_some_and(|m| !events.is_empty() && bytes + ev.json.len() > m)
     }
 }
 

@@ -171,6 +171,12 @@ pub struct LimitsConfig {
     pub publish_rate_per_tenant: u64,
     /// Live queue bound of each reader, in events.
     pub queue_per_connection: u64,
+    /// Most patterns and tags in one reader's filter, all keys together (§12.2).
+    pub max_filter_patterns: u64,
+    /// Largest reader filter, as JSON (§12.2).
+    pub max_filter_bytes: u64,
+    /// Most bytes of events held in memory for one reader, catching up or live (§12.2).
+    pub reader_buffer_bytes: u64,
     /// Most replays running at once per tenant.
     pub max_replays_per_tenant: u64,
 }
@@ -242,6 +248,9 @@ impl Default for LimitsConfig {
             max_connections_per_tenant: 10_000,
             publish_rate_per_tenant: 0,
             queue_per_connection: 1024,
+            max_filter_patterns: 64,
+            max_filter_bytes: 4096,
+            reader_buffer_bytes: 1 << 20,
             max_replays_per_tenant: 8,
         }
     }
@@ -404,6 +413,13 @@ impl Config {
         if max_event_bytes < 256 {
             return Err(err("limits.max_event_bytes", "must be at least 256"));
         }
+        let reader_buffer_bytes = positive("limits.reader_buffer_bytes", l.reader_buffer_bytes)?;
+        if reader_buffer_bytes < max_event_bytes.saturating_mul(2) {
+            return Err(err(
+                "limits.reader_buffer_bytes",
+                "must be at least twice limits.max_event_bytes (half holds a catch-up page, half the live queue, each at least one event)",
+            ));
+        }
         Ok(Settings {
             store,
             broker,
@@ -449,6 +465,9 @@ impl Config {
                     "limits.queue_per_connection",
                     l.queue_per_connection,
                 )?,
+                max_filter_patterns: positive("limits.max_filter_patterns", l.max_filter_patterns)?,
+                max_filter_bytes: positive("limits.max_filter_bytes", l.max_filter_bytes)?,
+                reader_buffer_bytes,
             },
         })
     }
@@ -528,6 +547,12 @@ pub struct Limits {
     pub publish_rate_per_tenant: u64,
     /// Live queue bound per reader, in events.
     pub queue_per_connection: usize,
+    /// Most patterns and tags in one reader's filter.
+    pub max_filter_patterns: usize,
+    /// Largest reader filter, as JSON.
+    pub max_filter_bytes: usize,
+    /// Most bytes of events held in memory for one reader.
+    pub reader_buffer_bytes: usize,
 }
 
 /// Where the log lives.

@@ -114,6 +114,18 @@ const COMMENTS: &[(&str, &str)] = &[
         "Live queue bound of each reader, in events.",
     ),
     (
+        "limits.max_filter_patterns",
+        "Most patterns and tags in one reader's filter, all keys together.",
+    ),
+    (
+        "limits.max_filter_bytes",
+        "Largest reader filter, as JSON.",
+    ),
+    (
+        "limits.reader_buffer_bytes",
+        "Most bytes of events held in memory for one reader, catching up or live (at least twice max_event_bytes).",
+    ),
+    (
         "limits.max_replays_per_tenant",
         "Most replays running at once per tenant.",
     ),

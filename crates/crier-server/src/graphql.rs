@@ -457,6 +457,8 @@ struct Sub {
     principal: Principal,
     expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
     done: bool,
+    /// The subscription's place on its WebSocket (none over POST).
+    _slot: Option<crate::reader_limits::SlotGuard>,
 }
 
 #[Subscription(name = "Subscription")]
@@ -470,7 +472,14 @@ impl SubscriptionRoot {
         after: Option<Seq>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Event>>> {
         let (state, p) = ctx_parts(ctx)?;
-        let filter = Arc::new(filter.unwrap_or_default().to_filter(p)?);
+        let filter = filter.unwrap_or_default().to_filter(p)?;
+        crate::reader_limits::check_filter(&state.settings.limits, &filter).map_err(gql)?;
+        let slot = ctx
+            .data_opt::<Arc<crate::reader_limits::SubscriptionSlots>>()
+            .map(|s| s.acquire(state.settings.limits.max_subscriptions_per_connection))
+            .transpose()
+            .map_err(gql)?;
+        let filter = Arc::new(filter);
         let start = after.map_or(Start::Live, |s| Start::After(s.0));
         let queue = state.settings.limits.queue_per_connection;
         let (cursor, _) = state
@@ -484,6 +493,7 @@ impl SubscriptionRoot {
             principal: p.clone(),
             expiry: Box::pin(tokio::time::sleep_until(expiry_instant(p.expires_at))),
             done: false,
+            _slot: slot,
         };
         Ok(futures_util::stream::unfold(sub, next_item))
     }
@@ -653,5 +663,6 @@ async fn connection_init(
     data.insert(state.clone());
     // Held for the socket's life: counts it against the tenant's connection limit.
     data.insert(Arc::new(guard));
+    data.insert(Arc::new(crate::reader_limits::SubscriptionSlots::default()));
     Ok(data)
 }

@@ -20,6 +20,7 @@ pub mod observe;
 pub mod ops;
 pub mod pusher;
 pub mod query;
+pub mod reader_limits;
 pub mod replays;
 pub mod sse;
 pub mod state;
@@ -184,7 +185,7 @@ pub async fn run(
             )
         }
     };
-    let hub = Hub::new(log.clone());
+    let hub = Hub::with_reader_buffer_bytes(log.clone(), settings.limits.reader_buffer_bytes);
     let follower = match (&settings.store, &settings.broker) {
         // One node on its own file: committed events go straight to the hub.
         (StoreKind::Sqlite, BrokerKind::Local) => {

@@ -20,6 +20,8 @@ const LIMITS: &[&str] = &[
     "max_replays_per_tenant",
     "tls_handshakes",
     "pusher_client_events",
+    "max_filter_patterns",
+    "max_filter_bytes",
 ];
 
 fn process() -> &'static metrics_process::Collector {
@@ -92,6 +94,10 @@ pub fn register(settings: &Settings) {
         "crier_pusher_webhooks_dropped_total",
         "Pusher webhook events dropped because an app's webhook queue was full."
     );
+    describe_counter!(
+        "crier_fanout_overflows_total",
+        "Tenants whose fan-out work queue passed its bound; their live readers went on from the log."
+    );
     describe_gauge!(
         "crier_connections",
         "Open streams and sockets, by transport."
@@ -134,6 +140,7 @@ pub fn register(settings: &Settings) {
         "crier_queue_fallbacks_total",
         "crier_pusher_evictions_total",
         "crier_pusher_webhooks_dropped_total",
+        "crier_fanout_overflows_total",
     ] {
         metrics::counter!(c).increment(0);
     }

@@ -177,6 +177,7 @@ impl Replays {
                 "`until` must be after `since`",
             ));
         }
+        crate::reader_limits::check_filter(&state.settings.limits, &spec.filter)?;
         let limit = state.settings.max_replays_per_tenant;
         {
             let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -209,6 +210,8 @@ impl Replays {
             1000,
         );
         query.before = Some(state.log.head() + 1);
+        // A replay's pages, counting and streaming, hold at most `reader_buffer_bytes`.
+        query.max_bytes = Some(state.settings.limits.reader_buffer_bytes);
         query.since_us = Some(since);
         query.until_us = until;
         let mut total = 0u64;

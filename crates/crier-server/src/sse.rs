@@ -1,9 +1,9 @@
 //! `GET /v1/stream`: Server-Sent Events as §4 specifies, so a browser's `EventSource` works
 //! unchanged.
 //!
-//! The body is a stream over one cursor. A live event goes out as three chunks: a small
-//! `id:/event:/data:` prefix, the stored event bytes (shared with every other reader, never
-//! re-encoded or copied) and the closing blank line. When several events are ready at once —
+//! The body is a stream over one cursor. A live event goes out as one chunk: its SSE
+//! message, built once for the event and shared with every other stream
+//! ([`crier_core::frames`]), never re-encoded or copied. When several events are ready at once —
 //! a reader catching up — they are packed into one chunk of at most 64 KiB instead, so the
 //! reader gets large writes. A client that stops reading stops the body from
 //! being polled, its cursor's live queue fills, and the cursor falls back to the log: the
@@ -94,9 +94,7 @@ pub fn expiry_instant(exp: Option<u64>) -> Instant {
 fn pack(buf: &mut BytesMut, item: CursorItem) -> u64 {
     match item {
         CursorItem::Event(e) => {
-            buf.extend_from_slice(format!("id: {}\nevent: {}\ndata: ", e.seq, e.kind).as_bytes());
-            buf.extend_from_slice(&e.json);
-            buf.extend_from_slice(b"\n\n");
+            buf.extend_from_slice(&e.frames.sse(e.seq, &e.kind, &e.json));
             1
         }
         CursorItem::Reset(r) => {
@@ -115,12 +113,7 @@ impl SseState {
     fn frame(&mut self, first: CursorItem) -> u64 {
         let Some(second) = self.cursor.try_next() else {
             if let CursorItem::Event(e) = first {
-                self.out.push_back(Bytes::from(format!(
-                    "id: {}\nevent: {}\ndata: ",
-                    e.seq, e.kind
-                )));
-                self.out.push_back(e.json.clone());
-                self.out.push_back(Bytes::from_static(b"\n\n"));
+                self.out.push_back(e.frames.sse(e.seq, &e.kind, &e.json));
                 return 1;
             }
             let mut buf = BytesMut::new();
@@ -190,7 +183,9 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw.as_deref(), &["after", "last", "tenant"])?;
     let scope = read_scope(&principal, q.get("tenant"))?;
-    let filter = Arc::new(narrow(&principal, q.filter()?));
+    let filter = q.filter()?;
+    crate::reader_limits::check_filter(&state.settings.limits, &filter)?;
+    let filter = Arc::new(narrow(&principal, filter));
     let last_event_id = headers.get("last-event-id").map(|v| {
         v.to_str()
             .map_err(|_| ApiError::bad("invalid_cursor", "Last-Event-ID must be a seq number"))

@@ -94,8 +94,9 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn filter_text(v: Option<&Value>) -> Result<String, ApiError> {
+fn filter_text(state: &AppState, v: Option<&Value>) -> Result<String, ApiError> {
     let f = Filter::from_json(v.unwrap_or(&Value::Null))?;
+    crate::reader_limits::check_filter(&state.settings.limits, &f)?;
     Ok(f.to_json().to_string())
 }
 
@@ -129,7 +130,7 @@ pub async fn create(
     let input: CreateInput = parse_body(&body)?;
     let name = input.name.unwrap_or_default();
     check_name(&name)?;
-    let filter = filter_text(input.filter.as_ref())?;
+    let filter = filter_text(&state, input.filter.as_ref())?;
     let secret = match input.webhook.secret {
         Some(s) => {
             secret_key(&s)?;
@@ -237,7 +238,7 @@ pub async fn patch(
         patch.name = Some(n);
     }
     if input.filter.is_some() {
-        patch.filter = Some(filter_text(input.filter.as_ref())?);
+        patch.filter = Some(filter_text(&state, input.filter.as_ref())?);
     }
     if let Some(w) = input.webhook {
         patch.url = Some(

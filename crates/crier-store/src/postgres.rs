@@ -204,6 +204,7 @@ fn row_to_committed(r: &tokio_postgres::Row) -> Result<Arc<Committed>, tokio_pos
         subject: r.try_get(8)?,
         tags: r.try_get(9)?,
         json: Bytes::from(json),
+        frames: Default::default(),
     }))
 }
 
@@ -742,16 +743,24 @@ impl PostgresLog {
                 .query(&sql, &[&lo, &hi, &since, &until, &SCAN_BUDGET, &tenant])
                 .await
                 .map_err(backend)?;
+            let mut bytes = 0usize;
             for r in &rows {
                 rows_seen += 1;
                 let ev = row_to_committed(r).map_err(backend)?;
-                last_seq = Some(i(ev.seq));
                 if q.filter.matches(&ev) {
+                    if q.over_bytes(&events, bytes, &ev) {
+                        limit_hit = true;
+                        break;
+                    }
+                    last_seq = Some(i(ev.seq));
+                    bytes += ev.json.len();
                     events.push(ev);
                     if events.len() >= q.limit {
                         limit_hit = true;
                         break;
                     }
+                } else {
+                    last_seq = Some(i(ev.seq));
                 }
             }
         }

@@ -446,6 +446,7 @@ impl Conn {
         }
         let filter = crier_core::Filter::from_json(m.get("filter").unwrap_or(&Value::Null))
             .map_err(ApiError::from)?;
+        crate::reader_limits::check_filter(&self.state.settings.limits, &filter)?;
         let scope = read_scope(&self.principal, get_str(m, "tenant")?)?;
         let start = start_position(None, get_u64(m, "after")?, get_u64(m, "last")?)?;
         let queue = self.state.settings.limits.queue_per_connection;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use crier_core::{Cursor, CursorItem};
 use futures_util::SinkExt;
 use serde_json::{json, Value};
@@ -35,14 +35,16 @@ pub(super) async fn sub_loop(
         };
         let frame = match item {
             Ok(CursorItem::Event(e)) => {
-                let body = String::from_utf8_lossy(&e.json);
-                let mut s = String::with_capacity(prefix.len() + body.len() + 1);
-                s.push_str(&prefix);
-                s.push_str(&body);
-                s.push('}');
+                let frame = e.frames.ws(&id, prefix.as_bytes(), &e.json);
+                // The stored JSON is UTF-8 (it was encoded from a string); a frame that were
+                // not would be skipped rather than sent broken.
+                let Ok(frame) = Utf8Bytes::try_from(frame) else {
+                    tracing::error!(seq = e.seq, "stored event is not UTF-8; not sent");
+                    continue;
+                };
                 metrics::counter!("crier_stream_events_sent_total", "transport" => "ws")
                     .increment(1);
-                text(s)
+                Message::Text(frame)
             }
             Ok(CursorItem::Reset(r)) => {
                 let mut v = r.to_json();

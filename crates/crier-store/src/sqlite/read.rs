@@ -31,6 +31,7 @@ pub(super) fn row_to_committed(r: &rusqlite::Row<'_>) -> rusqlite::Result<Arc<Co
             tags.split(TAG_SEP).map(String::from).collect()
         },
         json: Bytes::from(json),
+        frames: Default::default(),
     }))
 }
 
@@ -113,16 +114,24 @@ pub(super) fn read_blocking(conn: &mut Connection, q: &ReadQuery) -> rusqlite::R
             Some(t) => stmt.query(params![lo, hi, since, until, t, budget])?,
             None => stmt.query(params![lo, hi, since, until, rusqlite::types::Null, budget])?,
         };
+        let mut bytes = 0usize;
         while let Some(row) = rows.next()? {
             rows_seen += 1;
             let ev = row_to_committed(row)?;
-            last_seq = Some(to_i64(ev.seq));
             if q.filter.matches(&ev) {
+                if q.over_bytes(&events, bytes, &ev) {
+                    limit_hit = true;
+                    break;
+                }
+                last_seq = Some(to_i64(ev.seq));
+                bytes += ev.json.len();
                 events.push(ev);
                 if events.len() >= q.limit {
                     limit_hit = true;
                     break;
                 }
+            } else {
+                last_seq = Some(to_i64(ev.seq));
             }
         }
     }
