@@ -320,13 +320,10 @@ impl AuthSettings {
     }
 }
 
-/// Whether a principal's credential still holds (API keys are re-checked against the store;
-/// JWT expiry is enforced by the streams' own timers).
+/// Whether a principal's credential still holds: not expired and, for an API key, not
+/// revoked (see [`crate::lifetime::check`]).
 pub async fn still_valid(state: &AppState, p: &Principal) -> bool {
-    match &p.key_hash {
-        None => true,
-        Some(h) => matches!(state.keys.find(h).await, Ok(Some(k)) if k.revoked_us.is_none()),
-    }
+    crate::lifetime::check(state, p).await.is_ok()
 }
 
 /// The token of a request: `Authorization: Bearer` first, then `?token=`.
