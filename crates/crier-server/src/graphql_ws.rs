@@ -7,7 +7,9 @@
 //! finds the API key revoked). Then the socket closes with 4403 and every subscription on it
 //! ends. The [`Guard`] extension re-checks the credential before each operation (query,
 //! mutation, subscribe), so none is served between two re-checks once the credential ended,
-//! and gives each request its [`ResponseBudget`].
+//! and gives each request its [`ResponseBudget`]. A socket that sends no `connection_init`
+//! within `header_read_timeout` is closed with 4408, as the protocol prescribes, so an
+//! unauthenticated socket cannot be held open.
 
 use std::any::{Any, TypeId};
 use std::str::FromStr;
@@ -168,6 +170,8 @@ async fn serve(
         });
     let mut gql = std::pin::pin!(gql);
     let mut lifetime: Option<Lifetime> = None;
+    let init_deadline = tokio::time::sleep(state.settings.limits.header_read_timeout);
+    let mut init_deadline = std::pin::pin!(init_deadline);
     let fin: Option<(u16, String)> = loop {
         tokio::select! {
             biased;
@@ -176,6 +180,11 @@ async fn serve(
                 break Some((CREDENTIAL_ENDED, "the credential ended".into()));
             }
             e = ended(&mut lifetime) => break Some((CREDENTIAL_ENDED, e.message().into())),
+            () = &mut init_deadline, if init_pending => {
+                metrics::counter!("crier_limit_hits_total", "limit" => "header_read_timeout")
+                    .increment(1);
+                break Some((4408, "connection initialisation timeout".into()));
+            }
             p = &mut init_rx, if init_pending => {
                 init_pending = false;
                 if let Ok(p) = p {

@@ -1,7 +1,8 @@
 //! §12.11 over raw sockets: a WebSocket client that breaks the protocol gets the close code
 //! RFC 6455 names for the fault — 1009 for a message over twice `max_ws_frame_bytes`, 1007
 //! for invalid UTF-8 in a text frame, 1002 for other violations (an unmasked client frame, a
-//! reserved opcode, reserved bits) — on `/v1/ws` and on the GraphQL WebSocket alike.
+//! reserved opcode, reserved bits) — on `/v1/ws` and on the GraphQL WebSocket alike; a
+//! GraphQL socket that never sends `connection_init` is closed with 4408.
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
@@ -150,5 +151,18 @@ async fn protocol_faults_close_with_their_codes_on_both_websockets() {
             .any(|l| l.starts_with("crier_limit_hits_total") && l.contains("max_ws_frame_bytes")),
         "{metrics}"
     );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_graphql_socket_without_connection_init_is_closed() {
+    let hub =
+        Hub::start_with(|s| s.limits.header_read_timeout = std::time::Duration::from_secs(1)).await;
+    let mut tcp = open(&hub, "/graphql").await;
+    let started = std::time::Instant::now();
+    // Nothing is sent: the socket may not stay open unauthenticated.
+    let code = close_code_after(&mut tcp, &[]).await;
+    assert_eq!(code, Some(4408));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
     hub.stop().await;
 }
