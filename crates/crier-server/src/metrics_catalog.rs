@@ -18,6 +18,11 @@ const LIMITS: &[&str] = &[
     "max_connections_per_tenant",
     "publish_rate_per_tenant",
     "max_replays_per_tenant",
+    "replay_idle_timeout",
+    "max_response_bytes",
+    "graphql_max_batch",
+    "header_read_timeout",
+    "max_connections",
 ];
 
 fn process() -> &'static metrics_process::Collector {
