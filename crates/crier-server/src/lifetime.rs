@@ -38,6 +38,15 @@ impl Ended {
         }
     }
 
+    /// The SSE comment that ends a stream (clients match `credential expired|revoked` to
+    /// reconnect at once with a fresh credential).
+    pub fn sse_comment(self) -> &'static [u8] {
+        match self {
+            Ended::Expired => b": credential expired\n\n",
+            Ended::Revoked => b": credential revoked\n\n",
+        }
+    }
+
     /// The error code for the client.
     pub fn code(self) -> &'static str {
         match self {

@@ -481,8 +481,8 @@ pub async fn stream(
                     ended = watch.0.ended() => {
                         // The credential ended: the stream ends as SSE streams do (§12.1).
                         replay.stop();
-                        let frame = format!(": {}\n\n", ended.message());
-                        return Some((Ok(Bytes::from(frame)), (pacer, watch, true)));
+                        let frame = Bytes::from_static(ended.sse_comment());
+                        return Some((Ok(frame), (pacer, watch, true)));
                     }
                     n = pacer.next() => n,
                 };

@@ -142,7 +142,7 @@ impl SseState {
                 _ = self.shutdown.cancelled() => self.done = true,
                 // Before the cursor: a stream full of ready events still notices the end.
                 ended = self.lifetime.ended() => {
-                    self.out.push_back(Bytes::from(format!(": {}\n\n", ended.message())));
+                    self.out.push_back(Bytes::from_static(ended.sse_comment()));
                     self.done = true;
                 }
                 item = self.cursor.next() => match item {
