@@ -8,7 +8,8 @@
 //!   is pinned by the key, never by the token. `sub` and `exp` are required, `nbf` honoured,
 //!   `tenant` required unless the hub is single-tenant.
 //! * API keys (`crier_…`) are looked up by SHA-256 in the store on every request, so a
-//!   revoked key stops working at once; open streams re-check at every heartbeat.
+//!   revoked key stops working at once; open connections re-check it (see
+//!   [`crate::lifetime`]).
 //! * Without any credential configured the hub only listens on loopback and every request
 //!   is `admin` of tenant `default`.
 
@@ -317,15 +318,6 @@ impl AuthSettings {
             });
         }
         self.verify_jwt(token)
-    }
-}
-
-/// Whether a principal's credential still holds (API keys are re-checked against the store;
-/// JWT expiry is enforced by the streams' own timers).
-pub async fn still_valid(state: &AppState, p: &Principal) -> bool {
-    match &p.key_hash {
-        None => true,
-        Some(h) => matches!(state.keys.find(h).await, Ok(Some(k)) if k.revoked_us.is_none()),
     }
 }
 

@@ -179,6 +179,16 @@ pub struct LimitsConfig {
     pub reader_buffer_bytes: u64,
     /// Most replays running at once per tenant.
     pub max_replays_per_tenant: u64,
+    /// A replay nobody streams for this long is stopped (§12.6).
+    pub replay_idle_timeout: String,
+    /// Most bytes of events one request may load (§12.3).
+    pub max_response_bytes: u64,
+    /// Most operations in one GraphQL request (§12.3).
+    pub graphql_max_batch: u64,
+    /// A connection that has not sent a complete request head by then is closed (§12.4).
+    pub header_read_timeout: String,
+    /// Most open connections (0: what the open-file limit allows, §12.4).
+    pub max_connections: u64,
 }
 
 /// `[webhooks]` (§8).
@@ -252,6 +262,11 @@ impl Default for LimitsConfig {
             max_filter_bytes: 4096,
             reader_buffer_bytes: 1 << 20,
             max_replays_per_tenant: 8,
+            replay_idle_timeout: "60s".into(),
+            max_response_bytes: 16 << 20,
+            graphql_max_batch: 10,
+            header_read_timeout: "10s".into(),
+            max_connections: 0,
         }
     }
 }
@@ -468,6 +483,19 @@ impl Config {
                 max_filter_patterns: positive("limits.max_filter_patterns", l.max_filter_patterns)?,
                 max_filter_bytes: positive("limits.max_filter_bytes", l.max_filter_bytes)?,
                 reader_buffer_bytes,
+                replay_idle_timeout: duration(
+                    "limits.replay_idle_timeout",
+                    &l.replay_idle_timeout,
+                )?,
+                max_response_bytes: positive("limits.max_response_bytes", l.max_response_bytes)?,
+                graphql_max_batch: positive("limits.graphql_max_batch", l.graphql_max_batch)?,
+                header_read_timeout: duration(
+                    "limits.header_read_timeout",
+                    &l.header_read_timeout,
+                )?,
+                max_connections: (l.max_connections > 0)
+                    .then(|| positive("limits.max_connections", l.max_connections))
+                    .transpose()?,
             },
         })
     }
@@ -553,6 +581,16 @@ pub struct Limits {
     pub max_filter_bytes: usize,
     /// Most bytes of events held in memory for one reader.
     pub reader_buffer_bytes: usize,
+    /// A replay nobody streams for this long is stopped.
+    pub replay_idle_timeout: Duration,
+    /// Most bytes of events one request may load.
+    pub max_response_bytes: usize,
+    /// Most operations in one GraphQL request.
+    pub graphql_max_batch: usize,
+    /// Time a connection has to send a complete request head.
+    pub header_read_timeout: Duration,
+    /// Most open connections (`None`: what the open-file limit allows).
+    pub max_connections: Option<usize>,
 }
 
 /// Where the log lives.

@@ -130,6 +130,26 @@ const COMMENTS: &[(&str, &str)] = &[
         "Most replays running at once per tenant.",
     ),
     (
+        "limits.replay_idle_timeout",
+        "A replay whose stream nobody opens within this is stopped, freeing its slot.",
+    ),
+    (
+        "limits.max_response_bytes",
+        "Most bytes of events one request loads: history pages stop early, GraphQL fails.",
+    ),
+    (
+        "limits.graphql_max_batch",
+        "Most operations in one GraphQL request.",
+    ),
+    (
+        "limits.header_read_timeout",
+        "A connection that has not sent a whole request head by then is closed.",
+    ),
+    (
+        "limits.max_connections",
+        "Most open connections (0: what the open-file limit allows, less a reserve).",
+    ),
+    (
         "webhooks.allow_private",
         "Allow webhook URLs that resolve to private or loopback addresses.",
     ),

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use crier_core::event::now_us;
 use crier_core::log::Order;
 use crier_core::{
-    cloudevents, read_full, AppendResult, Committed, EventInput, NewEvent, Principal,
-    PublishContext, ReadQuery, Role,
+    cloudevents, AppendResult, Committed, EventInput, NewEvent, Principal, PublishContext,
+    ReadQuery, Role,
 };
 use serde_json::Value;
 
@@ -266,15 +266,27 @@ pub struct History {
 }
 
 impl History {
-    /// Runs the read; returns the events and the paging cursor.
+    /// Runs the read; returns the events and the paging cursor. A page stops early at
+    /// `max_response_bytes` (§12.3); its cursor then points past its last event as usual.
     pub async fn run(
         self,
         state: &AppState,
     ) -> Result<(Vec<Arc<Committed>>, Option<u64>), ApiError> {
         let limit = self.query.limit;
-        let page = read_full(state.log.as_ref(), self.query).await?;
+        let l = &state.settings.limits;
+        let page = crate::budget::read(
+            state.log.as_ref(),
+            self.query,
+            l.max_response_bytes,
+            l.max_event_bytes,
+        )
+        .await?;
+        if page.cut {
+            metrics::counter!("crier_limit_hits_total", "limit" => "max_response_bytes")
+                .increment(1);
+        }
         // A full page may have more behind it; its last seq is where the next page starts.
-        let next = if page.events.len() >= limit {
+        let next = if page.events.len() >= limit || page.cut {
             page.events.last().map(|e| e.seq)
         } else {
             None

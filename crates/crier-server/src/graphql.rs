@@ -5,18 +5,17 @@
 //! [`crate::events::prepare`] like the REST paths, reads through the same stores, and the
 //! subscription is a hub cursor like an SSE stream (history after `after`, then live, in seq
 //! order; a reset arrives as an error with `extensions.code = "reset"` and the stream goes
-//! on). Queries are bounded in depth and complexity.
+//! on). Queries are bounded in depth and complexity; a list field costs its `limit` times its
+//! selection, so aliases cannot multiply a request past the limit, and every field that loads
+//! events draws on the request's [`ResponseBudget`] (§12.3).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_graphql::{
     Context, Error as GqlError, ErrorExtensions, InputObject, InputValueError, InputValueResult,
     Json, Object, Scalar, ScalarType, Schema, SimpleObject, Subscription, Value as GqlValue,
 };
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::{Body, Bytes};
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -25,16 +24,24 @@ use crier_core::{Committed, CursorItem, Filter, Principal, ReadQuery, Role, Scop
 use futures_util::Stream;
 use serde_json::{Map, Value};
 
-use crate::auth::{narrow, require, still_valid, Auth};
+use crate::auth::{narrow, require, Auth};
+use crate::budget::ResponseBudget;
 use crate::error::ApiError;
-use crate::events::{append, prepare, History, MAX_PAGE};
-use crate::sse::expiry_instant;
-use crate::state::{AppState, ConnGuard, Transport};
+use crate::events::{append, prepare, MAX_PAGE};
+use crate::state::AppState;
 
 /// Deepest selection a query may have.
 pub const MAX_DEPTH: usize = 12;
-/// Largest complexity (fields selected, lists counted once) a query may have.
-pub const MAX_COMPLEXITY: usize = 500;
+/// Largest complexity a query may have: each field selected counts 1, and a list field
+/// counts its `limit` times its selection. One full page of events with every field (about
+/// 14,000) fits; twenty aliased pages do not.
+pub const MAX_COMPLEXITY: usize = 20_000;
+
+/// The complexity of a list field of at most `limit` items (default 100).
+fn list_cost(limit: Option<i32>, child: usize) -> usize {
+    let items = usize::try_from(limit.unwrap_or(100).clamp(1, MAX_PAGE as i32)).unwrap_or(1);
+    items.saturating_mul(child).saturating_add(1)
+}
 
 /// The schema type.
 pub type CrierSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -46,6 +53,7 @@ pub fn schema() -> CrierSchema {
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(32)
+        .extension(crate::graphql_ws::Guard)
         .finish()
 }
 
@@ -64,6 +72,13 @@ fn gql(e: ApiError) -> GqlError {
 
 fn bad(code: &'static str, msg: impl Into<String>) -> GqlError {
     gql(ApiError::bad(code, msg))
+}
+
+/// The request's budget (every request gets one; see [`crate::graphql_ws::Guard`]).
+fn budget(ctx: &Context<'_>, state: &AppState) -> Arc<ResponseBudget> {
+    ctx.data_opt::<Arc<ResponseBudget>>()
+        .cloned()
+        .unwrap_or_else(|| ResponseBudget::new(state.settings.limits.max_response_bytes))
 }
 
 fn ctx_parts<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<(&'a AppState, &'a Principal)> {
@@ -266,6 +281,7 @@ impl QueryRoot {
     }
 
     /// Entities of a kind by id, after `after`.
+    #[graphql(complexity = "list_cost(limit, child_complexity)")]
     async fn entities(
         &self,
         ctx: &Context<'_>,
@@ -284,10 +300,13 @@ impl QueryRoot {
             .entities(&p.tenant, &kind, after.as_deref(), limit)
             .await
             .map_err(|e| gql(e.into()))?;
+        let bytes = rows.iter().map(|r| r.to_json().to_string().len()).sum();
+        budget(ctx, state).charge(bytes).await.map_err(gql)?;
         Ok(rows.iter().map(Entity::from).collect())
     }
 
     /// History: events matching `filter` after `after`, oldest first.
+    #[graphql(complexity = "list_cost(limit, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -304,7 +323,14 @@ impl QueryRoot {
             after.map_or(0, |s| s.0),
             limit,
         );
-        let (events, _) = History { query }.run(state).await.map_err(gql)?;
+        let events = budget(ctx, state)
+            .read(
+                state.log.as_ref(),
+                query,
+                state.settings.limits.max_event_bytes,
+            )
+            .await
+            .map_err(gql)?;
         Ok(events.iter().map(|e| Event::from(e.as_ref())).collect())
     }
 }
@@ -451,11 +477,11 @@ impl MutationRoot {
 /// Subscriptions.
 pub struct SubscriptionRoot;
 
+/// A subscription's cursor. Its credential is watched by the socket it runs on, which
+/// closes (ending every subscription) when the credential ends.
 struct Sub {
     cursor: crier_core::Cursor,
     state: AppState,
-    principal: Principal,
-    expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
     done: bool,
     /// The subscription's place on its WebSocket (none over POST).
     _slot: Option<crate::reader_limits::SlotGuard>,
@@ -490,8 +516,6 @@ impl SubscriptionRoot {
         let sub = Sub {
             cursor,
             state: state.clone(),
-            principal: p.clone(),
-            expiry: Box::pin(tokio::time::sleep_until(expiry_instant(p.expires_at))),
             done: false,
             _slot: slot,
         };
@@ -503,46 +527,33 @@ async fn next_item(mut s: Sub) -> Option<(async_graphql::Result<Event>, Sub)> {
     if s.done {
         return None;
     }
-    let heartbeat = s.state.settings.heartbeat.max(Duration::from_millis(100));
-    loop {
-        tokio::select! {
-            biased;
-            () = s.state.shutdown.cancelled() => return None,
-            item = s.cursor.next() => {
-                return match item {
-                    Ok(CursorItem::Event(e)) => {
-                        metrics::counter!("crier_stream_events_sent_total", "transport" => "graphql").increment(1);
-                        Some((Ok(Event::from(e.as_ref())), s))
-                    }
-                    Ok(CursorItem::Reset(r)) => {
-                        let j = r.to_json();
-                        let err = GqlError::new(format!("the stream was reset: {j}")).extend_with(|_, ext| {
-                            ext.set("code", "reset");
-                            if let Value::Object(m) = &j {
-                                for (k, v) in m {
-                                    if let Ok(v) = GqlValue::from_json(v.clone()) {
-                                        ext.set(k.as_str(), v);
-                                    }
+    tokio::select! {
+        biased;
+        () = s.state.shutdown.cancelled() => None,
+        item = s.cursor.next() => {
+            match item {
+                Ok(CursorItem::Event(e)) => {
+                    metrics::counter!("crier_stream_events_sent_total", "transport" => "graphql").increment(1);
+                    Some((Ok(Event::from(e.as_ref())), s))
+                }
+                Ok(CursorItem::Reset(r)) => {
+                    let j = r.to_json();
+                    let err = GqlError::new(format!("the stream was reset: {j}")).extend_with(|_, ext| {
+                        ext.set("code", "reset");
+                        if let Value::Object(m) = &j {
+                            for (k, v) in m {
+                                if let Ok(v) = GqlValue::from_json(v.clone()) {
+                                    ext.set(k.as_str(), v);
                                 }
                             }
-                        });
-                        Some((Err(err), s))
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "GraphQL subscription ended: the log could not be read");
-                        s.done = true;
-                        Some((Err(gql(e.into())), s))
-                    }
-                };
-            }
-            () = s.expiry.as_mut() => {
-                s.done = true;
-                return Some((Err(gql(ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "credential_expired", "the credential expired; subscribe again with a fresh token"))), s));
-            }
-            () = tokio::time::sleep(heartbeat) => {
-                if !still_valid(&s.state, &s.principal).await {
+                        }
+                    });
+                    Some((Err(err), s))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "GraphQL subscription ended: the log could not be read");
                     s.done = true;
-                    return Some((Err(gql(ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "credential_revoked", "the API key was revoked"))), s));
+                    Some((Err(gql(e.into())), s))
                 }
             }
         }
@@ -586,83 +597,26 @@ pub async fn http(
             format!("not a GraphQL request (`{{\"query\": ...}}`): {e}"),
         )
     })?;
+    let n = match &batch {
+        async_graphql::BatchRequest::Single(_) => 1,
+        async_graphql::BatchRequest::Batch(v) => v.len(),
+    };
+    let most = state.settings.limits.graphql_max_batch;
+    if n > most {
+        metrics::counter!("crier_limit_hits_total", "limit" => "graphql_max_batch").increment(1);
+        return Err(ApiError::too_large(
+            "batch_too_large",
+            format!("{n} operations in one request; at most {most} are allowed (limits.graphql_max_batch)"),
+        ));
+    }
+    // One budget for the whole batch: its operations load `max_response_bytes` together.
+    let budget = ResponseBudget::new(state.settings.limits.max_response_bytes);
     let schema = state.graphql.clone();
     let res = schema
-        .execute_batch(batch.data(principal).data(state.clone()))
+        .execute_batch(batch.data(principal).data(state.clone()).data(budget))
         .await;
     metrics::counter!("crier_graphql_requests_total").increment(1);
     Ok(axum::Json(res).into_response())
 }
 
-/// `GET /graphql`: the `graphql-transport-ws` WebSocket. The credential travels in the
-/// `connection_init` payload as `{"token": "..."}` (an `Authorization` header or `?token=`
-/// on the upgrade works too).
-pub async fn websocket(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    protocol: Result<GraphQLProtocol, axum::http::StatusCode>,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-    parts: axum::http::request::Parts,
-) -> Result<Response, ApiError> {
-    let upgrade = upgrade.map_err(|_| {
-        ApiError::bad(
-            "websocket_required",
-            "GET /graphql is the graphql-transport-ws WebSocket; send queries and mutations with POST",
-        )
-    })?;
-    let protocol = protocol.map_err(|_| {
-        ApiError::bad(
-            "websocket_protocol",
-            "ask for the `graphql-transport-ws` subprotocol (Sec-WebSocket-Protocol)",
-        )
-    })?;
-    crate::ws::check_origin(&state, &headers)?;
-    let header_token = crate::auth::token_of(&parts)?;
-    let schema = state.graphql.clone();
-    let max = state.settings.limits.max_ws_frame_bytes;
-    Ok(upgrade
-        .max_message_size(max)
-        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| async move {
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| connection_init(state, header_token, payload))
-                .serve()
-                .await;
-        }))
-}
-
-async fn connection_init(
-    state: AppState,
-    header_token: Option<String>,
-    payload: Value,
-) -> async_graphql::Result<async_graphql::Data> {
-    let token = payload
-        .get("token")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .or(header_token);
-    let principal = if state.settings.auth.enabled {
-        let token = token.ok_or_else(|| {
-            GqlError::new("a credential is required: send {\"token\": \"...\"} in connection_init")
-        })?;
-        state
-            .settings
-            .auth
-            .authenticate(state.keys.as_ref(), &token)
-            .await
-            .map_err(|e| GqlError::new(e.message))?
-    } else {
-        Principal::anonymous_admin()
-    };
-    let guard: ConnGuard = state
-        .conns
-        .open(&state, &principal.tenant, Transport::Ws)
-        .map_err(|e| GqlError::new(e.message))?;
-    let mut data = async_graphql::Data::default();
-    data.insert(principal);
-    data.insert(state.clone());
-    // Held for the socket's life: counts it against the tenant's connection limit.
-    data.insert(Arc::new(guard));
-    data.insert(Arc::new(crate::reader_limits::SubscriptionSlots::default()));
-    Ok(data)
-}
+pub use crate::graphql_ws::websocket;

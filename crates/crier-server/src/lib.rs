@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod config_doc;
 pub mod config_load;
@@ -14,7 +15,10 @@ pub mod entities;
 pub mod error;
 pub mod events;
 pub mod graphql;
+pub mod graphql_ws;
 pub mod http;
+pub mod lifetime;
+pub mod listener;
 pub mod metrics_catalog;
 pub mod observe;
 pub mod ops;
@@ -72,6 +76,9 @@ pub enum ServeError {
     /// The broker could not be set up.
     #[error("broker: {0}")]
     Broker(String),
+    /// The configured connection limit does not fit in the open-file limit.
+    #[error("{0}")]
+    Capacity(String),
 }
 
 /// The router over a state.
@@ -99,7 +106,7 @@ pub fn app(state: AppState) -> Router {
             "/v1/subscriptions/{id}/redeliver",
             axum::routing::post(subscriptions::redeliver),
         )
-        .route("/v1/replays", axum::routing::post(replays::create))
+        .route("/v1/replays", get(replays::list).post(replays::create))
         .route("/v1/replays/{id}", get(replays::status))
         .route("/v1/replays/{id}/stream", get(replays::stream))
         .route("/v1/replays/{id}/stop", axum::routing::post(replays::stop))
@@ -162,6 +169,13 @@ pub async fn run(
         Arc<dyn EntityStore>,
         Arc<dyn KeyStore>,
         Arc<dyn SubStore>,
+    );
+    // Checked first: a limit that cannot hold stops the start before anything is opened.
+    let capacity = listener::plan(settings.limits.max_connections).map_err(ServeError::Capacity)?;
+    tracing::info!(
+        max_connections = capacity.max_connections,
+        open_files = capacity.open_files,
+        "connection capacity"
     );
     let (log, entities, keys, subs): Stores = match &settings.store {
         StoreKind::Sqlite => {
@@ -255,40 +269,31 @@ pub async fn run(
         "http"
     };
     tracing::info!(%addr, %scheme, head = log.head(), "crier is listening");
-    let token = shutdown.clone();
-    // Events are small writes that must leave at once: no Nagle delay.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let service = app(state.clone()).into_make_service();
-    let stopped = async move { token.cancelled().await };
-    type Serving = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
-    let mut server: Serving = match settings.tls.clone() {
-        Some(config) => Box::pin(std::future::IntoFuture::into_future(
-            axum::serve(tls::TlsListener::new(listener, config), service)
-                .with_graceful_shutdown(stopped),
-        )),
-        None => Box::pin(std::future::IntoFuture::into_future(
-            axum::serve(listener, service).with_graceful_shutdown(stopped),
-        )),
-    };
-    let served = tokio::select! {
-        r = &mut server => r,
+    let server = listener::serve(
+        listener,
+        app(state.clone()),
+        listener::Serving {
+            capacity,
+            header_read_timeout: settings.limits.header_read_timeout,
+            tls: settings.tls.clone(),
+        },
+        shutdown.clone(),
+    );
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        () = &mut server => {}
         () = async {
             shutdown.cancelled().await;
             tokio::time::sleep(settings.shutdown_timeout).await;
         } => {
             tracing::warn!("connections did not finish within shutdown_timeout; closing them");
-            Ok(())
         }
-    };
+    }
     state.tasks.close();
     state.tasks.wait().await;
     log.close().await?;
     tracing::info!("crier stopped; the log is flushed");
-    served.map_err(ServeError::Io)
+    Ok(())
 }
 
 /// The advisory-lock key of a cluster's lease: one per log schema, so clusters sharing a

@@ -18,10 +18,14 @@ const LIMITS: &[&str] = &[
     "max_connections_per_tenant",
     "publish_rate_per_tenant",
     "max_replays_per_tenant",
-    "tls_handshakes",
     "pusher_client_events",
     "max_filter_patterns",
     "max_filter_bytes",
+    "replay_idle_timeout",
+    "max_response_bytes",
+    "graphql_max_batch",
+    "header_read_timeout",
+    "max_connections",
 ];
 
 fn process() -> &'static metrics_process::Collector {

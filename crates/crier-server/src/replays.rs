@@ -4,6 +4,11 @@
 //! A replay is a bounded range of the log (fixed at creation, so `total` is exact) read as a
 //! cursor in pages; pacing follows a schedule anchored at the first event, so slow reads do
 //! not accumulate drift. Replays live in memory while running and for a while after.
+//!
+//! A replay holds one of its tenant's slots while `running`. It gives the slot back when it
+//! ends, when it is stopped, when its stream is closed before the end (a replay is streamed
+//! once, so it could never go on), when nobody opened its stream within
+//! `replay_idle_timeout` (§12.6), and when the credential of its stream ends (§12.1).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{narrow, Auth};
 use crate::error::ApiError;
+use crate::lifetime::Lifetime;
 use crate::state::AppState;
 
 /// How fast a replay goes.
@@ -81,6 +87,10 @@ pub struct Replay {
     pub cancel: CancellationToken,
     streamed: std::sync::atomic::AtomicBool,
     finished_at: Mutex<Option<Instant>>,
+    /// When it was created, microseconds since the epoch.
+    pub created_us: i64,
+    /// Who created it (the credential's subject).
+    pub actor: String,
 }
 
 impl Replay {
@@ -105,6 +115,17 @@ impl Replay {
     /// Claims the replay's one stream (WebSocket replays are streamed on their connection).
     pub fn mark_streamed(&self) {
         self.streamed.store(true, Ordering::Release);
+    }
+
+    /// The entry of `GET /v1/replays`.
+    pub fn summary(&self) -> Value {
+        let created = crier_core::event::time_from_us(self.created_us)
+            .map(crier_core::event::format_time)
+            .unwrap_or_default();
+        let mut v = self.status();
+        v["created_at"] = created.into();
+        v["actor"] = self.actor.as_str().into();
+        v
     }
 
     /// Stops it.
@@ -240,12 +261,32 @@ impl Replays {
             cancel: state.shutdown.child_token(),
             streamed: Default::default(),
             finished_at: Mutex::new(None),
+            created_us: crier_core::event::now_us(),
+            actor: p.subject.clone(),
         });
+        state.tasks.spawn(stop_when_idle(
+            replay.clone(),
+            state.settings.limits.replay_idle_timeout,
+        ));
         self.map
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(replay.id.clone(), replay.clone());
         Ok(replay)
+    }
+
+    /// The replays of `tenant`, newest first.
+    pub fn list(&self, tenant: &str) -> Vec<Arc<Replay>> {
+        let mut out: Vec<Arc<Replay>> = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|r| r.tenant == tenant)
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| b.created_us.cmp(&a.created_us).then(b.id.cmp(&a.id)));
+        out
     }
 
     /// A replay of `tenant` by id.
@@ -257,6 +298,31 @@ impl Replays {
             .filter(|r| r.tenant == tenant)
             .cloned()
             .ok_or_else(|| ApiError::not_found(format!("no replay {id:?}")))
+    }
+}
+
+/// Stops `replay` when nobody has opened its stream within `idle` of its creation.
+async fn stop_when_idle(replay: Arc<Replay>, idle: Duration) {
+    tokio::select! {
+        _ = replay.cancel.cancelled() => {}
+        _ = tokio::time::sleep(idle) => {
+            if !replay.streamed.load(Ordering::Acquire) && replay.state() == "running" {
+                metrics::counter!("crier_limit_hits_total", "limit" => "replay_idle_timeout")
+                    .increment(1);
+                tracing::debug!(replay = %replay.id, "nobody streamed the replay; stopping it");
+                replay.stop();
+            }
+        }
+    }
+}
+
+/// Ends its replay when a stream is dropped before the replay finished: the client went
+/// away, and a replay is streamed once, so its slot is free again at once.
+struct StopOnDrop(Arc<Replay>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 
@@ -354,6 +420,17 @@ pub async fn create(
         .into_response())
 }
 
+/// `GET /v1/replays`: the tenant's replays, newest first.
+pub async fn list(State(state): State<AppState>, Auth(p): Auth) -> Result<Response, ApiError> {
+    let replays: Vec<Value> = state
+        .replays
+        .list(&p.tenant)
+        .iter()
+        .map(|r| r.summary())
+        .collect();
+    Ok(Json(json!({ "replays": replays })).into_response())
+}
+
 /// `GET /v1/replays/{id}`.
 pub async fn status(
     State(state): State<AppState>,
@@ -390,38 +467,50 @@ pub async fn stream(
     }
     let pacer = Pacer::new(&state, r.clone());
     let shutdown = state.shutdown.clone();
-    let body = futures_util::stream::unfold((pacer, false), move |(mut pacer, done)| {
-        let shutdown = shutdown.clone();
-        async move {
-            if done {
-                return None;
-            }
-            let replay = pacer.replay.clone();
-            let next = tokio::select! {
-                _ = replay.cancel.cancelled() => Ok(None),
-                _ = shutdown.cancelled() => Ok(None),
-                n = pacer.next() => n,
-            };
-            match next {
-                Ok(Some(e)) => {
-                    pacer.sent();
-                    let mut chunk =
-                        format!("id: {}\nevent: {}\ndata: ", e.seq, e.kind).into_bytes();
-                    chunk.extend_from_slice(&e.json);
-                    chunk.extend_from_slice(b"\n\n");
-                    Some((
-                        Ok::<_, std::convert::Infallible>(Bytes::from(chunk)),
-                        (pacer, false),
-                    ))
+    let watch = (Lifetime::new(&state, &p), StopOnDrop(r.clone()));
+    let body = futures_util::stream::unfold(
+        (pacer, watch, false),
+        move |(mut pacer, mut watch, done)| {
+            let shutdown = shutdown.clone();
+            async move {
+                if done {
+                    return None;
                 }
-                Ok(None) | Err(_) => {
-                    replay.finish("done");
-                    let frame = format!("event: crier.replay_done\ndata: {}\n\n", replay.status());
-                    Some((Ok(Bytes::from(frame)), (pacer, true)))
+                let replay = pacer.replay.clone();
+                let next = tokio::select! {
+                    biased;
+                    _ = replay.cancel.cancelled() => Ok(None),
+                    _ = shutdown.cancelled() => Ok(None),
+                    ended = watch.0.ended() => {
+                        // The credential ended: the stream ends as SSE streams do (§12.1).
+                        replay.stop();
+                        let frame = Bytes::from_static(ended.sse_comment());
+                        return Some((Ok(frame), (pacer, watch, true)));
+                    }
+                    n = pacer.next() => n,
+                };
+                match next {
+                    Ok(Some(e)) => {
+                        pacer.sent();
+                        let mut chunk =
+                            format!("id: {}\nevent: {}\ndata: ", e.seq, e.kind).into_bytes();
+                        chunk.extend_from_slice(&e.json);
+                        chunk.extend_from_slice(b"\n\n");
+                        Some((
+                            Ok::<_, std::convert::Infallible>(Bytes::from(chunk)),
+                            (pacer, watch, false),
+                        ))
+                    }
+                    Ok(None) | Err(_) => {
+                        replay.finish("done");
+                        let frame =
+                            format!("event: crier.replay_done\ndata: {}\n\n", replay.status());
+                        Some((Ok(Bytes::from(frame)), (pacer, watch, true)))
+                    }
                 }
             }
-        }
-    });
+        },
+    );
     let mut res = Body::from_stream(body).into_response();
     let h = res.headers_mut();
     h.insert(

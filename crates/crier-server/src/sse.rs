@@ -20,12 +20,14 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
-use crier_core::{Cursor, CursorItem, Principal, Start};
+use crier_core::{Cursor, CursorItem, Start};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{narrow, read_scope, still_valid, Auth};
+use crate::auth::{narrow, read_scope, Auth};
 use crate::error::ApiError;
+pub use crate::lifetime::expiry_instant;
+use crate::lifetime::Lifetime;
 use crate::query::Query;
 use crate::state::{AppState, ConnGuard, Transport};
 
@@ -71,24 +73,10 @@ struct SseState {
     heartbeat: Duration,
     ping: Pin<Box<Sleep>>,
     shutdown: CancellationToken,
-    /// When the credential expires, the stream ends (the client reconnects with a fresh one).
-    expiry: Pin<Box<Sleep>>,
-    state: AppState,
-    principal: Principal,
+    /// When the credential ends, so does the stream (the client reconnects with a fresh one).
+    lifetime: Lifetime,
     done: bool,
     _guard: ConnGuard,
-}
-
-/// The instant a credential with `exp` (unix seconds) expires; far in the future if never.
-pub fn expiry_instant(exp: Option<u64>) -> Instant {
-    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
-    let Some(exp) = exp else { return far };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let left = (exp as f64 - now).max(0.0);
-    Instant::now() + Duration::from_secs_f64(left.min(365.0 * 24.0 * 3600.0))
 }
 
 fn pack(buf: &mut BytesMut, item: CursorItem) -> u64 {
@@ -145,6 +133,11 @@ impl SseState {
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => self.done = true,
+                // Before the cursor: a stream full of ready events still notices the end.
+                ended = self.lifetime.ended() => {
+                    self.out.push_back(Bytes::from_static(ended.sse_comment()));
+                    self.done = true;
+                }
                 item = self.cursor.next() => match item {
                     Ok(first) => {
                         let events = self.frame(first);
@@ -156,16 +149,7 @@ impl SseState {
                         self.done = true;
                     }
                 },
-                _ = self.expiry.as_mut() => {
-                    self.out.push_back(Bytes::from_static(b": credential expired\n\n"));
-                    self.done = true;
-                }
                 _ = self.ping.as_mut() => {
-                    if !still_valid(&self.state, &self.principal).await {
-                        self.out.push_back(Bytes::from_static(b": credential revoked\n\n"));
-                        self.done = true;
-                        continue;
-                    }
                     self.out.push_back(Bytes::from_static(b": ping\n\n"));
                     self.ping.as_mut().reset(Instant::now() + self.heartbeat);
                 }
@@ -209,11 +193,7 @@ pub async fn stream(
         heartbeat,
         ping: Box::pin(tokio::time::sleep(heartbeat)),
         shutdown: state.shutdown.clone(),
-        expiry: Box::pin(tokio::time::sleep_until(expiry_instant(
-            principal.expires_at,
-        ))),
-        state: state.clone(),
-        principal,
+        lifetime: Lifetime::new(&state, &principal),
         done: false,
         _guard: guard,
     };

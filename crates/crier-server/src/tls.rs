@@ -1,31 +1,21 @@
 //! TLS on the listen address (`[tls] cert`, `key`): https, wss and TLS-wrapped SSE from the
 //! same port, with rustls.
 //!
-//! TLS is a listener wrapper, not a change to how connections are served: [`TlsListener`]
-//! takes any axum [`Listener`] (a plain `TcpListener`, or one that limits or tunes
-//! connections) and yields streams that finished their handshake. Handshakes run in tasks
-//! of their own, each bounded by a timeout, so a client that opens a socket and stalls
-//! delays nobody else's handshake; at most [`MAX_PENDING_HANDSHAKES`] are in flight, and
-//! connections beyond that are closed at once.
+//! This module turns the configured files into a rustls configuration; the accept loop
+//! (`listener.rs`) runs each connection's handshake in the connection's own task, bounded by
+//! [`HANDSHAKE_TIMEOUT`] and counted against `max_connections` like any connection, so a
+//! client that opens a socket and stalls delays nobody else's handshake.
 
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::Listener;
-use tokio::task::JoinSet;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 
 /// How long a client may take to complete its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Most handshakes in progress at once; connections beyond this are closed unanswered.
-pub const MAX_PENDING_HANDSHAKES: usize = 1024;
 
 /// Builds the server's TLS configuration from PEM text: a certificate chain (leaf first) and
 /// its private key (PKCS#8, PKCS#1 or SEC1). Offers HTTP/1.1 over ALPN.
@@ -74,75 +64,4 @@ pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, (&'static str,
     server_config_from_pem(&cert_pem, &key_pem)
         .map(Arc::new)
         .map_err(|e| ("tls.key", format!("{}: {e}", key.display())))
-}
-
-/// A listener that serves TLS over another listener's connections.
-///
-/// The inner listener's `accept` must be cancel-safe (a `TcpListener`'s is, and so are
-/// wrappers that only adjust the accepted stream): it is raced against finishing handshakes.
-pub struct TlsListener<L: Listener> {
-    inner: L,
-    acceptor: TlsAcceptor,
-    handshakes: JoinSet<Handshake<L>>,
-}
-
-/// A finished handshake (the stream and the peer's address), or `None` when it failed.
-type Handshake<L> = Option<(TlsStream<<L as Listener>::Io>, <L as Listener>::Addr)>;
-
-impl<L: Listener> TlsListener<L> {
-    /// Wraps `inner`, serving `config`.
-    pub fn new(inner: L, config: Arc<ServerConfig>) -> Self {
-        TlsListener {
-            inner,
-            acceptor: TlsAcceptor::from(config),
-            handshakes: JoinSet::new(),
-        }
-    }
-}
-
-impl<L> Listener for TlsListener<L>
-where
-    L: Listener,
-    L::Addr: std::fmt::Debug + 'static,
-{
-    type Io = TlsStream<L::Io>;
-    type Addr = L::Addr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            tokio::select! {
-                (io, addr) = self.inner.accept() => {
-                    if self.handshakes.len() >= MAX_PENDING_HANDSHAKES {
-                        tracing::warn!(?addr, "too many TLS handshakes in progress; closing a new connection");
-                        metrics::counter!("crier_limit_hits_total", "limit" => "tls_handshakes")
-                            .increment(1);
-                        continue;
-                    }
-                    let acceptor = self.acceptor.clone();
-                    self.handshakes.spawn(async move {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
-                            Ok(Ok(stream)) => Some((stream, addr)),
-                            Ok(Err(e)) => {
-                                tracing::debug!(?addr, error = %e, "TLS handshake failed");
-                                None
-                            }
-                            Err(_) => {
-                                tracing::debug!(?addr, "TLS handshake timed out");
-                                None
-                            }
-                        }
-                    });
-                }
-                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
-                    if let Ok(Some(ready)) = done {
-                        return ready;
-                    }
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
 }

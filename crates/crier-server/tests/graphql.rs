@@ -371,9 +371,10 @@ async fn errors_carry_codes_and_limits_hold() {
     let v = gql(&hub, &w, &deep, json!({})).await;
     let msg = v["errors"][0]["message"].as_str().unwrap_or("");
     assert!(msg.contains("too deep"), "{v}");
-    // Many aliased fields exceed the complexity limit.
-    let wide: String = (0..600)
-        .map(|i| format!("a{i}: entity(kind: \"site\", id: \"a\") {{ id }} "))
+    // Many aliased lists exceed the complexity limit: a list costs its `limit` times its
+    // selection.
+    let wide: String = (0..40)
+        .map(|i| format!("a{i}: entities(kind: \"site\", limit: 1000) {{ id }} "))
         .collect();
     let v = gql(&hub, &w, &format!("{{ {wide} }}"), json!({})).await;
     let msg = v["errors"][0]["message"].as_str().unwrap_or("");

@@ -24,14 +24,16 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{narrow, read_scope, require, still_valid, Auth};
+use crate::auth::{narrow, read_scope, require, Auth};
 use crate::error::ApiError;
 use crate::events::{json_array, History, MAX_PAGE};
+use crate::lifetime::Lifetime;
 use crate::query::Query;
 use crate::replays::{Replay, ReplaySpec, Speed};
-use crate::sse::{expiry_instant, start_position};
+use crate::sse::start_position;
 use crate::state::{AppState, ConnGuard, Transport};
 
+pub mod close;
 pub mod oneshot;
 mod tasks;
 
@@ -223,24 +225,13 @@ impl Conn {
         started: Instant,
     ) {
         let max = self.state.settings.limits.max_ws_frame_bytes;
-        let mut expiry = Box::pin(tokio::time::sleep_until(expiry_instant(
-            self.principal.expires_at,
-        )));
-        let mut recheck = tokio::time::interval(self.state.settings.heartbeat);
-        recheck.tick().await;
+        let mut lifetime = Lifetime::new(&self.state, &self.principal);
         loop {
             let msg = tokio::select! {
                 _ = self.cancel.cancelled() => return,
-                _ = expiry.as_mut() => {
-                    let _ = self.out.send(close_frame(4001, "token expired")).await;
+                ended = lifetime.ended() => {
+                    let _ = self.out.send(close_frame(4001, ended.message())).await;
                     return;
-                }
-                _ = recheck.tick(), if self.principal.key_hash.is_some() => {
-                    if !still_valid(&self.state, &self.principal).await {
-                        let _ = self.out.send(close_frame(4001, "credential revoked")).await;
-                        return;
-                    }
-                    continue;
                 }
                 m = stream.next() => m,
             };
@@ -248,10 +239,20 @@ impl Conn {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "websocket read ended");
+                    if let Some((code, reason)) = close::for_read_error(&e) {
+                        let _ = self.out.send(close_frame(code, reason)).await;
+                    }
                     return;
                 }
                 None => return,
             };
+            // No operation is served once the credential has ended, even between re-checks.
+            if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+                if let Err(ended) = crate::lifetime::check(&self.state, &self.principal).await {
+                    let _ = self.out.send(close_frame(4001, ended.message())).await;
+                    return;
+                }
+            }
             last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
             let answer = match msg {
                 Message::Text(t) if t.len() > max => {
@@ -279,10 +280,8 @@ impl Conn {
                     return;
                 }
             }
-            // An `auth` refresh may have moved the expiry.
-            expiry
-                .as_mut()
-                .reset(expiry_instant(self.principal.expires_at));
+            // An `auth` refresh may have replaced the credential.
+            lifetime.renew(&self.principal);
         }
     }
 

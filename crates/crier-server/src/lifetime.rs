@@ -1,0 +1,164 @@
+//! When does a connection's credential end, and does it still hold (§12.1).
+//!
+//! Every open connection — an SSE stream, `/v1/ws`, the GraphQL WebSocket, a replay stream —
+//! holds a [`Lifetime`] and selects on [`Lifetime::ended`] next to whatever else it waits for.
+//! It fires at the token's `exp` and, for an API key, at the first re-check (one per
+//! `heartbeat`) that finds the key revoked. The re-check runs on its own interval, never on a
+//! timer that traffic resets, so a stream full of events is checked as often as an idle one;
+//! and the store lookup it starts is kept across polls, so a busy `select!` that drops the
+//! `ended()` future each time an event is ready cannot starve it. Operations on an open
+//! socket (a publish, a query) call [`check`] first, which is exact: a credential that ended a
+//! moment ago serves nothing more.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crier_core::Principal;
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
+
+use crate::state::AppState;
+
+/// Why a credential ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The token's `exp` passed.
+    Expired,
+    /// The API key was revoked (or can no longer be found).
+    Revoked,
+}
+
+impl Ended {
+    /// A sentence for the client.
+    pub fn message(self) -> &'static str {
+        match self {
+            Ended::Expired => "the credential expired; reconnect with a fresh one",
+            Ended::Revoked => "the API key was revoked",
+        }
+    }
+
+    /// The SSE comment that ends a stream (clients match `credential expired|revoked` to
+    /// reconnect at once with a fresh credential).
+    pub fn sse_comment(self) -> &'static [u8] {
+        match self {
+            Ended::Expired => b": credential expired\n\n",
+            Ended::Revoked => b": credential revoked\n\n",
+        }
+    }
+
+    /// The error code for the client.
+    pub fn code(self) -> &'static str {
+        match self {
+            Ended::Expired => "credential_expired",
+            Ended::Revoked => "credential_revoked",
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The instant a credential with `exp` (unix seconds) expires; far in the future if never.
+pub fn expiry_instant(exp: Option<u64>) -> Instant {
+    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
+    let Some(exp) = exp else {
+        return Instant::now() + Duration::from_secs_f64(YEAR);
+    };
+    let left = (exp as f64 - unix_now()).max(0.0);
+    Instant::now() + Duration::from_secs_f64(left.min(YEAR))
+}
+
+/// Whether `p` still holds right now: its `exp` is in the future and, for an API key, the
+/// key exists and is not revoked. One store lookup for an API key, none for a JWT.
+pub async fn check(state: &AppState, p: &Principal) -> Result<(), Ended> {
+    if p.expires_at.is_some_and(|exp| exp as f64 <= unix_now()) {
+        return Err(Ended::Expired);
+    }
+    match &p.key_hash {
+        None => Ok(()),
+        Some(h) => match state.keys.find(h).await {
+            Ok(Some(k)) if k.revoked_us.is_none() => Ok(()),
+            Ok(_) => Err(Ended::Revoked),
+            Err(e) => {
+                // A store that cannot answer cannot vouch for the key either.
+                tracing::warn!(error = %e, "cannot re-check an API key; ending its connection");
+                Err(Ended::Revoked)
+            }
+        },
+    }
+}
+
+type Lookup = Pin<Box<dyn Future<Output = Result<(), Ended>> + Send>>;
+
+/// The life of one connection's credential. See the module documentation.
+pub struct Lifetime {
+    state: AppState,
+    principal: Principal,
+    deadline: Pin<Box<Sleep>>,
+    recheck: Interval,
+    pending: Option<Lookup>,
+}
+
+impl Lifetime {
+    /// Starts watching `p`.
+    pub fn new(state: &AppState, p: &Principal) -> Lifetime {
+        let every = state.settings.heartbeat.max(Duration::from_millis(10));
+        let mut recheck = tokio::time::interval_at(Instant::now() + every, every);
+        recheck.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Lifetime {
+            state: state.clone(),
+            principal: p.clone(),
+            deadline: Box::pin(tokio::time::sleep_until(expiry_instant(p.expires_at))),
+            recheck,
+            pending: None,
+        }
+    }
+
+    /// Replaces the credential (a WebSocket `auth` refresh); nothing changes when it is the
+    /// same one, so a re-check under way is not thrown away.
+    pub fn renew(&mut self, p: &Principal) {
+        if p.expires_at == self.principal.expires_at
+            && p.key_hash == self.principal.key_hash
+            && p.subject == self.principal.subject
+        {
+            return;
+        }
+        self.principal = p.clone();
+        self.deadline.as_mut().reset(expiry_instant(p.expires_at));
+        self.pending = None;
+    }
+
+    /// Resolves when the credential has ended. Cancel-safe: dropping the future loses nothing.
+    pub async fn ended(&mut self) -> Ended {
+        std::future::poll_fn(|cx| self.poll_ended(cx)).await
+    }
+
+    fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ended::Expired);
+        }
+        loop {
+            if let Some(lookup) = self.pending.as_mut() {
+                match lookup.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(e),
+                    Poll::Ready(Ok(())) => self.pending = None,
+                }
+            }
+            if self.principal.key_hash.is_none() {
+                // A JWT cannot be revoked: only its `exp` ends it.
+                return Poll::Pending;
+            }
+            if self.recheck.poll_tick(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let (state, p) = (self.state.clone(), self.principal.clone());
+            self.pending = Some(Box::pin(async move { check(&state, &p).await }));
+        }
+    }
+}

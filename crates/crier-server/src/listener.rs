@@ -1,0 +1,299 @@
+//! Accepting connections so that no client can take the listener away from the others
+//! (§12.4).
+//!
+//! * Every connection must send a complete request head within `header_read_timeout`, the
+//!   first one and every one after a keep-alive pause: hyper's HTTP/1 header timer, which
+//!   `axum::serve` does not expose, hence this accept loop of our own.
+//! * At most `max_connections` are open at once. The count is a semaphore whose permit
+//!   travels with the socket itself, so a connection upgraded to a WebSocket still counts
+//!   until its socket closes. Beyond it a connection is answered at once from a small
+//!   overflow pool: `/healthz` as usual, anything else 503 `too_many_connections`, then
+//!   closed; when even that pool is busy the connection is closed unanswered. Open
+//!   connections are never disturbed.
+//! * At start the soft open-file limit is raised to the hard one, and `max_connections`
+//!   defaults to what fits in it after a reserve for the store, outgoing webhooks and cluster
+//!   links; an explicit `max_connections` that does not fit stops the start.
+//! * With `[tls]`, each connection's handshake runs in its own task while it holds its slot,
+//!   bounded by [`crate::tls::HANDSHAKE_TIMEOUT`], so a client that stalls its handshake
+//!   delays nobody else and counts against the limit like any other connection.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::http::{header, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::service::Service as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Descriptors kept for everything but client connections: the store's files and pool,
+/// outgoing webhook connections, cluster links, logs.
+pub const RESERVED_FDS: u64 = 256;
+/// Connections beyond `max_connections` that may be answered at once (then closed).
+pub const OVERFLOW: usize = 64;
+/// The most time an overflow connection gets to send its request head.
+const OVERFLOW_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many connections this process can hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Capacity {
+    /// The soft open-file limit after raising it.
+    pub open_files: u64,
+    /// The connection limit in force.
+    pub max_connections: usize,
+}
+
+/// Raises the soft open-file limit to the hard one and works out the connection limit;
+/// `Err` says why an explicit `max_connections` cannot be honoured.
+pub fn plan(explicit: Option<usize>) -> Result<Capacity, String> {
+    let open_files = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .map(|(soft, _)| soft)
+                .unwrap_or(1024)
+        }
+    };
+    let fits = open_files.saturating_sub(RESERVED_FDS + OVERFLOW as u64);
+    let max_connections = match explicit {
+        Some(m) if m as u64 > fits => {
+            return Err(format!(
+                "limits.max_connections = {m} does not fit: the open-file limit is {open_files}, \
+                 of which {} are kept for the store, webhooks, clusters and refusals, leaving \
+                 {fits}; raise the limit (ulimit -n, LimitNOFILE=) or lower max_connections",
+                RESERVED_FDS + OVERFLOW as u64
+            ))
+        }
+        Some(m) => m,
+        None => usize::try_from(fits).unwrap_or(usize::MAX).max(1),
+    };
+    Ok(Capacity {
+        open_files,
+        max_connections,
+    })
+}
+
+/// A socket holding its connection slot: the slot is free again when the socket is dropped,
+/// whether by hyper or, after an upgrade, by the WebSocket that took it over.
+struct Counted {
+    tcp: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+}
+
+/// How connections are served.
+#[derive(Clone)]
+pub struct Serving {
+    /// The connection limit.
+    pub capacity: Capacity,
+    /// Time a connection has to send a complete request head.
+    pub header_read_timeout: Duration,
+    /// TLS on every connection (`None`: plain HTTP).
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+}
+
+/// Serves `router` on `listener` until `shutdown`; then lets open requests finish (their
+/// connections close after the answer) and returns once every connection has ended.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    serving: Serving,
+    shutdown: CancellationToken,
+) {
+    let Serving {
+        capacity,
+        header_read_timeout,
+        tls,
+    } = serving;
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    let slots = Arc::new(Semaphore::new(capacity.max_connections));
+    let overflow = Arc::new(Semaphore::new(OVERFLOW));
+    let conns = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // Out of descriptors (or another passing fault): wait a moment instead of
+                // spinning; open connections go on meanwhile.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Events are small writes that must leave at once: no Nagle delay.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        match slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                let io = Counted { tcp, _slot: slot };
+                let (router, shutdown) = (router.clone(), shutdown.clone());
+                match tls.clone() {
+                    None => {
+                        conns.spawn(connection(io, router, header_read_timeout, shutdown));
+                    }
+                    Some(acceptor) => {
+                        conns.spawn(async move {
+                            let handshake = tokio::time::timeout(
+                                crate::tls::HANDSHAKE_TIMEOUT,
+                                acceptor.accept(io),
+                            );
+                            match handshake.await {
+                                Ok(Ok(stream)) => {
+                                    connection(stream, router, header_read_timeout, shutdown)
+                                        .await;
+                                }
+                                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!("TLS handshake timed out"),
+                            }
+                        });
+                    }
+                }
+            }
+            Err(_) => {
+                metrics::counter!("crier_limit_hits_total", "limit" => "max_connections")
+                    .increment(1);
+                if let Ok(permit) = overflow.clone().try_acquire_owned() {
+                    let limit = capacity.max_connections;
+                    let router = router.clone();
+                    let tls = tls.clone();
+                    conns.spawn(async move {
+                        match tls {
+                            None => refuse(tcp, router, limit).await,
+                            Some(acceptor) => {
+                                let handshake =
+                                    tokio::time::timeout(OVERFLOW_HEAD_TIMEOUT, acceptor.accept(tcp));
+                                if let Ok(Ok(stream)) = handshake.await {
+                                    refuse(stream, router, limit).await;
+                                }
+                            }
+                        }
+                        drop(permit);
+                    });
+                }
+                // Else the socket is dropped here: closed unanswered.
+            }
+        }
+    }
+    drop(listener);
+    conns.close();
+    conns.wait().await;
+}
+
+async fn connection<I>(
+    io: I,
+    router: Router,
+    head_timeout: Duration,
+    shutdown: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = TowerToHyperService::new(router);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let res = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = res {
+        if e.is_timeout() {
+            metrics::counter!("crier_limit_hits_total", "limit" => "header_read_timeout")
+                .increment(1);
+        }
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Answers one request on a connection over the limit, then closes it.
+async fn refuse<I>(tcp: I, router: Router, limit: usize)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let router = router.clone();
+        async move {
+            if req.uri().path() == "/healthz" {
+                return TowerToHyperService::new(router).call(req).await;
+            }
+            let body = serde_json::json!({"error": {
+                "code": "too_many_connections",
+                "message": format!("the hub holds {limit} connections, the most it allows (limits.max_connections); retry shortly"),
+            }});
+            let mut res = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            Ok::<Response, std::convert::Infallible>(res)
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(OVERFLOW_HEAD_TIMEOUT)
+        .keep_alive(false);
+    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+    // A client that reads nothing does not hold the overflow slot for long either.
+    let _ = tokio::time::timeout(2 * OVERFLOW_HEAD_TIMEOUT, conn).await;
+}

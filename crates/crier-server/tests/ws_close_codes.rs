@@ -1,0 +1,168 @@
+//! §12.11 over raw sockets: a WebSocket client that breaks the protocol gets the close code
+//! RFC 6455 names for the fault — 1009 for a message over twice `max_ws_frame_bytes`, 1007
+//! for invalid UTF-8 in a text frame, 1002 for other violations (an unmasked client frame, a
+//! reserved opcode, reserved bits) — on `/v1/ws` and on the GraphQL WebSocket alike; a
+//! GraphQL socket that never sends `connection_init` is closed with 4408.
+
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
+
+use common::{Hub, WAIT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const MAX_FRAME: usize = 1024;
+
+/// Opens a WebSocket by hand on `path`; for `/v1/ws` reads the welcome frame too.
+async fn open(hub: &Hub, path: &str) -> TcpStream {
+    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    let protocol = if path == "/graphql" {
+        "Sec-WebSocket-Protocol: graphql-transport-ws\r\n"
+    } else {
+        ""
+    };
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{protocol}\r\n",
+        hub.addr
+    );
+    tcp.write_all(req.as_bytes()).await.expect("handshake");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tcp.read_exact(&mut b).await.expect("handshake answer");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    if path == "/v1/ws" {
+        let (op, payload) = read_frame(&mut tcp).await.expect("welcome");
+        assert_eq!(op, 1);
+        assert!(String::from_utf8_lossy(&payload).contains("welcome"));
+    }
+    tcp
+}
+
+/// A client frame: `first` is the FIN/RSV/opcode byte; masked unless told otherwise.
+fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut f = vec![first];
+    let m = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => f.push(m | n as u8),
+        n if n <= 0xffff => {
+            f.push(m | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(m | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        f.extend_from_slice(&key);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        f.extend_from_slice(payload);
+    }
+    f
+}
+
+/// One server frame: opcode and payload (server frames are never masked).
+async fn read_frame(tcp: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut h = [0u8; 2];
+    tcp.read_exact(&mut h).await.ok()?;
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            tcp.read_exact(&mut b).await.ok()?;
+            u64::from(u16::from_be_bytes(b))
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            tcp.read_exact(&mut b).await.ok()?;
+            u64::from_be_bytes(b)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; usize::try_from(len).ok()?];
+    tcp.read_exact(&mut payload).await.ok()?;
+    Some((h[0] & 0x0f, payload))
+}
+
+/// Sends `bytes` and returns the close code the server answers with.
+async fn close_code_after(tcp: &mut TcpStream, bytes: &[u8]) -> Option<u16> {
+    // The server may close before reading all of an oversized frame.
+    let _ = tcp.write_all(bytes).await;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let (op, payload) = read_frame(tcp).await?;
+            if op == 8 {
+                return payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+            }
+        }
+    })
+    .await
+    .expect("the server closed in time")
+}
+
+#[tokio::test]
+async fn protocol_faults_close_with_their_codes_on_both_websockets() {
+    let hub = Hub::start_with(|s| s.limits.max_ws_frame_bytes = MAX_FRAME).await;
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        (
+            "a message over twice max_ws_frame_bytes",
+            frame(0x81, &vec![b' '; 2 * MAX_FRAME + 100], true),
+            1009,
+        ),
+        (
+            "invalid UTF-8 in a text frame",
+            frame(0x81, &[b'"', 0xff, 0xfe, b'"'], true),
+            1007,
+        ),
+        ("an unmasked client frame", frame(0x81, b"{}", false), 1002),
+        ("a reserved opcode", frame(0x83, b"{}", true), 1002),
+        ("a reserved bit", frame(0xC1, b"{}", true), 1002),
+    ];
+    for path in ["/v1/ws", "/graphql"] {
+        for (what, bytes, want) in &cases {
+            let mut tcp = open(&hub, path).await;
+            let code = close_code_after(&mut tcp, bytes).await;
+            assert_eq!(code, Some(*want), "{path}: {what}");
+        }
+    }
+    // A well-behaved client on the same hub is unaffected.
+    let mut ws = hub.ws().await;
+    ws.send(serde_json::json!({"op": "ping", "ref": 1})).await;
+    assert_eq!(ws.recv().await["op"], "pong");
+    // Each oversized message counts as a limit hit.
+    let metrics = hub
+        .http
+        .get(hub.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("crier_limit_hits_total") && l.contains("max_ws_frame_bytes")),
+        "{metrics}"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_graphql_socket_without_connection_init_is_closed() {
+    let hub =
+        Hub::start_with(|s| s.limits.header_read_timeout = std::time::Duration::from_secs(1)).await;
+    let mut tcp = open(&hub, "/graphql").await;
+    let started = std::time::Instant::now();
+    // Nothing is sent: the socket may not stay open unauthenticated.
+    let code = close_code_after(&mut tcp, &[]).await;
+    assert_eq!(code, Some(4408));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    hub.stop().await;
+}
