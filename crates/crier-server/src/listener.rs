@@ -194,8 +194,7 @@ pub async fn serve(
                             );
                             match handshake.await {
                                 Ok(Ok(stream)) => {
-                                    connection(stream, router, header_read_timeout, shutdown)
-                                        .await;
+                                    connection(stream, router, header_read_timeout, shutdown).await;
                                 }
                                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                                 Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -215,8 +214,10 @@ pub async fn serve(
                         match tls {
                             None => refuse(tcp, router, limit).await,
                             Some(acceptor) => {
-                                let handshake =
-                                    tokio::time::timeout(OVERFLOW_HEAD_TIMEOUT, acceptor.accept(tcp));
+                                let handshake = tokio::time::timeout(
+                                    OVERFLOW_HEAD_TIMEOUT,
+                                    acceptor.accept(tcp),
+                                );
                                 if let Ok(Ok(stream)) = handshake.await {
                                     refuse(stream, router, limit).await;
                                 }
@@ -234,12 +235,8 @@ pub async fn serve(
     conns.wait().await;
 }
 
-async fn connection<I>(
-    io: I,
-    router: Router,
-    head_timeout: Duration,
-    shutdown: CancellationToken,
-) where
+async fn connection<I>(io: I, router: Router, head_timeout: Duration, shutdown: CancellationToken)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = TowerToHyperService::new(router);
