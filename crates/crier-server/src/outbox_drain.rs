@@ -183,12 +183,17 @@ async fn drain_batch(
 ) -> Result<usize, DrainError> {
     let t = &outbox.table;
     let tx = client.transaction().await?;
+    // An event far over the size limit is not even fetched: it is rejected by its length.
+    let max = i32::try_from(state.settings.limits.max_event_bytes)
+        .unwrap_or(i32::MAX)
+        .saturating_mul(2);
     let rows = tx
         .query(
             &format!(
-                "SELECT id, tenant, event::text FROM {t} ORDER BY id LIMIT {BATCH} FOR UPDATE"
+                "SELECT id, tenant, CASE WHEN octet_length(event::text) > $1 THEN NULL ELSE event::text END, \
+                 octet_length(event::text) FROM {t} ORDER BY id LIMIT {BATCH} FOR UPDATE"
             ),
-            &[],
+            &[&max],
         )
         .await?;
     if rows.is_empty() {
@@ -200,9 +205,17 @@ async fn drain_batch(
     for row in &rows {
         let id: i64 = row.get(0);
         let tenant: String = row.get(1);
-        let event: String = row.get(2);
+        let event: Option<String> = row.get(2);
         ids.push(id);
-        match prepare_row(state, t, id, &tenant, &event) {
+        let prepared = match event {
+            Some(event) => prepare_row(state, t, id, &tenant, &event),
+            None => Err(format!(
+                "the event is {} bytes; the limit is {} (limits.max_event_bytes)",
+                row.get::<_, i32>(3),
+                state.settings.limits.max_event_bytes
+            )),
+        };
+        match prepared {
             Ok(ev) => valid.push(ev),
             Err(reason) => rejected.push((id, reason)),
         }

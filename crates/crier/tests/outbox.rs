@@ -200,9 +200,13 @@ async fn commits_rollbacks_order_and_rejected_rows() {
     tx.rollback().await.expect("rollback");
     let mut expected = Vec::new();
     for i in 0..20 {
-        // Row 5 is not JSON of an event, row 9 names a bad type, row 13 a bad tenant: each is
-        // rejected and the rows behind them still go out.
+        // Row 3 is far too large, row 5 is not JSON of an event, row 9 names a bad type, row
+        // 13 a bad tenant: each is rejected and the rows behind them still go out.
         let (tenant, event) = match i {
+            3 => (
+                "acme",
+                json!({"type": "o.seq", "data": "x".repeat(200_000)}),
+            ),
             5 => ("acme", json!([1, 2, 3])),
             9 => ("acme", json!({"type": "not a type!"})),
             13 => ("no tenant!", json!({"type": "o.seq"})),
@@ -220,7 +224,7 @@ async fn commits_rollbacks_order_and_rejected_rows() {
             .await
             .expect("insert")
             .get(0);
-        if ![5, 9, 13].contains(&i) {
+        if ![3, 5, 9, 13].contains(&i) {
             expected.push((id, i));
         }
     }
@@ -245,15 +249,16 @@ async fn commits_rollbacks_order_and_rejected_rows() {
         )
         .await
         .expect("rejected");
-    assert_eq!(rejected.len(), 3);
+    assert_eq!(rejected.len(), 4);
     let errors: Vec<String> = rejected.iter().map(|r| r.get(1)).collect();
-    assert!(errors[0].contains("object"), "{errors:?}");
-    assert!(errors[1].contains("type"), "{errors:?}");
-    assert!(errors[2].contains("tenant"), "{errors:?}");
+    assert!(errors[0].contains("max_event_bytes"), "{errors:?}");
+    assert!(errors[1].contains("object"), "{errors:?}");
+    assert!(errors[2].contains("type"), "{errors:?}");
+    assert!(errors[3].contains("tenant"), "{errors:?}");
     let ready = node.ready().await;
     assert_eq!(ready["outbox"]["draining"], true, "{ready}");
     assert_eq!(ready["outbox"]["lag_rows"], 0, "{ready}");
-    assert_eq!(ready["outbox"]["rejected"], 3, "{ready}");
+    assert_eq!(ready["outbox"]["rejected"], 4, "{ready}");
     let metrics = reqwest::get(node.url("/metrics"))
         .await
         .expect("metrics")
