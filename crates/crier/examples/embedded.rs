@@ -56,17 +56,21 @@ impl App {
     }
 }
 
-/// A site's fields from a request body: `{"name": "..."}`.
-fn site_body(id: u64, body: &Value) -> Result<Value, Response> {
+/// A site's fields from a request body: `{"name": "..."}`; `None` when it has no valid name.
+fn site_body(id: u64, body: &Value) -> Option<Value> {
     match body.get("name").and_then(Value::as_str) {
         Some(name) if !name.trim().is_empty() && name.len() <= 200 => {
-            Ok(json!({"id": id, "name": name}))
+            Some(json!({"id": id, "name": name}))
         }
-        _ => Err(error(
-            StatusCode::BAD_REQUEST,
-            "a site needs a `name` of 1 to 200 characters",
-        )),
+        _ => None,
     }
+}
+
+fn bad_site() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "a site needs a `name` of 1 to 200 characters",
+    )
 }
 
 async fn list(State(app): State<App>) -> Response {
@@ -77,9 +81,8 @@ async fn list(State(app): State<App>) -> Response {
 async fn create(State(app): State<App>, Json(body): Json<Value>) -> Response {
     let mut sites = app.sites.lock().await;
     let id = sites.next_id + 1;
-    let site = match site_body(id, &body) {
-        Ok(s) => s,
-        Err(r) => return r,
+    let Some(site) = site_body(id, &body) else {
+        return bad_site();
     };
     sites.next_id = id;
     sites.by_id.insert(id, site.clone());
@@ -106,9 +109,8 @@ async fn update(State(app): State<App>, Path(id): Path<u64>, Json(body): Json<Va
     if !sites.by_id.contains_key(&id) {
         return error(StatusCode::NOT_FOUND, format!("no site {id}"));
     }
-    let site = match site_body(id, &body) {
-        Ok(s) => s,
-        Err(r) => return r,
+    let Some(site) = site_body(id, &body) else {
+        return bad_site();
     };
     sites.by_id.insert(id, site.clone());
     match app.announce("updated", id, &site).await {
