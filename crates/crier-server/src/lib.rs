@@ -40,6 +40,7 @@ use axum::routing::get;
 use axum::Router;
 use crier_core::entity::EntityStore;
 use crier_core::{EventLog, Hub};
+#[cfg(feature = "postgres")]
 use std::time::Duration;
 
 use config::{BrokerKind, StoreKind};
@@ -225,6 +226,7 @@ pub async fn start(
             None
         }
         (_, kind) => {
+            #[cfg(any(feature = "nats", feature = "redis"))]
             let subject = format!("crier.{}.head", settings.store_schema);
             let broker: Arc<dyn crier_cluster::Broker> = match kind {
                 BrokerKind::Local => Arc::new(crier_cluster::LocalBroker::default()),
