@@ -25,7 +25,7 @@ after(async () => {
   await browser?.close();
 });
 
-for (const path of ["/events", "/events/"]) {
+for (const path of ["/events"]) {
   test(`the dashboard at ${path} shows a live event of the application`, async (t) => {
     assert.ok(BASE, "EMBEDDED_URL names the running example");
     const context = await browser.newContext();

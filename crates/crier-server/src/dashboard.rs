@@ -115,15 +115,6 @@ pub async fn index(OriginalUri(original): OriginalUri, uri: Uri, headers: Header
     serve_bytes(Cow::Owned(html.into_bytes()), etag, "index.html", &headers)
 }
 
-/// Paths no route takes: `404`, except the mount point with a trailing slash (`/events/`
-/// when nested at `/events`), which is the dashboard too.
-pub async fn fallback(original: OriginalUri, uri: Uri, headers: HeaderMap) -> Response {
-    if uri.path() == "/" || uri.path().is_empty() {
-        return index(original, uri, headers).await;
-    }
-    ApiError::not_found("no such path").into_response()
-}
-
 /// The prefix a nested router is mounted at: the request's full path less the path the
 /// nested router saw, without a trailing slash, and with anything that could leave an HTML
 /// attribute percent-encoded.

@@ -140,7 +140,7 @@ pub fn app_for<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
         .route("/", get(dashboard::index))
         .route("/ui/{*path}", get(dashboard::asset))
         .route("/client/{*path}", get(dashboard::client))
-        .fallback(dashboard::fallback)
+        .fallback(|| async { ApiError::not_found("no such path") })
         // Bodies are limited by the publish handler itself, with a JSON error.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(http::json_errors));
