@@ -18,10 +18,10 @@ pub mod http;
 pub mod metrics_catalog;
 pub mod observe;
 pub mod ops;
-pub mod pusher;
 pub mod outbox;
 #[cfg(feature = "postgres")]
 mod outbox_drain;
+pub mod pusher;
 pub mod query;
 pub mod reader_limits;
 pub mod replays;
