@@ -11,11 +11,14 @@
 //!
 //! Brokers: [`broker::LocalBroker`] (in-process), [`nats::NatsBroker`] (`async-nats`) and
 //! [`redis::RedisBroker`] (Redis pub/sub). [`suite`] is the fan-out suite every broker runs.
+//! The NATS and Redis brokers are the `nats` and `redis` features, on by default.
 #![deny(missing_docs)]
 
 pub mod broker;
 pub mod follower;
+#[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "redis")]
 pub mod redis;
 pub mod suite;
 

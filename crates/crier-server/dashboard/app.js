@@ -3,17 +3,18 @@
 // live stream (monitor.js) keeps running while other pages are shown, so the indicator
 // always tells the state of the live connection and no event is missed meanwhile.
 
-import { createClient, CrierError } from "/client/crier.js";
-import * as monitor from "/ui/monitor.js";
-import * as replay from "/ui/replay.js";
-import * as stats from "/ui/stats.js";
-import * as subscriptions from "/ui/subscriptions.js";
-import { $, show, errorText } from "/ui/util.js";
+import { createClient, CrierError } from "../client/crier.js";
+import * as monitor from "./monitor.js";
+import * as replay from "./replay.js";
+import * as stats from "./stats.js";
+import * as subscriptions from "./subscriptions.js";
+import { $, show, errorText } from "./util.js";
 
 const PAGES = { monitor, replay, stats, subscriptions };
 const TITLES = { monitor: "Monitor", replay: "Replay", stats: "Stats", subscriptions: "Subscriptions" };
 const TOKEN_KEY = "crier.token";
-const url = location.origin;
+// The hub's base URL, wherever it is mounted: this module is served at <base>/ui/app.js.
+const url = new URL("..", import.meta.url).href.replace(/\/+$/, "");
 
 const session = {
   token: sessionStorage.getItem(TOKEN_KEY) || undefined,

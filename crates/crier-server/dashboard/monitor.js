@@ -5,9 +5,9 @@
 // The subscription lives from sign-in to sign-out, not only while this page is shown: other
 // pages keep the connection indicator truthful and nothing is missed while they are open.
 
-import { connect } from "/client/crier.js";
-import { $, el, show, alertIn, shortTime, filterFromInputs, describeFilter, download, listenerGroup, copy, badge } from "/ui/util.js";
-import { notify, mountToasts } from "/ui/toasts.js";
+import { connect } from "../client/crier.js";
+import { $, el, show, alertIn, shortTime, filterFromInputs, describeFilter, download, listenerGroup, copy, badge } from "./util.js";
+import { notify, mountToasts } from "./toasts.js";
 
 const ROW_H = 34; // px; keep in step with --row-h in style.css
 const OVERSCAN = 8;

@@ -2,8 +2,8 @@
 // possible (POST /v1/replays, then its SSE stream), with a progress bar fed by the stream
 // and by the replay's status, and a stop button.
 
-import { readSse } from "/client/crier.js";
-import { $, el, show, alertIn, shortTime, filterFromInputs, listenerGroup, badge, errorText } from "/ui/util.js";
+import { readSse } from "../client/crier.js";
+import { $, el, show, alertIn, shortTime, filterFromInputs, listenerGroup, badge, errorText } from "./util.js";
 
 const PRESETS = { "15m": 15 * 60e3, "1h": 3600e3, "24h": 24 * 3600e3 };
 const SHOWN = 500; // replayed events kept in the list (newest first)

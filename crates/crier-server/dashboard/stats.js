@@ -3,7 +3,7 @@
 // them, so the chart has its history as soon as the page opens), and the counts as tiles
 // and tables.
 
-import { $, el, alertIn, SEVERITIES } from "/ui/util.js";
+import { $, el, alertIn, SEVERITIES } from "./util.js";
 
 const EVERY_MS = 2000;
 const WINDOW_MS = 15 * 60 * 1000;

@@ -1,7 +1,7 @@
 // Webhook subscriptions: list, create (the secret is shown once), pause/resume, delete,
 // deliveries with their status, redeliver. The list refreshes every few seconds.
 
-import { $, el, show, alertIn, shortTime, filterFromInputs, describeFilter, listenerGroup, copy, errorText } from "/ui/util.js";
+import { $, el, show, alertIn, shortTime, filterFromInputs, describeFilter, listenerGroup, copy, errorText } from "./util.js";
 
 const REFRESH_MS = 3000;
 

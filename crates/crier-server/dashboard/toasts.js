@@ -4,7 +4,7 @@
 // never interrupted; each goes away after a while or with its close button, and at most a
 // few are shown at once (the rest are counted).
 
-import { $, el, SEVERITIES, shortTime } from "/ui/util.js";
+import { $, el, SEVERITIES, shortTime } from "./util.js";
 
 const KEY = "crier.notify"; // "off", "error" (error and critical) or "critical"
 const SHOWN = 4;

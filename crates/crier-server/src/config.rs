@@ -111,6 +111,8 @@ pub struct Config {
     /// Where each key set by a layer came from (file, variable or flag), for error messages.
     #[serde(skip)]
     pub origins: std::collections::BTreeMap<String, String>,
+    /// The transactional outbox (§14.2).
+    pub outbox: OutboxConfig,
 }
 
 /// `[tls]`: both set, or neither (plain HTTP).
@@ -205,6 +207,25 @@ pub struct WebhooksConfig {
     pub on_dead: String,
 }
 
+/// `[outbox]` (§14.2): an application's PostgreSQL table the hub drains into the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// The application's database (`postgres://...`); empty: no outbox.
+    pub url: String,
+    /// The outbox table's name.
+    pub table: String,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            url: String::new(),
+            table: "crier_outbox".into(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -233,6 +254,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             pusher: Default::default(),
             origins: Default::default(),
+            outbox: OutboxConfig::default(),
         }
     }
 }
@@ -306,6 +328,10 @@ impl Config {
         let store = match self.store.as_str() {
             "sqlite" => StoreKind::Sqlite,
             url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                if !cfg!(feature = "postgres") {
+                    return Err(err("store", missing_feature("postgres")));
+                }
+                #[cfg(feature = "postgres")]
                 url.parse::<crier_store::postgres::PgConfig>()
                     .map_err(|e| err("store", format!("not a PostgreSQL URL: {e}")))?;
                 StoreKind::Postgres(url.to_string())
@@ -319,8 +345,18 @@ impl Config {
         };
         let broker = match self.broker.as_str() {
             "local" => BrokerKind::Local,
-            url if url.starts_with("nats://") => BrokerKind::Nats(url.to_string()),
-            url if url.starts_with("redis://") => BrokerKind::Redis(url.to_string()),
+            url if url.starts_with("nats://") => {
+                if !cfg!(feature = "nats") {
+                    return Err(err("broker", missing_feature("nats")));
+                }
+                BrokerKind::Nats(url.to_string())
+            }
+            url if url.starts_with("redis://") => {
+                if !cfg!(feature = "redis") {
+                    return Err(err("broker", missing_feature("redis")));
+                }
+                BrokerKind::Redis(url.to_string())
+            }
             other => {
                 return Err(err(
                     "broker",
@@ -462,6 +498,7 @@ impl Config {
             retention_max_events: (self.retention.max_events > 0)
                 .then_some(self.retention.max_events),
             retention_interval: duration("retention.interval", &self.retention.interval)?,
+            outbox: outbox_settings(&self.outbox)?,
             limits: Limits {
                 max_event_bytes,
                 max_body_bytes,
@@ -528,6 +565,52 @@ pub fn listen_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
         .first()
         .copied()
         .ok_or_else(|| bad(format!(" ({host} resolves to no address)")))
+}
+
+/// The refusal of a backend this build was compiled without.
+fn missing_feature(feature: &str) -> String {
+    format!("this build of crier has no {feature} support (build it with the `{feature}` feature)")
+}
+
+/// Validates `[outbox]`: the table name becomes SQL identifiers (the table, `<table>_rejected`,
+/// the trigger and its function), so it is a plain lower-case name short enough for all four.
+fn outbox_settings(c: &OutboxConfig) -> Result<Option<OutboxSettings>, ConfigError> {
+    if c.url.is_empty() {
+        return Ok(None);
+    }
+    if !(c.url.starts_with("postgres://") || c.url.starts_with("postgresql://")) {
+        return Err(err(
+            "outbox.url",
+            "the outbox lives in PostgreSQL: give a postgres:// URL",
+        ));
+    }
+    if !cfg!(feature = "postgres") {
+        return Err(err("outbox.url", missing_feature("postgres")));
+    }
+    let t = &c.table;
+    let ok = t.len() <= 40
+        && t.starts_with(|ch: char| ch.is_ascii_lowercase() || ch == '_')
+        && t.chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
+    if !ok {
+        return Err(err(
+            "outbox.table",
+            format!("{t:?} is not a table name of 1 to 40 characters a-z, 0-9 and _ (not starting with a digit)"),
+        ));
+    }
+    Ok(Some(OutboxSettings {
+        url: c.url.clone(),
+        table: t.clone(),
+    }))
+}
+
+/// `[outbox]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxSettings {
+    /// The application's database.
+    pub url: String,
+    /// The outbox table.
+    pub table: String,
 }
 
 fn duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
@@ -660,6 +743,8 @@ pub struct Settings {
     pub retention_max_events: Option<u64>,
     /// Pruning interval.
     pub retention_interval: Duration,
+    /// The transactional outbox, when configured.
+    pub outbox: Option<OutboxSettings>,
     /// Limits.
     pub limits: Limits,
 }

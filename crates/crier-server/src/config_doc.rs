@@ -171,6 +171,14 @@ const COMMENTS: &[(&str, &str)] = &[
         "pusher.apps",
         "Pusher Channels apps, one [[pusher.apps]] table each: id, key, secret, tenant, client_events, activity_timeout, webhooks, max_data_bytes.",
     ),
+    (
+        "outbox.url",
+        "The application's PostgreSQL database holding the outbox table; empty: no outbox.",
+    ),
+    (
+        "outbox.table",
+        "The outbox table (create it with `crier outbox init`).",
+    ),
 ];
 
 /// The comment of a key path, if it has one.

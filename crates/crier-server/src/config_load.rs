@@ -168,19 +168,43 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
         flags: &[(&str, String)],
     ) -> Result<Config, ConfigError> {
+        let file = match file {
+            Some(path) => {
+                let name = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    key: String::new(),
+                    message: format!("cannot be read: {e}"),
+                    origin: Some(name.clone()),
+                })?;
+                Some((name, text))
+            }
+            None => None,
+        };
+        Config::load_text(file, env, flags)
+    }
+
+    /// Parses the text of a configuration file over the defaults, without environment or
+    /// flags: what an embedder passes instead of a file (§14.1).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Config::load_text(Some(("configuration".into(), text.into())), |_| None, &[])
+    }
+
+    /// [`Config::load`] over a file's `(name, text)`.
+    fn load_text(
+        file: Option<(String, String)>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: &[(&str, String)],
+    ) -> Result<Config, ConfigError> {
         let defaults = toml::Value::try_from(Config::default())
             .map_err(|e| err("", format!("the defaults cannot be encoded: {e}")))?;
         let mut value = defaults.clone();
         let mut origins: BTreeMap<String, String> = BTreeMap::new();
-        if let Some(path) = file {
-            let name = path.display().to_string();
+        if let Some((name, text)) = file {
             let in_file = |message: String| ConfigError {
                 key: String::new(),
                 message,
                 origin: Some(name.clone()),
             };
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| in_file(format!("cannot be read: {e}")))?;
             let parsed: toml::Table = toml::from_str(&text)
                 .map_err(|e| in_file(format!("is not valid TOML: {}", e.to_string().trim())))?;
             let parsed = toml::Value::Table(parsed);

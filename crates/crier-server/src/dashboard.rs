@@ -4,11 +4,18 @@
 //! debug builds read them from the source tree on each request, so editing a page needs no
 //! rebuild. Files carry an `ETag` and are revalidated on every load (`no-cache`), so a new
 //! hub version never runs against a stale page.
+//!
+//! The hub may be nested under a prefix of another application's router (§14.1). The page
+//! names its own assets with the prefix it was requested under, and the scripts import each
+//! other and find the API relative to their own URL, so everything works at any prefix.
 
-use axum::extract::Path;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use std::borrow::Cow;
+
+use axum::extract::{OriginalUri, Path};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use rust_embed::RustEmbed;
+use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 
@@ -39,6 +46,15 @@ fn serve(file: Option<rust_embed::EmbeddedFile>, path: &str, headers: &HeaderMap
         return ApiError::not_found("no such file").into_response();
     };
     let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()[..12]));
+    serve_bytes(file.data, etag, path, headers)
+}
+
+fn serve_bytes(
+    data: Cow<'static, [u8]>,
+    etag: String,
+    path: &str,
+    headers: &HeaderMap,
+) -> Response {
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -48,7 +64,7 @@ fn serve(file: Option<rust_embed::EmbeddedFile>, path: &str, headers: &HeaderMap
     } else {
         (
             [(header::CONTENT_TYPE, content_type(path))],
-            file.data.into_owned(),
+            data.into_owned(),
         )
             .into_response()
     };
@@ -83,9 +99,39 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `GET /`: the dashboard's single page (every view is a `#/...` route inside it).
-pub async fn index(headers: HeaderMap) -> Response {
-    serve(Dashboard::get("index.html"), "index.html", &headers)
+/// `GET /`: the dashboard's single page (every view is a `#/...` route inside it), its asset
+/// URLs under the prefix the hub is mounted at.
+pub async fn index(OriginalUri(original): OriginalUri, uri: Uri, headers: HeaderMap) -> Response {
+    let Some(file) = Dashboard::get("index.html") else {
+        return ApiError::not_found("no such file").into_response();
+    };
+    let prefix = mount_prefix(original.path(), uri.path());
+    let html = String::from_utf8_lossy(&file.data).replace("=\"/ui/", &format!("=\"{prefix}/ui/"));
+    let etag = format!(
+        "\"{}-{}\"",
+        hex(&file.metadata.sha256_hash()[..12]),
+        hex(&Sha256::digest(prefix.as_bytes())[..6])
+    );
+    serve_bytes(Cow::Owned(html.into_bytes()), etag, "index.html", &headers)
+}
+
+/// The prefix a nested router is mounted at: the request's full path less the path the
+/// nested router saw, without a trailing slash, and with anything that could leave an HTML
+/// attribute percent-encoded.
+fn mount_prefix(original: &str, nested: &str) -> String {
+    let prefix = original.strip_suffix(nested).unwrap_or(original);
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.trim_end_matches('/').chars() {
+        if c.is_ascii_alphanumeric() || "-._~/%!$()*+,;=:@".contains(c) {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
 }
 
 /// `GET /ui/{*path}`: the dashboard's modules, styles and images.
@@ -104,6 +150,15 @@ pub async fn client(Path(path): Path<String>, headers: HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mount_prefix_is_what_nesting_added() {
+        assert_eq!(mount_prefix("/", "/"), "");
+        assert_eq!(mount_prefix("/events", "/"), "/events");
+        assert_eq!(mount_prefix("/events/", "/"), "/events");
+        assert_eq!(mount_prefix("/a/b/", "/"), "/a/b");
+        assert_eq!(mount_prefix("/x\"<y", "/"), "/x%22%3Cy");
+    }
 
     #[test]
     fn every_dashboard_file_has_a_known_type() {

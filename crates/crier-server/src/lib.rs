@@ -22,6 +22,9 @@ pub mod listener;
 pub mod metrics_catalog;
 pub mod observe;
 pub mod ops;
+pub mod outbox;
+#[cfg(feature = "postgres")]
+mod outbox_drain;
 pub mod pusher;
 pub mod query;
 pub mod reader_limits;
@@ -41,12 +44,15 @@ use axum::routing::get;
 use axum::Router;
 use crier_core::entity::EntityStore;
 use crier_core::{EventLog, Hub};
+#[cfg(feature = "postgres")]
 use std::time::Duration;
 
 use config::{BrokerKind, StoreKind};
 use crier_core::keys::KeyStore;
 use crier_store::subs::SubStore;
-use crier_store::{PgKeys, PgSubs, PostgresLog, SqliteKeys, SqliteLog, SqliteSubs};
+#[cfg(feature = "postgres")]
+use crier_store::{PgKeys, PgSubs, PostgresLog};
+use crier_store::{SqliteKeys, SqliteLog, SqliteSubs};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -79,10 +85,18 @@ pub enum ServeError {
     /// The configured connection limit does not fit in the open-file limit.
     #[error("{0}")]
     Capacity(String),
+    /// The configuration names a backend this build was compiled without.
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 /// The router over a state.
 pub fn app(state: AppState) -> Router {
+    app_for(state)
+}
+
+/// The router over a state, typed for whatever router it is nested in or merged with.
+pub fn app_for<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
     let router = Router::new()
         .route("/v1/events", get(events::history).post(events::publish))
         .route("/v1/events/{id}", get(events::get_event))
@@ -164,18 +178,23 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    let state = start(settings, shutdown).await?;
+    serve(state, listener).await
+}
+
+/// Opens the stores and starts the hub's background work (cluster follower, webhooks,
+/// retention) without serving: the state's router can then be served by [`serve`] or mounted
+/// in another application. `shutdown` stops the background work; [`close`] waits for it and
+/// flushes the log.
+pub async fn start(
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> Result<AppState, ServeError> {
     type Stores = (
         Arc<dyn EventLog>,
         Arc<dyn EntityStore>,
         Arc<dyn KeyStore>,
         Arc<dyn SubStore>,
-    );
-    // Checked first: a limit that cannot hold stops the start before anything is opened.
-    let capacity = listener::plan(settings.limits.max_connections).map_err(ServeError::Capacity)?;
-    tracing::info!(
-        max_connections = capacity.max_connections,
-        open_files = capacity.open_files,
-        "connection capacity"
     );
     let (log, entities, keys, subs): Stores = match &settings.store {
         StoreKind::Sqlite => {
@@ -188,6 +207,13 @@ pub async fn run(
                 Arc::new(SqliteSubs::open(&db)?),
             )
         }
+        #[cfg(not(feature = "postgres"))]
+        StoreKind::Postgres(_) => {
+            return Err(ServeError::Unsupported(
+                "a PostgreSQL store needs the `postgres` feature",
+            ))
+        }
+        #[cfg(feature = "postgres")]
         StoreKind::Postgres(url) => {
             let schema = Some(settings.store_schema.as_str());
             let log = Arc::new(PostgresLog::open(url, schema).await?);
@@ -207,14 +233,29 @@ pub async fn run(
             None
         }
         (_, kind) => {
+            #[cfg(any(feature = "nats", feature = "redis"))]
             let subject = format!("crier.{}.head", settings.store_schema);
             let broker: Arc<dyn crier_cluster::Broker> = match kind {
                 BrokerKind::Local => Arc::new(crier_cluster::LocalBroker::default()),
+                #[cfg(not(feature = "nats"))]
+                BrokerKind::Nats(_) => {
+                    return Err(ServeError::Unsupported(
+                        "a NATS broker needs the `nats` feature",
+                    ))
+                }
+                #[cfg(feature = "nats")]
                 BrokerKind::Nats(url) => Arc::new(
                     crier_cluster::nats::NatsBroker::connect(url, &subject)
                         .await
                         .map_err(|e| ServeError::Broker(e.to_string()))?,
                 ),
+                #[cfg(not(feature = "redis"))]
+                BrokerKind::Redis(_) => {
+                    return Err(ServeError::Unsupported(
+                        "a Redis broker needs the `redis` feature",
+                    ))
+                }
+                #[cfg(feature = "redis")]
                 BrokerKind::Redis(url) => Arc::new(
                     crier_cluster::redis::RedisBroker::new(url, &subject)
                         .map_err(|e| ServeError::Broker(e.to_string()))?,
@@ -250,7 +291,23 @@ pub async fn run(
         StoreKind::Sqlite => {
             webhooks::start_all(&state).await;
             state.tasks.spawn(retention_loop(state.clone()));
+            // One drainer per outbox table, whichever hub it belongs to.
+            #[cfg(feature = "postgres")]
+            if let Some(o) = &settings.outbox {
+                let lease = crier_store::Lease::contend(
+                    o.url.clone(),
+                    lease_key(&format!("outbox:{}", o.table)),
+                    Duration::from_secs(2),
+                    shutdown.child_token(),
+                );
+                state
+                    .tasks
+                    .spawn(outbox_drain::run(state.clone(), o.clone(), lease));
+            }
         }
+        #[cfg(not(feature = "postgres"))]
+        StoreKind::Postgres(_) => {}
+        #[cfg(feature = "postgres")]
         StoreKind::Postgres(url) => {
             // Webhook dispatch and retention run on one node at a time: the lease holder.
             let lease = crier_store::Lease::contend(
@@ -259,16 +316,44 @@ pub async fn run(
                 Duration::from_secs(2),
                 shutdown.child_token(),
             );
+            // The outbox drains on the node that holds the lease, like webhooks.
+            if let Some(o) = &settings.outbox {
+                state
+                    .tasks
+                    .spawn(outbox_drain::run(state.clone(), o.clone(), lease.clone()));
+            }
             state.tasks.spawn(leader_loop(state.clone(), lease));
         }
     }
+    Ok(state)
+}
+
+/// Serves a started hub on `listener` until its shutdown token is cancelled; then ends
+/// streams, waits for connections up to `shutdown_timeout`, and closes the hub ([`close`]).
+pub async fn serve(state: AppState, listener: TcpListener) -> Result<(), ServeError> {
+    let settings = &state.settings;
+    let shutdown = state.shutdown.clone();
+    // A connection limit that cannot hold stops the hub before it accepts anything.
+    let capacity = match listener::plan(settings.limits.max_connections) {
+        Ok(c) => c,
+        Err(e) => {
+            state.shutdown.cancel();
+            close(&state).await?;
+            return Err(ServeError::Capacity(e));
+        }
+    };
+    tracing::info!(
+        max_connections = capacity.max_connections,
+        open_files = capacity.open_files,
+        "connection capacity"
+    );
     let addr = listener.local_addr()?;
     let scheme = if settings.tls.is_some() {
         "https"
     } else {
         "http"
     };
-    tracing::info!(%addr, %scheme, head = log.head(), "crier is listening");
+    tracing::info!(%addr, %scheme, head = state.log.head(), "crier is listening");
     let server = listener::serve(
         listener,
         app(state.clone()),
@@ -289,13 +374,20 @@ pub async fn run(
             tracing::warn!("connections did not finish within shutdown_timeout; closing them");
         }
     }
+    close(&state).await
+}
+
+/// Waits for the background tasks of a hub whose shutdown token was cancelled, then closes
+/// (flushes) the log.
+pub async fn close(state: &AppState) -> Result<(), ServeError> {
     state.tasks.close();
     state.tasks.wait().await;
-    log.close().await?;
+    state.log.close().await?;
     tracing::info!("crier stopped; the log is flushed");
     Ok(())
 }
 
+#[cfg(feature = "postgres")]
 /// The advisory-lock key of a cluster's lease: one per log schema, so clusters sharing a
 /// database do not share a leader.
 fn lease_key(schema: &str) -> i64 {
@@ -307,6 +399,7 @@ fn lease_key(schema: &str) -> i64 {
     i64::from_ne_bytes(h.to_ne_bytes())
 }
 
+#[cfg(feature = "postgres")]
 /// While this node holds the lease it dispatches webhooks (reconciling with subscriptions
 /// changed on any node) and prunes; when the lease moves, it stops.
 async fn leader_loop(state: AppState, lease: crier_store::Lease) {

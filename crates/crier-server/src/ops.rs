@@ -38,7 +38,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let leader = state.webhooks.is_active();
     match state.log.ping().await {
         Ok(()) => {
-            let body = json!({"status": "ready", "store": "ok", "broker": broker, "node": node, "leader": leader});
+            let mut body = json!({"status": "ready", "store": "ok", "broker": broker, "node": node, "leader": leader});
+            if state.settings.outbox.is_some() {
+                body["outbox"] = state.outbox.to_json();
+            }
             axum::Json(body).into_response()
         }
         Err(e) => {

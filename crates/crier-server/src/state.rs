@@ -60,6 +60,8 @@ pub struct StateInner {
     pub rate: Option<RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>>,
     /// Pusher Channels apps, channels and presence (§13).
     pub pusher: crate::pusher::Pusher,
+    /// The transactional outbox's progress, for `/readyz`.
+    pub outbox: crate::outbox::OutboxStatus,
 }
 
 impl Deref for AppState {
@@ -96,6 +98,7 @@ impl AppState {
             follower: OnceLock::new(),
             rate,
             pusher: crate::pusher::Pusher::new(settings.pusher.clone()),
+            outbox: Default::default(),
             settings,
             log,
             entities,

@@ -10,20 +10,30 @@
 //! * [`lease`]: a cluster-wide lease for work that must run on one node at a time.
 //! * [`subs`]: durable subscriptions and their delivery records, in the same file.
 //! * [`conformance`]: the suite every implementation must pass, run by each backend's tests.
+//!
+//! PostgreSQL (the log, its tables and the lease) is the `postgres` feature, on by default;
+//! without it the crate is SQLite alone.
 #![deny(missing_docs)]
 
 pub mod conformance;
 pub mod keys;
+#[cfg(feature = "postgres")]
 pub mod lease;
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "postgres")]
 mod postgres_entities;
+#[cfg(feature = "postgres")]
 pub mod postgres_tables;
 pub mod sqlite;
 pub mod subs;
 
 pub use keys::SqliteKeys;
+#[cfg(feature = "postgres")]
 pub use lease::Lease;
+#[cfg(feature = "postgres")]
 pub use postgres::PostgresLog;
+#[cfg(feature = "postgres")]
 pub use postgres_tables::{PgKeys, PgSubs};
 pub use sqlite::{Durability, SqliteLog};
 pub use subs::SqliteSubs;

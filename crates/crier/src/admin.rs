@@ -142,6 +142,7 @@ pub enum KeysCmd {
 /// PostgreSQL schema of a cluster.
 enum Keys {
     Sqlite(SqliteKeys),
+    #[cfg(feature = "postgres")]
     Postgres(crier_store::PgKeys),
 }
 
@@ -154,6 +155,7 @@ impl Keys {
     ) -> anyhow::Result<(crier_core::keys::ApiKey, String)> {
         Ok(match self {
             Keys::Sqlite(k) => k.create(tenant, role, name)?,
+            #[cfg(feature = "postgres")]
             Keys::Postgres(k) => k.create(tenant, role, name).await?,
         })
     }
@@ -161,6 +163,7 @@ impl Keys {
     async fn list(&self) -> anyhow::Result<Vec<crier_core::keys::ApiKey>> {
         Ok(match self {
             Keys::Sqlite(k) => k.list()?,
+            #[cfg(feature = "postgres")]
             Keys::Postgres(k) => k.list().await?,
         })
     }
@@ -168,6 +171,7 @@ impl Keys {
     async fn revoke(&self, id: &str) -> anyhow::Result<bool> {
         Ok(match self {
             Keys::Sqlite(k) => k.revoke(id)?,
+            #[cfg(feature = "postgres")]
             Keys::Postgres(k) => k.revoke(id).await?,
         })
     }
@@ -179,9 +183,14 @@ impl Keys {
 async fn open_keys(cfg: &ConfigArgs, create: bool) -> anyhow::Result<Keys> {
     let config = cfg.load()?;
     if config.store.starts_with("postgres://") || config.store.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
         return Ok(Keys::Postgres(
             crier_store::PgKeys::open(&config.store, Some(&config.store_schema)).await?,
         ));
+        #[cfg(not(feature = "postgres"))]
+        anyhow::bail!(
+            "this build of crier has no postgres support (the `postgres` feature is off)"
+        );
     }
     let db = config.data_dir.join("crier.db");
     if create {

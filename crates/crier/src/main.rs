@@ -5,6 +5,7 @@
 //! reports errors.
 
 mod admin;
+mod outbox;
 mod publish;
 mod replay;
 mod subs;
@@ -48,6 +49,9 @@ enum Cmd {
     /// Check a configuration, or print every key with its default.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Set up the transactional outbox in an application's database.
+    #[command(subcommand)]
+    Outbox(outbox::OutboxCmd),
 }
 
 #[derive(Subcommand)]
@@ -264,6 +268,7 @@ fn main() -> ExitCode {
             Cmd::Token(a) => admin::token(a),
             Cmd::Keys(c) => admin::keys(c).await,
             Cmd::Config(c) => config_cmd(c),
+            Cmd::Outbox(c) => outbox::run(c).await,
             Cmd::GraphqlSchema => {
                 print!("{}", crier_server::graphql::sdl());
                 Ok(())
