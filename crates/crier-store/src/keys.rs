@@ -78,12 +78,7 @@ const COLUMNS: &str = "id, name, tenant, role, created_us, revoked_us";
 impl SqliteKeys {
     /// Opens the key table of the store at `path` (creating it if needed).
     pub fn open(path: &Path) -> Result<SqliteKeys, LogError> {
-        let conn = Connection::open(path).map_err(backend)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(backend)?;
-        conn.execute_batch(crate::sqlite::KEYS_SCHEMA)
+        let conn = crate::sqlite::open_side_connection(path, crate::sqlite::KEYS_SCHEMA)
             .map_err(backend)?;
         Ok(SqliteKeys {
             path: path.to_path_buf(),

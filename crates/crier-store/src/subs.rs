@@ -171,12 +171,7 @@ pub struct SubPatch {
 impl SqliteSubs {
     /// Opens the subscription tables of the store at `path`.
     pub fn open(path: &Path) -> Result<SqliteSubs, LogError> {
-        let conn = Connection::open(path).map_err(backend)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(backend)?;
-        conn.execute_batch(SUBS_SCHEMA).map_err(backend)?;
+        let conn = crate::sqlite::open_side_connection(path, SUBS_SCHEMA).map_err(backend)?;
         Ok(SqliteSubs {
             conn: Arc::new(Mutex::new(conn)),
         })

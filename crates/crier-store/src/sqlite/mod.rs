@@ -101,6 +101,35 @@ pub struct SqliteLog {
     tx: Mutex<Option<mpsc::Sender<WriteReq>>>,
 }
 
+/// Opens a further connection to the log's file (keys, subscriptions) beside a running
+/// writer and makes sure `schema` exists. The file is already in WAL mode when the log made
+/// it, so the mode is set only on a file that is not in WAL yet. Setting up a connection
+/// can meet `SQLITE_BUSY` at once, without SQLite's busy wait, while the writer commits;
+/// that is retried for up to ten seconds, like a busy statement.
+pub(crate) fn open_side_connection(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let attempt = (|| {
+            let conn = Connection::open(path)?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))?;
+            let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+            }
+            conn.execute_batch(schema)?;
+            Ok(conn)
+        })();
+        match attempt {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn backend(e: rusqlite::Error) -> LogError {
     LogError::backend(e)
 }
