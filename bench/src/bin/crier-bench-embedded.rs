@@ -250,7 +250,7 @@ async fn main() -> anyhow::Result<()> {
         ))
         .await?;
     }
-    hub.shutdown().await?;
+    hub.close().await?;
     server.abort();
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crier::axum::extract::{Path, State};
 use crier::axum::http::StatusCode;
-use crier::axum::response::{IntoResponse, Response};
+use crier::axum::response::{IntoResponse, Redirect, Response};
 use crier::axum::routing::get;
 use crier::axum::{Json, Router};
 use serde_json::{json, Value};
@@ -153,7 +153,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/sites", get(list).post(create))
         .route("/sites/{id}", get(read).put(update).delete(delete))
         .with_state(app)
-        .nest("/events", hub.router());
+        .nest("/events", hub.router())
+        // axum's `nest` serves the prefix itself as `/events`, never `/events/`; send a typed
+        // or bookmarked trailing slash to the dashboard.
+        .route("/events/", get(|| async { Redirect::permanent("/events") }));
 
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
@@ -162,11 +165,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
             // Ends the hub's streams so that open connections finish, and flushes the log.
-            if let Err(e) = stopping.shutdown().await {
-                eprintln!("embedded: {e}");
-            }
+            stopping.shutdown().await;
         })
         .await?;
-    hub.shutdown().await?;
+    // Already stopped by the signal handler unless serving failed; this says how it went.
+    hub.close().await?;
     Ok(())
 }

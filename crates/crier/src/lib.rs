@@ -37,8 +37,9 @@
 //! let app: crier::axum::Router = crier::axum::Router::new().nest("/events", hub.router());
 //! # drop(app);
 //!
-//! // Stop: subscriptions end, background work stops, the log is flushed.
-//! hub.shutdown().await?;
+//! // Stop: subscriptions end, background work stops, the log is flushed
+//! // (`hub.close().await?` answers whether that went cleanly).
+//! hub.shutdown().await;
 //! assert!(events.next().await.is_none());
 //! # Ok(())
 //! # }
@@ -249,8 +250,17 @@ impl Hub {
     }
 
     /// Stops the hub: streams and subscriptions end, background work stops, and the log is
-    /// flushed and closed. Later calls do nothing.
-    pub async fn shutdown(&self) -> Result<(), Error> {
+    /// flushed and closed. Later calls do nothing. A failure to flush is logged; use
+    /// [`Hub::close`] to receive it instead.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.close().await {
+            tracing::error!(error = %e.message, "closing the embedded hub failed");
+        }
+    }
+
+    /// [`Hub::shutdown`], answering whether the log was flushed and closed cleanly. Later
+    /// calls (of either) do nothing and answer `Ok`.
+    pub async fn close(&self) -> Result<(), Error> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }

@@ -228,6 +228,22 @@ async fn in_process_events_reach_http_sse_and_websocket_at_the_prefix() {
         .await
         .expect("html");
     assert!(html.contains("src=\"/events/ui/app.js\""), "{html}");
+    // `/events/` leads to the same page (the example redirects it: axum's nest alone
+    // would answer 404 there).
+    let slash = http
+        .get(format!("{base}/events/"))
+        .send()
+        .await
+        .expect("dashboard at the prefix with a slash");
+    assert_eq!(slash.status(), 200);
+    assert_eq!(slash.text().await.expect("html"), html);
+    // Unknown paths under the prefix are still JSON 404s, not the page.
+    let unknown = http
+        .get(format!("{base}/events/no/such/page"))
+        .send()
+        .await
+        .expect("unknown path");
+    assert_eq!(unknown.status(), 404);
     let js = http
         .get(format!("{base}/events/ui/app.js"))
         .send()
