@@ -36,6 +36,10 @@ impl Announcement {
 /// A stream of announcements; it ends when the broker connection is lost.
 pub type Announcements = Pin<Box<dyn Stream<Item = Announcement> + Send>>;
 
+/// A stream of raw presence signals (see [`crate::presence`]); it ends when the broker
+/// connection is lost. Payloads come from other nodes: decode them as untrusted input.
+pub type Signals = Pin<Box<dyn Stream<Item = Vec<u8>> + Send>>;
+
 /// Broker failures.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -57,6 +61,28 @@ pub trait Broker: Send + Sync + 'static {
     /// again (with backoff) to resume.
     fn subscribe(&self) -> BoxFuture<'_, Result<Announcements, BrokerError>>;
 
+    /// Publishes a presence signal to every node (the sender's own subscription included),
+    /// on a topic of its own next to the announcements. Brokers that carry no presence
+    /// refuse.
+    fn signal(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<(), BrokerError>> {
+        drop(payload);
+        Box::pin(async {
+            Err(BrokerError::Unavailable(
+                "this broker carries no presence".into(),
+            ))
+        })
+    }
+
+    /// Subscribes to presence signals. Like [`Broker::subscribe`], the stream ends when the
+    /// connection is lost.
+    fn signals(&self) -> BoxFuture<'_, Result<Signals, BrokerError>> {
+        Box::pin(async {
+            Err(BrokerError::Unavailable(
+                "this broker carries no presence".into(),
+            ))
+        })
+    }
+
     /// Whether the connection is up right now (clients that reconnect by themselves keep
     /// their streams open while down; followers poll faster meanwhile).
     fn connected(&self) -> bool {
@@ -68,6 +94,7 @@ pub trait Broker: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct LocalBroker {
     tx: broadcast::Sender<Announcement>,
+    signals: broadcast::Sender<Vec<u8>>,
 }
 
 impl Default for LocalBroker {
@@ -75,6 +102,8 @@ impl Default for LocalBroker {
         // Lagging receivers skip announcements; followers repair from the log.
         LocalBroker {
             tx: broadcast::channel(256).0,
+            // Lagging presence receivers see a gap in seq and ask for the sender's state.
+            signals: broadcast::channel(1024).0,
         }
     }
 }
@@ -103,6 +132,27 @@ impl Broker for LocalBroker {
                 }
             });
             Ok(Box::pin(s) as Announcements)
+        })
+    }
+
+    fn signal(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let _ = self.signals.send(payload);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn signals(&self) -> BoxFuture<'_, Result<Signals, BrokerError>> {
+        let rx = self.signals.subscribe();
+        Box::pin(async move {
+            let s = futures_util::stream::unfold(rx, |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(p) => return Some((p, rx)),
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            });
+            Ok(Box::pin(s) as Signals)
         })
     }
 }

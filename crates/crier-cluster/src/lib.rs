@@ -10,7 +10,8 @@
 //! degrades to polling and delivery goes on.
 //!
 //! Brokers: [`broker::LocalBroker`] (in-process), [`nats::NatsBroker`] (`async-nats`) and
-//! [`redis::RedisBroker`] (Redis pub/sub). [`suite`] is the fan-out suite every broker runs.
+//! [`redis::RedisBroker`] (Redis pub/sub). Brokers also carry [`presence`] signals, so
+//! Pusher presence members are the same on every node. [`suite`] is the fan-out suite every broker runs.
 //! The NATS and Redis brokers are the `nats` and `redis` features, on by default.
 #![deny(missing_docs)]
 
@@ -18,9 +19,10 @@ pub mod broker;
 pub mod follower;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod presence;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod suite;
 
-pub use broker::{Announcement, Broker, BrokerError, LocalBroker};
+pub use broker::{Announcement, Broker, BrokerError, LocalBroker, Signals};
 pub use follower::{Follower, FollowerConfig};

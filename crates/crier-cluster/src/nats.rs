@@ -1,16 +1,17 @@
 //! NATS broker (`broker = "nats://..."`): core NATS publish/subscribe on one subject.
 //! `async-nats` reconnects by itself and restores subscriptions; while it is disconnected
-//! the followers poll the log.
+//! the followers poll the log. Presence signals travel on `<subject>.presence`.
 
 use crier_core::log::BoxFuture;
 use futures_util::StreamExt;
 
-use crate::broker::{Announcement, Announcements, Broker, BrokerError};
+use crate::broker::{Announcement, Announcements, Broker, BrokerError, Signals};
 
 /// Announcements over a NATS subject.
 pub struct NatsBroker {
     client: async_nats::Client,
     subject: String,
+    presence: String,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BrokerError {
@@ -29,6 +30,7 @@ impl NatsBroker {
         Ok(NatsBroker {
             client,
             subject: subject.to_string(),
+            presence: format!("{subject}.presence"),
         })
     }
 }
@@ -64,6 +66,31 @@ impl Broker for NatsBroker {
                 .map_err(unavailable)?;
             let s = sub.filter_map(|m| async move { Announcement::decode(&m.payload) });
             Ok(Box::pin(s) as Announcements)
+        })
+    }
+
+    fn signal(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            if !self.connected() {
+                return Err(BrokerError::Unavailable("not connected to NATS".into()));
+            }
+            self.client
+                .publish(self.presence.clone(), payload.into())
+                .await
+                .map_err(unavailable)?;
+            self.client.flush().await.map_err(unavailable)
+        })
+    }
+
+    fn signals(&self) -> BoxFuture<'_, Result<Signals, BrokerError>> {
+        Box::pin(async move {
+            let sub = self
+                .client
+                .subscribe(self.presence.clone())
+                .await
+                .map_err(unavailable)?;
+            let s = sub.map(|m| m.payload.to_vec());
+            Ok(Box::pin(s) as Signals)
         })
     }
 }

@@ -471,9 +471,23 @@ impl Config {
                 "must be at least twice limits.max_event_bytes (half holds a catch-up page, half the live queue, each at least one event)",
             ));
         }
+        let presence_heartbeat =
+            duration("pusher.presence_heartbeat", &self.pusher.presence_heartbeat)?;
+        let presence_timeout = duration("pusher.presence_timeout", &self.pusher.presence_timeout)?;
+        if presence_heartbeat.is_zero() {
+            return Err(err("pusher.presence_heartbeat", "must be greater than 0"));
+        }
+        if presence_timeout < presence_heartbeat.saturating_mul(2) {
+            return Err(err(
+                "pusher.presence_timeout",
+                "must be at least twice pusher.presence_heartbeat (one lost heartbeat is no death)",
+            ));
+        }
         Ok(Settings {
             store,
             broker,
+            presence_heartbeat,
+            presence_timeout,
             store_schema: self.store_schema.clone(),
             node_id,
             listen,
@@ -717,6 +731,10 @@ pub struct Settings {
     pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
     /// Pusher Channels apps (§13).
     pub pusher: crate::pusher::apps::Apps,
+    /// In a cluster, the interval of this node's presence heartbeat.
+    pub presence_heartbeat: Duration,
+    /// In a cluster, the silence after which another node's presence members leave.
+    pub presence_timeout: Duration,
     /// Most replays running at once per tenant.
     pub max_replays_per_tenant: usize,
     /// SQLite directory.

@@ -172,6 +172,14 @@ const COMMENTS: &[(&str, &str)] = &[
         "Pusher Channels apps, one [[pusher.apps]] table each: id, key, secret, tenant, client_events, activity_timeout, webhooks, max_data_bytes.",
     ),
     (
+        "pusher.presence_heartbeat",
+        "In a cluster, how often each node tells the others (through the broker) that it is alive.",
+    ),
+    (
+        "pusher.presence_timeout",
+        "In a cluster, a node silent this long is dead: its presence members leave (at least twice presence_heartbeat).",
+    ),
+    (
         "outbox.url",
         "The application's PostgreSQL database holding the outbox table; empty: no outbox.",
     ),

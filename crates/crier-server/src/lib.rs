@@ -226,11 +226,11 @@ pub async fn start(
         }
     };
     let hub = Hub::with_reader_buffer_bytes(log.clone(), settings.limits.reader_buffer_bytes);
-    let follower = match (&settings.store, &settings.broker) {
+    let (follower, presence_broker) = match (&settings.store, &settings.broker) {
         // One node on its own file: committed events go straight to the hub.
         (StoreKind::Sqlite, BrokerKind::Local) => {
             log.set_commit_sink(hub.commit_sink());
-            None
+            (None, None)
         }
         (_, kind) => {
             #[cfg(any(feature = "nats", feature = "redis"))]
@@ -269,11 +269,11 @@ pub async fn start(
                 cfg,
                 hub.clone(),
                 log.clone(),
-                broker,
+                broker.clone(),
                 shutdown.child_token(),
             );
             log.set_commit_sink(f.commit_sink());
-            Some(f)
+            (Some(f), Some(broker))
         }
     };
     let state = AppState::new(
@@ -286,6 +286,10 @@ pub async fn start(
         shutdown.clone(),
     );
     state.set_follower(follower);
+    // Presence members shared with the other nodes through the same broker.
+    if let Some(broker) = presence_broker {
+        pusher::presence::start(&state, broker);
+    }
     metrics_catalog::register(&settings);
     match &settings.store {
         StoreKind::Sqlite => {

@@ -197,6 +197,16 @@ pub fn register(settings: &Settings) {
             "Events another node committed that this node read from the shared log."
         );
         metrics::counter!("crier_cluster_ingested_total").increment(0);
+        describe_counter!(
+            "crier_pusher_presence_nodes_lost_total",
+            "Other nodes whose presence members left because the node fell silent or restarted."
+        );
+        describe_counter!(
+            "crier_pusher_presence_malformed_total",
+            "Presence signals from the broker that were not well-formed and were ignored."
+        );
+        metrics::counter!("crier_pusher_presence_nodes_lost_total").increment(0);
+        metrics::counter!("crier_pusher_presence_malformed_total").increment(0);
     }
     process().describe();
 }

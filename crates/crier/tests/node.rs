@@ -1,10 +1,11 @@
 //! The JavaScript suites, run with Node against this build's `crier` binary: the JS client's
 //! tests (`clients/js`), the `graphql-ws` subscription test, the Pusher tests (pusher-js and
-//! the `pusher` server SDK) and the dashboard's browser tests in Chromium (`tests/e2e`).
+//! the `pusher` server SDK, on one node and across a cluster over PostgreSQL with NATS and
+//! with Redis) and the dashboard's browser tests in Chromium (`tests/e2e`).
 //!
-//! Without Node, npm packages or Chromium these tests print a notice and pass, except under
-//! `CI=true`, where a missing tool is a failure. The npm packages of `tests/e2e` are
-//! installed from its lock file on first use (`npm ci`).
+//! Without Node, npm packages, Chromium or the cluster's services these tests print a notice
+//! and pass, except under `CI=true`, where a missing tool is a failure. The npm packages of
+//! `tests/e2e` are installed from its lock file on first use (`npm ci`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -132,6 +133,99 @@ fn pusher_js_and_pusher_sdk() {
         return missing("the npm packages of tests/e2e could not be installed");
     }
     node_test(&root().join("tests/e2e"), &["pusher.test.mjs"], &[]);
+}
+
+#[cfg(all(feature = "postgres", feature = "nats", feature = "redis"))]
+/// Whether a service answers on 127.0.0.1:`port` (a notice, or a failure under CI, if not).
+fn reachable(port: u16, name: &str) -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let ok = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_ok();
+    if !ok {
+        missing(&format!("{name} on 127.0.0.1:{port} is unreachable"));
+    }
+    ok
+}
+
+#[cfg(all(feature = "postgres", feature = "nats", feature = "redis"))]
+/// Drops the PostgreSQL schemas starting with `prefix` when dropped.
+struct Schemas {
+    url: String,
+    prefix: String,
+}
+
+#[cfg(all(feature = "postgres", feature = "nats", feature = "redis"))]
+impl Drop for Schemas {
+    fn drop(&mut self) {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let Ok((client, conn)) =
+                tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await
+            else {
+                return;
+            };
+            tokio::spawn(conn);
+            let Ok(rows) = client
+                .query(
+                    "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)",
+                    &[&self.prefix],
+                )
+                .await
+            else {
+                return;
+            };
+            for row in rows {
+                let name: String = row.get(0);
+                let _ = client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                    .await;
+            }
+        });
+    }
+}
+
+#[cfg(all(feature = "postgres", feature = "nats", feature = "redis"))]
+#[test]
+fn pusher_presence_across_a_cluster() {
+    if node_major().is_none() {
+        return missing("Node.js is not installed");
+    }
+    if !reachable(5432, "PostgreSQL") {
+        return;
+    }
+    let mut brokers = Vec::new();
+    if reachable(4222, "NATS") {
+        brokers.push("nats://127.0.0.1:4222");
+    }
+    if reachable(6379, "Redis") {
+        brokers.push("redis://127.0.0.1:6379");
+    }
+    if brokers.is_empty() {
+        return;
+    }
+    if !e2e_packages() {
+        return missing("the npm packages of tests/e2e could not be installed");
+    }
+    let url = std::env::var("CRIER_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schemas = Schemas {
+        url: url.clone(),
+        prefix: format!("crier_presence_{}", std::process::id()),
+    };
+    node_test(
+        &root().join("tests/e2e"),
+        &["pusher-cluster.test.mjs"],
+        &[
+            ("CRIER_TEST_POSTGRES", url),
+            ("PRESENCE_BROKERS", brokers.join(" ")),
+            ("PRESENCE_SCHEMA", schemas.prefix.clone()),
+        ],
+    );
+    drop(schemas);
 }
 
 #[test]

@@ -12,11 +12,25 @@ use serde::{Deserialize, Serialize};
 use crate::config::ConfigError;
 
 /// `[pusher]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PusherConfig {
     /// The apps served.
     pub apps: Vec<AppConfig>,
+    /// In a cluster, how often a node tells the others it is alive.
+    pub presence_heartbeat: String,
+    /// In a cluster, how long without a heartbeat before a node's presence members leave.
+    pub presence_timeout: String,
+}
+
+impl Default for PusherConfig {
+    fn default() -> Self {
+        PusherConfig {
+            apps: Vec::new(),
+            presence_heartbeat: "5s".into(),
+            presence_timeout: "15s".into(),
+        }
+    }
 }
 
 /// One `[[pusher.apps]]` table.

@@ -383,6 +383,7 @@ impl Conn {
             user_id: user_id.clone(),
         };
         let (occupied, new_user) = self.state.pusher.join(
+            &self.app.id,
             &self.app.tenant,
             &channel,
             sub,

@@ -466,7 +466,11 @@ pub async fn channel(
     }
     let c = state.pusher.info(&app.tenant, &channel);
     let mut m = channel_attrs(&state, &app, &channel, &info);
-    m.insert("occupied".into(), (c.subscription_count > 0).into());
+    // A presence channel with members on another node is occupied there.
+    m.insert(
+        "occupied".into(),
+        (c.subscription_count > 0 || c.user_count > 0).into(),
+    );
     Ok(axum::Json(Value::Object(m)).into_response())
 }
 

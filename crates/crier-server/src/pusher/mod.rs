@@ -7,11 +7,14 @@
 //! this node, as one frame encoded once and shared. So Pusher traffic is durable and in
 //! history, native publishes reach Pusher subscribers, and in a cluster every node delivers
 //! what any node committed. Subscriptions and presence members live in [`Registry`]; the
-//! channels of one tenant are shared by every app of that tenant.
+//! channels of one tenant are shared by every app of that tenant. In a cluster, [`presence`]
+//! keeps the members of the other nodes next to this node's own, so every presence view is
+//! the union over the live nodes.
 
 pub mod apps;
 pub mod conn;
 pub mod http_api;
+pub mod presence;
 pub mod protocol;
 pub mod webhooks;
 
@@ -44,11 +47,16 @@ pub struct Sub {
     pub user_id: Option<Arc<str>>,
 }
 
-/// A presence member: its info and how many of its sockets are subscribed here.
+/// A presence member: its info, the app it joined through and how many of its sockets are
+/// subscribed here.
 struct Member {
     info: Value,
+    app: Arc<str>,
     sockets: usize,
 }
+
+/// Presence members on other nodes of one channel: user → node → (app, user_info).
+type RemoteUsers = BTreeMap<Arc<str>, BTreeMap<Arc<str>, (Arc<str>, Value)>>;
 
 #[derive(Default)]
 struct Channel {
@@ -83,10 +91,96 @@ pub struct Joined {
     pub presence: Value,
 }
 
-/// The channels with subscribers on this node, per tenant.
+/// The channels with subscribers on this node, per tenant, and the presence members of the
+/// other nodes of a cluster.
 #[derive(Default)]
 pub struct Registry {
     by_tenant: HashMap<String, HashMap<String, Channel>>,
+    /// Presence members on other nodes, per tenant and channel (empty on a single node).
+    remote: HashMap<String, HashMap<String, RemoteUsers>>,
+}
+
+impl Registry {
+    fn local(&self, tenant: &str, channel: &str) -> Option<&Channel> {
+        self.by_tenant.get(tenant).and_then(|c| c.get(channel))
+    }
+
+    fn remote_users(&self, tenant: &str, channel: &str) -> Option<&RemoteUsers> {
+        self.remote.get(tenant).and_then(|c| c.get(channel))
+    }
+
+    /// Whether `user` is present on another node.
+    fn remote_has(&self, tenant: &str, channel: &str, user: &str) -> bool {
+        self.remote_users(tenant, channel)
+            .is_some_and(|u| u.contains_key(user))
+    }
+
+    /// Whether `user` is present on any node.
+    fn present(&self, tenant: &str, channel: &str, user: &str) -> bool {
+        self.local(tenant, channel)
+            .is_some_and(|c| c.members.contains_key(user))
+            || self.remote_has(tenant, channel, user)
+    }
+
+    /// The members of a presence channel over every live node, with their info (this node's
+    /// when the user is here too).
+    fn members(&self, tenant: &str, channel: &str) -> BTreeMap<Arc<str>, Value> {
+        let mut out = BTreeMap::new();
+        if let Some(r) = self.remote_users(tenant, channel) {
+            for (user, nodes) in r {
+                if let Some((_, info)) = nodes.values().next() {
+                    out.insert(user.clone(), info.clone());
+                }
+            }
+        }
+        if let Some(c) = self.local(tenant, channel) {
+            for (user, m) in &c.members {
+                out.insert(user.clone(), m.info.clone());
+            }
+        }
+        out
+    }
+
+    /// Distinct presence users of a channel over every live node.
+    fn user_count(&self, tenant: &str, channel: &str) -> usize {
+        let local = self.local(tenant, channel);
+        let remote = self.remote_users(tenant, channel);
+        let only_remote = remote.map_or(0, |r| {
+            r.keys()
+                .filter(|u| !local.is_some_and(|c| c.members.contains_key(*u)))
+                .count()
+        });
+        local.map_or(0, |c| c.members.len()) + only_remote
+    }
+
+    /// Sends `frame` to this node's subscribers of a channel.
+    fn notify(&self, tenant: &str, channel: &str, frame: &Utf8Bytes) {
+        if let Some(c) = self.local(tenant, channel) {
+            c.send(frame, None);
+        }
+    }
+}
+
+/// `pusher_internal:member_added` of a channel.
+fn member_added(channel: &str, user: &str, info: &Value) -> Utf8Bytes {
+    let data = serde_json::json!({"user_id": user, "user_info": info}).to_string();
+    Utf8Bytes::from(protocol::channel_frame(
+        "pusher_internal:member_added",
+        channel,
+        &Value::from(data).to_string(),
+        None,
+    ))
+}
+
+/// `pusher_internal:member_removed` of a channel.
+fn member_removed(channel: &str, user: &str) -> Utf8Bytes {
+    let data = serde_json::json!({"user_id": user}).to_string();
+    Utf8Bytes::from(protocol::channel_frame(
+        "pusher_internal:member_removed",
+        channel,
+        &Value::from(data).to_string(),
+        None,
+    ))
 }
 
 /// A channel's counts for the HTTP API.
@@ -108,6 +202,8 @@ pub struct Pusher {
     bridge: tokio::sync::OnceCell<()>,
     /// Pusher-style webhook queues.
     pub hooks: webhooks::Hooks,
+    /// In a cluster, the queue of this node's presence signals.
+    signals: std::sync::OnceLock<presence::Outbox>,
 }
 
 impl Pusher {
@@ -120,6 +216,7 @@ impl Pusher {
             next_socket: AtomicU64::new(1),
             bridge: tokio::sync::OnceCell::new(),
             hooks: webhooks::Hooks::default(),
+            signals: std::sync::OnceLock::new(),
         }
     }
 
@@ -160,18 +257,25 @@ impl Pusher {
             .await;
     }
 
-    /// Adds `sub` to a channel and queues `first` (the subscription's answer) to it before any
-    /// event of the channel. On a presence channel with `member = (user_id, user_info)`, the
-    /// other subscribers get `member_added` when the user is new, and the answer is the member
-    /// list. Returns whether the channel was empty before, and whether the user is new.
+    /// Adds `sub` (a connection of `app`) to a channel and queues the subscription's answer
+    /// to it before any event of the channel. On a presence channel with `member =
+    /// user_info`, the other subscribers get `member_added` when the user is present on no
+    /// node yet, and the answer is the member list of every node. Returns whether the
+    /// channel was empty here before, and whether the user is new to the cluster.
     pub fn join(
         &self,
+        app: &str,
         tenant: &str,
         channel: &str,
         sub: Sub,
         member: Option<Value>,
     ) -> (bool, bool) {
-        let mut reg = self.lock();
+        let mut guard = self.lock();
+        let reg = &mut *guard;
+        let elsewhere = sub
+            .user_id
+            .as_deref()
+            .is_some_and(|u| reg.remote_has(tenant, channel, u));
         let ch = reg
             .by_tenant
             .entry(tenant.to_string())
@@ -179,38 +283,47 @@ impl Pusher {
             .entry(channel.to_string())
             .or_default();
         let occupied_now = ch.subs.is_empty();
-        let mut new_user = false;
-        let answer = match (&sub.user_id, member) {
+        let mut new_here = false;
+        let presence = match (&sub.user_id, member) {
             (Some(uid), Some(info)) => {
                 let m = ch.members.entry(uid.clone()).or_insert_with(|| {
-                    new_user = true;
+                    new_here = true;
                     Member {
                         info: info.clone(),
+                        app: Arc::from(app),
                         sockets: 0,
                     }
                 });
                 m.sockets += 1;
-                if new_user {
-                    let data =
-                        serde_json::json!({"user_id": &**uid, "user_info": info}).to_string();
-                    let frame = protocol::channel_frame(
-                        "pusher_internal:member_added",
-                        channel,
-                        &Value::from(data).to_string(),
-                        None,
-                    );
-                    ch.send(&Utf8Bytes::from(frame), None);
+                if new_here {
+                    if !elsewhere {
+                        ch.send(&member_added(channel, uid, &info), None);
+                    }
+                    self.signal(presence::Body::Join {
+                        member: crier_cluster::presence::Member {
+                            tenant: tenant.to_string(),
+                            channel: channel.to_string(),
+                            app: app.to_string(),
+                            user_id: uid.to_string(),
+                            user_info: info,
+                        },
+                    });
                 }
-                let ids: Vec<&str> = ch.members.keys().map(|k| &**k).collect();
-                let hash: serde_json::Map<String, Value> = ch
-                    .members
-                    .iter()
-                    .map(|(k, m)| (k.to_string(), m.info.clone()))
-                    .collect();
-                serde_json::json!({"presence": {"ids": ids, "hash": hash, "count": ids.len()}})
-                    .to_string()
+                true
             }
-            _ => "{}".to_string(),
+            _ => false,
+        };
+        let answer = if presence {
+            let members = reg.members(tenant, channel);
+            let ids: Vec<&str> = members.keys().map(|k| &**k).collect();
+            let hash: serde_json::Map<String, Value> = members
+                .iter()
+                .map(|(k, info)| (k.to_string(), info.clone()))
+                .collect();
+            serde_json::json!({"presence": {"ids": ids, "hash": hash, "count": ids.len()}})
+                .to_string()
+        } else {
+            "{}".to_string()
         };
         let frame = protocol::channel_frame(
             "pusher_internal:subscription_succeeded",
@@ -221,14 +334,22 @@ impl Pusher {
         if sub.tx.try_send(Utf8Bytes::from(frame)).is_err() {
             sub.evict.cancel();
         }
-        ch.subs.push(sub);
-        (occupied_now, new_user)
+        if let Some(ch) = reg
+            .by_tenant
+            .get_mut(tenant)
+            .and_then(|c| c.get_mut(channel))
+        {
+            ch.subs.push(sub);
+        }
+        (occupied_now, new_here && !elsewhere)
     }
 
-    /// Removes a socket from a channel. On presence channels the last socket of a user makes
-    /// the others get `member_removed`. Returns `(vacated, removed user)`.
+    /// Removes a socket from a channel. On presence channels the last socket of a user here
+    /// makes the others get `member_removed`, unless the user is still present on another
+    /// node. Returns `(vacated, user removed from the cluster)`.
     pub fn leave(&self, tenant: &str, channel: &str, socket_id: &str) -> (bool, Option<Arc<str>>) {
-        let mut reg = self.lock();
+        let mut guard = self.lock();
+        let reg = &mut *guard;
         let Some(chans) = reg.by_tenant.get_mut(tenant) else {
             return (false, None);
         };
@@ -239,21 +360,13 @@ impl Pusher {
             return (false, None);
         };
         let sub = ch.subs.swap_remove(i);
-        let mut removed = None;
+        let mut gone_here = None;
         if let Some(uid) = sub.user_id {
             if let Some(m) = ch.members.get_mut(&uid) {
                 m.sockets = m.sockets.saturating_sub(1);
                 if m.sockets == 0 {
                     ch.members.remove(&uid);
-                    let data = serde_json::json!({"user_id": &*uid}).to_string();
-                    let frame = protocol::channel_frame(
-                        "pusher_internal:member_removed",
-                        channel,
-                        &Value::from(data).to_string(),
-                        None,
-                    );
-                    ch.send(&Utf8Bytes::from(frame), None);
-                    removed = Some(uid);
+                    gone_here = Some(uid);
                 }
             }
         }
@@ -264,55 +377,63 @@ impl Pusher {
                 reg.by_tenant.remove(tenant);
             }
         }
+        let mut removed = None;
+        if let Some(uid) = gone_here {
+            self.signal(presence::Body::Leave {
+                tenant: tenant.to_string(),
+                channel: channel.to_string(),
+                user_id: uid.to_string(),
+            });
+            if !reg.remote_has(tenant, channel, &uid) {
+                reg.notify(tenant, channel, &member_removed(channel, &uid));
+                removed = Some(uid);
+            }
+        }
         (vacated, removed)
     }
 
-    /// Counts of one channel.
+    /// Counts of one channel: subscriptions on this node, presence users on every node.
     pub fn info(&self, tenant: &str, channel: &str) -> ChannelInfo {
         let reg = self.lock();
-        reg.by_tenant
-            .get(tenant)
-            .and_then(|c| c.get(channel))
-            .map_or_else(ChannelInfo::default, |c| ChannelInfo {
-                subscription_count: c.subs.len(),
-                user_count: c.members.len(),
-            })
+        ChannelInfo {
+            subscription_count: reg.local(tenant, channel).map_or(0, |c| c.subs.len()),
+            user_count: reg.user_count(tenant, channel),
+        }
     }
 
-    /// Occupied channels of a tenant whose names start with `prefix`, sorted.
+    /// Occupied channels of a tenant whose names start with `prefix`, sorted: those with
+    /// subscribers here and the presence channels with members on other nodes.
     pub fn channels(&self, tenant: &str, prefix: &str) -> Vec<(String, ChannelInfo)> {
         let reg = self.lock();
-        let mut out: Vec<(String, ChannelInfo)> = reg
-            .by_tenant
-            .get(tenant)
-            .map(|chans| {
-                chans
-                    .iter()
-                    .filter(|(name, _)| name.starts_with(prefix))
-                    .map(|(name, c)| {
-                        (
-                            name.clone(),
-                            ChannelInfo {
-                                subscription_count: c.subs.len(),
-                                user_count: c.members.len(),
-                            },
-                        )
-                    })
-                    .collect()
+        let mut names: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+        if let Some(chans) = reg.by_tenant.get(tenant) {
+            names.extend(chans.keys().map(String::as_str));
+        }
+        if let Some(chans) = reg.remote.get(tenant) {
+            names.extend(chans.keys().map(String::as_str));
+        }
+        names
+            .into_iter()
+            .filter(|name| name.starts_with(prefix))
+            .map(|name| {
+                (
+                    name.to_string(),
+                    ChannelInfo {
+                        subscription_count: reg.local(tenant, name).map_or(0, |c| c.subs.len()),
+                        user_count: reg.user_count(tenant, name),
+                    },
+                )
             })
-            .unwrap_or_default();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+            .collect()
     }
 
-    /// The user ids of a presence channel.
+    /// The user ids of a presence channel, over every live node.
     pub fn users(&self, tenant: &str, channel: &str) -> Vec<String> {
         let reg = self.lock();
-        reg.by_tenant
-            .get(tenant)
-            .and_then(|c| c.get(channel))
-            .map(|c| c.members.keys().map(|k| k.to_string()).collect())
-            .unwrap_or_default()
+        reg.members(tenant, channel)
+            .into_keys()
+            .map(|k| k.to_string())
+            .collect()
     }
 
     /// Hands a committed event to the Pusher subscribers of its channel on this node.
