@@ -59,8 +59,9 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
         Err(ApiError::bad(
             "invalid_filter_name",
             format!(
-                "a filter name has 1 to {MAX_NAME} lowercase letters, digits, `.`, `_` or `-`, \
-                 starting with a letter or digit (like `prod-errors`); {shown:?} is not one"
+                "a filter name is 1 to {MAX_NAME} lowercase letters, digits, dots, hyphens or \
+                 underscores, starting with a letter or digit (like prod-errors); {shown:?} is \
+                 not one"
             ),
         ))
     }
