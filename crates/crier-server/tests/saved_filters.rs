@@ -532,3 +532,130 @@ async fn streams_history_websocket_and_replays_take_a_saved_filter_by_name() {
     );
     hub.stop().await;
 }
+
+fn pg_url() -> String {
+    std::env::var("CRIER_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn pg_reachable() -> bool {
+    let ok = match tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls),
+    )
+    .await
+    {
+        Ok(Ok((client, conn))) => {
+            tokio::spawn(conn);
+            client.simple_query("SELECT 1").await.is_ok()
+        }
+        _ => false,
+    };
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("PostgreSQL at {} is unreachable and CI=true", pg_url());
+        }
+        eprintln!(
+            "NOTICE: PostgreSQL at {} is unreachable; skipping the PostgreSQL saved-filter test",
+            pg_url()
+        );
+    }
+    ok
+}
+
+async fn drop_schema(schema: &str) {
+    if let Ok((client, conn)) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await {
+        tokio::spawn(conn);
+        let _ = client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .await;
+    }
+}
+
+/// Two hub nodes on one PostgreSQL schema: a filter saved through one is listed, used and
+/// capped through the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_filter_saved_on_one_node_works_on_another() {
+    use crier_server::config::StoreKind;
+    if !pg_reachable().await {
+        return;
+    }
+    let schema = format!("crier_filters_{}", std::process::id());
+    drop_schema(&schema).await;
+    let node = |id: &'static str| {
+        let schema = schema.clone();
+        Hub::start_with(move |s| {
+            s.store = StoreKind::Postgres(pg_url());
+            s.store_schema = schema;
+            s.node_id = id.into();
+            s.limits.max_filters_per_tenant = 2;
+        })
+    };
+    let a = node("a").await;
+    let b = node("b").await;
+    let (s, v) = call(
+        &a,
+        "POST",
+        "/v1/filters",
+        None,
+        Some(json!({"name": "errors", "filter": {"severity": "error"}})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = b.get("/v1/filters/errors").await;
+    assert_eq!(
+        (s, v["filter"]["severity"].as_str()),
+        (200, Some("error")),
+        "{v}"
+    );
+    let (s, v) = call(
+        &b,
+        "POST",
+        "/v1/filters",
+        None,
+        Some(json!({"name": "errors"})),
+    )
+    .await;
+    assert_eq!((s, code(&v)), (409, "filter_exists"), "{v}");
+    let (s, _) = call(
+        &b,
+        "POST",
+        "/v1/filters",
+        None,
+        Some(json!({"name": "second"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, v) = call(
+        &a,
+        "POST",
+        "/v1/filters",
+        None,
+        Some(json!({"name": "third"})),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&v)),
+        (409, "too_many_filters"),
+        "the cap counts both nodes' filters: {v}"
+    );
+    let seqs = a
+        .publish(json!([ev("x.ok"), {"type": "x.bad", "severity": "error"}]))
+        .await;
+    let (s, v) = b.get("/v1/events?filter=errors").await;
+    assert_eq!(s, 200, "{v}");
+    let got: Vec<u64> = v["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
+    assert_eq!(got, [seqs[1]]);
+    let (s, _) = call(&b, "DELETE", "/v1/filters/errors", None, None).await;
+    assert_eq!(s, 204);
+    let (s, v) = a.get("/v1/stream?filter=errors").await;
+    assert_eq!((s, code(&v)), (404, "unknown_filter"), "{v}");
+    a.stop().await;
+    b.stop().await;
+    drop_schema(&schema).await;
+}
