@@ -236,6 +236,10 @@ fn saved_filters_save_list_tail_replay_and_delete() {
     assert!(again.contains("already has a saved filter"), "{again}");
     let bad = refused(&crier(&["filters", "save", "Prod Errors"], &hub.1));
     assert!(bad.contains("lowercase"), "{bad}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&crier(&["filters", "show", "prod-errors"], &hub.1)))
+            .expect("json");
+    assert_eq!(shown["description"], "Errors in production");
     let list = ok(&crier(&["filters", "list"], &hub.1));
     assert!(
         list.contains("prod-errors") && list.contains("Errors in production"),
