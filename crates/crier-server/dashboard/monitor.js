@@ -348,7 +348,7 @@ async function saveCurrent() {
       if (err.code !== "filter_exists") throw err;
       const ok = await confirmAction({
         title: "Replace saved filter?",
-        text: `The tenant already has a saved filter “${name}” (${describeFilter(savedFilter(name)?.filter)}). Replace it with ${describeFilter(filter)}? Streams already open with it keep their filter.`,
+        text: `The tenant already has a saved filter “${name}” (${describeFilter(savedFilter(name)?.filter)}). Replace it with ${describeFilter(filter)}? Streams already open with it elsewhere keep the old definition until they reconnect.`,
         ok: "Replace",
       });
       if (!ok) return;
