@@ -126,6 +126,10 @@ const COMMENTS: &[(&str, &str)] = &[
         "Most bytes of events held in memory for one reader, catching up or live (at least twice max_event_bytes).",
     ),
     (
+        "limits.max_filters_per_tenant",
+        "Most saved named filters (/v1/filters) per tenant.",
+    ),
+    (
         "limits.max_replays_per_tenant",
         "Most replays running at once per tenant.",
     ),

@@ -304,11 +304,14 @@ pub async fn history(
     let q = Query::parse(
         raw.as_deref(),
         &[
-            "after", "before", "since", "until", "limit", "order", "tenant",
+            "after", "before", "since", "until", "limit", "order", "tenant", "filter",
         ],
     )?;
     let scope = read_scope(&principal, q.get("tenant"))?;
-    let filter = Arc::new(narrow(&principal, q.filter()?));
+    let filter =
+        crate::filters::from_query(&state, crate::filters::tenant_of(&principal, &scope), &q)
+            .await?;
+    let filter = Arc::new(narrow(&principal, filter));
     let limit = q.u64("limit")?.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::bad(

@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod entities;
 pub mod error;
 pub mod events;
+pub mod filters;
 pub mod graphql;
 pub mod graphql_ws;
 pub mod http;
@@ -49,10 +50,11 @@ use std::time::Duration;
 
 use config::{BrokerKind, StoreKind};
 use crier_core::keys::KeyStore;
+use crier_store::filters::FilterStore;
 use crier_store::subs::SubStore;
 #[cfg(feature = "postgres")]
-use crier_store::{PgKeys, PgSubs, PostgresLog};
-use crier_store::{SqliteKeys, SqliteLog, SqliteSubs};
+use crier_store::{PgFilters, PgKeys, PgSubs, PostgresLog};
+use crier_store::{SqliteFilters, SqliteKeys, SqliteLog, SqliteSubs};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -119,6 +121,11 @@ pub fn app_for<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
         .route(
             "/v1/subscriptions/{id}/redeliver",
             axum::routing::post(subscriptions::redeliver),
+        )
+        .route("/v1/filters", get(filters::list).post(filters::create))
+        .route(
+            "/v1/filters/{name}",
+            get(filters::get).put(filters::put).delete(filters::delete),
         )
         .route("/v1/replays", get(replays::list).post(replays::create))
         .route("/v1/replays/{id}", get(replays::status))
@@ -195,8 +202,9 @@ pub async fn start(
         Arc<dyn EntityStore>,
         Arc<dyn KeyStore>,
         Arc<dyn SubStore>,
+        Arc<dyn FilterStore>,
     );
-    let (log, entities, keys, subs): Stores = match &settings.store {
+    let (log, entities, keys, subs, filters): Stores = match &settings.store {
         StoreKind::Sqlite => {
             let log = open_log(&settings)?;
             let db = settings.data_dir.join("crier.db");
@@ -205,6 +213,7 @@ pub async fn start(
                 log,
                 Arc::new(SqliteKeys::open(&db)?),
                 Arc::new(SqliteSubs::open(&db)?),
+                Arc::new(SqliteFilters::open(&db)?),
             )
         }
         #[cfg(not(feature = "postgres"))]
@@ -222,6 +231,7 @@ pub async fn start(
                 log,
                 Arc::new(PgKeys::open(url, schema).await?),
                 Arc::new(PgSubs::open(url, schema).await?),
+                Arc::new(PgFilters::open(url, schema).await?),
             )
         }
     };
@@ -283,6 +293,7 @@ pub async fn start(
         hub,
         keys,
         subs,
+        filters,
         shutdown.clone(),
     );
     state.set_follower(follower);

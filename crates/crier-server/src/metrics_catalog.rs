@@ -18,6 +18,7 @@ const LIMITS: &[&str] = &[
     "max_connections_per_tenant",
     "publish_rate_per_tenant",
     "max_replays_per_tenant",
+    "max_filters_per_tenant",
     "pusher_client_events",
     "max_filter_patterns",
     "max_filter_bytes",

@@ -407,7 +407,7 @@ pub async fn create(
         )
     })?;
     let spec = ReplaySpec {
-        filter: Filter::from_json(input.filter.as_ref().unwrap_or(&Value::Null))?,
+        filter: crate::filters::from_json(&state, &p.tenant, input.filter.as_ref()).await?,
         since: input.since,
         until: input.until,
         speed: Speed::parse(input.speed.as_ref())?,

@@ -165,9 +165,11 @@ pub async fn stream(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = Query::parse(raw.as_deref(), &["after", "last", "tenant"])?;
+    let q = Query::parse(raw.as_deref(), &["after", "last", "tenant", "filter"])?;
     let scope = read_scope(&principal, q.get("tenant"))?;
-    let filter = q.filter()?;
+    let filter =
+        crate::filters::from_query(&state, crate::filters::tenant_of(&principal, &scope), &q)
+            .await?;
     crate::reader_limits::check_filter(&state.settings.limits, &filter)?;
     let filter = Arc::new(narrow(&principal, filter));
     let last_event_id = headers.get("last-event-id").map(|v| {

@@ -48,6 +48,8 @@ pub struct StateInner {
     pub keys: Arc<dyn KeyStore>,
     /// Durable subscriptions.
     pub subs: Arc<dyn crier_store::subs::SubStore>,
+    /// Saved named filters.
+    pub filters: Arc<dyn crier_store::filters::FilterStore>,
     /// Webhook delivery tasks.
     pub webhooks: crate::webhooks::Dispatcher,
     /// The HTTP client of webhook deliveries.
@@ -73,6 +75,7 @@ impl Deref for AppState {
 
 impl AppState {
     /// Builds the state.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: Settings,
         log: Arc<dyn EventLog>,
@@ -80,6 +83,7 @@ impl AppState {
         hub: Hub,
         keys: Arc<dyn KeyStore>,
         subs: Arc<dyn crier_store::subs::SubStore>,
+        filters: Arc<dyn crier_store::filters::FilterStore>,
         shutdown: CancellationToken,
     ) -> Self {
         let metrics = metrics_handle(&settings.node_id);
@@ -92,6 +96,7 @@ impl AppState {
         AppState(Arc::new(StateInner {
             keys,
             subs,
+            filters,
             webhooks: crate::webhooks::Dispatcher::default(),
             webhook_client,
             replays: Default::default(),

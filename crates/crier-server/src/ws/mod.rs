@@ -364,8 +364,8 @@ impl Conn {
     ) -> Result<Option<Message>, OpError> {
         only_keys(m, &["filter", "since", "until", "speed"])?;
         let spec = ReplaySpec {
-            filter: crier_core::Filter::from_json(m.get("filter").unwrap_or(&Value::Null))
-                .map_err(ApiError::from)?,
+            filter: crate::filters::from_json(&self.state, &self.principal.tenant, m.get("filter"))
+                .await?,
             since: get_str(m, "since")?.map(String::from),
             until: get_str(m, "until")?.map(String::from),
             speed: Speed::parse(m.get("speed"))?,
@@ -443,10 +443,14 @@ impl Conn {
                 format!("a connection holds at most {max} subscriptions (limits.max_subscriptions_per_connection)"),
             ));
         }
-        let filter = crier_core::Filter::from_json(m.get("filter").unwrap_or(&Value::Null))
-            .map_err(ApiError::from)?;
-        crate::reader_limits::check_filter(&self.state.settings.limits, &filter)?;
         let scope = read_scope(&self.principal, get_str(m, "tenant")?)?;
+        let filter = crate::filters::from_json(
+            &self.state,
+            crate::filters::tenant_of(&self.principal, &scope),
+            m.get("filter"),
+        )
+        .await?;
+        crate::reader_limits::check_filter(&self.state.settings.limits, &filter)?;
         let start = start_position(None, get_u64(m, "after")?, get_u64(m, "last")?)?;
         let queue = self.state.settings.limits.queue_per_connection;
         // `head` is the one the cursor opened at: a live subscription sends every matching
@@ -537,9 +541,13 @@ impl Conn {
         r: Option<&Value>,
     ) -> Result<Option<Message>, OpError> {
         only_keys(m, &["filter", "after", "limit", "since", "until", "tenant"])?;
-        let filter = crier_core::Filter::from_json(m.get("filter").unwrap_or(&Value::Null))
-            .map_err(ApiError::from)?;
         let scope: Scope = read_scope(&self.principal, get_str(m, "tenant")?)?;
+        let filter = crate::filters::from_json(
+            &self.state,
+            crate::filters::tenant_of(&self.principal, &scope),
+            m.get("filter"),
+        )
+        .await?;
         let limit = get_u64(m, "limit")?.unwrap_or(100);
         if limit == 0 || limit > MAX_PAGE {
             return Err(OpError(
