@@ -12,6 +12,7 @@
 pub mod apps;
 pub mod conn;
 pub mod http_api;
+mod presence_view;
 pub mod protocol;
 pub mod webhooks;
 
