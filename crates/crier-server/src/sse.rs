@@ -192,9 +192,11 @@ pub async fn stream(
         &principal.subject,
         remote,
     )?;
+    // The reader is listed with its filter at once, then placed where its cursor opened.
+    let reader = guard.info().reader(None, &filter, state.hub.head());
     let queue = state.settings.limits.queue_per_connection;
-    let (cursor, head) = state.hub.open(scope, filter.clone(), start, queue).await?;
-    let reader = guard.info().reader(None, &filter, cursor.position());
+    let (cursor, head) = state.hub.open(scope, filter, start, queue).await?;
+    reader.delivered(cursor.position());
     let heartbeat = state.settings.heartbeat;
     let mut out = VecDeque::new();
     out.push_back(Bytes::from(format!(
