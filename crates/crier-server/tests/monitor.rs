@@ -317,6 +317,20 @@ async fn every_transport_is_listed_with_its_fields_and_leaves_when_closed() {
     );
     assert_eq!(v["presence_truncated"], false);
 
+    // A WebSocket `auth` refresh changes the actor shown.
+    socket
+        .send(
+            json!({"op": "auth", "ref": "a1", "token": token("bob-renewed", "acme", "subscriber")}),
+        )
+        .await;
+    assert_eq!(socket.recv().await["op"], "authed");
+    until(&hub, path, &admin, "the refreshed actor", |v| {
+        by_transport(v, "ws")
+            .first()
+            .is_some_and(|c| c["actor"] == "bob-renewed")
+    })
+    .await;
+
     // Idle readers that are caught up have no lag.
     until(&hub, path, &admin, "caught-up readers at lag 0", |v| {
         conns(v).iter().all(|c| c["lag"] == 0)
