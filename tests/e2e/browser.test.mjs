@@ -1,7 +1,8 @@
 // The dashboard in headless Chromium (Debian's, driven by playwright-core) against the real
 // binary: live events, filters, pause/resume, a hub restart, replay, webhook subscriptions,
-// sign-in, 10k events in a virtualised list, export. A full-page screenshot of every page
-// (light, dark and phone-sized) is kept under $SCREENSHOT_DIR.
+// sign-in, 10k events in a virtualised list, export, the connections page with a pusher-js
+// presence member. A full-page screenshot of every page (light, dark and phone-sized) is kept
+// under $SCREENSHOT_DIR.
 //
 // Needs the crier binary in CRIER_BIN and Chromium at /usr/bin/chromium (or CRIER_CHROMIUM).
 
@@ -12,6 +13,8 @@ import { createServer } from "node:http";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import PusherClient from "pusher-js";
+import PusherServer from "pusher";
 import { startHub, token } from "./hub.mjs";
 
 const SHOTS = process.env.SCREENSHOT_DIR ?? fileURLToPath(new URL("../../target/screenshots", import.meta.url));
@@ -831,4 +834,82 @@ test("saved filters: save the monitor's filter, list, apply by name, replace, de
   await p.locator("#saved-error").getByText(/lowercase/).waitFor();
   await shot(p, "filters-phone-error");
   assert.deepEqual(phone.errors, []);
+});
+
+test("connections page: an SSE stream and a pusher-js presence member appear live, then leave", async (t) => {
+  const app = { id: "5151", key: "dash-key", secret: "dash-secret-of-some-length" };
+  const hub = await startHub({
+    CRIER_PUSHER_APPS: `[{id="${app.id}", key="${app.key}", secret="${app.secret}", tenant="default"}]`,
+  });
+  t.after(() => hub.stop());
+
+  // An SSE stream with a filter, held open by this process.
+  const abort = new AbortController();
+  const res = await fetch(`${hub.url}/v1/stream?type=probe.*&severity=warning`, { signal: abort.signal });
+  assert.equal(res.status, 200);
+  const body = res.body.getReader();
+  body.read().catch(() => {});
+  t.after(() => abort.abort());
+
+  // A pusher-js client on a presence channel, authorized by the server SDK's signature.
+  const signer = new PusherServer({ appId: app.id, key: app.key, secret: app.secret, host: "127.0.0.1", port: String(hub.port), useTLS: false });
+  const member = { user_id: "ada-7", user_info: { name: "Ada Lovelace" } };
+  const pusher = new PusherClient(app.key, {
+    wsHost: "127.0.0.1",
+    wsPort: hub.port,
+    forceTLS: false,
+    enabledTransports: ["ws"],
+    disableStats: true,
+    cluster: "local",
+    channelAuthorization: {
+      customHandler: ({ socketId, channelName }, cb) => cb(null, signer.authorizeChannel(socketId, channelName, member)),
+    },
+  });
+  t.after(() => pusher.disconnect());
+  const channel = pusher.subscribe("presence-lobby");
+  await new Promise((resolve, reject) => {
+    channel.bind("pusher:subscription_succeeded", resolve);
+    channel.bind("pusher:subscription_error", (e) => reject(new Error(JSON.stringify(e))));
+  });
+
+  const { page, context, errors } = await openPage(hub, "/#/connections", { viewport: { width: 1280, height: 800 } });
+  t.after(() => context.close());
+  await page.getByRole("heading", { name: "Connections" }).waitFor();
+  const sseRow = page.locator("#conns-body tr[data-transport=sse]").filter({ hasText: "type: probe.*" });
+  await sseRow.waitFor({ timeout: 10_000 });
+  assert.match(await sseRow.textContent(), /severity ≥ warning/);
+  assert.match(await sseRow.locator(".c-remote").textContent(), /^127\.0\.0\.1:\d+$/);
+  assert.match(await sseRow.locator(".c-since").textContent(), /just now|s ago/);
+  const pusherRow = page.locator("#conns-body tr[data-transport=pusher]");
+  await pusherRow.waitFor();
+  assert.equal((await pusherRow.locator(".c-actor").textContent()).trim(), "pusher:ada-7");
+  assert.match(await pusherRow.locator(".c-reads").textContent(), /presence-lobby as ada-7/);
+  const card = page.locator('#presence-list .presence[data-channel="presence-lobby"]');
+  await card.locator('li[data-user="ada-7"]').getByText("Ada Lovelace").waitFor();
+  // The dashboard's own live stream is listed too (once the next refresh sees it).
+  await page.waitForFunction(() => document.querySelectorAll("#conns-body tr[data-transport=sse]").length >= 2, null, { timeout: 10_000 });
+  await page.waitForFunction(() => /open connections/.test(document.querySelector("#conns-summary")?.textContent ?? ""));
+  await shot(page, "connections-1280x800");
+
+  const phone = await openPage(hub, "/#/connections", { viewport: { width: 390, height: 844 } });
+  t.after(() => phone.context.close());
+  await phone.page.locator('#presence-list li[data-user="ada-7"]').waitFor();
+  await phone.page.locator("#conns-body tr[data-transport=pusher]").waitFor();
+  const overflow = await phone.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 1, `no horizontal scrolling on a phone (${overflow}px too wide)`);
+  await shot(phone.page, "connections-390x844");
+  const dark = await openPage(hub, "/#/connections", { colorScheme: "dark" });
+  t.after(() => dark.context.close());
+  await dark.page.locator('#presence-list li[data-user="ada-7"]').waitFor();
+  await shot(dark.page, "connections-dark");
+
+  // Closing them takes them off the live page.
+  abort.abort();
+  pusher.disconnect();
+  await sseRow.waitFor({ state: "detached", timeout: 10_000 });
+  await pusherRow.waitFor({ state: "detached", timeout: 10_000 });
+  await page.locator("#presence-empty").waitFor({ state: "visible", timeout: 10_000 });
+  assert.deepEqual(errors, []);
+  assert.deepEqual(phone.errors, []);
+  assert.deepEqual(dark.errors, []);
 });

@@ -483,6 +483,8 @@ struct Sub {
     cursor: crier_core::Cursor,
     state: AppState,
     done: bool,
+    /// The subscription's reader in the connection registry (none over POST).
+    reader: Option<crate::monitor::ReaderSlot>,
     /// The subscription's place on its WebSocket (none over POST).
     _slot: Option<crate::reader_limits::SlotGuard>,
 }
@@ -510,13 +512,22 @@ impl SubscriptionRoot {
         let queue = state.settings.limits.queue_per_connection;
         let (cursor, _) = state
             .hub
-            .open(Scope::Tenant(p.tenant.clone()), filter, start, queue)
+            .open(
+                Scope::Tenant(p.tenant.clone()),
+                filter.clone(),
+                start,
+                queue,
+            )
             .await
             .map_err(|e| gql(e.into()))?;
+        let reader = ctx
+            .data_opt::<Arc<crate::state::ConnGuard>>()
+            .map(|g| g.info().reader(None, &filter, cursor.position()));
         let sub = Sub {
             cursor,
             state: state.clone(),
             done: false,
+            reader,
             _slot: slot,
         };
         Ok(futures_util::stream::unfold(sub, next_item))
@@ -527,10 +538,17 @@ async fn next_item(mut s: Sub) -> Option<(async_graphql::Result<Event>, Sub)> {
     if s.done {
         return None;
     }
+    if let Some(r) = &s.reader {
+        // Waiting on a live cursor with nothing buffered: caught up (lag 0).
+        r.waiting(s.cursor.is_live());
+    }
     tokio::select! {
         biased;
         () = s.state.shutdown.cancelled() => None,
         item = s.cursor.next() => {
+            if let (Some(r), Ok(i)) = (&s.reader, &item) {
+                r.sent(i);
+            }
             match item {
                 Ok(CursorItem::Event(e)) => {
                     metrics::counter!("crier_stream_events_sent_total", "transport" => "graphql").increment(1);

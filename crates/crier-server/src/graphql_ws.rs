@@ -125,12 +125,13 @@ pub async fn websocket(
         })?;
     crate::ws::check_origin(&state, &headers)?;
     let header_token = crate::auth::token_of(&parts)?;
+    let remote = crate::monitor::peer_of(&parts);
     let max = state.settings.limits.max_ws_frame_bytes;
     Ok(upgrade
         .max_message_size(max)
         .max_frame_size(max)
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| serve(state, socket, protocol, header_token)))
+        .on_upgrade(move |socket| serve(state, socket, protocol, header_token, remote)))
 }
 
 /// Resolves when the credential ends; never before `connection_init` succeeded.
@@ -153,6 +154,7 @@ async fn serve(
     socket: WebSocket,
     protocol: WebSocketProtocols,
     header_token: Option<String>,
+    remote: Option<std::net::SocketAddr>,
 ) {
     let (mut sink, mut stream) = socket.split();
     let (tx, rx) = mpsc::channel::<Bytes>(INBOUND_QUEUE);
@@ -166,7 +168,14 @@ async fn serve(
     let init_ended = cred_ended.clone();
     let gql = async_graphql::http::WebSocket::new(state.graphql.clone(), input, protocol)
         .on_connection_init(move |payload| {
-            connection_init(init_state, header_token, payload, init_tx, init_ended)
+            connection_init(
+                init_state,
+                header_token,
+                remote,
+                payload,
+                init_tx,
+                init_ended,
+            )
         });
     let mut gql = std::pin::pin!(gql);
     let mut lifetime: Option<Lifetime> = None;
@@ -230,6 +239,7 @@ async fn serve(
 async fn connection_init(
     state: AppState,
     header_token: Option<String>,
+    remote: Option<std::net::SocketAddr>,
     payload: Value,
     init_tx: oneshot::Sender<Principal>,
     cred_ended: CancellationToken,
@@ -254,9 +264,16 @@ async fn connection_init(
     } else {
         Principal::anonymous_admin()
     };
+    // Entered in the registry once authenticated: before, it has no tenant.
     let guard: ConnGuard = state
         .conns
-        .open(&state, &principal.tenant, Transport::Ws)
+        .open(
+            &state,
+            &principal.tenant,
+            Transport::Graphql,
+            &principal.subject,
+            remote,
+        )
         .map_err(|e| async_graphql::Error::new(e.message))?;
     let _ = init_tx.send(principal.clone());
     let mut data = Data::default();

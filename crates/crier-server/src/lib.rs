@@ -21,6 +21,7 @@ pub mod http;
 pub mod lifetime;
 pub mod listener;
 pub mod metrics_catalog;
+pub mod monitor;
 pub mod observe;
 pub mod ops;
 pub mod outbox;
@@ -147,6 +148,7 @@ pub fn app_for<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
         .route("/graphql", get(graphql::websocket).post(graphql::http))
         .merge(pusher::routes())
         .route("/v1/stats", get(stats::stats))
+        .route("/v1/connections", get(monitor::list))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

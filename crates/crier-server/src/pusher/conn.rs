@@ -26,6 +26,7 @@ use super::apps::App;
 use super::protocol::{self, Data, Kind, Trigger};
 use super::Sub;
 use crate::error::ApiError;
+use crate::monitor::{ConnInfo, Peer};
 use crate::state::{AppState, ConnGuard, Transport};
 
 /// Frames queued for one connection before it counts as too slow.
@@ -45,6 +46,7 @@ const MAX_USER_INFO: usize = 1024;
 pub async fn upgrade(
     State(state): State<AppState>,
     Path(key): Path<String>,
+    Peer(remote): Peer,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
@@ -73,7 +75,13 @@ pub async fn upgrade(
         )),
     };
     let guard = match (&app, &refusal) {
-        (Some(app), None) => match state.conns.open(&state, &app.tenant, Transport::Pusher) {
+        (Some(app), None) => match state.conns.open(
+            &state,
+            &app.tenant,
+            Transport::Pusher,
+            &format!("pusher:{}", app.id),
+            remote,
+        ) {
             Ok(g) => Some(g),
             Err(e) => return Ok(refuse(ws, 4100, e.message)),
         },
@@ -127,6 +135,8 @@ struct Conn {
     tx: mpsc::Sender<Utf8Bytes>,
     evict: CancellationToken,
     channels: HashMap<String, Joined>,
+    /// The connection's entry in the registry.
+    info: Arc<ConnInfo>,
     /// Client-event budget: tokens and when they were last refilled.
     bucket: (u32, Instant),
 }
@@ -135,6 +145,12 @@ async fn run(state: AppState, app: Arc<App>, guard: ConnGuard, socket: WebSocket
     state.pusher.ensure_bridge(&state).await;
     let (tx, rx) = mpsc::channel(OUTBOUND);
     let socket_id: Arc<str> = state.pusher.socket_id().into();
+    let queue = tx.downgrade();
+    guard.info().set_pusher(&app.id, &socket_id, move || {
+        queue
+            .upgrade()
+            .map_or(0, |q| q.max_capacity().saturating_sub(q.capacity()))
+    });
     let mut conn = Conn {
         state: state.clone(),
         app,
@@ -142,6 +158,7 @@ async fn run(state: AppState, app: Arc<App>, guard: ConnGuard, socket: WebSocket
         tx,
         evict: CancellationToken::new(),
         channels: HashMap::new(),
+        info: guard.info().clone(),
         bucket: (CLIENT_EVENTS_PER_S, Instant::now()),
     };
     conn.serve(socket, rx).await;
@@ -398,11 +415,13 @@ impl Conn {
             let e = json!({"name": "member_added", "channel": &channel, "user_id": &**u});
             hooks.send(&self.state, &self.app, e);
         }
+        self.info.joined(&channel, user_id.as_deref());
         self.channels.insert(channel, Joined { kind, user_id });
         None
     }
 
     fn leave(&self, channel: &str) {
+        self.info.left(channel);
         let (vacated, removed) =
             self.state
                 .pusher

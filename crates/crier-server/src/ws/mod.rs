@@ -28,6 +28,7 @@ use crate::auth::{narrow, read_scope, require, Auth};
 use crate::error::ApiError;
 use crate::events::{json_array, History, MAX_PAGE};
 use crate::lifetime::Lifetime;
+use crate::monitor::{ConnInfo, Peer};
 use crate::query::Query;
 use crate::replays::{Replay, ReplaySpec, Speed};
 use crate::sse::start_position;
@@ -48,6 +49,7 @@ const PUBLISH_QUEUE: usize = 64;
 pub async fn upgrade(
     State(state): State<AppState>,
     Auth(principal): Auth,
+    Peer(remote): Peer,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
@@ -60,7 +62,13 @@ pub async fn upgrade(
         )
     })?;
     check_origin(&state, &headers)?;
-    let guard = state.conns.open(&state, &principal.tenant, Transport::Ws)?;
+    let guard = state.conns.open(
+        &state,
+        &principal.tenant,
+        Transport::Ws,
+        &principal.subject,
+        remote,
+    )?;
     // The library's limit is twice ours, so a message between the two gets a readable
     // `error` op and the connection lives; beyond that the library closes with 1009.
     let max = state.settings.limits.max_ws_frame_bytes;
@@ -130,6 +138,8 @@ struct Conn {
     /// The connection's publish task, started by its first publish.
     publisher: Option<(mpsc::Sender<Box<PublishReq>>, JoinHandle<()>)>,
     cancel: CancellationToken,
+    /// The connection's entry in the registry.
+    info: Arc<ConnInfo>,
 }
 
 fn get_u64(m: &Map<String, Value>, key: &str) -> Result<Option<u64>, OpError> {
@@ -197,6 +207,7 @@ impl Conn {
             replays: HashMap::new(),
             publisher: None,
             cancel,
+            info: guard.info().clone(),
         };
         if conn.out.send(text(welcome.to_string())).await.is_ok() {
             conn.read_loop(&mut stream, &last_seen, started).await;
@@ -352,6 +363,7 @@ impl Conn {
             ));
         }
         let exp = p.expires_at;
+        self.info.set_actor(&p.subject);
         self.principal = p;
         let fields = Map::from_iter([("exp".into(), exp.map_or(Value::Null, Value::from))]);
         Ok(Some(reply("authed", r, fields)))
@@ -456,17 +468,14 @@ impl Conn {
         // `head` is the one the cursor opened at: a live subscription sends every matching
         // event above it, so a client that saw nothing yet can resume after it without a gap
         // (the hub's head read afterwards could already be past events this cursor sends).
+        let filter = Arc::new(narrow(&self.principal, filter));
         let (cursor, head) = self
             .state
             .hub
-            .open(
-                scope,
-                Arc::new(narrow(&self.principal, filter)),
-                start,
-                queue,
-            )
+            .open(scope, filter.clone(), start, queue)
             .await
             .map_err(ApiError::from)?;
+        let reader = self.info.reader(Some(id), &filter, cursor.position());
         // `subscribed` goes through the outbound queue before the task starts, so it precedes
         // the subscription's first event.
         let _ = self
@@ -481,6 +490,7 @@ impl Conn {
         let task = tokio::spawn(sub_loop(
             id.to_string(),
             cursor,
+            reader,
             self.out.clone(),
             cancel.clone(),
         ));
