@@ -143,32 +143,73 @@ struct Conn {
 
 async fn run(state: AppState, app: Arc<App>, guard: ConnGuard, socket: WebSocket) {
     state.pusher.ensure_bridge(&state).await;
-    let (tx, rx) = mpsc::channel(OUTBOUND);
     let socket_id: Arc<str> = state.pusher.socket_id().into();
-    let queue = tx.downgrade();
-    guard.info().set_pusher(&app.id, &socket_id, move || {
+    let (mut conn, rx) = Conn::new(&state, app, socket_id, guard.info().clone());
+    let queue = conn.tx.downgrade();
+    guard.info().set_pusher(&conn.app.id, &conn.socket_id, move || {
         queue
             .upgrade()
             .map_or(0, |q| q.max_capacity().saturating_sub(q.capacity()))
     });
-    let mut conn = Conn {
-        state: state.clone(),
-        app,
-        socket_id,
-        tx,
-        evict: CancellationToken::new(),
-        channels: HashMap::new(),
-        info: guard.info().clone(),
-        bucket: (CLIENT_EVENTS_PER_S, Instant::now()),
-    };
     conn.serve(socket, rx).await;
-    for (channel, _) in std::mem::take(&mut conn.channels) {
-        conn.leave(&channel);
-    }
+    conn.leave_all();
     drop(guard);
 }
 
+/// Answers client frames, one per line of `frames`, as connection `socket_id` of `app`
+/// would, without a socket: every frame the connection would write (its direct answers and
+/// what its channels queue for it), in order. The channels it joined are left at the end.
+/// It is the connection's own frame handling, for the fuzz target and protocol tests.
+pub async fn answer(state: &AppState, app: Arc<App>, socket_id: &str, frames: &str) -> Vec<String> {
+    state.pusher.ensure_bridge(state).await;
+    // Not in the connection registry: nothing is listening on a socket.
+    let actor = format!("pusher:{socket_id}");
+    let info = Arc::new(ConnInfo::new(0, &app.tenant, Transport::Pusher, &actor, None));
+    let (mut conn, mut rx) = Conn::new(state, app, socket_id.into(), info);
+    let mut out = Vec::new();
+    for raw in frames.lines() {
+        let direct = Box::pin(conn.handle(raw)).await;
+        while let Ok(f) = rx.try_recv() {
+            out.push(f.as_str().to_owned());
+        }
+        out.extend(direct);
+    }
+    conn.leave_all();
+    while let Ok(f) = rx.try_recv() {
+        out.push(f.as_str().to_owned());
+    }
+    out
+}
+
 impl Conn {
+    /// Connection `socket_id` of `app` listed as `info`, and the queue its channels write to.
+    fn new(
+        state: &AppState,
+        app: Arc<App>,
+        socket_id: Arc<str>,
+        info: Arc<ConnInfo>,
+    ) -> (Conn, mpsc::Receiver<Utf8Bytes>) {
+        let (tx, rx) = mpsc::channel(OUTBOUND);
+        let conn = Conn {
+            state: state.clone(),
+            app,
+            socket_id,
+            tx,
+            evict: CancellationToken::new(),
+            channels: HashMap::new(),
+            info,
+            bucket: (CLIENT_EVENTS_PER_S, Instant::now()),
+        };
+        (conn, rx)
+    }
+
+    /// Leaves every channel (the connection ended).
+    fn leave_all(&mut self) {
+        for (channel, _) in std::mem::take(&mut self.channels) {
+            self.leave(&channel);
+        }
+    }
+
     async fn serve(&mut self, mut socket: WebSocket, mut rx: mpsc::Receiver<Utf8Bytes>) {
         let established = json!({
             "socket_id": &*self.socket_id,
