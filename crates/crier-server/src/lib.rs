@@ -30,6 +30,7 @@ pub mod query;
 pub mod reader_limits;
 pub mod replays;
 pub mod sse;
+pub mod ssrf;
 pub mod state;
 pub mod stats;
 pub mod subscriptions;

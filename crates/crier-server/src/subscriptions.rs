@@ -131,6 +131,18 @@ pub async fn create(
     let name = input.name.unwrap_or_default();
     check_name(&name)?;
     let filter = filter_text(&state, input.filter.as_ref())?;
+    let limit = state.settings.limits.max_subscriptions_per_tenant;
+    if state.subs.list(Some(p.tenant.clone())).await?.len() >= limit {
+        metrics::counter!("crier_limit_hits_total", "limit" => "max_subscriptions_per_tenant")
+            .increment(1);
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "too_many_subscriptions",
+            format!(
+                "this tenant has {limit} webhook subscriptions already (limits.max_subscriptions_per_tenant); delete one first"
+            ),
+        ));
+    }
     let secret = match input.webhook.secret {
         Some(s) => {
             secret_key(&s)?;
