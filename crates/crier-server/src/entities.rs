@@ -155,7 +155,7 @@ async fn json_object(
             "the body must be a JSON object",
         ));
     }
-    match serde_json::from_slice::<Value>(&bytes) {
+    match crier_core::strict_json::from_slice(&bytes) {
         Ok(Value::Object(m)) => Ok(Some(m)),
         Ok(_) => Err(ApiError::bad(
             "invalid_json",

@@ -591,16 +591,30 @@ pub async fn http(
             format!("the request body is larger than {max} bytes (limits.max_body_bytes)"),
         )
     })?;
-    let batch: async_graphql::BatchRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad(
-            "invalid_json",
-            format!("not a GraphQL request (`{{\"query\": ...}}`): {e}"),
-        )
-    })?;
+    let batch: async_graphql::BatchRequest =
+        crier_core::strict_json::parse(&bytes).map_err(|e| {
+            ApiError::bad(
+                "invalid_json",
+                format!("not a GraphQL request (`{{\"query\": ...}}`): {e}"),
+            )
+        })?;
     let n = match &batch {
         async_graphql::BatchRequest::Single(_) => 1,
         async_graphql::BatchRequest::Batch(v) => v.len(),
     };
+    let queries: Vec<&str> = match &batch {
+        async_graphql::BatchRequest::Single(r) => vec![r.query.as_str()],
+        async_graphql::BatchRequest::Batch(v) => v.iter().map(|r| r.query.as_str()).collect(),
+    };
+    if let Some(f) = queries
+        .iter()
+        .find_map(|q| crate::graphql_strict::repeated_field(q))
+    {
+        return Err(ApiError::bad(
+            "invalid_json",
+            format!("an input object in the document repeats the field `{f}`"),
+        ));
+    }
     let most = state.settings.limits.graphql_max_batch;
     if n > most {
         metrics::counter!("crier_limit_hits_total", "limit" => "graphql_max_batch").increment(1);

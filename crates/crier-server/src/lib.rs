@@ -15,6 +15,7 @@ pub mod entities;
 pub mod error;
 pub mod events;
 pub mod graphql;
+pub mod graphql_strict;
 pub mod graphql_ws;
 pub mod http;
 pub mod lifetime;

@@ -400,7 +400,7 @@ pub async fn create(
     Auth(p): Auth,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: CreateInput = serde_json::from_slice(&body).map_err(|e| {
+    let input: CreateInput = crier_core::strict_json::parse(&body).map_err(|e| {
         ApiError::bad(
             "invalid_json",
             format!("the body is not a valid replay: {e}"),

@@ -76,7 +76,7 @@ struct CreateInput {
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
+    crier_core::strict_json::parse(body).map_err(|e| {
         ApiError::bad(
             "invalid_json",
             format!("the body is not a valid subscription: {e}"),

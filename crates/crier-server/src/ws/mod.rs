@@ -286,7 +286,7 @@ impl Conn {
     }
 
     async fn handle(&mut self, text: &str) -> Option<Message> {
-        let v: Value = match serde_json::from_str(text) {
+        let v: Value = match crier_core::strict_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
                 return Some(error_frame(
