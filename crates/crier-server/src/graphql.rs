@@ -161,6 +161,9 @@ pub struct Event {
     tags: Vec<String>,
     data: Option<Json<Value>>,
     metadata: Option<Json<Value>>,
+    /// True only in the answer to `publish` with an `id` that exists: then `seq` is the
+    /// stored event's and the rest is what was sent, without `data` and `metadata`.
+    duplicate: bool,
 }
 
 impl From<&Committed> for Event {
@@ -185,6 +188,7 @@ impl From<&Committed> for Event {
             tags: e.tags.clone(),
             data: json("data"),
             metadata: json("metadata"),
+            duplicate: false,
         }
     }
 }
@@ -453,20 +457,35 @@ impl MutationRoot {
         Ok(true)
     }
 
-    /// Publishes one event; answers it as stored (for a duplicate id, the stored event).
+    /// Publishes one event; answers it as stored. For an `id` that exists (§12.5) the answer
+    /// is the stored `seq` with `duplicate: true` and the fields the caller sent, without
+    /// `data` or `metadata`: never the stored event's content.
     async fn publish(&self, ctx: &Context<'_>, event: Json<Value>) -> async_graphql::Result<Event> {
         let (state, p) = ctx_parts(ctx)?;
         require(p, Role::Publisher).map_err(gql)?;
         let batch = prepare(state, p, vec![event.0], false).map_err(gql)?;
-        let tenant = batch.first().map(|e| e.tenant.clone()).unwrap_or_default();
+        let sent = batch
+            .first()
+            .cloned()
+            .ok_or_else(|| bad("internal", "the batch is empty"))?;
         state.check_rate(&p.tenant, 1).map_err(gql)?;
         let results = append(state, batch).await.map_err(gql)?;
         let r = results
             .first()
             .ok_or_else(|| bad("internal", "the log answered nothing"))?;
+        if r.duplicate {
+            let seq = r.seq;
+            let json = crier_core::Committed::encode(seq, &sent.tail);
+            let ev = crier_core::Committed::from_new(sent, seq, json.into());
+            let mut answer = Event::from(ev.as_ref());
+            answer.data = None;
+            answer.metadata = None;
+            answer.duplicate = true;
+            return Ok(answer);
+        }
         let ev = state
             .log
-            .get(&tenant, &r.id)
+            .get(&sent.tenant, &r.id)
             .await
             .map_err(|e| gql(e.into()))?
             .ok_or_else(|| gql(ApiError::not_found("the event was pruned at once")))?;

@@ -352,7 +352,7 @@ fn unix_now() -> u64 {
 async fn run(state: AppState, sub: Subscription, cancel: CancellationToken, generation: u64) {
     let filter = match serde_json::from_str(&sub.filter)
         .map_err(|e| e.to_string())
-        .and_then(|v| Filter::from_json(&v).map_err(|e| e.message))
+        .and_then(|v| Filter::from_stored_json(&v).map_err(|e| e.message))
     {
         Ok(f) => f,
         Err(e) => {
