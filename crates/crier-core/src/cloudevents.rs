@@ -107,7 +107,7 @@ fn is_base64(s: &str) -> bool {
     let body = s.trim_end_matches('=');
     let pad = s.len() - body.len();
     pad <= 2
-        && (pad == 0 || s.len() % 4 == 0)
+        && (pad == 0 || s.len().is_multiple_of(4))
         && body.len() % 4 != 1
         && body
             .bytes()
