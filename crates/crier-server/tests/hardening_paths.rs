@@ -377,3 +377,29 @@ async fn every_other_read_path_holds_the_narrowing() {
     );
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
+
+#[tokio::test]
+async fn a_websocket_refresh_cannot_narrow_what_its_subscriptions_read() {
+    let hub = hub_with(|_| {}).await;
+    let wide = token("w", "subscriber", None);
+    let mut w = ws(&hub, &wide).await;
+    w.subscribe("all", json!({}), None).await;
+    // The same patterns (none) and a refresh without patterns are fine.
+    w.send(json!({"op": "auth", "ref": "a", "token": token("w", "subscriber", None)}))
+        .await;
+    assert_eq!(w.recv().await["op"], "authed");
+    w.send(json!({"op": "auth", "ref": "b", "token": token("n", "subscriber", Some(NARROW))}))
+        .await;
+    let m = w.recv().await;
+    assert_eq!(
+        (&m["op"], &m["code"]),
+        (&json!("error"), &json!("forbidden")),
+        "{m}"
+    );
+    // A connection opened narrowed may refresh with the same patterns.
+    let narrow = token("n", "subscriber", Some(NARROW));
+    let mut n = ws(&hub, &narrow).await;
+    n.send(json!({"op": "auth", "ref": "c", "token": token("n2", "subscriber", Some(NARROW))}))
+        .await;
+    assert_eq!(n.recv().await["op"], "authed");
+}

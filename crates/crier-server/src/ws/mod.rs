@@ -351,6 +351,15 @@ impl Conn {
                 "a refreshed credential must belong to the connection's tenant".into(),
             ));
         }
+        // The connection's subscriptions and replays were narrowed by the credential's
+        // `subscribe` patterns when they began (§12.5): a refresh may not narrow further,
+        // or they would go on delivering what the new credential may not read.
+        if p.subscribe.is_some() && p.subscribe != self.principal.subscribe {
+            return Err(OpError(
+                "forbidden",
+                "a refreshed credential with `subscribe` patterns must carry the connection's own patterns; reconnect with it instead".into(),
+            ));
+        }
         let exp = p.expires_at;
         self.principal = p;
         let fields = Map::from_iter([("exp".into(), exp.map_or(Value::Null, Value::from))]);
