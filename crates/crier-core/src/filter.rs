@@ -584,20 +584,25 @@ mod tests {
         assert_eq!(twice.allowed_types, Some(pats(&["public.a*"])));
     }
 
-    fn naive_overlap(a: &str, b: &str) -> bool {
-        // Brute force over short strings of the alphabet.
+    fn words() -> Vec<String> {
         let alphabet = ['a', 'b', '.'];
         let mut words = vec![String::new()];
         for _ in 0..6 {
             let next: Vec<String> = words
                 .iter()
                 .flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}")))
+                .filter(|w| w.len() <= 6)
                 .collect();
-            words.extend(next.into_iter().filter(|w| w.len() <= 6));
+            words.extend(next);
             words.sort();
             words.dedup();
         }
-        words.iter().any(|w| naive(a, w) && naive(b, w))
+        words
+    }
+
+    fn naive_overlap(a: &str, b: &str) -> bool {
+        // Brute force over short strings of the alphabet.
+        words().iter().any(|w| naive(a, w) && naive(b, w))
     }
 
     fn naive(p: &str, s: &str) -> bool {
@@ -622,6 +627,16 @@ mod tests {
         fn overlap_agrees_with_brute_force(a in "[ab.*]{1,3}", b in "[ab.*]{1,3}") {
             let (pa, pb) = (Pattern::new(&a).unwrap(), Pattern::new(&b).unwrap());
             prop_assert_eq!(pa.overlaps(&pb), naive_overlap(&a, &b));
+        }
+
+        #[test]
+        fn covers_is_sound(a in "[ab.*]{1,3}", b in "[ab.*]{1,3}") {
+            let (pa, pb) = (Pattern::new(&a).unwrap(), Pattern::new(&b).unwrap());
+            if pa.covers(&pb) {
+                for w in words() {
+                    prop_assert!(!naive(&b, &w) || naive(&a, &w), "{} covers {} but not {:?}", a, b, w);
+                }
+            }
         }
     }
 }

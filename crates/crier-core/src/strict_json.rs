@@ -112,5 +112,10 @@ mod tests {
         assert_eq!(v["a"][2], 3.5);
         assert_eq!(v["c"], u64::MAX);
         assert_eq!(from_str("[]").unwrap(), Value::Array(vec![]));
+        // serde_json's recursion limit still holds: deep nesting is an error, not a crash.
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        assert!(from_str(&deep).is_err());
+        let deep = r#"{"a":"#.repeat(100_000) + "1" + &"}".repeat(100_000);
+        assert!(from_str(&deep).is_err());
     }
 }
