@@ -154,11 +154,16 @@ pub fn prepare(
     Ok(out)
 }
 
+/// Whether an event type is the hub's own (`crier` or `crier.*`, in any case).
+pub fn reserved_type(kind: &str) -> bool {
+    let lower = kind.to_ascii_lowercase();
+    lower == "crier" || lower.starts_with("crier.")
+}
+
 /// §12.11: the hub's own names are not for clients. Types starting with `crier.` (any
 /// case) and the source `entities` (the entity store's events) are `reserved`.
 pub fn check_reserved(ev: &NewEvent) -> Result<(), crier_core::ValidationError> {
-    let lower = ev.kind.to_ascii_lowercase();
-    if lower == "crier" || lower.starts_with("crier.") {
+    if reserved_type(&ev.kind) {
         return Err(crier_core::ValidationError::bad(
             "reserved",
             format!(
