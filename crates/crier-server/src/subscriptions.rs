@@ -367,7 +367,14 @@ pub async fn deliveries(
             }
         }
     }
-    owned(&state, &p, &id).await?;
+    let sub = owned(&state, &p, &id).await?;
+    // Deliveries name events (their seq and id): a narrowed credential sees them only for
+    // a subscription that reads nothing beyond its own patterns (§12.5).
+    if renarrow(&p, &sub.filter)?.is_some() {
+        return Err(ApiError::forbidden(
+            "this subscription reads events beyond this credential's `subscribe` patterns; its deliveries would name them",
+        ));
+    }
     let list = state.subs.deliveries(id, status, limit).await?;
     Ok(
         Json(json!({"deliveries": list.iter().map(delivery_json).collect::<Vec<_>>()}))

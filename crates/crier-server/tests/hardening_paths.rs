@@ -99,6 +99,29 @@ async fn webhook_subscriptions_keep_the_narrowing_of_whoever_made_or_changed_the
         assert_eq!(got.len(), 2, "/{path}: {got:?}");
         no_secret(path, &got.join("\n"));
     }
+    // Deliveries name events: a narrowed credential lists them only for a subscription
+    // that reads nothing beyond its patterns.
+    let (s, other, _) = post_json(
+        &hub,
+        "/v1/subscriptions",
+        &wide,
+        json!({"webhook": {"url": format!("{}/other", rx.base)}, "paused": true}),
+    )
+    .await;
+    assert_eq!(s, 201, "{other}");
+    let other_id = other["id"].as_str().expect("id");
+    let path = format!("/v1/subscriptions/{other_id}/deliveries");
+    assert_eq!(call(&hub, "GET", &path, &narrow, None).await.0, 403);
+    assert_eq!(call(&hub, "GET", &path, &wide, None).await.0, 200);
+    let mine_id = mine["id"].as_str().expect("id");
+    let path = format!("/v1/subscriptions/{mine_id}/deliveries");
+    let (s, v, text) = call(&hub, "GET", &path, &narrow, None).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["deliveries"].as_array().is_some_and(|d| d.len() <= 2),
+        "{v}"
+    );
+    no_secret("deliveries", &text);
     // Durable: the narrowing is read back after a restart.
     let (dir, tmp) = hub.stop().await;
     let hub = Hub::start_in(dir, |s| {
