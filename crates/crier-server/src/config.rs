@@ -193,6 +193,8 @@ pub struct LimitsConfig {
     pub header_read_timeout: String,
     /// Most open connections (0: what the open-file limit allows, §12.4).
     pub max_connections: u64,
+    /// Most webhook subscriptions per tenant (§12.9).
+    pub max_subscriptions_per_tenant: u64,
 }
 
 /// `[webhooks]` (§8).
@@ -292,6 +294,7 @@ impl Default for LimitsConfig {
             graphql_max_batch: 10,
             header_read_timeout: "10s".into(),
             max_connections: 0,
+            max_subscriptions_per_tenant: 1000,
         }
     }
 }
@@ -554,6 +557,10 @@ impl Config {
                 max_connections: (l.max_connections > 0)
                     .then(|| positive("limits.max_connections", l.max_connections))
                     .transpose()?,
+                max_subscriptions_per_tenant: positive(
+                    "limits.max_subscriptions_per_tenant",
+                    l.max_subscriptions_per_tenant,
+                )?,
             },
         })
     }
@@ -697,6 +704,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Most open connections (`None`: what the open-file limit allows).
     pub max_connections: Option<usize>,
+    /// Most webhook subscriptions per tenant.
+    pub max_subscriptions_per_tenant: usize,
 }
 
 /// Where the log lives.

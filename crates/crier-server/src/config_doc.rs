@@ -154,6 +154,10 @@ const COMMENTS: &[(&str, &str)] = &[
         "Most open connections (0: what the open-file limit allows, less a reserve).",
     ),
     (
+        "limits.max_subscriptions_per_tenant",
+        "Most webhook subscriptions per tenant; beyond it creating one is 409 too_many_subscriptions.",
+    ),
+    (
         "webhooks.allow_private",
         "Allow webhook URLs that resolve to private or loopback addresses.",
     ),

@@ -212,11 +212,20 @@ async fn serve(
             m = stream.next(), if tx.as_ref().is_some_and(|t| t.capacity() > 0) => match m {
                 Some(Ok(Message::Text(t))) => {
                     let bytes = Bytes::from(t);
+                    // §12.11: a message with a repeated key (at any depth) or that is no JSON is
+                    // refused before the protocol reads it, as graphql-transport-ws closes on
+                    // an invalid message: 4400.
+                    if let Err(e) = strict_message(&bytes) {
+                        break Some((4400, format!("invalid message: {e}")));
+                    }
                     if let Some(t) = &tx {
                         let _ = t.try_send(bytes);
                     }
                 }
                 Some(Ok(Message::Binary(b))) => {
+                    if let Err(e) = strict_message(&b) {
+                        break Some((4400, format!("invalid message: {e}")));
+                    }
                     if let Some(t) = &tx {
                         let _ = t.try_send(b);
                     }
@@ -234,6 +243,18 @@ async fn serve(
     if let Some((code, reason)) = fin {
         let _ = sink.send(close(code, &reason)).await;
     }
+}
+
+/// §12.11: a message is JSON without repeated keys, and the document of a `subscribe`
+/// repeats no input object field.
+fn strict_message(bytes: &[u8]) -> Result<(), String> {
+    let v = crier_core::strict_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if let Some(q) = v["payload"]["query"].as_str() {
+        if let Some(f) = crate::graphql_strict::repeated_field(q) {
+            return Err(format!("an input object repeats the field `{f}`"));
+        }
+    }
+    Ok(())
 }
 
 async fn connection_init(

@@ -27,6 +27,7 @@ const LIMITS: &[&str] = &[
     "graphql_max_batch",
     "header_read_timeout",
     "max_connections",
+    "max_subscriptions_per_tenant",
 ];
 
 fn process() -> &'static metrics_process::Collector {

@@ -297,7 +297,7 @@ impl Conn {
     }
 
     async fn handle(&mut self, text: &str) -> Option<Message> {
-        let v: Value = match serde_json::from_str(text) {
+        let v: Value = match crier_core::strict_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
                 return Some(error_frame(
@@ -360,6 +360,15 @@ impl Conn {
             return Err(OpError(
                 "tenant_mismatch",
                 "a refreshed credential must belong to the connection's tenant".into(),
+            ));
+        }
+        // The connection's subscriptions and replays were narrowed by the credential's
+        // `subscribe` patterns when they began (§12.5): a refresh may not narrow further,
+        // or they would go on delivering what the new credential may not read.
+        if p.subscribe.is_some() && p.subscribe != self.principal.subscribe {
+            return Err(OpError(
+                "forbidden",
+                "a refreshed credential with `subscribe` patterns must carry the connection's own patterns; reconnect with it instead".into(),
             ));
         }
         let exp = p.expires_at;
