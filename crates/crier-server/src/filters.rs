@@ -144,7 +144,7 @@ fn parse_body<T: serde::de::DeserializeOwned>(
             ));
         }
     }
-    serde_json::from_slice(body).map_err(|e| {
+    crier_core::strict_json::parse(body).map_err(|e| {
         ApiError::bad(
             "invalid_json",
             format!("the body is not a valid saved filter: {e}"),

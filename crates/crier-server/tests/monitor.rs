@@ -62,6 +62,7 @@ async fn hub_with(tweak: impl FnOnce(&mut crier_server::Settings)) -> Hub {
                 webhooks: vec![],
                 max_data_bytes: 10_240,
             }],
+            ..PusherConfig::default()
         }
         .validate()
         .expect("app");

@@ -294,11 +294,20 @@ impl Conn {
 
     /// Answers one client frame; `None` when the answer goes through the queue (or there is none).
     async fn handle(&mut self, raw: &str) -> Option<String> {
-        let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(raw) else {
-            return Some(protocol::error_frame(
-                None,
-                "a message is a JSON object with an \"event\"",
-            ));
+        let mut m = match crier_core::strict_json::from_str(raw) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => {
+                return Some(protocol::error_frame(
+                    None,
+                    "a message is a JSON object with an \"event\"",
+                ))
+            }
+            Err(e) => {
+                return Some(protocol::error_frame(
+                    None,
+                    &format!("a message is a JSON object with an \"event\": {e}"),
+                ))
+            }
         };
         let Some(Value::String(event)) = m.remove("event") else {
             return Some(protocol::error_frame(
@@ -574,7 +583,7 @@ impl Conn {
 fn object(data: Value) -> Map<String, Value> {
     match data {
         Value::Object(m) => m,
-        Value::String(s) => match serde_json::from_str(&s) {
+        Value::String(s) => match crier_core::strict_json::from_str(&s) {
             Ok(Value::Object(m)) => m,
             _ => Map::new(),
         },
@@ -584,8 +593,10 @@ fn object(data: Value) -> Map<String, Value> {
 
 /// The `(user_id, user_info)` of a presence subscription's `channel_data`.
 fn presence_member(channel_data: &str) -> Result<(String, Value), String> {
-    let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(channel_data) else {
-        return Err("channel_data must be a JSON object with a user_id".into());
+    let mut m = match crier_core::strict_json::from_str(channel_data) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err("channel_data must be a JSON object with a user_id".into()),
+        Err(e) => return Err(format!("channel_data is not valid JSON: {e}")),
     };
     let user_id = match m.remove("user_id") {
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 => s,
