@@ -11,6 +11,7 @@ pub mod config;
 pub mod config_doc;
 pub mod config_load;
 pub mod dashboard;
+pub mod datadir;
 pub mod entities;
 pub mod error;
 pub mod events;
@@ -28,6 +29,7 @@ mod outbox_drain;
 pub mod pusher;
 pub mod query;
 pub mod reader_limits;
+pub mod readiness;
 pub mod replays;
 pub mod sse;
 pub mod state;
@@ -88,6 +90,9 @@ pub enum ServeError {
     /// The configuration names a backend this build was compiled without.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// Another process serves the data directory, or it cannot be locked (§12.8).
+    #[error(transparent)]
+    DataDirLock(#[from] datadir::LockError),
 }
 
 /// The router over a state.
@@ -196,8 +201,18 @@ pub async fn start(
         Arc<dyn KeyStore>,
         Arc<dyn SubStore>,
     );
+    let mut dir_lock = None;
+    #[cfg(feature = "postgres")]
+    let mut pg_probe = None;
     let (log, entities, keys, subs): Stores = match &settings.store {
         StoreKind::Sqlite => {
+            // One process per data directory: taken before the log is opened, so a second
+            // hub leaves the first one's file alone.
+            std::fs::create_dir_all(&settings.data_dir).map_err(|source| ServeError::DataDir {
+                path: settings.data_dir.display().to_string(),
+                source,
+            })?;
+            dir_lock = Some(datadir::lock(&settings.data_dir)?);
             let log = open_log(&settings)?;
             let db = settings.data_dir.join("crier.db");
             (
@@ -217,13 +232,22 @@ pub async fn start(
         StoreKind::Postgres(url) => {
             let schema = Some(settings.store_schema.as_str());
             let log = Arc::new(PostgresLog::open(url, schema).await?);
+            let subs = Arc::new(PgSubs::open(url, schema).await?);
+            pg_probe = Some(subs.clone());
             (
                 log.clone(),
                 log,
                 Arc::new(PgKeys::open(url, schema).await?),
-                Arc::new(PgSubs::open(url, schema).await?),
+                subs,
             )
         }
+    };
+    let probe = match &settings.store {
+        StoreKind::Sqlite => Some(readiness::WriteProbe::Dir(settings.data_dir.clone())),
+        #[cfg(feature = "postgres")]
+        StoreKind::Postgres(_) => pg_probe.map(readiness::WriteProbe::Postgres),
+        #[cfg(not(feature = "postgres"))]
+        StoreKind::Postgres(_) => None,
     };
     let hub = Hub::with_reader_buffer_bytes(log.clone(), settings.limits.reader_buffer_bytes);
     let (follower, presence_broker) = match (&settings.store, &settings.broker) {
@@ -286,6 +310,10 @@ pub async fn start(
         shutdown.clone(),
     );
     state.set_follower(follower);
+    *state.dir_lock.lock().unwrap_or_else(|p| p.into_inner()) = dir_lock;
+    if let Some(p) = probe {
+        readiness::start(&state, p).await;
+    }
     // Presence members shared with the other nodes through the same broker.
     if let Some(broker) = presence_broker {
         pusher::presence::start(&state, broker);
@@ -386,7 +414,15 @@ pub async fn serve(state: AppState, listener: TcpListener) -> Result<(), ServeEr
 pub async fn close(state: &AppState) -> Result<(), ServeError> {
     state.tasks.close();
     state.tasks.wait().await;
-    state.log.close().await?;
+    let closed = state.log.close().await;
+    // The data directory is free for the next process once the log is flushed (or failed
+    // to flush: this process writes nothing more either way).
+    state
+        .dir_lock
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    closed?;
     tracing::info!("crier stopped; the log is flushed");
     Ok(())
 }

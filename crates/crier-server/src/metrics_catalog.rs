@@ -102,6 +102,10 @@ pub fn register(settings: &Settings) {
         "crier_fanout_overflows_total",
         "Tenants whose fan-out work queue passed its bound; their live readers went on from the log."
     );
+    describe_counter!(
+        "crier_store_probe_failures_total",
+        "Writability probes of the store that failed (/readyz answers 503 meanwhile)."
+    );
     describe_gauge!(
         "crier_connections",
         "Open streams and sockets, by transport."
@@ -145,6 +149,7 @@ pub fn register(settings: &Settings) {
         "crier_pusher_evictions_total",
         "crier_pusher_webhooks_dropped_total",
         "crier_fanout_overflows_total",
+        "crier_store_probe_failures_total",
     ] {
         metrics::counter!(c).increment(0);
     }

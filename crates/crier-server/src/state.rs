@@ -62,6 +62,10 @@ pub struct StateInner {
     pub pusher: crate::pusher::Pusher,
     /// The transactional outbox's progress, for `/readyz`.
     pub outbox: crate::outbox::OutboxStatus,
+    /// Whether the store can write, for `/readyz` (§12.8).
+    pub readiness: crate::readiness::Readiness,
+    /// The lock on the SQLite data directory, held until the log is closed (§12.8).
+    pub dir_lock: Mutex<Option<crate::datadir::DirLock>>,
 }
 
 impl Deref for AppState {
@@ -99,6 +103,8 @@ impl AppState {
             rate,
             pusher: crate::pusher::Pusher::new(settings.pusher.clone()),
             outbox: Default::default(),
+            readiness: Default::default(),
+            dir_lock: Mutex::new(None),
             settings,
             log,
             entities,

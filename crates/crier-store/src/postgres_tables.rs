@@ -128,6 +128,23 @@ CREATE INDEX IF NOT EXISTS crier_deliveries_tenant_status ON {deliveries} (tenan
             names: Arc::new(names),
         })
     }
+
+    /// A cheap write round-trip for readiness (§12.8): a read-write transaction that takes a
+    /// transaction id, which the server refuses when it cannot write (a standby, a full
+    /// disk), and commits. Touches no table.
+    pub async fn probe_write(&self) -> Result<(), LogError> {
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let tx = client
+            .build_transaction()
+            .read_only(false)
+            .start()
+            .await
+            .map_err(backend)?;
+        tx.query_one("SELECT txid_current()", &[])
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
 }
 
 impl SubStore for PgSubs {
