@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod browser;
 pub mod budget;
 pub mod config;
 pub mod config_doc;
@@ -155,13 +156,24 @@ pub fn app_for<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
         .fallback(|| async { ApiError::not_found("no such path") })
         // Bodies are limited by the publish handler itself, with a JSON error.
         .layer(DefaultBodyLimit::disable())
-        .layer(axum::middleware::from_fn(http::json_errors));
+        .layer(axum::middleware::from_fn(http::json_errors))
+        // Origins and media types of browsers' requests (§12.7), inside CORS so that an
+        // allowed origin can read a refusal.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            browser::guard,
+        ));
     let router = match http::cors(&state.settings.allowed_origins) {
         Some(cors) => router
             .layer(cors)
             .layer(axum::middleware::from_fn(http::preflight)),
         None => router,
     };
+    // The Host rule of no-auth mode, before anything else answers (§12.7).
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        browser::host_guard,
+    ));
     // Request ids, the access log and request metrics wrap every route.
     observe::layer(router, state.clone()).with_state(state)
 }
@@ -380,6 +392,8 @@ pub async fn serve(state: AppState, listener: TcpListener) -> Result<(), ServeEr
         "connection capacity"
     );
     let addr = listener.local_addr()?;
+    // The hub's own origin, without `public_url`, is that of the address it listens on.
+    let _ = state.bound_addr.set(addr);
     let scheme = if settings.tls.is_some() {
         "https"
     } else {

@@ -66,6 +66,8 @@ pub struct StateInner {
     pub readiness: crate::readiness::Readiness,
     /// The lock on the SQLite data directory, held until the log is closed (§12.8).
     pub dir_lock: Mutex<Option<crate::datadir::DirLock>>,
+    /// The address the hub serves on, once it does: its own origin without `public_url`.
+    pub bound_addr: OnceLock<std::net::SocketAddr>,
 }
 
 impl Deref for AppState {
@@ -105,6 +107,7 @@ impl AppState {
             outbox: Default::default(),
             readiness: Default::default(),
             dir_lock: Mutex::new(None),
+            bound_addr: OnceLock::new(),
             settings,
             log,
             entities,
