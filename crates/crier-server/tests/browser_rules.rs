@@ -25,7 +25,10 @@ async fn raw(
 ) -> (u16, Value) {
     let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
     let mut req = format!("{method} {path} HTTP/1.1\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("connection")) {
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("connection"))
+    {
         req.push_str("Connection: close\r\n");
     }
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
@@ -142,7 +145,8 @@ async fn no_auth_hub_refuses_simple_requests_and_foreign_origins() {
         s.webhooks.allow_private = true;
     })
     .await;
-    let sub = json!({"url": "http://127.0.0.1:9/hook", "filter": {"type": ["x.*"]}}).to_string();
+    let sub = json!({"webhook": {"url": "http://127.0.0.1:9/hook"}, "filter": {"type": ["x.*"]}})
+        .to_string();
 
     // The reported attack: a text/plain POST (no preflight) from a foreign page.
     let evil = ("Origin", "http://evil.example".to_string());

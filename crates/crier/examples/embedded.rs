@@ -147,9 +147,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // dashboard nested below may publish and open WebSockets (§12.7).
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     let origin = format!("http://{}", listener.local_addr()?);
-    let config = crier::HubConfig::from_toml(&format!(
-        "data_dir = {data_dir:?}\npublic_url = {origin:?}"
-    ))?;
+    let config =
+        crier::HubConfig::from_toml(&format!("data_dir = {data_dir:?}\npublic_url = {origin:?}"))?;
     let hub = crier::Hub::open(config).await?;
     let app = App {
         sites: Arc::default(),
