@@ -191,7 +191,7 @@ async fn no_auth_hub_refuses_simple_requests_and_foreign_origins() {
         &hub,
         "DELETE",
         "/v1/subscriptions/sub_x",
-        &[evil.clone()],
+        std::slice::from_ref(&evil),
         "",
     )
     .await;
