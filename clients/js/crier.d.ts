@@ -72,7 +72,8 @@ export interface ClientOptions {
 }
 
 export interface ConnectOptions extends ClientOptions {
-  filter?: Filter;
+  /** A filter, or the name of one of the tenant's saved filters (`/v1/filters`). */
+  filter?: Filter | string;
   /** Resume after this seq: history first, then live, with no gap. */
   after?: number;
   /** Start with the last n matching events (at most 10000), then live. */
@@ -153,7 +154,8 @@ export interface PublishAnswer {
 }
 
 export interface HistoryQuery {
-  filter?: Filter;
+  /** A filter, or the name of one of the tenant's saved filters (`/v1/filters`). */
+  filter?: Filter | string;
   /** Events after this seq (exclusive). */
   after?: number;
   /** Events before this seq (exclusive). */

@@ -68,10 +68,19 @@ function parseRetryAfter(value) {
   return Number.isFinite(t) ? Math.max(0, (t - Date.now()) / 1000) : undefined;
 }
 
+/** Refuses a saved filter's name that the hub could never know (names are short slugs). */
+function checkFilterName(name) {
+  if (!/^[a-z0-9][a-z0-9._-]{0,63}$/.test(name)) {
+    throw new CrierError(`\`filter\` ${JSON.stringify(name)} is not the name of a saved filter (lowercase letters, digits, ".", "_", "-")`, { code: "invalid_filter_name" });
+  }
+  return name;
+}
+
 /** The §2 filter as a list of [key, value] pairs: normalised, with unknown keys refused. */
 function filterEntries(filter) {
   if (filter === undefined || filter === null) return [];
-  if (typeof filter !== "object" || Array.isArray(filter)) throw new CrierError("`filter` must be an object", { code: "invalid_filter" });
+  if (typeof filter === "string") return [["filter", checkFilterName(filter)]];
+  if (typeof filter !== "object" || Array.isArray(filter)) throw new CrierError("`filter` must be an object, or the name of a saved filter", { code: "invalid_filter" });
   const out = [];
   for (const [k, v] of Object.entries(filter)) {
     if (v === undefined || v === null) continue;
@@ -95,8 +104,10 @@ function addFilter(params, filter) {
   }
 }
 
-/** The §2 filter in its JSON form (lists, `tags`), for WebSocket subscriptions. */
+/** The §2 filter in its JSON form (lists, `tags`), for WebSocket subscriptions; a saved
+ * filter's name stays a string. */
 function jsonFilter(filter) {
+  if (typeof filter === "string") return checkFilterName(filter);
   return Object.fromEntries(filterEntries(filter));
 }
 
@@ -312,6 +323,7 @@ function wsError(m) {
   const status =
     code === "unauthorized" ? 401
     : code === "forbidden" ? 403
+    : code === "unknown_filter" ? 404
     : code === "store_unavailable" || code === "unavailable" ? 503
     : code.startsWith("too_many") || code === "rate_limited" ? 429
     : 400;
@@ -834,7 +846,7 @@ export class Subscription {
           case "welcome": {
             welcomeHead = typeof m.head === "number" ? m.head : 0;
             const sub = { op: "subscribe", ref: "sub", id: WS_SUB };
-            if (Object.keys(this.#wsFilter).length) sub.filter = this.#wsFilter;
+            if (typeof this.#wsFilter === "string" || Object.keys(this.#wsFilter).length) sub.filter = this.#wsFilter;
             const pos = this.#position();
             if (pos.after !== undefined) sub.after = pos.after;
             else if (pos.last !== undefined) sub.last = pos.last;

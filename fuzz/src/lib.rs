@@ -3,14 +3,15 @@
 //! async handlers, and the principals the targets speak as.
 //!
 //! The targets call the hub's own parsing functions, so a crash here is a crash a client
-//! could cause. Nothing is stored: publish bodies are decoded and validated but not
-//! appended, and the WebSocket and GraphQL targets speak as a read-only principal.
+//! could cause. Publish bodies are decoded and validated but not appended, and the
+//! WebSocket and GraphQL targets speak as a read-only principal; only the Pusher target
+//! stores events (client events and HTTP API triggers), in the Pusher app's own tenant.
 
 use std::sync::{Arc, OnceLock};
 
 use crier_core::{EventLog, Hub, Principal, Role};
 use crier_server::{AppState, Config, Settings};
-use crier_store::{SqliteKeys, SqliteLog, SqliteSubs};
+use crier_store::{SqliteFilters, SqliteKeys, SqliteLog, SqliteSubs};
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
@@ -27,12 +28,20 @@ pub struct Fixture {
     _dir: std::path::PathBuf,
 }
 
-/// The settings of the hub: defaults over `dir`, with the JWT secret.
+/// The Pusher app of the hub: its id, key and secret (client events allowed).
+pub const PUSHER_APP: (&str, &str, &str) = ("4242", "fuzz-key", "fuzz-pusher-secret");
+
+/// The settings of the hub: defaults over `dir`, with the JWT secret and one Pusher app.
 pub fn settings(dir: &std::path::Path) -> Settings {
-    let mut c = Config {
-        data_dir: dir.to_path_buf(),
-        ..Config::default()
+    let (id, key, secret) = PUSHER_APP;
+    let apps = format!(
+        "[[pusher.apps]]\nid = {id:?}\nkey = {key:?}\nsecret = {secret:?}\ntenant = \"pusher\"\nclient_events = true\n"
+    );
+    let mut c = match Config::from_toml(&apps) {
+        Ok(c) => c,
+        Err(e) => panic!("the fuzzing configuration is invalid: {e}"),
     };
+    c.data_dir = dir.to_path_buf();
     c.auth.jwt_secret = SECRET.to_string();
     match c.validate() {
         Ok(s) => s,
@@ -57,6 +66,8 @@ pub fn fixture() -> &'static Fixture {
             let db = dir.join("crier.db");
             let keys = SqliteKeys::open(&db).unwrap_or_else(|e| panic!("keys: {e}"));
             let subs = SqliteSubs::open(&db).unwrap_or_else(|e| panic!("subs: {e}"));
+            let filters = SqliteFilters::open(&db)
+                .unwrap_or_else(|e| panic!("filters: {e}"));
             let hub = Hub::new(log.clone());
             log.set_commit_sink(hub.commit_sink());
             let log: Arc<SqliteLog> = log;
@@ -67,6 +78,7 @@ pub fn fixture() -> &'static Fixture {
                 hub,
                 Arc::new(keys),
                 Arc::new(subs),
+                Arc::new(filters),
                 CancellationToken::new(),
             )
         });

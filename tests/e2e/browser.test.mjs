@@ -1,7 +1,8 @@
 // The dashboard in headless Chromium (Debian's, driven by playwright-core) against the real
 // binary: live events, filters, pause/resume, a hub restart, replay, webhook subscriptions,
-// sign-in, 10k events in a virtualised list, export. A full-page screenshot of every page
-// (light, dark and phone-sized) is kept under $SCREENSHOT_DIR.
+// sign-in, 10k events in a virtualised list, export, the connections page with a pusher-js
+// presence member. A full-page screenshot of every page (light, dark and phone-sized) is kept
+// under $SCREENSHOT_DIR.
 //
 // Needs the crier binary in CRIER_BIN and Chromium at /usr/bin/chromium (or CRIER_CHROMIUM).
 
@@ -12,6 +13,8 @@ import { createServer } from "node:http";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import PusherClient from "pusher-js";
+import PusherServer from "pusher";
 import { startHub, token } from "./hub.mjs";
 
 const SHOTS = process.env.SCREENSHOT_DIR ?? fileURLToPath(new URL("../../target/screenshots", import.meta.url));
@@ -696,4 +699,217 @@ test("stats chart has the hub's history at once; category and dates; notificatio
   await p.waitForFunction(() => document.querySelector("#rate-chart")?.dataset.events === "44", null, { timeout: 5000 });
   await shot(p, "stats-series-phone");
   assert.deepEqual(phone.errors, []);
+});
+
+test("saved filters: save the monitor's filter, list, apply by name, replace, delete; laptop and phone", async (t) => {
+  const hub = await startHub();
+  t.after(() => hub.stop());
+  await post(hub, [
+    { type: "deploy.failed", severity: "error", tags: ["prod"], subject: "svc/api" },
+    { type: "deploy.done", tags: ["prod"], subject: "svc/api" },
+    { type: "test.failed", severity: "error", tags: ["dev"] },
+    { type: "site.created", subject: "site/nyc" },
+  ]);
+  const everything = ["deploy.failed", "deploy.done", "test.failed", "site.created"];
+  const { page, context, errors } = await openPage(hub, "/", { viewport: { width: 1280, height: 800 } });
+  t.after(() => context.close());
+  await count(page, "4 events");
+  const monitor = page.locator("#page-monitor");
+  const field = (label) => monitor.getByLabel(label, { exact: true });
+  const picker = field("Saved filter");
+  const saveAs = field("Save the current filter as");
+  const status = page.locator("#saved-status");
+  const hubFilter = async (name) => {
+    const res = await fetch(`${hub.url}/v1/filters/${name}`);
+    return { status: res.status, body: await res.json().catch(() => null) };
+  };
+  const options = () => picker.locator("option").allTextContents();
+  assert.deepEqual(await options(), ["none saved yet"]);
+  assert.equal(await monitor.getByRole("button", { name: "Delete", exact: true }).isDisabled(), true, "nothing to delete yet");
+
+  // The monitor's current filter, saved under a name; a bad name is explained, not saved.
+  await field("Severity at least").selectOption("error");
+  await field("Tags (any of)").fill("prod");
+  let before = await streamId(page);
+  await monitor.getByRole("button", { name: "Apply" }).click();
+  await streamShows(page, { after: before, transport: "sse", types: ["deploy.failed"] });
+  await saveAs.fill("Prod Errors");
+  await monitor.getByRole("button", { name: "Save", exact: true }).click();
+  await page.locator("#saved-error").getByText(/lowercase letters.*invalid_filter_name/).waitFor();
+  await shot(page, "filters-bad-name");
+  assert.equal((await fetch(`${hub.url}/v1/filters`).then((r) => r.json())).filters.length, 0, "nothing was saved");
+  await saveAs.fill("prod-errors");
+  await monitor.getByRole("button", { name: "Save", exact: true }).click();
+  await status.getByText("Saved as “prod-errors”.").waitFor();
+  assert.equal(await page.locator("#saved-error").isHidden(), true, "the earlier error is gone");
+  const saved = await hubFilter("prod-errors");
+  assert.equal(saved.status, 200);
+  assert.deepEqual(saved.body.filter, { severity: "error", tags: ["prod"] });
+  assert.equal(saved.body.created_by, "anonymous");
+  assert.equal(await picker.inputValue(), "prod-errors", "the saved filter is the one applied");
+  assert.equal(await page.locator("#filter-summary").textContent(), "prod-errors: severity ≥ error; tags: prod");
+  assert.equal(await saveAs.inputValue(), "", "the name field is emptied for the next one");
+
+  // A second one, for all deploys.
+  before = await streamId(page);
+  await monitor.getByRole("button", { name: "Reset" }).click();
+  await streamShows(page, { after: before, transport: "sse", types: everything });
+  assert.equal(await picker.inputValue(), "", "changing the fields leaves the saved filter");
+  await field("Type").fill("deploy.*");
+  before = await streamId(page);
+  await monitor.getByRole("button", { name: "Apply" }).click();
+  await streamShows(page, { after: before, transport: "sse", types: ["deploy.failed", "deploy.done"] });
+  await saveAs.fill("deploys");
+  await monitor.getByRole("button", { name: "Save", exact: true }).click();
+  await status.getByText("Saved as “deploys”.").waitFor();
+  assert.deepEqual(await options(), ["none", "deploys", "prod-errors"], "listed by name");
+  await shot(page, "filters-saved");
+
+  // Applying one fills the form and opens the stream with filter=NAME, resolved by the hub.
+  before = await streamId(page);
+  await picker.selectOption("prod-errors");
+  await streamShows(page, { after: before, transport: "sse", types: ["deploy.failed"] });
+  assert.equal(await page.locator("#list").getAttribute("data-filter"), "prod-errors", "the stream was opened by name");
+  assert.equal(await field("Severity at least").inputValue(), "error");
+  assert.equal(await field("Tags (any of)").inputValue(), "prod");
+  assert.equal(await field("Type").inputValue(), "");
+  assert.match(await page.locator("#saved-about").textContent(), /^severity ≥ error; tags: prod · saved by anonymous$/);
+  await hubStreams(hub, { sse: 1, ws: 0 });
+  const [live, quiet] = await post(hub, [
+    { type: "db.down", severity: "critical", tags: ["prod"] },
+    { type: "db.slow", severity: "warning", tags: ["prod"] },
+  ]);
+  await page.locator(`#ev-${live}`).waitFor();
+  await count(page, "2 events");
+  assert.equal(await page.locator(`#ev-${quiet}`).count(), 0, "the saved filter holds on live events");
+  await shot(page, "filters-applied");
+
+  // Saving under a taken name asks before replacing it.
+  await field("Severity at least").selectOption("critical");
+  await saveAs.fill("prod-errors");
+  await monitor.getByRole("button", { name: "Save", exact: true }).click();
+  const confirm = page.locator("#confirm");
+  await confirm.getByRole("heading", { name: "Replace saved filter?" }).waitFor();
+  await shot(page, "filters-replace");
+  before = await streamId(page);
+  await confirm.getByRole("button", { name: "Replace" }).click();
+  await status.getByText("Replaced “prod-errors”.").waitFor();
+  // Saved from a changed form, it is applied at once: the stream shows what was saved.
+  await streamShows(page, { after: before, transport: "sse", types: ["db.down"] });
+  assert.equal(await page.locator("#filter-summary").textContent(), "prod-errors: severity ≥ critical; tags: prod");
+  assert.deepEqual((await hubFilter("prod-errors")).body.filter, { severity: "critical", tags: ["prod"] });
+
+  // Deleting asks too, and the picker forgets it.
+  await picker.selectOption("deploys");
+  await page.waitForFunction(() => document.querySelector("#list")?.dataset.filter === "deploys");
+  await monitor.getByRole("button", { name: "Delete", exact: true }).click();
+  await confirm.getByRole("heading", { name: "Delete saved filter?" }).waitFor();
+  await confirm.getByRole("button", { name: "Delete" }).click();
+  await status.getByText("Deleted “deploys”.").waitFor();
+  assert.deepEqual(await options(), ["none", "prod-errors"]);
+  assert.equal(await picker.inputValue(), "");
+  assert.equal((await hubFilter("deploys")).status, 404);
+  assert.deepEqual(errors, []);
+
+  // On a phone: the saved filters fit the folded-out card, and applying one works the same.
+  const phone = await openPage(hub, "/#/monitor", { viewport: PHONE });
+  t.after(() => phone.context.close());
+  const p = phone.page;
+  await p.locator("#filters-box > summary").click();
+  const phonePicker = p.locator("#page-monitor").getByLabel("Saved filter", { exact: true });
+  await phonePicker.locator("option", { hasText: "prod-errors" }).waitFor({ state: "attached" });
+  before = await streamId(p);
+  await phonePicker.selectOption("prod-errors");
+  await streamShows(p, { after: before, transport: "sse", types: ["db.down"] });
+  const card = await p.locator("#filters-box").boundingBox();
+  for (const id of ["#saved-select", "#saved-delete", "#save-name", "#save-button"]) {
+    const b = await p.locator(id).boundingBox();
+    assert.ok(b.x >= card.x && b.x + b.width <= card.x + card.width + 0.5, `${id} fits its card: ${JSON.stringify({ b, card })}`);
+  }
+  const overflow = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 1, `no horizontal scrolling (${overflow}px)`);
+  await shot(p, "filters-phone");
+  await p.locator("#page-monitor").getByLabel("Save the current filter as", { exact: true }).fill("UPPER");
+  await p.locator("#page-monitor").getByRole("button", { name: "Save", exact: true }).click();
+  await p.locator("#saved-error").getByText(/lowercase/).waitFor();
+  await shot(p, "filters-phone-error");
+  assert.deepEqual(phone.errors, []);
+});
+
+test("connections page: an SSE stream and a pusher-js presence member appear live, then leave", async (t) => {
+  const app = { id: "5151", key: "dash-key", secret: "dash-secret-of-some-length" };
+  const hub = await startHub({
+    CRIER_PUSHER_APPS: `[{id="${app.id}", key="${app.key}", secret="${app.secret}", tenant="default"}]`,
+  });
+  t.after(() => hub.stop());
+
+  // An SSE stream with a filter, held open by this process.
+  const abort = new AbortController();
+  const res = await fetch(`${hub.url}/v1/stream?type=probe.*&severity=warning`, { signal: abort.signal });
+  assert.equal(res.status, 200);
+  const body = res.body.getReader();
+  body.read().catch(() => {});
+  t.after(() => abort.abort());
+
+  // A pusher-js client on a presence channel, authorized by the server SDK's signature.
+  const signer = new PusherServer({ appId: app.id, key: app.key, secret: app.secret, host: "127.0.0.1", port: String(hub.port), useTLS: false });
+  const member = { user_id: "ada-7", user_info: { name: "Ada Lovelace" } };
+  const pusher = new PusherClient(app.key, {
+    wsHost: "127.0.0.1",
+    wsPort: hub.port,
+    forceTLS: false,
+    enabledTransports: ["ws"],
+    disableStats: true,
+    cluster: "local",
+    channelAuthorization: {
+      customHandler: ({ socketId, channelName }, cb) => cb(null, signer.authorizeChannel(socketId, channelName, member)),
+    },
+  });
+  t.after(() => pusher.disconnect());
+  const channel = pusher.subscribe("presence-lobby");
+  await new Promise((resolve, reject) => {
+    channel.bind("pusher:subscription_succeeded", resolve);
+    channel.bind("pusher:subscription_error", (e) => reject(new Error(JSON.stringify(e))));
+  });
+
+  const { page, context, errors } = await openPage(hub, "/#/connections", { viewport: { width: 1280, height: 800 } });
+  t.after(() => context.close());
+  await page.getByRole("heading", { name: "Connections" }).waitFor();
+  const sseRow = page.locator("#conns-body tr[data-transport=sse]").filter({ hasText: "type: probe.*" });
+  await sseRow.waitFor({ timeout: 10_000 });
+  assert.match(await sseRow.textContent(), /severity ≥ warning/);
+  assert.match(await sseRow.locator(".c-remote").textContent(), /^127\.0\.0\.1:\d+$/);
+  assert.match(await sseRow.locator(".c-since").textContent(), /just now|s ago/);
+  const pusherRow = page.locator("#conns-body tr[data-transport=pusher]");
+  await pusherRow.waitFor();
+  assert.equal((await pusherRow.locator(".c-actor").textContent()).trim(), "pusher:ada-7");
+  assert.match(await pusherRow.locator(".c-reads").textContent(), /presence-lobby as ada-7/);
+  const card = page.locator('#presence-list .presence[data-channel="presence-lobby"]');
+  await card.locator('li[data-user="ada-7"]').getByText("Ada Lovelace").waitFor();
+  // The dashboard's own live stream is listed too (once the next refresh sees it).
+  await page.waitForFunction(() => document.querySelectorAll("#conns-body tr[data-transport=sse]").length >= 2, null, { timeout: 10_000 });
+  await page.waitForFunction(() => /open connections/.test(document.querySelector("#conns-summary")?.textContent ?? ""));
+  await shot(page, "connections-1280x800");
+
+  const phone = await openPage(hub, "/#/connections", { viewport: { width: 390, height: 844 } });
+  t.after(() => phone.context.close());
+  await phone.page.locator('#presence-list li[data-user="ada-7"]').waitFor();
+  await phone.page.locator("#conns-body tr[data-transport=pusher]").waitFor();
+  const overflow = await phone.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 1, `no horizontal scrolling on a phone (${overflow}px too wide)`);
+  await shot(phone.page, "connections-390x844");
+  const dark = await openPage(hub, "/#/connections", { colorScheme: "dark" });
+  t.after(() => dark.context.close());
+  await dark.page.locator('#presence-list li[data-user="ada-7"]').waitFor();
+  await shot(dark.page, "connections-dark");
+
+  // Closing them takes them off the live page.
+  abort.abort();
+  pusher.disconnect();
+  await sseRow.waitFor({ state: "detached", timeout: 10_000 });
+  await pusherRow.waitFor({ state: "detached", timeout: 10_000 });
+  await page.locator("#presence-empty").waitFor({ state: "visible", timeout: 10_000 });
+  assert.deepEqual(errors, []);
+  assert.deepEqual(phone.errors, []);
+  assert.deepEqual(dark.errors, []);
 });

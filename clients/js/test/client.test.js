@@ -240,6 +240,34 @@ for (const transport of TRANSPORTS) {
   });
 }
 
+// A saved filter (`/v1/filters`) by name, over both transports and in history.
+for (const transport of TRANSPORTS) {
+  test(`${transport}: a saved filter's name works where a filter does; an unknown one is a 404`, async (t) => {
+    const hub = await startHub();
+    t.after(() => hub.stop());
+    const c = createClient({ url: hub.url });
+    const saved = await c.request("POST", "/v1/filters", { name: "prod-errors", filter: { severity: "error", tags: ["prod"] } });
+    assert.equal(saved.name, "prod-errors");
+    const sub = connect({ url: hub.url, transport, filter: "prod-errors" });
+    t.after(() => sub.close());
+    await waitFor(sub, "open");
+    await c.publish([
+      { type: "a", severity: "error", tags: ["dev"] },
+      { type: "b", severity: "info", tags: ["prod"] },
+      { type: "c", severity: "critical", tags: ["prod"] },
+    ]);
+    const [got] = await take(sub, 1);
+    assert.equal(got.type, "c");
+    const page = await c.history({ filter: "prod-errors" });
+    assert.deepEqual(page.events.map((e) => e.type), ["c"]);
+
+    const unknown = connect({ url: hub.url, transport, filter: "nope" });
+    t.after(() => unknown.close());
+    await rejectsWith(unknown[Symbol.asyncIterator]().next(), { status: 404, code: "unknown_filter" });
+    assert.throws(() => connect({ url: hub.url, transport, filter: "Not A Name" }), (e) => e instanceof CrierError && e.code === "invalid_filter_name");
+  });
+}
+
 // ---------------------------------------------------------------------------------------
 // Resume after a cut connection and across hub restarts.
 

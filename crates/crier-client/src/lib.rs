@@ -81,7 +81,8 @@ pub type TokenSource = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 pub struct Options {
     /// Hub base URL, e.g. `http://127.0.0.1:7400`.
     pub url: String,
-    /// Filter in its JSON form (`{"type": ["site.*"]}`); `null` for everything.
+    /// Filter in its JSON form (`{"type": ["site.*"]}`), a string naming one of the tenant's
+    /// saved filters (`/v1/filters`), or `null` for everything.
     pub filter: Value,
     /// Start position of the first connection.
     pub start: Start,
@@ -202,6 +203,9 @@ fn fatal(status: u16, refresh: bool) -> bool {
 
 fn query(filter: &Value) -> Vec<(String, String)> {
     let mut q = Vec::new();
+    if let Value::String(name) = filter {
+        q.push(("filter".to_string(), name.clone()));
+    }
     if let Value::Object(m) = filter {
         for (k, v) in m {
             let key = if k == "tags" {

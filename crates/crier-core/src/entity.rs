@@ -20,6 +20,9 @@ use crate::validate::{check_charset, is_type_char, ErrorKind, ValidationError};
 
 /// `source` of every entity and link event.
 pub const SOURCE: &str = "entities";
+/// Entity kinds clients cannot use (§12.11): `link` names the hub's link events, `crier`
+/// its own event types.
+pub const RESERVED_KINDS: [&str; 2] = ["link", "crier"];
 /// Most entities or links one list call returns.
 pub const MAX_LIST: usize = 1000;
 
@@ -65,6 +68,12 @@ impl EntityKey {
     /// A checked key.
     pub fn new(kind: &str, id: &str) -> Result<Self, ValidationError> {
         check_kind("kind", kind)?;
+        if RESERVED_KINDS.contains(&kind) {
+            return Err(ValidationError::bad(
+                "reserved",
+                format!("the entity kind `{kind}` is reserved: its events would carry the hub's own `{kind}.*` types"),
+            ));
+        }
         check_id("id", id)?;
         Ok(EntityKey {
             kind: kind.to_string(),

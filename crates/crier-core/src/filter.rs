@@ -123,6 +123,44 @@ impl Pattern {
     }
 }
 
+impl Pattern {
+    /// Whether some string matches both patterns. Exact for globs: a pattern without a star
+    /// is one string; two patterns with stars share a string exactly when their literal
+    /// beginnings (before the first star) agree as prefixes and their literal ends (after
+    /// the last star) agree as suffixes, since the stars can absorb everything between.
+    pub fn overlaps(&self, other: &Pattern) -> bool {
+        if !self.text.contains('*') {
+            return other.matches(&self.text);
+        }
+        if !other.text.contains('*') {
+            return self.matches(&other.text);
+        }
+        let ends = |t: &str| {
+            let head = t.split('*').next().unwrap_or("").to_string();
+            let tail = t.rsplit('*').next().unwrap_or("").to_string();
+            (head, tail)
+        };
+        let (ha, ta) = ends(&self.text);
+        let (hb, tb) = ends(&other.text);
+        (ha.starts_with(&hb) || hb.starts_with(&ha)) && (ta.ends_with(&tb) || tb.ends_with(&ta))
+    }
+}
+
+impl Pattern {
+    /// Whether every string `other` matches, this one matches too. Sound: `other` written
+    /// out (its stars as characters) matches this pattern only if this pattern's literal
+    /// parts fall between `other`'s stars, so whatever those stars stand for, this
+    /// pattern's own stars take it. It may answer false for exotic pairs that do nest; the
+    /// callers then narrow more, never less.
+    pub fn covers(&self, other: &Pattern) -> bool {
+        self.matches(&other.text)
+    }
+}
+
+/// The key under which a stored filter (a durable subscription's) keeps the type patterns
+/// of the credential that created it (§12.5).
+pub const NARROWED_TO: &str = "narrowed_to";
+
 /// What an index can key a [`Pattern`] by (see [`Pattern::index_key`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatternKey<'a> {
@@ -339,6 +377,82 @@ impl Filter {
         Ok(f)
     }
 
+    /// Narrows this filter to `allowed` type patterns (a credential's `subscribe`), as a
+    /// durable subscription keeps it. `None` when no event could pass both: a filter whose
+    /// `type` patterns all lie outside `allowed`.
+    pub fn narrowed(mut self, allowed: Option<&[Pattern]>) -> Option<Filter> {
+        let Some(allowed) = allowed else {
+            return Some(self);
+        };
+        if !self.types.is_empty()
+            && !self
+                .types
+                .iter()
+                .any(|t| allowed.iter().any(|a| a.overlaps(t)))
+        {
+            return None;
+        }
+        // Patterns that cannot match anything allowed are dropped: they only obscure.
+        self.types.retain(|t| allowed.iter().any(|a| a.overlaps(t)));
+        let merged: Vec<Pattern> = match self.allowed_types.take() {
+            None => allowed.to_vec(),
+            // Both narrowings hold: keep the narrower of every pair where one holds the
+            // other. A pair that only partly overlaps is dropped, which may deliver less,
+            // never more.
+            Some(prev) => {
+                let mut out: Vec<Pattern> = Vec::new();
+                for p in &prev {
+                    for a in allowed {
+                        let keep = if p.covers(a) {
+                            a
+                        } else if a.covers(p) {
+                            p
+                        } else {
+                            continue;
+                        };
+                        if !out.contains(keep) {
+                            out.push(keep.clone());
+                        }
+                    }
+                }
+                out
+            }
+        };
+        if merged.is_empty() {
+            return None;
+        }
+        self.allowed_types = Some(merged);
+        Some(self)
+    }
+
+    /// The stored form: [`Filter::to_json`] plus the credential's narrowing under
+    /// [`NARROWED_TO`].
+    pub fn to_stored_json(&self) -> Value {
+        let mut v = self.to_json();
+        if let (Some(a), Value::Object(m)) = (&self.allowed_types, &mut v) {
+            m.insert(
+                NARROWED_TO.into(),
+                a.iter().map(|p| p.as_str()).collect::<Vec<_>>().into(),
+            );
+        }
+        v
+    }
+
+    /// Reads the stored form written by [`Filter::to_stored_json`].
+    pub fn from_stored_json(v: &Value) -> Result<Filter, ValidationError> {
+        let mut v = v.clone();
+        let narrowed = match &mut v {
+            Value::Object(m) => m.remove(NARROWED_TO),
+            _ => None,
+        };
+        let mut f = Filter::from_json(&v)?;
+        if let Some(n) = narrowed {
+            let list = Filter::from_json(&serde_json::json!({ "type": n }))?;
+            f.allowed_types = Some(list.types);
+        }
+        Ok(f)
+    }
+
     /// The JSON form of this filter (the inverse of [`Filter::from_json`]).
     pub fn to_json(&self) -> Value {
         let mut m = serde_json::Map::new();
@@ -437,6 +551,60 @@ mod tests {
         assert_eq!(Filter::from_json(&f.to_json()).unwrap(), f);
     }
 
+    #[test]
+    fn narrowing_is_stored_and_read_back() {
+        let pats = |xs: &[&str]| {
+            xs.iter()
+                .map(|x| Pattern::new(x).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let allowed = pats(&["public.*"]);
+        let f = Filter::default().narrowed(Some(&allowed)).unwrap();
+        let back = Filter::from_stored_json(&f.to_stored_json()).unwrap();
+        assert_eq!(back, f);
+        assert!(back.matches(&ev("public.a", Severity::Info, &[])));
+        assert!(!back.matches(&ev("secret.a", Severity::Info, &[])));
+        let outside = Filter::from_json(&serde_json::json!({"type": ["secret.*"]})).unwrap();
+        assert!(outside.narrowed(Some(&allowed)).is_none());
+        let some = Filter::from_json(&serde_json::json!({"type": ["secret.*", "*.a"]})).unwrap();
+        let n = some.narrowed(Some(&allowed)).unwrap();
+        assert!(n.matches(&ev("public.a", Severity::Info, &[])));
+        assert!(!n.matches(&ev("secret.a", Severity::Info, &[])));
+        assert!(
+            Filter::from_json(&f.to_stored_json()).is_err(),
+            "clients cannot send it"
+        );
+        let again = f.clone().narrowed(Some(&pats(&["*"]))).unwrap();
+        assert_eq!(
+            again.allowed_types,
+            Some(allowed.clone()),
+            "narrowing never widens"
+        );
+        let twice = f.narrowed(Some(&pats(&["public.a*", "other"]))).unwrap();
+        assert_eq!(twice.allowed_types, Some(pats(&["public.a*"])));
+    }
+
+    fn words() -> Vec<String> {
+        let alphabet = ['a', 'b', '.'];
+        let mut words = vec![String::new()];
+        for _ in 0..6 {
+            let next: Vec<String> = words
+                .iter()
+                .flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}")))
+                .filter(|w| w.len() <= 6)
+                .collect();
+            words.extend(next);
+            words.sort();
+            words.dedup();
+        }
+        words
+    }
+
+    fn naive_overlap(a: &str, b: &str) -> bool {
+        // Brute force over short strings of the alphabet.
+        words().iter().any(|w| naive(a, w) && naive(b, w))
+    }
+
     fn naive(p: &str, s: &str) -> bool {
         // Reference implementation by recursion.
         fn go(p: &[u8], s: &[u8]) -> bool {
@@ -453,6 +621,22 @@ mod tests {
         #[test]
         fn glob_agrees_with_reference(p in "[ab.*]{1,8}", s in "[ab.]{0,10}") {
             prop_assert_eq!(Pattern::new(&p).unwrap().matches(&s), naive(&p, &s));
+        }
+
+        #[test]
+        fn overlap_agrees_with_brute_force(a in "[ab.*]{1,3}", b in "[ab.*]{1,3}") {
+            let (pa, pb) = (Pattern::new(&a).unwrap(), Pattern::new(&b).unwrap());
+            prop_assert_eq!(pa.overlaps(&pb), naive_overlap(&a, &b));
+        }
+
+        #[test]
+        fn covers_is_sound(a in "[ab.*]{1,3}", b in "[ab.*]{1,3}") {
+            let (pa, pb) = (Pattern::new(&a).unwrap(), Pattern::new(&b).unwrap());
+            if pa.covers(&pb) {
+                for w in words() {
+                    prop_assert!(!naive(&b, &w) || naive(&a, &w), "{} covers {} but not {:?}", a, b, w);
+                }
+            }
         }
     }
 }

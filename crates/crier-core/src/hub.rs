@@ -354,6 +354,12 @@ impl Cursor {
         self.live_from = head;
     }
 
+    /// The cursor's position: every matching event up to this seq has been handed out or is
+    /// buffered to be. Right after [`Hub::open`] it is where the reader starts.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
     /// Whether the cursor is currently fed live (false while it reads the log).
     pub fn is_live(&self) -> bool {
         self.live.is_some() && self.pos >= self.live_from && self.pending.is_empty()

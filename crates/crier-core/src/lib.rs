@@ -25,6 +25,7 @@ pub mod hub;
 pub mod keys;
 pub mod log;
 pub mod principal;
+pub mod strict_json;
 mod validate;
 
 pub use event::{Committed, EventInput, NewEvent, PublishContext, Severity};

@@ -8,10 +8,11 @@ import * as monitor from "./monitor.js";
 import * as replay from "./replay.js";
 import * as stats from "./stats.js";
 import * as subscriptions from "./subscriptions.js";
+import * as connections from "./connections.js";
 import { $, show, errorText } from "./util.js";
 
-const PAGES = { monitor, replay, stats, subscriptions };
-const TITLES = { monitor: "Monitor", replay: "Replay", stats: "Stats", subscriptions: "Subscriptions" };
+const PAGES = { monitor, replay, stats, connections, subscriptions };
+const TITLES = { monitor: "Monitor", replay: "Replay", stats: "Stats", connections: "Connections", subscriptions: "Subscriptions" };
 const TOKEN_KEY = "crier.token";
 // The hub's base URL, wherever it is mounted: this module is served at <base>/ui/app.js.
 const url = new URL("..", import.meta.url).href.replace(/\/+$/, "");

@@ -4,9 +4,13 @@
 //
 // The subscription lives from sign-in to sign-out, not only while this page is shown: other
 // pages keep the connection indicator truthful and nothing is missed while they are open.
+//
+// Saved filters (`/v1/filters`): the current filter can be saved under a name, a saved one
+// applied (its fields fill the form and the stream opens with `filter=NAME`, resolved by
+// the hub) or deleted. Changing the fields by hand leaves the saved filter.
 
 import { connect } from "../client/crier.js";
-import { $, el, show, alertIn, shortTime, filterFromInputs, describeFilter, download, listenerGroup, copy, badge } from "./util.js";
+import { $, el, show, alertIn, shortTime, filterFromInputs, describeFilter, download, listenerGroup, copy, badge, confirmAction } from "./util.js";
 import { notify, mountToasts } from "./toasts.js";
 
 const ROW_H = 34; // px; keep in step with --row-h in style.css
@@ -29,6 +33,9 @@ let trimmed = 0; // events let go because of MAX_EVENTS
 let drop = null; // {seq, at} while reconnecting
 let stream = 0; // bumped on every new subscription; shown as #list[data-stream] with its rows
 let liveFrom = null; // the log's head when the subscription started: later events are notified
+let saved = []; // the tenant's saved filters, by name
+let savedName = null; // the saved filter the stream was opened with, if any
+let running = null; // the filter the stream runs with, as canon() text
 const ui = listenerGroup();
 const pool = new Map(); // seq -> row element in the DOM
 const texts = new WeakMap(); // event -> lower-case JSON, for search
@@ -261,9 +268,139 @@ function readFilters() {
   return { filter: filterFromInputs("f-"), transport: $("#f-transport").value };
 }
 
+/** A filter as comparable text: keys in order, lists as given. */
+const canon = (f) =>
+  JSON.stringify(
+    Object.keys(f ?? {})
+      .sort()
+      .map((k) => [k, f[k]]),
+  );
+
+const savedFilter = (name) => saved.find((f) => f.name === name);
+
+async function call(method, path, body) {
+  try {
+    return await ctx.client.request(method, path, body);
+  } catch (err) {
+    if (err.status === 401) ctx.onAuthError(err);
+    throw err;
+  }
+}
+
+function savedMessage(text) {
+  $("#saved-status").textContent = text ?? "";
+}
+
+/** Shows the saved filters in the picker, keeping the applied one selected. */
+function renderSaved() {
+  const select = $("#saved-select");
+  select.replaceChildren(
+    el("option", { value: "" }, saved.length ? "none" : "none saved yet"),
+    ...saved.map((f) => el("option", { value: f.name, title: f.description ?? describeFilter(f.filter) }, f.name)),
+  );
+  select.value = savedName && savedFilter(savedName) ? savedName : "";
+  $("#saved-delete").disabled = !select.value;
+  const f = savedFilter(select.value);
+  const about = $("#saved-about");
+  about.textContent = f ? `${describeFilter(f.filter)}${f.description ? ` — ${f.description}` : ""} · saved by ${f.created_by}` : "";
+  show(about, Boolean(f));
+  $("#saved").dataset.count = String(saved.length);
+}
+
+async function loadSaved() {
+  try {
+    saved = (await call("GET", "/v1/filters")).filters ?? [];
+    alertIn($("#saved-error"), null);
+  } catch (err) {
+    alertIn($("#saved-error"), err);
+  }
+  if (mounted) renderSaved();
+}
+
+/** Fills the form with a saved filter and opens the stream with it, by name. */
+function applySaved(name) {
+  const f = savedFilter(name);
+  if (!f) return;
+  const join = (v) => (Array.isArray(v) ? v.join(", ") : (v ?? ""));
+  for (const k of ["type", "category", "source", "subject", "tags"]) $(`#f-${k}`).value = join(f.filter[k]);
+  $("#f-severity").value = f.filter.severity ?? "";
+  savedName = name;
+  savedMessage(null);
+  subscribe();
+}
+
+async function saveCurrent() {
+  const input = $("#save-name");
+  const name = input.value.trim();
+  alertIn($("#saved-error"), null);
+  savedMessage(null);
+  if (!name) {
+    alertIn($("#saved-error"), new Error("Give the filter a name first."));
+    input.focus();
+    return;
+  }
+  const { filter } = readFilters();
+  let replaced = false;
+  try {
+    try {
+      await call("POST", "/v1/filters", { name, filter });
+    } catch (err) {
+      if (err.code !== "filter_exists") throw err;
+      const ok = await confirmAction({
+        title: "Replace saved filter?",
+        text: `The tenant already has a saved filter “${name}” (${describeFilter(savedFilter(name)?.filter)}). Replace it with ${describeFilter(filter)}? Streams already open with it elsewhere keep the old definition until they reconnect.`,
+        ok: "Replace",
+      });
+      if (!ok) return;
+      await call("PUT", `/v1/filters/${encodeURIComponent(name)}`, { filter, description: savedFilter(name)?.description ?? null });
+      replaced = true;
+    }
+  } catch (err) {
+    alertIn($("#saved-error"), err);
+    input.focus();
+    return;
+  }
+  input.value = "";
+  await loadSaved();
+  savedName = name;
+  if (canon(filter) === running) {
+    // The stream already runs with this very filter: it is now the saved one.
+    renderSaved();
+    $("#filter-summary").textContent = `${name}: ${describeFilter(filter)}`;
+  } else {
+    // The form was changed without Apply: what was saved is what the stream shows now.
+    subscribe();
+  }
+  savedMessage(replaced ? `Replaced “${name}”.` : `Saved as “${name}”.`);
+}
+
+async function deleteSaved() {
+  const name = $("#saved-select").value;
+  if (!name) return;
+  const ok = await confirmAction({
+    title: "Delete saved filter?",
+    text: `Delete the saved filter “${name}” for everyone in this tenant? Streams already open with it keep running; new ones can no longer use it.`,
+    ok: "Delete",
+  });
+  if (!ok) return;
+  try {
+    await call("DELETE", `/v1/filters/${encodeURIComponent(name)}`);
+  } catch (err) {
+    // Already gone is what was asked for.
+    if (err.status !== 404) return alertIn($("#saved-error"), err);
+  }
+  if (savedName === name) savedName = null;
+  await loadSaved();
+  if (!savedName) $("#filter-summary").textContent = describeFilter(readFilters().filter);
+  savedMessage(`Deleted “${name}”.`);
+}
+
 function subscribe() {
   if (sub) sub.close();
   const { filter, transport } = readFilters();
+  // A saved filter stays applied only while the form still shows it.
+  if (savedName && canon(savedFilter(savedName)?.filter) !== canon(filter)) savedName = null;
+  if (mounted) renderSaved();
   stream++;
   events = [];
   view = [];
@@ -276,10 +413,12 @@ function subscribe() {
   if (mounted) listBox().scrollTop = 0;
   alertIn($("#filter-error"), null);
   note(null);
-  $("#filter-summary").textContent = describeFilter(filter);
+  $("#filter-summary").textContent = savedName ? `${savedName}: ${describeFilter(filter)}` : describeFilter(filter);
+  $("#list").dataset.filter = savedName ?? "";
+  running = canon(filter);
   let mine;
   try {
-    mine = connect({ url: ctx.url, token: ctx.token, filter, transport, last: FIRST_LOAD });
+    mine = connect({ url: ctx.url, token: ctx.token, filter: savedName ?? filter, transport, last: FIRST_LOAD });
   } catch (err) {
     sub = undefined;
     alertIn($("#filter-error"), err);
@@ -381,6 +520,8 @@ export function stop() {
   pending = [];
   paused = false;
   activeSeq = null;
+  saved = [];
+  savedName = null;
   clearRows();
   ctx?.setConnection({ state: "closed" });
 }
@@ -393,7 +534,11 @@ export function mount(c) {
   if (narrow && !$("#filter-error").textContent) $("#filters-box").open = false;
   ui.on(box, "scroll", schedule, { passive: true });
   ui.on(window, "resize", fit);
-  ui.on($("#filters-box"), "toggle", fit);
+  ui.on($("#filters-box"), "toggle", () => {
+    fit();
+    // Others of the tenant may have saved filters meanwhile.
+    if ($("#filters-box").open) loadSaved();
+  });
   ui.on(box, "click", (e) => {
     const r = e.target.closest(".row");
     if (!r) return;
@@ -421,6 +566,19 @@ export function mount(c) {
     subscribe();
   });
   ui.on($("#filters"), "reset", () => setTimeout(subscribe, 0));
+  ui.on($("#saved-select"), "change", (e) => {
+    if (e.target.value) applySaved(e.target.value);
+    else {
+      savedName = null;
+      renderSaved();
+      subscribe();
+    }
+  });
+  ui.on($("#save-form"), "submit", (e) => {
+    e.preventDefault();
+    saveCurrent();
+  });
+  ui.on($("#saved-delete"), "click", deleteSaved);
   let debounce;
   ui.on($("#search"), "input", (e) => {
     clearTimeout(debounce);
@@ -450,6 +608,8 @@ export function mount(c) {
   clearRows();
   fit();
   render();
+  renderSaved();
+  loadSaved();
   if (!sub) subscribe();
 }
 

@@ -1,7 +1,7 @@
 // Webhook subscriptions: list, create (the secret is shown once), pause/resume, delete,
 // deliveries with their status, redeliver. The list refreshes every few seconds.
 
-import { $, el, show, alertIn, shortTime, filterFromInputs, describeFilter, listenerGroup, copy, errorText } from "./util.js";
+import { $, el, show, alertIn, shortTime, filterFromInputs, describeFilter, listenerGroup, copy, errorText, confirmAction } from "./util.js";
 
 const REFRESH_MS = 3000;
 
@@ -20,13 +20,7 @@ async function call(method, path, body) {
 }
 
 function confirmDelete(text) {
-  return new Promise((resolve) => {
-    const d = $("#confirm");
-    $("#confirm-text").textContent = text;
-    d.returnValue = "";
-    d.addEventListener("close", () => resolve(d.returnValue === "ok"), { once: true });
-    d.showModal();
-  });
+  return confirmAction({ title: "Delete subscription?", text, ok: "Delete" });
 }
 
 function subRow(s) {

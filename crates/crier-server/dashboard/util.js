@@ -112,9 +112,13 @@ export function filterFromInputs(prefix, root = document) {
   });
 }
 
+/** A filter in words, its keys always in the same order (the hub's). */
 export function describeFilter(f) {
   if (!f || !Object.keys(f).length) return "everything";
+  const order = ["type", "category", "source", "subject", "severity", "tags"];
+  const rank = (k) => (order.includes(k) ? order.indexOf(k) : order.length);
   return Object.entries(f)
+    .sort(([a], [b]) => rank(a) - rank(b))
     .map(([k, v]) => (k === "severity" ? `severity ≥ ${v}` : `${k}: ${Array.isArray(v) ? v.join(", ") : v}`))
     .join("; ");
 }
@@ -128,6 +132,19 @@ export async function copy(text, statusNode) {
     if (statusNode) statusNode.textContent = "Copying is not allowed here; select the text and copy it.";
   }
   if (statusNode) setTimeout(() => (statusNode.textContent = ""), 4000);
+}
+
+/** Asks in the confirmation dialog; resolves true when the person chose `ok`. */
+export function confirmAction({ title, text, ok }) {
+  return new Promise((resolve) => {
+    const d = $("#confirm");
+    $("#confirm-h").textContent = title;
+    $("#confirm-text").textContent = text;
+    $("#confirm-ok").textContent = ok;
+    d.returnValue = "";
+    d.addEventListener("close", () => resolve(d.returnValue === "ok"), { once: true });
+    d.showModal();
+  });
 }
 
 /** A severity badge. */

@@ -207,12 +207,36 @@ fn patterns(claim: &str, list: Option<Vec<String>>) -> Result<Option<Vec<Pattern
     .transpose()
 }
 
+/// §12.11: the hub understands no JWT extensions, so a header naming any in `crit` (RFC 7515
+/// §4.1.11) is refused, and so is a header that repeats a key (which `alg` would hold?).
+/// A header that is no base64 JSON at all is left to the decoder's own error.
+fn check_jose_header(token: &str) -> Result<(), ApiError> {
+    use base64::Engine;
+    let head = token.split('.').next().unwrap_or("");
+    let Ok(bytes) =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(head.trim_end_matches('='))
+    else {
+        return Ok(());
+    };
+    match crier_core::strict_json::from_slice(&bytes) {
+        Ok(serde_json::Value::Object(m)) if m.contains_key("crit") => Err(unauthorized(
+            "the token's header carries `crit`; this hub understands no JWT extensions",
+        )),
+        Ok(_) => Ok(()),
+        Err(e) if e.is_data() => Err(unauthorized(
+            "the token's header repeats a key; it is refused as ambiguous",
+        )),
+        Err(_) => Ok(()),
+    }
+}
+
 impl AuthSettings {
     /// Verifies a JWT into a principal.
     pub fn verify_jwt(&self, token: &str) -> Result<Principal, ApiError> {
         let Some(keys) = &self.jwt else {
             return Err(unauthorized("this hub accepts API keys only, not JWTs"));
         };
+        check_jose_header(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             // A well-formed header whose `alg` is no algorithm jsonwebtoken knows: `none`
             // (an unsigned token) or something made up.
@@ -341,16 +365,40 @@ pub fn token_of(parts: &Parts) -> Result<Option<String>, ApiError> {
         .map(|(_, v)| v))
 }
 
-/// A query string with credential values replaced, safe to log.
+/// Query parameter names whose values are credentials, compared after percent-decoding.
+const CREDENTIAL_PARAMS: [&str; 4] = ["token", "access_token", "api_key", "auth_signature"];
+
+/// A query string with credential values replaced, safe to log. Names are percent-decoded
+/// (and `+` read as a space) before they are compared, as [`token_of`] decodes them, so
+/// `?tok%65n=` is redacted like `?token=` (§12.10). A pair that does not decode is
+/// redacted whole.
 pub fn redact_query(q: &str) -> String {
     q.split('&')
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _))
-                if matches!(k, "token" | "access_token" | "api_key" | "auth_signature") =>
-            {
-                format!("{k}=REDACTED")
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let decoded: Result<Vec<(String, String)>, _> = serde_urlencoded::from_str(kv);
+            match decoded {
+                Ok(pairs) => {
+                    // Compared loosely (any case, ignoring characters no parameter name of
+                    // the hub has), so a near miss that does not authenticate is not
+                    // logged either.
+                    let secret = pairs.iter().any(|(name, _)| {
+                        let norm: String = name
+                            .chars()
+                            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect::<String>()
+                            .to_ascii_lowercase();
+                        CREDENTIAL_PARAMS.contains(&norm.as_str())
+                    });
+                    if secret {
+                        format!("{k}=REDACTED")
+                    } else {
+                        kv.to_string()
+                    }
+                }
+                Err(_) if v.is_empty() => "REDACTED".to_string(),
+                Err(_) => format!("{k}=REDACTED"),
             }
-            _ => kv.to_string(),
         })
         .collect::<Vec<_>>()
         .join("&")

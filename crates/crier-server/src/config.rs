@@ -185,6 +185,8 @@ pub struct LimitsConfig {
     pub reader_buffer_bytes: u64,
     /// Most replays running at once per tenant.
     pub max_replays_per_tenant: u64,
+    /// Most saved named filters per tenant.
+    pub max_filters_per_tenant: u64,
     /// A replay nobody streams for this long is stopped (§12.6).
     pub replay_idle_timeout: String,
     /// Most bytes of events one request may load (§12.3).
@@ -195,6 +197,8 @@ pub struct LimitsConfig {
     pub header_read_timeout: String,
     /// Most open connections (0: what the open-file limit allows, §12.4).
     pub max_connections: u64,
+    /// Most webhook subscriptions per tenant (§12.9).
+    pub max_subscriptions_per_tenant: u64,
 }
 
 /// `[webhooks]` (§8).
@@ -290,11 +294,13 @@ impl Default for LimitsConfig {
             max_filter_bytes: 4096,
             reader_buffer_bytes: 1 << 20,
             max_replays_per_tenant: 8,
+            max_filters_per_tenant: 200,
             replay_idle_timeout: "60s".into(),
             max_response_bytes: 16 << 20,
             graphql_max_batch: 10,
             header_read_timeout: "10s".into(),
             max_connections: 0,
+            max_subscriptions_per_tenant: 1000,
         }
     }
 }
@@ -542,6 +548,10 @@ impl Config {
                 )?,
                 max_filter_patterns: positive("limits.max_filter_patterns", l.max_filter_patterns)?,
                 max_filter_bytes: positive("limits.max_filter_bytes", l.max_filter_bytes)?,
+                max_filters_per_tenant: positive(
+                    "limits.max_filters_per_tenant",
+                    l.max_filters_per_tenant,
+                )?,
                 reader_buffer_bytes,
                 replay_idle_timeout: duration(
                     "limits.replay_idle_timeout",
@@ -556,6 +566,10 @@ impl Config {
                 max_connections: (l.max_connections > 0)
                     .then(|| positive("limits.max_connections", l.max_connections))
                     .transpose()?,
+                max_subscriptions_per_tenant: positive(
+                    "limits.max_subscriptions_per_tenant",
+                    l.max_subscriptions_per_tenant,
+                )?,
             },
         })
     }
@@ -685,6 +699,8 @@ pub struct Limits {
     pub max_filter_patterns: usize,
     /// Largest reader filter, as JSON.
     pub max_filter_bytes: usize,
+    /// Most saved named filters per tenant.
+    pub max_filters_per_tenant: usize,
     /// Most bytes of events held in memory for one reader.
     pub reader_buffer_bytes: usize,
     /// A replay nobody streams for this long is stopped.
@@ -697,6 +713,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Most open connections (`None`: what the open-file limit allows).
     pub max_connections: Option<usize>,
+    /// Most webhook subscriptions per tenant.
+    pub max_subscriptions_per_tenant: usize,
 }
 
 /// Where the log lives.

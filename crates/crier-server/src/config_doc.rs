@@ -134,6 +134,10 @@ const COMMENTS: &[(&str, &str)] = &[
         "Most bytes of events held in memory for one reader, catching up or live (at least twice max_event_bytes).",
     ),
     (
+        "limits.max_filters_per_tenant",
+        "Most saved named filters (/v1/filters) per tenant.",
+    ),
+    (
         "limits.max_replays_per_tenant",
         "Most replays running at once per tenant.",
     ),
@@ -156,6 +160,10 @@ const COMMENTS: &[(&str, &str)] = &[
     (
         "limits.max_connections",
         "Most open connections (0: what the open-file limit allows, less a reserve).",
+    ),
+    (
+        "limits.max_subscriptions_per_tenant",
+        "Most webhook subscriptions per tenant; beyond it creating one is 409 too_many_subscriptions.",
     ),
     (
         "webhooks.allow_private",

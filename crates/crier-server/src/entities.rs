@@ -53,10 +53,12 @@ pub async fn mutate(
 /// Whether the credential may read what entities of `kind` are (its `subscribe` patterns
 /// must admit their events).
 pub fn may_read_kind(p: &Principal, kind: &str) -> bool {
+    // An entity's value is what its `created` and `updated` events carry: reading it
+    // takes the right to read both (§12.5), not merely its `deleted` events.
     p.subscribe.as_ref().is_none_or(|pats| {
-        ["created", "updated", "deleted"]
+        ["created", "updated"]
             .iter()
-            .any(|op| pats.iter().any(|pat| pat.matches(&format!("{kind}.{op}"))))
+            .all(|op| pats.iter().any(|pat| pat.matches(&format!("{kind}.{op}"))))
     })
 }
 
@@ -155,7 +157,7 @@ async fn json_object(
             "the body must be a JSON object",
         ));
     }
-    match serde_json::from_slice::<Value>(&bytes) {
+    match crier_core::strict_json::from_slice(&bytes) {
         Ok(Value::Object(m)) => Ok(Some(m)),
         Ok(_) => Err(ApiError::bad(
             "invalid_json",

@@ -73,7 +73,7 @@ fn split_body(format: Format, body: &[u8]) -> Result<Vec<Value>, ApiError> {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                out.push(serde_json::from_slice(line).map_err(|e| {
+                out.push(crier_core::strict_json::from_slice(line).map_err(|e| {
                     ApiError::bad(
                         "invalid_json",
                         format!("line {}: not valid JSON: {e}", i + 1),
@@ -83,7 +83,7 @@ fn split_body(format: Format, body: &[u8]) -> Result<Vec<Value>, ApiError> {
             Ok(out)
         }
         Format::Json | Format::CloudEventBatch | Format::CloudEvent => {
-            let v: Value = serde_json::from_slice(body).map_err(json_error)?;
+            let v: Value = crier_core::strict_json::from_slice(body).map_err(json_error)?;
             match v {
                 Value::Array(items) if format != Format::CloudEvent => Ok(items),
                 Value::Object(_) if format != Format::CloudEventBatch => Ok(vec![v]),
@@ -148,9 +148,40 @@ pub fn prepare(
             }
             place(e)
         })?;
+        check_reserved(&ev).map_err(place)?;
         out.push(ev);
     }
     Ok(out)
+}
+
+/// Whether an event type is the hub's own (`crier` or `crier.*`, in any case).
+pub fn reserved_type(kind: &str) -> bool {
+    let lower = kind.to_ascii_lowercase();
+    lower == "crier" || lower.starts_with("crier.")
+}
+
+/// §12.11: the hub's own names are not for clients. Types starting with `crier.` (any
+/// case) and the source `entities` (the entity store's events) are `reserved`.
+pub fn check_reserved(ev: &NewEvent) -> Result<(), crier_core::ValidationError> {
+    if reserved_type(&ev.kind) {
+        return Err(crier_core::ValidationError::bad(
+            "reserved",
+            format!(
+                "the event type `{}` is reserved: types starting with `crier.` are the hub's own",
+                ev.kind
+            ),
+        ));
+    }
+    if ev.source.eq_ignore_ascii_case(crier_core::entity::SOURCE) {
+        return Err(crier_core::ValidationError::bad(
+            "reserved",
+            format!(
+                "the source `{}` is reserved for the events of the entity store",
+                ev.source
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Appends a validated batch and records the publish metrics.
@@ -304,11 +335,14 @@ pub async fn history(
     let q = Query::parse(
         raw.as_deref(),
         &[
-            "after", "before", "since", "until", "limit", "order", "tenant",
+            "after", "before", "since", "until", "limit", "order", "tenant", "filter",
         ],
     )?;
     let scope = read_scope(&principal, q.get("tenant"))?;
-    let filter = Arc::new(narrow(&principal, q.filter()?));
+    let filter =
+        crate::filters::from_query(&state, crate::filters::tenant_of(&principal, &scope), &q)
+            .await?;
+    let filter = Arc::new(narrow(&principal, filter));
     let limit = q.u64("limit")?.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::bad(

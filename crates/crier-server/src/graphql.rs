@@ -161,6 +161,9 @@ pub struct Event {
     tags: Vec<String>,
     data: Option<Json<Value>>,
     metadata: Option<Json<Value>>,
+    /// True only in the answer to `publish` with an `id` that exists: then `seq` is the
+    /// stored event's and the rest is what was sent, without `data` and `metadata`.
+    duplicate: bool,
 }
 
 impl From<&Committed> for Event {
@@ -185,6 +188,7 @@ impl From<&Committed> for Event {
             tags: e.tags.clone(),
             data: json("data"),
             metadata: json("metadata"),
+            duplicate: false,
         }
     }
 }
@@ -453,20 +457,35 @@ impl MutationRoot {
         Ok(true)
     }
 
-    /// Publishes one event; answers it as stored (for a duplicate id, the stored event).
+    /// Publishes one event; answers it as stored. For an `id` that exists (§12.5) the answer
+    /// is the stored `seq` with `duplicate: true` and the fields the caller sent, without
+    /// `data` or `metadata`: never the stored event's content.
     async fn publish(&self, ctx: &Context<'_>, event: Json<Value>) -> async_graphql::Result<Event> {
         let (state, p) = ctx_parts(ctx)?;
         require(p, Role::Publisher).map_err(gql)?;
         let batch = prepare(state, p, vec![event.0], false).map_err(gql)?;
-        let tenant = batch.first().map(|e| e.tenant.clone()).unwrap_or_default();
+        let sent = batch
+            .first()
+            .cloned()
+            .ok_or_else(|| bad("internal", "the batch is empty"))?;
         state.check_rate(&p.tenant, 1).map_err(gql)?;
         let results = append(state, batch).await.map_err(gql)?;
         let r = results
             .first()
             .ok_or_else(|| bad("internal", "the log answered nothing"))?;
+        if r.duplicate {
+            let seq = r.seq;
+            let json = crier_core::Committed::encode(seq, &sent.tail);
+            let ev = crier_core::Committed::from_new(sent, seq, json.into());
+            let mut answer = Event::from(ev.as_ref());
+            answer.data = None;
+            answer.metadata = None;
+            answer.duplicate = true;
+            return Ok(answer);
+        }
         let ev = state
             .log
-            .get(&tenant, &r.id)
+            .get(&sent.tenant, &r.id)
             .await
             .map_err(|e| gql(e.into()))?
             .ok_or_else(|| gql(ApiError::not_found("the event was pruned at once")))?;
@@ -483,6 +502,8 @@ struct Sub {
     cursor: crier_core::Cursor,
     state: AppState,
     done: bool,
+    /// The subscription's reader in the connection registry (none over POST).
+    reader: Option<crate::monitor::ReaderSlot>,
     /// The subscription's place on its WebSocket (none over POST).
     _slot: Option<crate::reader_limits::SlotGuard>,
 }
@@ -510,13 +531,22 @@ impl SubscriptionRoot {
         let queue = state.settings.limits.queue_per_connection;
         let (cursor, _) = state
             .hub
-            .open(Scope::Tenant(p.tenant.clone()), filter, start, queue)
+            .open(
+                Scope::Tenant(p.tenant.clone()),
+                filter.clone(),
+                start,
+                queue,
+            )
             .await
             .map_err(|e| gql(e.into()))?;
+        let reader = ctx
+            .data_opt::<Arc<crate::state::ConnGuard>>()
+            .map(|g| g.info().reader(None, &filter, cursor.position()));
         let sub = Sub {
             cursor,
             state: state.clone(),
             done: false,
+            reader,
             _slot: slot,
         };
         Ok(futures_util::stream::unfold(sub, next_item))
@@ -527,10 +557,17 @@ async fn next_item(mut s: Sub) -> Option<(async_graphql::Result<Event>, Sub)> {
     if s.done {
         return None;
     }
+    if let Some(r) = &s.reader {
+        // Waiting on a live cursor with nothing buffered: caught up (lag 0).
+        r.waiting(s.cursor.is_live());
+    }
     tokio::select! {
         biased;
         () = s.state.shutdown.cancelled() => None,
         item = s.cursor.next() => {
+            if let (Some(r), Ok(i)) = (&s.reader, &item) {
+                r.sent(i);
+            }
             match item {
                 Ok(CursorItem::Event(e)) => {
                     metrics::counter!("crier_stream_events_sent_total", "transport" => "graphql").increment(1);
@@ -591,16 +628,30 @@ pub async fn http(
             format!("the request body is larger than {max} bytes (limits.max_body_bytes)"),
         )
     })?;
-    let batch: async_graphql::BatchRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad(
-            "invalid_json",
-            format!("not a GraphQL request (`{{\"query\": ...}}`): {e}"),
-        )
-    })?;
+    let batch: async_graphql::BatchRequest =
+        crier_core::strict_json::parse(&bytes).map_err(|e| {
+            ApiError::bad(
+                "invalid_json",
+                format!("not a GraphQL request (`{{\"query\": ...}}`): {e}"),
+            )
+        })?;
     let n = match &batch {
         async_graphql::BatchRequest::Single(_) => 1,
         async_graphql::BatchRequest::Batch(v) => v.len(),
     };
+    let queries: Vec<&str> = match &batch {
+        async_graphql::BatchRequest::Single(r) => vec![r.query.as_str()],
+        async_graphql::BatchRequest::Batch(v) => v.iter().map(|r| r.query.as_str()).collect(),
+    };
+    if let Some(f) = queries
+        .iter()
+        .find_map(|q| crate::graphql_strict::repeated_field(q))
+    {
+        return Err(ApiError::bad(
+            "invalid_json",
+            format!("an input object in the document repeats the field `{f}`"),
+        ));
+    }
     let most = state.settings.limits.graphql_max_batch;
     if n > most {
         metrics::counter!("crier_limit_hits_total", "limit" => "graphql_max_batch").increment(1);

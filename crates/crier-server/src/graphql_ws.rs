@@ -125,12 +125,13 @@ pub async fn websocket(
         })?;
     crate::ws::check_origin(&state, &headers)?;
     let header_token = crate::auth::token_of(&parts)?;
+    let remote = crate::monitor::peer_of(&parts);
     let max = state.settings.limits.max_ws_frame_bytes;
     Ok(upgrade
         .max_message_size(max)
         .max_frame_size(max)
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| serve(state, socket, protocol, header_token)))
+        .on_upgrade(move |socket| serve(state, socket, protocol, header_token, remote)))
 }
 
 /// Resolves when the credential ends; never before `connection_init` succeeded.
@@ -153,6 +154,7 @@ async fn serve(
     socket: WebSocket,
     protocol: WebSocketProtocols,
     header_token: Option<String>,
+    remote: Option<std::net::SocketAddr>,
 ) {
     let (mut sink, mut stream) = socket.split();
     let (tx, rx) = mpsc::channel::<Bytes>(INBOUND_QUEUE);
@@ -166,7 +168,14 @@ async fn serve(
     let init_ended = cred_ended.clone();
     let gql = async_graphql::http::WebSocket::new(state.graphql.clone(), input, protocol)
         .on_connection_init(move |payload| {
-            connection_init(init_state, header_token, payload, init_tx, init_ended)
+            connection_init(
+                init_state,
+                header_token,
+                remote,
+                payload,
+                init_tx,
+                init_ended,
+            )
         });
     let mut gql = std::pin::pin!(gql);
     let mut lifetime: Option<Lifetime> = None;
@@ -203,11 +212,20 @@ async fn serve(
             m = stream.next(), if tx.as_ref().is_some_and(|t| t.capacity() > 0) => match m {
                 Some(Ok(Message::Text(t))) => {
                     let bytes = Bytes::from(t);
+                    // §12.11: a message with a repeated key (at any depth) or that is no JSON is
+                    // refused before the protocol reads it, as graphql-transport-ws closes on
+                    // an invalid message: 4400.
+                    if let Err(e) = strict_message(&bytes) {
+                        break Some((4400, format!("invalid message: {e}")));
+                    }
                     if let Some(t) = &tx {
                         let _ = t.try_send(bytes);
                     }
                 }
                 Some(Ok(Message::Binary(b))) => {
+                    if let Err(e) = strict_message(&b) {
+                        break Some((4400, format!("invalid message: {e}")));
+                    }
                     if let Some(t) = &tx {
                         let _ = t.try_send(b);
                     }
@@ -227,9 +245,22 @@ async fn serve(
     }
 }
 
+/// §12.11: a message is JSON without repeated keys, and the document of a `subscribe`
+/// repeats no input object field.
+fn strict_message(bytes: &[u8]) -> Result<(), String> {
+    let v = crier_core::strict_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if let Some(q) = v["payload"]["query"].as_str() {
+        if let Some(f) = crate::graphql_strict::repeated_field(q) {
+            return Err(format!("an input object repeats the field `{f}`"));
+        }
+    }
+    Ok(())
+}
+
 async fn connection_init(
     state: AppState,
     header_token: Option<String>,
+    remote: Option<std::net::SocketAddr>,
     payload: Value,
     init_tx: oneshot::Sender<Principal>,
     cred_ended: CancellationToken,
@@ -254,9 +285,16 @@ async fn connection_init(
     } else {
         Principal::anonymous_admin()
     };
+    // Entered in the registry once authenticated: before, it has no tenant.
     let guard: ConnGuard = state
         .conns
-        .open(&state, &principal.tenant, Transport::Ws)
+        .open(
+            &state,
+            &principal.tenant,
+            Transport::Graphql,
+            &principal.subject,
+            remote,
+        )
         .map_err(|e| async_graphql::Error::new(e.message))?;
     let _ = init_tx.send(principal.clone());
     let mut data = Data::default();

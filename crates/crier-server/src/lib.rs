@@ -16,12 +16,15 @@ pub mod datadir;
 pub mod entities;
 pub mod error;
 pub mod events;
+pub mod filters;
 pub mod graphql;
+pub mod graphql_strict;
 pub mod graphql_ws;
 pub mod http;
 pub mod lifetime;
 pub mod listener;
 pub mod metrics_catalog;
+pub mod monitor;
 pub mod observe;
 pub mod ops;
 pub mod outbox;
@@ -33,6 +36,7 @@ pub mod reader_limits;
 pub mod readiness;
 pub mod replays;
 pub mod sse;
+pub mod ssrf;
 pub mod state;
 pub mod stats;
 pub mod subscriptions;
@@ -53,10 +57,11 @@ use std::time::Duration;
 
 use config::{BrokerKind, StoreKind};
 use crier_core::keys::KeyStore;
+use crier_store::filters::FilterStore;
 use crier_store::subs::SubStore;
 #[cfg(feature = "postgres")]
-use crier_store::{PgKeys, PgSubs, PostgresLog};
-use crier_store::{SqliteKeys, SqliteLog, SqliteSubs};
+use crier_store::{PgFilters, PgKeys, PgSubs, PostgresLog};
+use crier_store::{SqliteFilters, SqliteKeys, SqliteLog, SqliteSubs};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -127,6 +132,11 @@ pub fn app_for<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
             "/v1/subscriptions/{id}/redeliver",
             axum::routing::post(subscriptions::redeliver),
         )
+        .route("/v1/filters", get(filters::list).post(filters::create))
+        .route(
+            "/v1/filters/{name}",
+            get(filters::get).put(filters::put).delete(filters::delete),
+        )
         .route("/v1/replays", get(replays::list).post(replays::create))
         .route("/v1/replays/{id}", get(replays::status))
         .route("/v1/replays/{id}/stream", get(replays::stream))
@@ -147,6 +157,7 @@ pub fn app_for<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
         .route("/graphql", get(graphql::websocket).post(graphql::http))
         .merge(pusher::routes())
         .route("/v1/stats", get(stats::stats))
+        .route("/v1/connections", get(monitor::list))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -213,11 +224,12 @@ pub async fn start(
         Arc<dyn EntityStore>,
         Arc<dyn KeyStore>,
         Arc<dyn SubStore>,
+        Arc<dyn FilterStore>,
     );
     let mut dir_lock = None;
     #[cfg(feature = "postgres")]
     let mut pg_probe = None;
-    let (log, entities, keys, subs): Stores = match &settings.store {
+    let (log, entities, keys, subs, filters): Stores = match &settings.store {
         StoreKind::Sqlite => {
             // One process per data directory: taken before the log is opened, so a second
             // hub leaves the first one's file alone.
@@ -233,6 +245,7 @@ pub async fn start(
                 log,
                 Arc::new(SqliteKeys::open(&db)?),
                 Arc::new(SqliteSubs::open(&db)?),
+                Arc::new(SqliteFilters::open(&db)?),
             )
         }
         #[cfg(not(feature = "postgres"))]
@@ -252,6 +265,7 @@ pub async fn start(
                 log,
                 Arc::new(PgKeys::open(url, schema).await?),
                 subs,
+                Arc::new(PgFilters::open(url, schema).await?),
             )
         }
     };
@@ -320,6 +334,7 @@ pub async fn start(
         hub,
         keys,
         subs,
+        filters,
         shutdown.clone(),
     );
     state.set_follower(follower);

@@ -18,11 +18,13 @@
 //!   delays nobody else and counts against the limit like any other connection.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -164,8 +166,8 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
             a = listener.accept() => a,
         };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
             Err(e) => {
                 // Out of descriptors (or another passing fault): wait a moment instead of
                 // spinning; open connections go on meanwhile.
@@ -184,7 +186,7 @@ pub async fn serve(
                 let (router, shutdown) = (router.clone(), shutdown.clone());
                 match tls.clone() {
                     None => {
-                        conns.spawn(connection(io, router, header_read_timeout, shutdown));
+                        conns.spawn(connection(io, router, peer, header_read_timeout, shutdown));
                     }
                     Some(acceptor) => {
                         conns.spawn(async move {
@@ -194,7 +196,8 @@ pub async fn serve(
                             );
                             match handshake.await {
                                 Ok(Ok(stream)) => {
-                                    connection(stream, router, header_read_timeout, shutdown).await;
+                                    connection(stream, router, peer, header_read_timeout, shutdown)
+                                        .await;
                                 }
                                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                                 Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -235,11 +238,21 @@ pub async fn serve(
     conns.wait().await;
 }
 
-async fn connection<I>(io: I, router: Router, head_timeout: Duration, shutdown: CancellationToken)
-where
+async fn connection<I>(
+    io: I,
+    router: Router,
+    peer: SocketAddr,
+    head_timeout: Duration,
+    shutdown: CancellationToken,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = TowerToHyperService::new(router);
+    // Every request of the connection knows its peer, as axum's `ConnectInfo` (the
+    // connection registry shows it).
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        TowerToHyperService::new(router.clone()).call(req)
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

@@ -18,6 +18,7 @@ const LIMITS: &[&str] = &[
     "max_connections_per_tenant",
     "publish_rate_per_tenant",
     "max_replays_per_tenant",
+    "max_filters_per_tenant",
     "pusher_client_events",
     "max_filter_patterns",
     "max_filter_bytes",
@@ -26,6 +27,7 @@ const LIMITS: &[&str] = &[
     "graphql_max_batch",
     "header_read_timeout",
     "max_connections",
+    "max_subscriptions_per_tenant",
 ];
 
 fn process() -> &'static metrics_process::Collector {

@@ -159,8 +159,8 @@ fn prepare_row(
     event: &str,
 ) -> Result<crier_core::NewEvent, String> {
     crier_core::event::check_tenant(tenant).map_err(|e| e.message)?;
-    let mut v: Value =
-        serde_json::from_str(event).map_err(|e| format!("the event is not valid JSON: {e}"))?;
+    let mut v: Value = crier_core::strict_json::from_str(event)
+        .map_err(|e| format!("the event is not valid JSON: {e}"))?;
     let Value::Object(obj) = &mut v else {
         return Err("the event is not a JSON object".to_string());
     };

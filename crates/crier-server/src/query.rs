@@ -63,6 +63,14 @@ impl Query {
         )?)
     }
 
+    /// The first filter parameter given (`type`, `severity`, …), if any.
+    pub fn filter_key(&self) -> Option<&str> {
+        self.pairs
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .find(|k| crier_core::filter::QUERY_KEYS.contains(k) || *k == "tags")
+    }
+
     /// The last value of a parameter.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.pairs

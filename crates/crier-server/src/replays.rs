@@ -334,6 +334,8 @@ pub struct Pacer {
     after: u64,
     exhausted: bool,
     origin: Option<(i64, Instant)>,
+    /// The narrowing of whoever streams the replay (§12.5), on top of its creator's.
+    reader: Option<Filter>,
 }
 
 impl Pacer {
@@ -346,33 +348,46 @@ impl Pacer {
             after: 0,
             exhausted: false,
             origin: None,
+            reader: None,
         }
+    }
+
+    /// Streams only what `p` may read: a replay created by a credential that reads more
+    /// is narrowed again for the one streaming it.
+    pub fn reading_as(mut self, p: &crier_core::Principal) -> Pacer {
+        self.reader = p.subscribe.is_some().then(|| narrow(p, Filter::default()));
+        self
     }
 
     /// The next event when it is due, or `None` at the end.
     pub async fn next(&mut self) -> Result<Option<Arc<Committed>>, ApiError> {
-        if self.pending.is_empty() && !self.exhausted {
-            let mut q = self.replay.query.clone();
-            q.after = self.after;
-            q.order = Order::Asc;
-            let page = self.state.log.read(q).await?;
-            self.after = page.scanned_to;
-            self.exhausted = page.exhausted;
-            self.pending.extend(page.events);
-        }
-        let Some(e) = self.pending.pop_front() else {
-            return Ok(None);
-        };
-        if let Speed::Factor(f) = self.replay.speed {
-            match self.origin {
-                None => self.origin = Some((e.time_us, Instant::now())),
-                Some((t0, start)) => {
-                    let offset_us = ((e.time_us - t0).max(0) as f64 / f) as u64;
-                    tokio::time::sleep_until(start + Duration::from_micros(offset_us)).await;
+        loop {
+            if self.pending.is_empty() && !self.exhausted {
+                let mut q = self.replay.query.clone();
+                q.after = self.after;
+                q.order = Order::Asc;
+                let page = self.state.log.read(q).await?;
+                self.after = page.scanned_to;
+                self.exhausted = page.exhausted;
+                self.pending.extend(page.events);
+            }
+            let Some(e) = self.pending.pop_front() else {
+                return Ok(None);
+            };
+            if self.reader.as_ref().is_some_and(|f| !f.matches(&e)) {
+                continue;
+            }
+            if let Speed::Factor(f) = self.replay.speed {
+                match self.origin {
+                    None => self.origin = Some((e.time_us, Instant::now())),
+                    Some((t0, start)) => {
+                        let offset_us = ((e.time_us - t0).max(0) as f64 / f) as u64;
+                        tokio::time::sleep_until(start + Duration::from_micros(offset_us)).await;
+                    }
                 }
             }
+            return Ok(Some(e));
         }
-        Ok(Some(e))
     }
 
     /// Counts one event as sent.
@@ -400,14 +415,14 @@ pub async fn create(
     Auth(p): Auth,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let input: CreateInput = serde_json::from_slice(&body).map_err(|e| {
+    let input: CreateInput = crier_core::strict_json::parse(&body).map_err(|e| {
         ApiError::bad(
             "invalid_json",
             format!("the body is not a valid replay: {e}"),
         )
     })?;
     let spec = ReplaySpec {
-        filter: Filter::from_json(input.filter.as_ref().unwrap_or(&Value::Null))?,
+        filter: crate::filters::from_json(&state, &p.tenant, input.filter.as_ref()).await?,
         since: input.since,
         until: input.until,
         speed: Speed::parse(input.speed.as_ref())?,
@@ -465,7 +480,7 @@ pub async fn stream(
             "a replay is streamed once; create another",
         ));
     }
-    let pacer = Pacer::new(&state, r.clone());
+    let pacer = Pacer::new(&state, r.clone()).reading_as(&p);
     let shutdown = state.shutdown.clone();
     let watch = (Lifetime::new(&state, &p), StopOnDrop(r.clone()));
     let body = futures_util::stream::unfold(

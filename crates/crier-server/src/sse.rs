@@ -28,6 +28,7 @@ use crate::auth::{narrow, read_scope, Auth};
 use crate::error::ApiError;
 pub use crate::lifetime::expiry_instant;
 use crate::lifetime::Lifetime;
+use crate::monitor::{Peer, Reader, ReaderSlot};
 use crate::query::Query;
 use crate::state::{AppState, ConnGuard, Transport};
 
@@ -76,10 +77,14 @@ struct SseState {
     /// When the credential ends, so does the stream (the client reconnects with a fresh one).
     lifetime: Lifetime,
     done: bool,
+    /// The stream's reader in the connection registry (declared before the guard: dropped
+    /// first).
+    reader: ReaderSlot,
     _guard: ConnGuard,
 }
 
-fn pack(buf: &mut BytesMut, item: CursorItem) -> u64 {
+fn pack(buf: &mut BytesMut, reader: &Reader, item: CursorItem) -> u64 {
+    reader.sent(&item);
     match item {
         CursorItem::Event(e) => {
             buf.extend_from_slice(&e.frames.sse(e.seq, &e.kind, &e.json));
@@ -100,22 +105,23 @@ impl SseState {
     /// events (catching up) are packed into one chunk of at most [`MAX_CHUNK`].
     fn frame(&mut self, first: CursorItem) -> u64 {
         let Some(second) = self.cursor.try_next() else {
+            self.reader.sent(&first);
             if let CursorItem::Event(e) = first {
                 self.out.push_back(e.frames.sse(e.seq, &e.kind, &e.json));
                 return 1;
             }
             let mut buf = BytesMut::new();
-            pack(&mut buf, first);
+            pack(&mut buf, &self.reader, first);
             self.out.push_back(buf.freeze());
             return 0;
         };
         let mut buf = BytesMut::new();
-        let mut events = pack(&mut buf, first) + pack(&mut buf, second);
+        let mut events = pack(&mut buf, &self.reader, first) + pack(&mut buf, &self.reader, second);
         while buf.len() < MAX_CHUNK {
             let Some(item) = self.cursor.try_next() else {
                 break;
             };
-            events += pack(&mut buf, item);
+            events += pack(&mut buf, &self.reader, item);
         }
         self.out.push_back(buf.freeze());
         events
@@ -130,6 +136,8 @@ impl SseState {
             if self.done {
                 return None;
             }
+            // Waiting on a live cursor with nothing buffered: caught up (lag 0).
+            self.reader.waiting(self.cursor.is_live());
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => self.done = true,
@@ -162,12 +170,15 @@ impl SseState {
 pub async fn stream(
     State(state): State<AppState>,
     Auth(principal): Auth,
+    Peer(remote): Peer,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = Query::parse(raw.as_deref(), &["after", "last", "tenant"])?;
+    let q = Query::parse(raw.as_deref(), &["after", "last", "tenant", "filter"])?;
     let scope = read_scope(&principal, q.get("tenant"))?;
-    let filter = q.filter()?;
+    let filter =
+        crate::filters::from_query(&state, crate::filters::tenant_of(&principal, &scope), &q)
+            .await?;
     crate::reader_limits::check_filter(&state.settings.limits, &filter)?;
     let filter = Arc::new(narrow(&principal, filter));
     let last_event_id = headers.get("last-event-id").map(|v| {
@@ -176,11 +187,18 @@ pub async fn stream(
     });
     let last_event_id = last_event_id.transpose()?;
     let start = start_position(last_event_id, q.u64("after")?, q.u64("last")?)?;
-    let guard = state
-        .conns
-        .open(&state, &principal.tenant, Transport::Sse)?;
+    let guard = state.conns.open(
+        &state,
+        &principal.tenant,
+        Transport::Sse,
+        &principal.subject,
+        remote,
+    )?;
+    // The reader is listed with its filter at once, then placed where its cursor opened.
+    let reader = guard.info().reader(None, &filter, state.hub.head());
     let queue = state.settings.limits.queue_per_connection;
     let (cursor, head) = state.hub.open(scope, filter, start, queue).await?;
+    reader.delivered(cursor.position());
     let heartbeat = state.settings.heartbeat;
     let mut out = VecDeque::new();
     out.push_back(Bytes::from(format!(
@@ -195,6 +213,7 @@ pub async fn stream(
         shutdown: state.shutdown.clone(),
         lifetime: Lifetime::new(&state, &principal),
         done: false,
+        reader,
         _guard: guard,
     };
     let body = futures_util::stream::unfold(st, |mut st| async move {

@@ -1,8 +1,10 @@
 //! Shared server state: settings, the log and hub, metrics, shutdown and connection
 //! accounting.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use std::num::NonZeroU32;
@@ -19,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::monitor::ConnInfo;
 
 /// Everything a handler needs. Cheap to clone.
 #[derive(Clone)]
@@ -48,6 +51,8 @@ pub struct StateInner {
     pub keys: Arc<dyn KeyStore>,
     /// Durable subscriptions.
     pub subs: Arc<dyn crier_store::subs::SubStore>,
+    /// Saved named filters.
+    pub filters: Arc<dyn crier_store::filters::FilterStore>,
     /// Webhook delivery tasks.
     pub webhooks: crate::webhooks::Dispatcher,
     /// The HTTP client of webhook deliveries.
@@ -79,6 +84,7 @@ impl Deref for AppState {
 
 impl AppState {
     /// Builds the state.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: Settings,
         log: Arc<dyn EventLog>,
@@ -86,6 +92,7 @@ impl AppState {
         hub: Hub,
         keys: Arc<dyn KeyStore>,
         subs: Arc<dyn crier_store::subs::SubStore>,
+        filters: Arc<dyn crier_store::filters::FilterStore>,
         shutdown: CancellationToken,
     ) -> Self {
         let metrics = metrics_handle(&settings.node_id);
@@ -98,6 +105,7 @@ impl AppState {
         AppState(Arc::new(StateInner {
             keys,
             subs,
+            filters,
             webhooks: crate::webhooks::Dispatcher::default(),
             webhook_client,
             replays: Default::default(),
@@ -208,47 +216,104 @@ pub fn metrics_handle(node_id: &str) -> PrometheusHandle {
         .clone()
 }
 
-/// A transport, for accounting.
+/// A transport, for accounting and the connection registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     /// Server-Sent Events.
     Sse,
-    /// WebSocket.
+    /// WebSocket (`/v1/ws`).
     Ws,
+    /// The GraphQL WebSocket (`GET /graphql`); counted with WebSocket in stats and metrics.
+    Graphql,
     /// The Pusher protocol (§13).
     Pusher,
 }
 
 impl Transport {
-    /// Label value.
+    /// Every transport, in the order of their counters.
+    pub const ALL: [Transport; 4] = [
+        Transport::Sse,
+        Transport::Ws,
+        Transport::Graphql,
+        Transport::Pusher,
+    ];
+
+    /// Its name in the connection registry (`GET /v1/connections`).
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Sse => "sse",
             Transport::Ws => "ws",
+            Transport::Graphql => "graphql",
             Transport::Pusher => "pusher",
+        }
+    }
+
+    /// The transport of that name.
+    pub fn parse(s: &str) -> Option<Transport> {
+        Transport::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// The `transport` label of `crier_connections`: GraphQL sockets count as `ws`, as they
+    /// do in `GET /v1/stats`.
+    fn metric_label(self) -> &'static str {
+        match self {
+            Transport::Graphql => "ws",
+            t => t.as_str(),
         }
     }
 }
 
-/// Open connections per tenant and transport.
+/// One tenant's open connections: counts per transport and the registry's entries by id.
+#[derive(Default)]
+struct TenantConns {
+    counts: [usize; 4],
+    open: BTreeMap<u64, Arc<ConnInfo>>,
+}
+
+/// Open connections per tenant and transport, and the registry behind
+/// `GET /v1/connections`. Opening and closing take one short lock; delivering an event
+/// touches only the connection's own atomics (see [`crate::monitor`]).
 #[derive(Default)]
 pub struct Connections {
-    // A std Mutex: held for a map update only, never across an await.
-    by_tenant: Mutex<HashMap<String, [usize; 3]>>,
+    next_id: AtomicU64,
+    // A std Mutex: held for a map update or a page copy only, never across an await.
+    by_tenant: Mutex<HashMap<String, TenantConns>>,
+}
+
+/// A page of the registry.
+pub struct ConnPage {
+    /// Connections in id order.
+    pub conns: Vec<Arc<ConnInfo>>,
+    /// Open connections of the selected tenants and transports.
+    pub total: usize,
+    /// Whether more follow the page.
+    pub more: bool,
 }
 
 impl Connections {
-    /// Counts a new connection, refusing it past the per-tenant limit.
+    /// Counts and registers a new connection, refusing it past the per-tenant limit.
     pub fn open(
         &self,
         state: &AppState,
         tenant: &str,
         transport: Transport,
+        actor: &str,
+        remote: Option<SocketAddr>,
     ) -> Result<ConnGuard, ApiError> {
         let limit = state.settings.limits.max_connections_per_tenant;
+        let info = Arc::new(ConnInfo::new(
+            self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+            tenant,
+            transport,
+            actor,
+            remote,
+        ));
         let mut map = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());
-        let counts = map.entry(tenant.to_string()).or_default();
-        if counts.iter().sum::<usize>() >= limit {
+        let conns = map.entry(tenant.to_string()).or_default();
+        if conns.counts.iter().sum::<usize>() >= limit {
+            if conns.open.is_empty() {
+                map.remove(tenant);
+            }
             metrics::counter!("crier_limit_hits_total", "limit" => "max_connections_per_tenant")
                 .increment(1);
             return Err(ApiError::too_many(
@@ -257,23 +322,26 @@ impl Connections {
                 1,
             ));
         }
-        counts[transport as usize] += 1;
-        metrics::gauge!("crier_connections", "transport" => transport.as_str()).increment(1.0);
+        conns.counts[transport as usize] += 1;
+        conns.open.insert(info.id, info.clone());
+        drop(map);
+        metrics::gauge!("crier_connections", "transport" => transport.metric_label())
+            .increment(1.0);
         Ok(ConnGuard {
             state: state.clone(),
-            tenant: tenant.to_string(),
-            transport,
+            info,
         })
     }
 
-    /// Open connections of a tenant (`None`: all tenants) per transport: `(sse, ws)`.
+    /// Open connections of a tenant (`None`: all tenants) per transport: `(sse, ws)`, GraphQL
+    /// sockets counted with WebSocket.
     pub fn count(&self, tenant: Option<&str>) -> (usize, usize) {
         let map = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = (0, 0);
         for (t, c) in map.iter() {
             if tenant.is_none_or(|x| x == t) {
-                out.0 += c[0];
-                out.1 += c[1];
+                out.0 += c.counts[Transport::Sse as usize];
+                out.1 += c.counts[Transport::Ws as usize] + c.counts[Transport::Graphql as usize];
             }
         }
         out
@@ -284,31 +352,85 @@ impl Connections {
         let map = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());
         map.iter()
             .filter(|(t, _)| tenant.is_none_or(|x| x == *t))
-            .map(|(_, c)| c[Transport::Pusher as usize])
+            .map(|(_, c)| c.counts[Transport::Pusher as usize])
             .sum()
+    }
+
+    /// Up to `limit` open connections with ids above `after`, of a tenant (`None`: all) and
+    /// the transports in `transports`, in id order. Costs the page, not the registry: each
+    /// tenant's entries are kept in id order.
+    pub fn page(
+        &self,
+        tenant: Option<&str>,
+        transports: &[Transport],
+        after: u64,
+        limit: usize,
+    ) -> ConnPage {
+        let map = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conns = Vec::new();
+        let mut total = 0;
+        let mut more = false;
+        for (t, c) in map.iter() {
+            if tenant.is_some_and(|x| x != t) {
+                continue;
+            }
+            total += transports
+                .iter()
+                .map(|x| c.counts[*x as usize])
+                .sum::<usize>();
+            let mut taken = 0;
+            for info in c.open.range(after.saturating_add(1)..).map(|(_, i)| i) {
+                if !transports.contains(&info.transport) {
+                    continue;
+                }
+                if taken == limit {
+                    more = true;
+                    break;
+                }
+                conns.push(info.clone());
+                taken += 1;
+            }
+        }
+        drop(map);
+        conns.sort_by_key(|c| c.id);
+        if conns.len() > limit {
+            conns.truncate(limit);
+            more = true;
+        }
+        ConnPage { conns, total, more }
     }
 }
 
-/// Releases a connection's slot when dropped.
+/// Releases a connection's slot and its registry entry when dropped, whichever way the
+/// connection ends.
 pub struct ConnGuard {
     state: AppState,
-    tenant: String,
-    transport: Transport,
+    info: Arc<ConnInfo>,
+}
+
+impl ConnGuard {
+    /// The connection's registry entry.
+    pub fn info(&self) -> &Arc<ConnInfo> {
+        &self.info
+    }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        metrics::gauge!("crier_connections", "transport" => self.transport.as_str()).decrement(1.0);
+        let transport = self.info.transport;
+        metrics::gauge!("crier_connections", "transport" => transport.metric_label())
+            .decrement(1.0);
         let mut map = self
             .state
             .conns
             .by_tenant
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get_mut(&self.tenant) {
-            c[self.transport as usize] = c[self.transport as usize].saturating_sub(1);
-            if c.iter().sum::<usize>() == 0 {
-                map.remove(&self.tenant);
+        if let Some(c) = map.get_mut(&self.info.tenant) {
+            c.counts[transport as usize] = c.counts[transport as usize].saturating_sub(1);
+            c.open.remove(&self.info.id);
+            if c.counts.iter().sum::<usize>() == 0 && c.open.is_empty() {
+                map.remove(&self.info.tenant);
             }
         }
     }

@@ -47,6 +47,13 @@ pub async fn stats(
     Auth(p): Auth,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
+    // §12.5: counts by type, category and source would tell a narrowed credential about
+    // events it may not read.
+    if p.subscribe.is_some() && p.role != crier_core::Role::Admin {
+        return Err(ApiError::forbidden(
+            "this credential's `subscribe` patterns narrow what it may read; stats count every event of the tenant and need a credential without them (or an admin)",
+        ));
+    }
     let q = Query::parse(raw.as_deref(), &["tenant"])?;
     if q.filter()? != crier_core::Filter::default() {
         return Err(ApiError::bad(

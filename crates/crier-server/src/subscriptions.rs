@@ -22,12 +22,19 @@ fn time(us: i64) -> Value {
         .map_or(Value::Null, Value::from)
 }
 
-/// The public form of a subscription (never its secret).
+/// The public form of a subscription (never its secret). The filter shows as the client
+/// wrote it; the narrowing of the credential that made it (§12.5) as `narrowed_to`.
 pub fn sub_json(s: &Subscription) -> Value {
+    let mut filter = serde_json::from_str::<Value>(&s.filter).unwrap_or(Value::Null);
+    let narrowed = match &mut filter {
+        Value::Object(m) => m.remove(crier_core::filter::NARROWED_TO),
+        _ => None,
+    };
     json!({
         "id": s.id,
         "name": s.name,
-        "filter": serde_json::from_str::<Value>(&s.filter).unwrap_or(Value::Null),
+        "filter": filter,
+        "narrowed_to": narrowed.unwrap_or(Value::Null),
         "webhook": {"url": s.url},
         "cursor": s.cursor,
         "status": s.status,
@@ -76,7 +83,7 @@ struct CreateInput {
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
+    crier_core::strict_json::parse(body).map_err(|e| {
         ApiError::bad(
             "invalid_json",
             format!("the body is not a valid subscription: {e}"),
@@ -94,10 +101,35 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn filter_text(state: &AppState, v: Option<&Value>) -> Result<String, ApiError> {
+fn outside() -> ApiError {
+    ApiError::forbidden(
+        "the filter's `type` patterns lie wholly outside this credential's `subscribe` patterns",
+    )
+}
+
+/// The stored text of a new filter: checked, and narrowed to what `p` may read (§12.5), so
+/// that deliveries honour the creator's `subscribe` patterns for the subscription's life.
+fn filter_text(state: &AppState, p: &Principal, v: Option<&Value>) -> Result<String, ApiError> {
     let f = Filter::from_json(v.unwrap_or(&Value::Null))?;
     crate::reader_limits::check_filter(&state.settings.limits, &f)?;
-    Ok(f.to_json().to_string())
+    let f = f.narrowed(p.subscribe.as_deref()).ok_or_else(outside)?;
+    Ok(f.to_stored_json().to_string())
+}
+
+/// A subscription's stored filter narrowed again for `p`, when `p` is narrowed and changes
+/// it: a narrowed credential never points a wider subscription at a new URL.
+fn renarrow(p: &Principal, stored: &str) -> Result<Option<String>, ApiError> {
+    if p.subscribe.is_none() {
+        return Ok(None);
+    }
+    let v: Value = serde_json::from_str(stored)
+        .map_err(|e| ApiError::bad("invalid_subscription", format!("stored filter: {e}")))?;
+    let f = Filter::from_stored_json(&v)?;
+    let n = f
+        .clone()
+        .narrowed(p.subscribe.as_deref())
+        .ok_or_else(outside)?;
+    Ok((n != f).then(|| n.to_stored_json().to_string()))
 }
 
 fn expiry(v: Option<&str>) -> Result<Option<i64>, ApiError> {
@@ -130,7 +162,19 @@ pub async fn create(
     let input: CreateInput = parse_body(&body)?;
     let name = input.name.unwrap_or_default();
     check_name(&name)?;
-    let filter = filter_text(&state, input.filter.as_ref())?;
+    let filter = filter_text(&state, &p, input.filter.as_ref())?;
+    let limit = state.settings.limits.max_subscriptions_per_tenant;
+    if state.subs.list(Some(p.tenant.clone())).await?.len() >= limit {
+        metrics::counter!("crier_limit_hits_total", "limit" => "max_subscriptions_per_tenant")
+            .increment(1);
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "too_many_subscriptions",
+            format!(
+                "this tenant has {limit} webhook subscriptions already (limits.max_subscriptions_per_tenant); delete one first"
+            ),
+        ));
+    }
     let secret = match input.webhook.secret {
         Some(s) => {
             secret_key(&s)?;
@@ -231,14 +275,16 @@ pub async fn patch(
 ) -> Result<Response, ApiError> {
     manager(&p)?;
     let input: PatchInput = parse_body(&body)?;
-    owned(&state, &p, &id).await?;
+    let current = owned(&state, &p, &id).await?;
     let mut patch = SubPatch::default();
     if let Some(n) = input.name {
         check_name(&n)?;
         patch.name = Some(n);
     }
     if input.filter.is_some() {
-        patch.filter = Some(filter_text(&state, input.filter.as_ref())?);
+        patch.filter = Some(filter_text(&state, &p, input.filter.as_ref())?);
+    } else {
+        patch.filter = renarrow(&p, &current.filter)?;
     }
     if let Some(w) = input.webhook {
         patch.url = Some(
@@ -321,7 +367,14 @@ pub async fn deliveries(
             }
         }
     }
-    owned(&state, &p, &id).await?;
+    let sub = owned(&state, &p, &id).await?;
+    // Deliveries name events (their seq and id): a narrowed credential sees them only for
+    // a subscription that reads nothing beyond its own patterns (§12.5).
+    if renarrow(&p, &sub.filter)?.is_some() {
+        return Err(ApiError::forbidden(
+            "this subscription reads events beyond this credential's `subscribe` patterns; its deliveries would name them",
+        ));
+    }
     let list = state.subs.deliveries(id, status, limit).await?;
     Ok(
         Json(json!({"deliveries": list.iter().map(delivery_json).collect::<Vec<_>>()}))

@@ -90,7 +90,7 @@ pub(crate) async fn run(
 ) {
     let filter = match serde_json::from_str(&sub.filter)
         .map_err(|e| e.to_string())
-        .and_then(|v| Filter::from_json(&v).map_err(|e| e.message))
+        .and_then(|v| Filter::from_stored_json(&v).map_err(|e| e.message))
     {
         Ok(f) => f,
         Err(e) => {

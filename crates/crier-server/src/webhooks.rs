@@ -32,38 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Whether an address is internal (never a webhook target unless allowed).
-pub fn blocked_ip(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10, shared address space
-                || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15, benchmarking
-                || o[0] >= 240
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return blocked_ip(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local
-                || (s[0] & 0xffc0) == 0xfe80 // link-local
-                || (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0 && s[5] == 0) // IPv4-compatible
-                || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64 of anything
-        }
-    }
-}
+pub use crate::ssrf::{blocked_ip, blocked_reason};
 
 fn refused(message: impl Into<String>) -> ApiError {
     ApiError::bad("url_not_allowed", message)
@@ -99,9 +68,15 @@ pub async fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, A
     if addrs.is_empty() {
         return Err(refused("the webhook host resolves to no address"));
     }
-    if let Some(ip) = addrs.iter().find(|ip| blocked_ip(**ip)) {
+    // The refusal names the rule, never the address a name resolved to.
+    let named = if matches!(host, url::Host::Domain(_)) {
+        "the webhook host resolves to"
+    } else {
+        "the webhook URL points at"
+    };
+    if let Some(why) = addrs.iter().find_map(|ip| blocked_reason(*ip)) {
         return Err(refused(format!(
-            "the webhook URL points at {ip}, an internal address; set webhooks.allow_private to allow it"
+            "{named} {why}; set webhooks.allow_private to allow internal targets"
         )));
     }
     Ok(url)
@@ -118,10 +93,8 @@ pub(crate) fn target(raw: &str, allow_private: bool) -> Result<reqwest::Url, Api
         Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
         _ => None,
     };
-    if let Some(ip) = literal.filter(|ip| !allow_private && blocked_ip(*ip)) {
-        return Err(refused(format!(
-            "the webhook URL points at {ip}, an internal address"
-        )));
+    if let Some(why) = literal.filter(|_| !allow_private).and_then(blocked_reason) {
+        return Err(refused(format!("the webhook URL points at {why}")));
     }
     Ok(url)
 }

@@ -388,6 +388,8 @@ async fn operational_endpoints() {
         "/v1/subscriptions/{id}/deliveries",
         "/v1/replays",
         "/v1/replays/{id}/stream",
+        "/v1/filters",
+        "/v1/filters/{name}",
         "/v1/stats",
         "/v1/entities/{kind}/{id}",
         "/v1/entities/{kind}",

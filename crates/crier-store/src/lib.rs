@@ -9,6 +9,8 @@
 //! * [`keys`]: API keys, stored hashed in the same file.
 //! * [`lease`]: a cluster-wide lease for work that must run on one node at a time.
 //! * [`subs`]: durable subscriptions and their delivery records, in the same file.
+//! * [`filters`]: saved named filters per tenant, in the same file (or PostgreSQL:
+//!   [`postgres_filters`]).
 //! * [`conformance`]: the suite every implementation must pass, run by each backend's tests.
 //!
 //! PostgreSQL (the log, its tables and the lease) is the `postgres` feature, on by default;
@@ -16,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod conformance;
+pub mod filters;
 pub mod keys;
 #[cfg(feature = "postgres")]
 pub mod lease;
@@ -24,15 +27,20 @@ pub mod postgres;
 #[cfg(feature = "postgres")]
 mod postgres_entities;
 #[cfg(feature = "postgres")]
+pub mod postgres_filters;
+#[cfg(feature = "postgres")]
 pub mod postgres_tables;
 pub mod sqlite;
 pub mod subs;
 
+pub use filters::SqliteFilters;
 pub use keys::SqliteKeys;
 #[cfg(feature = "postgres")]
 pub use lease::Lease;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresLog;
+#[cfg(feature = "postgres")]
+pub use postgres_filters::PgFilters;
 #[cfg(feature = "postgres")]
 pub use postgres_tables::{PgKeys, PgSubs};
 pub use sqlite::{Durability, SqliteLog};

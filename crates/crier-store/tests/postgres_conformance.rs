@@ -436,3 +436,16 @@ async fn conditional_updates_race_across_nodes() {
     y.close().await.expect("close");
     drop_schemas(&prefix).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_saved_filters_conform() {
+    if !reachable().await {
+        return;
+    }
+    let prefix = run_prefix();
+    let store = crier_store::PgFilters::open(&url(), Some(&format!("{prefix}_filters")))
+        .await
+        .expect("open");
+    conformance::filters(Arc::new(store)).await;
+    drop_schemas(&prefix).await;
+}

@@ -65,3 +65,10 @@ async fn sqlite_entities_conform() {
         Arc::new(SqliteLog::open(&dir.path().join("e.db"), Durability::Commit).expect("open"));
     conformance::entities(log.clone(), log).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_saved_filters_conform() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = crier_store::SqliteFilters::open(&dir.path().join("filters.db")).expect("open");
+    conformance::filters(Arc::new(store)).await;
+}

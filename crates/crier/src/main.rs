@@ -5,6 +5,7 @@
 //! reports errors.
 
 mod admin;
+mod filters;
 mod outbox;
 mod publish;
 mod replay;
@@ -39,6 +40,9 @@ enum Cmd {
     /// Manage durable webhook subscriptions.
     #[command(subcommand)]
     Subs(subs::SubsCmd),
+    /// Manage the tenant's saved named filters (`tail --filter NAME`).
+    #[command(subcommand)]
+    Filters(filters::FiltersCmd),
     /// Mint a JWT with the configured HS256 secret (development and tests).
     Token(admin::TokenArgs),
     /// Manage API keys.
@@ -265,6 +269,7 @@ fn main() -> ExitCode {
             Cmd::Tail(a) => tail::run(a).await,
             Cmd::Replay(a) => replay::run(a).await,
             Cmd::Subs(c) => subs::run(c).await,
+            Cmd::Filters(c) => filters::run(c).await,
             Cmd::Token(a) => admin::token(a),
             Cmd::Keys(c) => admin::keys(c).await,
             Cmd::Config(c) => config_cmd(c),

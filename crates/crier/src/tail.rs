@@ -12,9 +12,13 @@ use serde_json::Value;
 use crate::ClientArgs;
 use crier_client::{Item, Options, Start, Status, Subscription};
 
-/// The filter flags shared by `tail` and `replay` (§2).
+/// The filter flags shared by `tail`, `replay` and `filters save` (§2).
 #[derive(Args, Clone)]
 pub struct FilterArgs {
+    /// A saved filter of the tenant, by name (`crier filters list`); instead of the flags
+    /// below.
+    #[arg(long = "filter", value_name = "NAME", conflicts_with_all = ["types", "category", "source", "subject", "severity", "tags"])]
+    pub(crate) saved: Option<String>,
     /// Type patterns (comma-separated or repeated).
     #[arg(long = "type")]
     types: Vec<String>,
@@ -45,8 +49,12 @@ fn split(v: &[String]) -> Vec<String> {
 }
 
 impl FilterArgs {
-    /// As the JSON filter of streams, replays and subscriptions.
+    /// As the JSON filter of streams and replays: the object of the flags, or the name of a
+    /// saved filter as a string.
     pub fn json(&self) -> serde_json::Value {
+        if let Some(name) = &self.saved {
+            return name.clone().into();
+        }
         let mut m = serde_json::Map::new();
         for (k, v) in self.lists() {
             if !v.is_empty() {

@@ -191,6 +191,166 @@ fn publish_tail_replay_and_subs() {
     assert!(!crier(&["subs", "delete", id], &hub.1).status.success());
 }
 
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn refused(out: &std::process::Output) -> String {
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn saved_filters_save_list_tail_replay_and_delete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hub = start(dir.path(), &[("CRIER_DURABILITY", "commit")]);
+    let saved = ok(&crier(
+        &[
+            "filters",
+            "save",
+            "prod-errors",
+            "--severity",
+            "error",
+            "--tag",
+            "prod",
+            "--description",
+            "Errors in production",
+        ],
+        &hub.1,
+    ));
+    let v: serde_json::Value = serde_json::from_str(&saved).expect("json");
+    assert_eq!(
+        v["filter"],
+        serde_json::json!({"severity": "error", "tags": ["prod"]})
+    );
+    let again = refused(&crier(&["filters", "save", "prod-errors"], &hub.1));
+    assert!(again.contains("already has a saved filter"), "{again}");
+    let bad = refused(&crier(&["filters", "save", "Prod Errors"], &hub.1));
+    assert!(bad.contains("lowercase"), "{bad}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&crier(&["filters", "show", "prod-errors"], &hub.1)))
+            .expect("json");
+    assert_eq!(shown["description"], "Errors in production");
+    let list = ok(&crier(&["filters", "list"], &hub.1));
+    assert!(
+        list.contains("prod-errors") && list.contains("Errors in production"),
+        "{list}"
+    );
+
+    for args in [
+        [
+            "publish",
+            "deploy.done",
+            "--severity",
+            "info",
+            "--tag",
+            "prod",
+        ],
+        [
+            "publish",
+            "deploy.failed",
+            "--severity",
+            "error",
+            "--tag",
+            "prod",
+        ],
+        [
+            "publish",
+            "test.failed",
+            "--severity",
+            "error",
+            "--tag",
+            "dev",
+        ],
+    ] {
+        ok(&crier(&args, &hub.1));
+    }
+
+    // tail --filter NAME: the matching history, then live.
+    let mut tail = Command::new(BIN)
+        .args(["tail", "--filter", "prod-errors", "--last", "10", "--json"])
+        .env("CRIER_URL", &hub.1)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tail");
+    let mut lines = BufReader::new(tail.stdout.take().expect("stdout")).lines();
+    let first: serde_json::Value =
+        serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json");
+    assert_eq!(
+        (first["seq"].as_u64(), first["type"].as_str()),
+        (Some(2), Some("deploy.failed"))
+    );
+    ok(&crier(
+        &[
+            "publish",
+            "db.down",
+            "--severity",
+            "critical",
+            "--tag",
+            "prod",
+        ],
+        &hub.1,
+    ));
+    let live: serde_json::Value =
+        serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json");
+    assert_eq!(live["type"], "db.down");
+    let _ = tail.kill();
+    let _ = tail.wait();
+
+    let unknown = refused(&crier(&["tail", "--filter", "nope"], &hub.1));
+    assert!(unknown.contains("\"nope\""), "{unknown}");
+    let both = refused(&crier(
+        &["tail", "--filter", "prod-errors", "--type", "x"],
+        &hub.1,
+    ));
+    assert!(
+        both.contains("--filter") && both.contains("--type"),
+        "{both}"
+    );
+
+    // --replace overwrites; replay takes the name too.
+    ok(&crier(
+        &[
+            "filters",
+            "save",
+            "prod-errors",
+            "--type",
+            "deploy.*",
+            "--replace",
+        ],
+        &hub.1,
+    ));
+    let replayed = ok(&crier(
+        &[
+            "replay",
+            "--since",
+            "2000-01-01T00:00:00Z",
+            "--speed",
+            "max",
+            "--filter",
+            "prod-errors",
+            "--json",
+        ],
+        &hub.1,
+    ));
+    assert_eq!(replayed.lines().count(), 2, "{replayed}");
+
+    ok(&crier(&["filters", "delete", "prod-errors"], &hub.1));
+    let gone = refused(&crier(&["filters", "delete", "prod-errors"], &hub.1));
+    assert!(gone.contains("404"), "{gone}");
+    assert!(!ok(&crier(&["filters", "list"], &hub.1)).contains("prod-errors"));
+}
+
 #[test]
 fn token_and_keys() {
     let dir = tempfile::tempdir().expect("tempdir");

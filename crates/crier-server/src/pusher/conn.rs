@@ -26,6 +26,7 @@ use super::apps::App;
 use super::protocol::{self, Data, Kind, Trigger};
 use super::Sub;
 use crate::error::ApiError;
+use crate::monitor::{ConnInfo, Peer};
 use crate::state::{AppState, ConnGuard, Transport};
 
 /// Frames queued for one connection before it counts as too slow.
@@ -45,6 +46,7 @@ const MAX_USER_INFO: usize = 1024;
 pub async fn upgrade(
     State(state): State<AppState>,
     Path(key): Path<String>,
+    Peer(remote): Peer,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
@@ -73,7 +75,13 @@ pub async fn upgrade(
         )),
     };
     let guard = match (&app, &refusal) {
-        (Some(app), None) => match state.conns.open(&state, &app.tenant, Transport::Pusher) {
+        (Some(app), None) => match state.conns.open(
+            &state,
+            &app.tenant,
+            Transport::Pusher,
+            &format!("pusher:{}", app.id),
+            remote,
+        ) {
             Ok(g) => Some(g),
             Err(e) => return Ok(refuse(ws, 4100, e.message)),
         },
@@ -127,31 +135,81 @@ struct Conn {
     tx: mpsc::Sender<Utf8Bytes>,
     evict: CancellationToken,
     channels: HashMap<String, Joined>,
+    /// The connection's entry in the registry.
+    info: Arc<ConnInfo>,
     /// Client-event budget: tokens and when they were last refilled.
     bucket: (u32, Instant),
 }
 
 async fn run(state: AppState, app: Arc<App>, guard: ConnGuard, socket: WebSocket) {
     state.pusher.ensure_bridge(&state).await;
-    let (tx, rx) = mpsc::channel(OUTBOUND);
     let socket_id: Arc<str> = state.pusher.socket_id().into();
-    let mut conn = Conn {
-        state: state.clone(),
-        app,
-        socket_id,
-        tx,
-        evict: CancellationToken::new(),
-        channels: HashMap::new(),
-        bucket: (CLIENT_EVENTS_PER_S, Instant::now()),
-    };
+    let (mut conn, rx) = Conn::new(&state, app, socket_id, guard.info().clone());
+    let queue = conn.tx.downgrade();
+    guard.info().set_pusher(&conn.app.id, &conn.socket_id, move || {
+        queue
+            .upgrade()
+            .map_or(0, |q| q.max_capacity().saturating_sub(q.capacity()))
+    });
     conn.serve(socket, rx).await;
-    for (channel, _) in std::mem::take(&mut conn.channels) {
-        conn.leave(&channel);
-    }
+    conn.leave_all();
     drop(guard);
 }
 
+/// Answers client frames, one per line of `frames`, as connection `socket_id` of `app`
+/// would, without a socket: every frame the connection would write (its direct answers and
+/// what its channels queue for it), in order. The channels it joined are left at the end.
+/// It is the connection's own frame handling, for the fuzz target and protocol tests.
+pub async fn answer(state: &AppState, app: Arc<App>, socket_id: &str, frames: &str) -> Vec<String> {
+    state.pusher.ensure_bridge(state).await;
+    // Not in the connection registry: nothing is listening on a socket.
+    let actor = format!("pusher:{socket_id}");
+    let info = Arc::new(ConnInfo::new(0, &app.tenant, Transport::Pusher, &actor, None));
+    let (mut conn, mut rx) = Conn::new(state, app, socket_id.into(), info);
+    let mut out = Vec::new();
+    for raw in frames.lines() {
+        let direct = Box::pin(conn.handle(raw)).await;
+        while let Ok(f) = rx.try_recv() {
+            out.push(f.as_str().to_owned());
+        }
+        out.extend(direct);
+    }
+    conn.leave_all();
+    while let Ok(f) = rx.try_recv() {
+        out.push(f.as_str().to_owned());
+    }
+    out
+}
+
 impl Conn {
+    /// Connection `socket_id` of `app` listed as `info`, and the queue its channels write to.
+    fn new(
+        state: &AppState,
+        app: Arc<App>,
+        socket_id: Arc<str>,
+        info: Arc<ConnInfo>,
+    ) -> (Conn, mpsc::Receiver<Utf8Bytes>) {
+        let (tx, rx) = mpsc::channel(OUTBOUND);
+        let conn = Conn {
+            state: state.clone(),
+            app,
+            socket_id,
+            tx,
+            evict: CancellationToken::new(),
+            channels: HashMap::new(),
+            info,
+            bucket: (CLIENT_EVENTS_PER_S, Instant::now()),
+        };
+        (conn, rx)
+    }
+
+    /// Leaves every channel (the connection ended).
+    fn leave_all(&mut self) {
+        for (channel, _) in std::mem::take(&mut self.channels) {
+            self.leave(&channel);
+        }
+    }
+
     async fn serve(&mut self, mut socket: WebSocket, mut rx: mpsc::Receiver<Utf8Bytes>) {
         let established = json!({
             "socket_id": &*self.socket_id,
@@ -236,11 +294,20 @@ impl Conn {
 
     /// Answers one client frame; `None` when the answer goes through the queue (or there is none).
     async fn handle(&mut self, raw: &str) -> Option<String> {
-        let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(raw) else {
-            return Some(protocol::error_frame(
-                None,
-                "a message is a JSON object with an \"event\"",
-            ));
+        let mut m = match crier_core::strict_json::from_str(raw) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => {
+                return Some(protocol::error_frame(
+                    None,
+                    "a message is a JSON object with an \"event\"",
+                ))
+            }
+            Err(e) => {
+                return Some(protocol::error_frame(
+                    None,
+                    &format!("a message is a JSON object with an \"event\": {e}"),
+                ))
+            }
         };
         let Some(Value::String(event)) = m.remove("event") else {
             return Some(protocol::error_frame(
@@ -398,11 +465,13 @@ impl Conn {
             let e = json!({"name": "member_added", "channel": &channel, "user_id": &**u});
             hooks.send(&self.state, &self.app, e);
         }
+        self.info.joined(&channel, user_id.as_deref());
         self.channels.insert(channel, Joined { kind, user_id });
         None
     }
 
     fn leave(&self, channel: &str) {
+        self.info.left(channel);
         let (vacated, removed) =
             self.state
                 .pusher
@@ -514,7 +583,7 @@ impl Conn {
 fn object(data: Value) -> Map<String, Value> {
     match data {
         Value::Object(m) => m,
-        Value::String(s) => match serde_json::from_str(&s) {
+        Value::String(s) => match crier_core::strict_json::from_str(&s) {
             Ok(Value::Object(m)) => m,
             _ => Map::new(),
         },
@@ -524,8 +593,10 @@ fn object(data: Value) -> Map<String, Value> {
 
 /// The `(user_id, user_info)` of a presence subscription's `channel_data`.
 fn presence_member(channel_data: &str) -> Result<(String, Value), String> {
-    let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(channel_data) else {
-        return Err("channel_data must be a JSON object with a user_id".into());
+    let mut m = match crier_core::strict_json::from_str(channel_data) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err("channel_data must be a JSON object with a user_id".into()),
+        Err(e) => return Err(format!("channel_data is not valid JSON: {e}")),
     };
     let user_id = match m.remove("user_id") {
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 => s,

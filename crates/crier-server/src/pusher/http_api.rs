@@ -297,7 +297,7 @@ fn channel_attrs(
 }
 
 fn body_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body)
+    crier_core::strict_json::parse(body)
         .map_err(|e| ApiError::bad("invalid_json", format!("the body is not valid JSON: {e}")))
 }
 

@@ -15,6 +15,7 @@ pub mod apps;
 pub mod conn;
 pub mod http_api;
 pub mod presence;
+mod presence_view;
 pub mod protocol;
 pub mod webhooks;
 

@@ -206,13 +206,16 @@ pub struct Trigger<'a> {
 }
 
 /// The crier event of a Pusher trigger (§13): subject = channel, source `pusher`, type = the
-/// name when it fits crier's type rule (else `pusher.event` with `metadata.pusher_event`),
+/// name when it fits crier's type rule and is not one of the hub's own `crier.*` types
+/// (§12.11; else `pusher.event` with `metadata.pusher_event`),
 /// data parsed as JSON when it is JSON. Metadata keeps what Pusher subscribers need on every
 /// node: the excluded socket, the presence user, and the exact data string when the parsed
 /// form would not give it back byte for byte.
 pub fn to_input(t: &Trigger<'_>) -> EventInput {
     let mut meta = Map::new();
-    let kind = if crier_core::event::check_type("type", t.name).is_ok() {
+    let kind = if crier_core::event::check_type("type", t.name).is_ok()
+        && !crate::events::reserved_type(t.name)
+    {
         t.name.to_string()
     } else {
         meta.insert("pusher_event".into(), t.name.into());
@@ -379,6 +382,12 @@ mod tests {
         assert_eq!(f["event"], r"App\Events\OrderShipped");
         let (stored, _) = roundtrip("order.shipped", Data::Text("{}".into()));
         assert_eq!(stored["type"], "order.shipped");
+        // The hub's own types are never stored from a trigger (§12.11); Pusher subscribers
+        // still see the name they were sent.
+        let (stored, out) = roundtrip("crier.reset", Data::Text("{}".into()));
+        assert_eq!(stored["type"], FALLBACK_TYPE);
+        let f: Value = serde_json::from_str(&out.frame).unwrap();
+        assert_eq!(f["event"], "crier.reset");
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::auth::{narrow, read_scope, require, Auth};
 use crate::error::ApiError;
 use crate::events::{json_array, History, MAX_PAGE};
 use crate::lifetime::Lifetime;
+use crate::monitor::{ConnInfo, Peer};
 use crate::query::Query;
 use crate::replays::{Replay, ReplaySpec, Speed};
 use crate::sse::start_position;
@@ -48,6 +49,7 @@ const PUBLISH_QUEUE: usize = 64;
 pub async fn upgrade(
     State(state): State<AppState>,
     Auth(principal): Auth,
+    Peer(remote): Peer,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
@@ -60,7 +62,13 @@ pub async fn upgrade(
         )
     })?;
     check_origin(&state, &headers)?;
-    let guard = state.conns.open(&state, &principal.tenant, Transport::Ws)?;
+    let guard = state.conns.open(
+        &state,
+        &principal.tenant,
+        Transport::Ws,
+        &principal.subject,
+        remote,
+    )?;
     // The library's limit is twice ours, so a message between the two gets a readable
     // `error` op and the connection lives; beyond that the library closes with 1009.
     let max = state.settings.limits.max_ws_frame_bytes;
@@ -130,6 +138,8 @@ struct Conn {
     /// The connection's publish task, started by its first publish.
     publisher: Option<(mpsc::Sender<Box<PublishReq>>, JoinHandle<()>)>,
     cancel: CancellationToken,
+    /// The connection's entry in the registry.
+    info: Arc<ConnInfo>,
 }
 
 fn get_u64(m: &Map<String, Value>, key: &str) -> Result<Option<u64>, OpError> {
@@ -197,6 +207,7 @@ impl Conn {
             replays: HashMap::new(),
             publisher: None,
             cancel,
+            info: guard.info().clone(),
         };
         if conn.out.send(text(welcome.to_string())).await.is_ok() {
             conn.read_loop(&mut stream, &last_seen, started).await;
@@ -286,7 +297,7 @@ impl Conn {
     }
 
     async fn handle(&mut self, text: &str) -> Option<Message> {
-        let v: Value = match serde_json::from_str(text) {
+        let v: Value = match crier_core::strict_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
                 return Some(error_frame(
@@ -351,7 +362,17 @@ impl Conn {
                 "a refreshed credential must belong to the connection's tenant".into(),
             ));
         }
+        // The connection's subscriptions and replays were narrowed by the credential's
+        // `subscribe` patterns when they began (§12.5): a refresh may not narrow further,
+        // or they would go on delivering what the new credential may not read.
+        if p.subscribe.is_some() && p.subscribe != self.principal.subscribe {
+            return Err(OpError(
+                "forbidden",
+                "a refreshed credential with `subscribe` patterns must carry the connection's own patterns; reconnect with it instead".into(),
+            ));
+        }
         let exp = p.expires_at;
+        self.info.set_actor(&p.subject);
         self.principal = p;
         let fields = Map::from_iter([("exp".into(), exp.map_or(Value::Null, Value::from))]);
         Ok(Some(reply("authed", r, fields)))
@@ -364,8 +385,8 @@ impl Conn {
     ) -> Result<Option<Message>, OpError> {
         only_keys(m, &["filter", "since", "until", "speed"])?;
         let spec = ReplaySpec {
-            filter: crier_core::Filter::from_json(m.get("filter").unwrap_or(&Value::Null))
-                .map_err(ApiError::from)?,
+            filter: crate::filters::from_json(&self.state, &self.principal.tenant, m.get("filter"))
+                .await?,
             since: get_str(m, "since")?.map(String::from),
             until: get_str(m, "until")?.map(String::from),
             speed: Speed::parse(m.get("speed"))?,
@@ -443,26 +464,27 @@ impl Conn {
                 format!("a connection holds at most {max} subscriptions (limits.max_subscriptions_per_connection)"),
             ));
         }
-        let filter = crier_core::Filter::from_json(m.get("filter").unwrap_or(&Value::Null))
-            .map_err(ApiError::from)?;
-        crate::reader_limits::check_filter(&self.state.settings.limits, &filter)?;
         let scope = read_scope(&self.principal, get_str(m, "tenant")?)?;
+        let filter = crate::filters::from_json(
+            &self.state,
+            crate::filters::tenant_of(&self.principal, &scope),
+            m.get("filter"),
+        )
+        .await?;
+        crate::reader_limits::check_filter(&self.state.settings.limits, &filter)?;
         let start = start_position(None, get_u64(m, "after")?, get_u64(m, "last")?)?;
         let queue = self.state.settings.limits.queue_per_connection;
         // `head` is the one the cursor opened at: a live subscription sends every matching
         // event above it, so a client that saw nothing yet can resume after it without a gap
         // (the hub's head read afterwards could already be past events this cursor sends).
+        let filter = Arc::new(narrow(&self.principal, filter));
         let (cursor, head) = self
             .state
             .hub
-            .open(
-                scope,
-                Arc::new(narrow(&self.principal, filter)),
-                start,
-                queue,
-            )
+            .open(scope, filter.clone(), start, queue)
             .await
             .map_err(ApiError::from)?;
+        let reader = self.info.reader(Some(id), &filter, cursor.position());
         // `subscribed` goes through the outbound queue before the task starts, so it precedes
         // the subscription's first event.
         let _ = self
@@ -477,6 +499,7 @@ impl Conn {
         let task = tokio::spawn(sub_loop(
             id.to_string(),
             cursor,
+            reader,
             self.out.clone(),
             cancel.clone(),
         ));
@@ -537,9 +560,13 @@ impl Conn {
         r: Option<&Value>,
     ) -> Result<Option<Message>, OpError> {
         only_keys(m, &["filter", "after", "limit", "since", "until", "tenant"])?;
-        let filter = crier_core::Filter::from_json(m.get("filter").unwrap_or(&Value::Null))
-            .map_err(ApiError::from)?;
         let scope: Scope = read_scope(&self.principal, get_str(m, "tenant")?)?;
+        let filter = crate::filters::from_json(
+            &self.state,
+            crate::filters::tenant_of(&self.principal, &scope),
+            m.get("filter"),
+        )
+        .await?;
         let limit = get_u64(m, "limit")?.unwrap_or(100);
         if limit == 0 || limit > MAX_PAGE {
             return Err(OpError(

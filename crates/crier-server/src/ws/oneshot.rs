@@ -6,13 +6,15 @@
 //! closed connection down, so subscriptions, replays and publishes it started end with it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::ws::Message;
 use crier_core::Principal;
 use tokio::sync::mpsc;
 
 use super::{Conn, OUTBOUND_QUEUE};
-use crate::state::AppState;
+use crate::monitor::ConnInfo;
+use crate::state::{AppState, Transport};
 
 /// Handles `text` as one text frame on a fresh connection of `principal` and returns the
 /// frames it answered with (replies and errors; events of subscriptions it opened too, if
@@ -30,6 +32,14 @@ pub async fn answer(state: AppState, principal: Principal, text: &str) -> Vec<St
         frames
     });
     let cancel = state.shutdown.child_token();
+    // An entry outside the registry: this connection has no socket to list.
+    let info = Arc::new(ConnInfo::new(
+        0,
+        &principal.tenant,
+        Transport::Ws,
+        &principal.subject,
+        None,
+    ));
     let mut conn = Conn {
         state,
         principal,
@@ -38,6 +48,7 @@ pub async fn answer(state: AppState, principal: Principal, text: &str) -> Vec<St
         replays: HashMap::new(),
         publisher: None,
         cancel,
+        info,
     };
     let answer = conn.handle(text).await;
     conn.cancel.cancel();

@@ -15,12 +15,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::{close_frame, error_frame, reply, text, PublishReq};
 use crate::events::{append, prepare, result_json};
+use crate::monitor::{position_after, ReaderSlot};
 use crate::replays::{Pacer, Replay};
 use crate::state::AppState;
 
 pub(super) async fn sub_loop(
     id: String,
     mut cursor: Cursor,
+    reader: ReaderSlot,
     out: mpsc::Sender<Message>,
     cancel: CancellationToken,
 ) {
@@ -29,10 +31,13 @@ pub(super) async fn sub_loop(
         Value::from(id.as_str())
     );
     loop {
+        // Waiting on a live cursor with nothing buffered: caught up (lag 0).
+        reader.waiting(cursor.is_live());
         let item = tokio::select! {
             _ = cancel.cancelled() => return,
             item = cursor.next() => item,
         };
+        let sent = item.as_ref().ok().map(position_after);
         let frame = match item {
             Ok(CursorItem::Event(e)) => {
                 let frame = e.frames.ws(&id, prefix.as_bytes(), &e.json);
@@ -69,6 +74,9 @@ pub(super) async fn sub_loop(
         tokio::select! {
             _ = cancel.cancelled() => return,
             r = out.send(frame) => if r.is_err() { return },
+        }
+        if let Some(seq) = sent {
+            reader.delivered(seq);
         }
     }
 }

@@ -1,0 +1,212 @@
+//! Helpers of the §12 hardening tests: a hub with HS256 credentials, tokens with narrowing
+//! patterns, plain requests, a loopback webhook receiver and a GraphQL WebSocket client.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crier_server::auth::{load_keys, AuthSettings};
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::common::{Hub, WAIT};
+
+pub const SECRET: &str = "test-secret-of-at-least-32-characters!!";
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// A token of tenant `acme` with `role` and, when given, `subscribe` patterns.
+pub fn token(sub: &str, role: &str, subscribe: Option<&[&str]>) -> String {
+    let mut c = json!({"sub": sub, "tenant": "acme", "role": role, "exp": now() + 600});
+    if let Some(s) = subscribe {
+        c["subscribe"] = json!(s);
+    }
+    sign(&Header::new(Algorithm::HS256), &c)
+}
+
+pub fn sign(header: &Header, claims: &Value) -> String {
+    jsonwebtoken::encode(header, claims, &EncodingKey::from_secret(SECRET.as_bytes()))
+        .expect("sign")
+}
+
+pub fn with_auth(s: &mut crier_server::Settings) {
+    s.auth = AuthSettings {
+        jwt: load_keys(SECRET, "", "", "HS256").expect("keys"),
+        enabled: true,
+        single_tenant: false,
+    };
+}
+
+/// A hub with HS256 credentials; `tweak` adjusts the rest.
+pub async fn hub_with(tweak: impl FnOnce(&mut crier_server::Settings)) -> Hub {
+    Hub::start_with(|s| {
+        with_auth(s);
+        tweak(s);
+    })
+    .await
+}
+
+/// A request with a bearer token and a JSON (or raw) body: status, JSON answer, raw text.
+pub async fn call(
+    hub: &Hub,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<(&str, String)>,
+) -> (u16, Value, String) {
+    let mut r = hub
+        .http
+        .request(method.parse().expect("method"), hub.url(path))
+        .bearer_auth(token);
+    if let Some((ct, b)) = body {
+        r = r.header("content-type", ct).body(b);
+    }
+    let res = r.send().await.expect("request");
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    )
+}
+
+pub async fn post_json(hub: &Hub, path: &str, token: &str, body: Value) -> (u16, Value, String) {
+    call(
+        hub,
+        "POST",
+        path,
+        token,
+        Some(("application/json", body.to_string())),
+    )
+    .await
+}
+
+/// A webhook receiver on loopback recording every body it gets, per path.
+#[derive(Clone, Default)]
+pub struct Receiver {
+    pub got: Arc<Mutex<Vec<(String, String)>>>,
+    pub base: String,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let got: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let app = axum::Router::new().route(
+            "/{path}",
+            axum::routing::post({
+                let got = got.clone();
+                move |axum::extract::Path(p): axum::extract::Path<String>, body: String| {
+                    let got = got.clone();
+                    async move {
+                        got.lock().expect("lock").push((p, body));
+                        axum::http::StatusCode::OK
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        Receiver { got, base }
+    }
+
+    /// The bodies posted to `/{path}`.
+    pub fn bodies(&self, path: &str) -> Vec<String> {
+        self.got
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
+    /// Waits until `/{path}` got an event of type `ty`.
+    pub async fn wait_for(&self, path: &str, ty: &str) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let b = self.bodies(path);
+            if b.iter().any(|x| x.contains(&format!("\"type\":\"{ty}\""))) {
+                return b;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/{path} never got {ty}: {b:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A `graphql-transport-ws` socket that sent `connection_init` with `token`.
+pub async fn gql_ws(hub: &Hub, token: &str) -> Socket {
+    let mut req = format!("ws://{}/graphql", hub.addr)
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("connect");
+    ws.send(Message::text(
+        json!({"type": "connection_init", "payload": {"token": token}}).to_string(),
+    ))
+    .await
+    .expect("init");
+    ws
+}
+
+/// The next message of a GraphQL socket (answering pings); a close as
+/// `{"closed": code, "reason": ...}`.
+pub async fn gql_recv(ws: &mut Socket) -> Value {
+    loop {
+        let m = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a message in time");
+        match m {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).expect("json");
+                if v["type"] == "ping" {
+                    let _ = ws.send(Message::text(r#"{"type":"pong"}"#)).await;
+                    continue;
+                }
+                return v;
+            }
+            Some(Ok(Message::Close(f))) => {
+                return json!({
+                    "closed": f.as_ref().map(|f| u16::from(f.code)),
+                    "reason": f.map(|f| f.reason.to_string()),
+                })
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return json!({"error": e.to_string()}),
+            None => return json!({"closed": null}),
+        }
+    }
+}
+
+/// A `/v1/ws` socket authenticated by `?token=`.
+pub async fn ws(hub: &Hub, token: &str) -> crate::common::Ws {
+    let (stream, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/v1/ws?token={token}", hub.addr))
+            .await
+            .expect("ws connect");
+    let mut ws = crate::common::Ws { stream };
+    assert_eq!(ws.recv().await["op"], "welcome");
+    ws
+}
