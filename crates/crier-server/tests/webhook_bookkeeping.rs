@@ -164,6 +164,7 @@ impl Node {
             hub,
             keys,
             subs.clone(),
+            Arc::new(crier_store::SqliteFilters::open(&db).expect("filters")),
             shutdown.clone(),
         );
         crier_server::webhooks::start_all(&state).await;
