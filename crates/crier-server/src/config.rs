@@ -82,8 +82,12 @@ pub struct Config {
     pub heartbeat: String,
     /// `fsync` or `commit`.
     pub durability: String,
-    /// Origins allowed to open WebSockets (empty: any).
+    /// Browser origins allowed besides the hub's own (§12.7).
     pub allowed_origins: Vec<String>,
+    /// The hub's own origin, e.g. `https://events.example.com` (empty: the listen address).
+    pub public_url: String,
+    /// Host names a hub without authentication answers besides loopback (§12.7).
+    pub allowed_hosts: Vec<String>,
     /// Tokens need no `tenant` claim; everything is tenant `default`.
     pub single_tenant: bool,
     /// The `retry:` the SSE stream announces.
@@ -242,6 +246,8 @@ impl Default for Config {
             heartbeat: "15s".into(),
             durability: "fsync".into(),
             allowed_origins: vec![],
+            public_url: String::new(),
+            allowed_hosts: vec![],
             single_tenant: false,
             sse_retry: "1s".into(),
             shutdown_timeout: "10s".into(),
@@ -511,6 +517,9 @@ impl Config {
             sse_retry: duration("sse_retry", &self.sse_retry)?,
             shutdown_timeout: duration("shutdown_timeout", &self.shutdown_timeout)?,
             allowed_origins: self.allowed_origins.clone(),
+            public_url: crate::browser::public_origin(&self.public_url)
+                .map_err(|m| err("public_url", m))?,
+            allowed_hosts: self.allowed_hosts.clone(),
             log_json,
             access_log: self.access_log,
             metrics_token: (!self.metrics_token.is_empty()).then(|| self.metrics_token.clone()),
@@ -765,8 +774,12 @@ pub struct Settings {
     pub sse_retry: Duration,
     /// Drain bound at shutdown.
     pub shutdown_timeout: Duration,
-    /// Origins allowed to open WebSockets (empty: any).
+    /// Browser origins allowed besides the hub's own (§12.7).
     pub allowed_origins: Vec<String>,
+    /// The hub's own origin (`scheme://host[:port]`), when `public_url` names it.
+    pub public_url: Option<String>,
+    /// Host names a hub without authentication answers besides loopback.
+    pub allowed_hosts: Vec<String>,
     /// JSON log lines.
     pub log_json: bool,
     /// Log every request at info level.

@@ -41,7 +41,15 @@ const COMMENTS: &[(&str, &str)] = &[
     ),
     (
         "allowed_origins",
-        "Origins allowed to open WebSockets (empty: any).",
+        "Browser origins allowed besides the hub's own: CORS, WebSocket upgrades and POST/PUT/PATCH/DELETE (empty: any when authentication is on, none when it is off; \"*\": any).",
+    ),
+    (
+        "public_url",
+        "The hub's own origin as browsers see it, e.g. https://events.example.com (empty: the listen address).",
+    ),
+    (
+        "allowed_hosts",
+        "Without authentication, Host names answered besides localhost and loopback addresses (others get 421).",
     ),
     (
         "single_tenant",

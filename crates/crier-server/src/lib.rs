@@ -6,11 +6,13 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod browser;
 pub mod budget;
 pub mod config;
 pub mod config_doc;
 pub mod config_load;
 pub mod dashboard;
+pub mod datadir;
 pub mod entities;
 pub mod error;
 pub mod events;
@@ -31,6 +33,7 @@ mod outbox_drain;
 pub mod pusher;
 pub mod query;
 pub mod reader_limits;
+pub mod readiness;
 pub mod replays;
 pub mod sse;
 pub mod ssrf;
@@ -38,6 +41,7 @@ pub mod state;
 pub mod stats;
 pub mod subscriptions;
 pub mod tls;
+mod webhook_delivery;
 pub mod webhooks;
 pub mod ws;
 
@@ -93,6 +97,9 @@ pub enum ServeError {
     /// The configuration names a backend this build was compiled without.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// Another process serves the data directory, or it cannot be locked (§12.8).
+    #[error(transparent)]
+    DataDirLock(#[from] datadir::LockError),
 }
 
 /// The router over a state.
@@ -161,13 +168,24 @@ pub fn app_for<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
         .fallback(|| async { ApiError::not_found("no such path") })
         // Bodies are limited by the publish handler itself, with a JSON error.
         .layer(DefaultBodyLimit::disable())
-        .layer(axum::middleware::from_fn(http::json_errors));
+        .layer(axum::middleware::from_fn(http::json_errors))
+        // Origins and media types of browsers' requests (§12.7), inside CORS so that an
+        // allowed origin can read a refusal.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            browser::guard,
+        ));
     let router = match http::cors(&state.settings.allowed_origins) {
         Some(cors) => router
             .layer(cors)
             .layer(axum::middleware::from_fn(http::preflight)),
         None => router,
     };
+    // The Host rule of no-auth mode, before anything else answers (§12.7).
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        browser::host_guard,
+    ));
     // Request ids, the access log and request metrics wrap every route.
     observe::layer(router, state.clone()).with_state(state)
 }
@@ -208,8 +226,18 @@ pub async fn start(
         Arc<dyn SubStore>,
         Arc<dyn FilterStore>,
     );
+    let mut dir_lock = None;
+    #[cfg(feature = "postgres")]
+    let mut pg_probe = None;
     let (log, entities, keys, subs, filters): Stores = match &settings.store {
         StoreKind::Sqlite => {
+            // One process per data directory: taken before the log is opened, so a second
+            // hub leaves the first one's file alone.
+            std::fs::create_dir_all(&settings.data_dir).map_err(|source| ServeError::DataDir {
+                path: settings.data_dir.display().to_string(),
+                source,
+            })?;
+            dir_lock = Some(datadir::lock(&settings.data_dir)?);
             let log = open_log(&settings)?;
             let db = settings.data_dir.join("crier.db");
             (
@@ -230,14 +258,23 @@ pub async fn start(
         StoreKind::Postgres(url) => {
             let schema = Some(settings.store_schema.as_str());
             let log = Arc::new(PostgresLog::open(url, schema).await?);
+            let subs = Arc::new(PgSubs::open(url, schema).await?);
+            pg_probe = Some(subs.clone());
             (
                 log.clone(),
                 log,
                 Arc::new(PgKeys::open(url, schema).await?),
-                Arc::new(PgSubs::open(url, schema).await?),
+                subs,
                 Arc::new(PgFilters::open(url, schema).await?),
             )
         }
+    };
+    let probe = match &settings.store {
+        StoreKind::Sqlite => Some(readiness::WriteProbe::Dir(settings.data_dir.clone())),
+        #[cfg(feature = "postgres")]
+        StoreKind::Postgres(_) => pg_probe.map(readiness::WriteProbe::Postgres),
+        #[cfg(not(feature = "postgres"))]
+        StoreKind::Postgres(_) => None,
     };
     let hub = Hub::with_reader_buffer_bytes(log.clone(), settings.limits.reader_buffer_bytes);
     let (follower, presence_broker) = match (&settings.store, &settings.broker) {
@@ -301,6 +338,10 @@ pub async fn start(
         shutdown.clone(),
     );
     state.set_follower(follower);
+    *state.dir_lock.lock().unwrap_or_else(|p| p.into_inner()) = dir_lock;
+    if let Some(p) = probe {
+        readiness::start(&state, p).await;
+    }
     // Presence members shared with the other nodes through the same broker.
     if let Some(broker) = presence_broker {
         pusher::presence::start(&state, broker);
@@ -367,6 +408,8 @@ pub async fn serve(state: AppState, listener: TcpListener) -> Result<(), ServeEr
         "connection capacity"
     );
     let addr = listener.local_addr()?;
+    // The hub's own origin, without `public_url`, is that of the address it listens on.
+    let _ = state.bound_addr.set(addr);
     let scheme = if settings.tls.is_some() {
         "https"
     } else {
@@ -401,7 +444,15 @@ pub async fn serve(state: AppState, listener: TcpListener) -> Result<(), ServeEr
 pub async fn close(state: &AppState) -> Result<(), ServeError> {
     state.tasks.close();
     state.tasks.wait().await;
-    state.log.close().await?;
+    let closed = state.log.close().await;
+    // The data directory is free for the next process once the log is flushed (or failed
+    // to flush: this process writes nothing more either way).
+    state
+        .dir_lock
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    closed?;
     tracing::info!("crier stopped; the log is flushed");
     Ok(())
 }

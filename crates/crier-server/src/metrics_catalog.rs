@@ -104,6 +104,14 @@ pub fn register(settings: &Settings) {
         "crier_fanout_overflows_total",
         "Tenants whose fan-out work queue passed its bound; their live readers went on from the log."
     );
+    describe_counter!(
+        "crier_store_probe_failures_total",
+        "Writability probes of the store that failed (/readyz answers 503 meanwhile)."
+    );
+    describe_counter!(
+        "crier_webhook_bookkeeping_errors_total",
+        "Failed writes of webhook delivery state (retried before delivery moves on), by operation."
+    );
     describe_gauge!(
         "crier_connections",
         "Open streams and sockets, by transport."
@@ -147,6 +155,7 @@ pub fn register(settings: &Settings) {
         "crier_pusher_evictions_total",
         "crier_pusher_webhooks_dropped_total",
         "crier_fanout_overflows_total",
+        "crier_store_probe_failures_total",
     ] {
         metrics::counter!(c).increment(0);
     }
@@ -164,6 +173,9 @@ pub fn register(settings: &Settings) {
     }
     for r in ["delivered", "failed"] {
         metrics::counter!("crier_webhook_attempts_total", "result" => r).increment(0);
+    }
+    for op in ["record", "advance", "status", "note", "lookup"] {
+        metrics::counter!("crier_webhook_bookkeeping_errors_total", "op" => op).increment(0);
     }
     for t in ["sse", "ws", "pusher"] {
         metrics::gauge!("crier_connections", "transport" => t).increment(0.0);

@@ -18,7 +18,8 @@ pub async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
-/// `GET /readyz`: the store answers and the hub is not shutting down.
+/// `GET /readyz`: the store answers, its last write probe succeeded (§12.8) and the hub is
+/// not shutting down.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.shutdown.is_cancelled() {
         return (
@@ -36,6 +37,12 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let node = &state.settings.node_id;
     // Whether this node dispatches webhooks and prunes (always, for a single node).
     let leader = state.webhooks.is_active();
+    // The store answers reads but cannot write (read-only or full file system, a database
+    // refusing writes): not ready, with the reason, until a probe succeeds again.
+    if let Some(reason) = state.readiness.failure() {
+        let body = json!({"status": "unavailable", "store": "not_writable", "reason": reason, "broker": broker, "node": node});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
     match state.log.ping().await {
         Ok(()) => {
             let mut body = json!({"status": "ready", "store": "ok", "broker": broker, "node": node, "leader": leader});

@@ -67,6 +67,12 @@ pub struct StateInner {
     pub pusher: crate::pusher::Pusher,
     /// The transactional outbox's progress, for `/readyz`.
     pub outbox: crate::outbox::OutboxStatus,
+    /// Whether the store can write, for `/readyz` (§12.8).
+    pub readiness: crate::readiness::Readiness,
+    /// The lock on the SQLite data directory, held until the log is closed (§12.8).
+    pub dir_lock: Mutex<Option<crate::datadir::DirLock>>,
+    /// The address the hub serves on, once it does: its own origin without `public_url`.
+    pub bound_addr: OnceLock<std::net::SocketAddr>,
 }
 
 impl Deref for AppState {
@@ -107,6 +113,9 @@ impl AppState {
             rate,
             pusher: crate::pusher::Pusher::new(settings.pusher.clone()),
             outbox: Default::default(),
+            readiness: Default::default(),
+            dir_lock: Mutex::new(None),
+            bound_addr: OnceLock::new(),
             settings,
             log,
             entities,

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 /// Sends one request on `tcp` and reads the answer's status line and body (the answer must
 /// carry a Content-Length, as the hub's JSON answers do).
 async fn request(tcp: &mut TcpStream, path: &str) -> (u16, String) {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: hub\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
     tcp.write_all(req.as_bytes()).await.expect("write");
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -69,7 +69,7 @@ async fn slowloris_connections_are_closed_and_healthz_stays_responsive() {
     for i in 0..300 {
         let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
         if i % 3 > 0 {
-            tcp.write_all(b"GET /v1/events HTTP/1.1\r\nHost: hub\r\n")
+            tcp.write_all(b"GET /v1/events HTTP/1.1\r\nHost: localhost\r\n")
                 .await
                 .expect("write");
         }

@@ -128,6 +128,29 @@ CREATE INDEX IF NOT EXISTS crier_deliveries_tenant_status ON {deliveries} (tenan
             names: Arc::new(names),
         })
     }
+
+    /// A cheap write round-trip for readiness (§12.8): in a transaction like the log's own,
+    /// refuses a read-only one (a standby, `default_transaction_read_only`), then takes a
+    /// transaction id, which needs a writable server, and commits. Touches no table.
+    pub async fn probe_write(&self) -> Result<(), LogError> {
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let read_only: String = tx
+            .query_one("SELECT current_setting('transaction_read_only')", &[])
+            .await
+            .map_err(backend)?
+            .try_get(0)
+            .map_err(backend)?;
+        if read_only == "on" {
+            return Err(backend(std::io::Error::other(
+                "the database is read-only (transaction_read_only = on)",
+            )));
+        }
+        tx.query_one("SELECT txid_current()", &[])
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
 }
 
 impl SubStore for PgSubs {

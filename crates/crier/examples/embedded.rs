@@ -143,7 +143,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:3000".into());
     let data_dir = args.next().unwrap_or_else(|| "./embedded-data".into());
 
-    let config = crier::HubConfig::from_toml(&format!("data_dir = {data_dir:?}"))?;
+    // Bound first: the hub's own origin (`public_url`) is this application's, so that the
+    // dashboard nested below may publish and open WebSockets (§12.7).
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    let origin = format!("http://{}", listener.local_addr()?);
+    let config =
+        crier::HubConfig::from_toml(&format!("data_dir = {data_dir:?}\npublic_url = {origin:?}"))?;
     let hub = crier::Hub::open(config).await?;
     let app = App {
         sites: Arc::default(),
@@ -158,7 +163,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // or bookmarked trailing slash to the dashboard.
         .route("/events/", get(|| async { Redirect::permanent("/events") }));
 
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
     let stopping = hub.clone();
     crier::axum::serve(listener, router)

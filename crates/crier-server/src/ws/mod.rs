@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use crier_core::{Principal, ReadQuery, Role, Scope};
 use futures_util::StreamExt;
@@ -614,27 +614,8 @@ impl Conn {
     }
 }
 
-/// Refuses a browser WebSocket from an origin outside `allowed_origins` (when that list is
-/// set). A page served by this hub itself (the dashboard: `Origin` names the `Host` asked
-/// for) is always allowed; clients that send no `Origin` are not browsers and pass.
+/// Refuses a browser WebSocket from a foreign origin: the rule of §12.7, the same for every
+/// upgrade and state-changing request (see [`crate::browser`]).
 pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let origins = &state.settings.allowed_origins;
-    if origins.is_empty() {
-        return Ok(());
-    }
-    let Some(o) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return Ok(());
-    };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let same_origin = host.is_some_and(|h| {
-        o.strip_prefix("http://")
-            .or_else(|| o.strip_prefix("https://"))
-            .is_some_and(|rest| rest.eq_ignore_ascii_case(h))
-    });
-    if same_origin || origins.iter().any(|a| a == o || a == "*") {
-        return Ok(());
-    }
-    Err(ApiError::forbidden(format!(
-        "origin {o:?} is not in allowed_origins"
-    )))
+    crate::browser::check_origin(state, headers)
 }

@@ -33,6 +33,8 @@ use tokio::sync::{mpsc, oneshot};
 mod entities;
 mod read;
 mod writer;
+#[cfg(test)]
+mod writer_tests;
 
 use read::{last_received_before, read_blocking, row_to_committed, to_i64, COLUMNS};
 use writer::Writer;
@@ -75,6 +77,9 @@ enum WriteReq {
     Close {
         reply: Reply<()>,
     },
+    /// Runs a test's code on the writer's connection, between two groups.
+    #[cfg(test)]
+    Hook(Box<dyn FnOnce(&mut Connection) + Send>),
 }
 
 type MutateReply = oneshot::Sender<Result<Applied, EntityError>>;

@@ -139,6 +139,8 @@ impl Writer {
                 WriteReq::Prune { upto, reply } => {
                     let _ = reply.send(self.prune(upto).map_err(backend));
                 }
+                #[cfg(test)]
+                WriteReq::Hook(f) => f(&mut self.conn),
                 WriteReq::Close { reply } => {
                     let r = self
                         .conn
@@ -295,6 +297,20 @@ impl Writer {
         ))
     }
 
+    /// Rolls the whole open transaction back (the group it held is answered with errors by
+    /// the caller) and forgets the seqs it had assigned. If even `ROLLBACK` fails, the
+    /// connection stays in its transaction; [`Writer::commit_group`] rolls that back before
+    /// it begins anything, so none of it is ever committed by a later group.
+    fn abort(&mut self, start_seq: u64) {
+        self.next_seq = start_seq;
+        if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+            tracing::error!(error = %e, "rolling back a failed group failed");
+        }
+        if !self.conn.is_autocommit() {
+            tracing::error!("the failed group's transaction is still open; it is rolled back before the next group");
+        }
+    }
+
     fn commit_group(&mut self, group: Vec<Pending>) {
         let t0 = Instant::now();
         let recv = now_us().max(self.last_recv);
@@ -302,21 +318,34 @@ impl Writer {
         let mut answers: Vec<Answer> = Vec::with_capacity(group.len());
         let mut committed: Vec<Arc<Committed>> = Vec::new();
         let events: usize = group.iter().map(Pending::events).sum();
-        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+        // A transaction left open by a group whose rollback failed holds only writes whose
+        // requests were all answered with an error: it must never reach a COMMIT.
+        let begin = if self.conn.is_autocommit() {
+            "BEGIN IMMEDIATE"
+        } else {
+            "ROLLBACK; BEGIN IMMEDIATE"
+        };
+        if let Err(e) = self.conn.execute_batch(begin) {
             let msg = e.to_string();
             for p in group {
                 p.fail(&msg);
             }
             return;
         }
-        for p in group {
+        // A statement about a request's savepoint that fails leaves the transaction in a
+        // state nobody can vouch for (a failed batch's rows kept, or a savepoint still open),
+        // so the whole group is rolled back and every request of it is answered with an
+        // error: no publisher is told "stored" for an event that is not, or "failed" for
+        // one that is.
+        let mut broken: Option<String> = None;
+        let mut rest = group.into_iter();
+        for p in rest.by_ref() {
             let before = self.next_seq;
             if let Err(e) = self.conn.execute_batch("SAVEPOINT batch") {
-                answers.push(match p {
-                    Pending::Append { reply, .. } => Answer::Append(reply, Err(backend(e))),
-                    Pending::Mutate(m) => Answer::Mutate(m.reply, Err(backend(e).into())),
-                });
-                continue;
+                let msg = format!("SAVEPOINT failed: {e}");
+                p.fail(&msg);
+                broken = Some(msg);
+                break;
             }
             let (ok, answer) = match p {
                 Pending::Append { batch, reply } => match self.insert_batch(batch, recv) {
@@ -350,18 +379,32 @@ impl Writer {
                     }
                 }
             };
-            if ok {
-                let _ = self.conn.execute_batch("RELEASE batch");
-            } else {
-                let _ = self.conn.execute_batch("ROLLBACK TO batch; RELEASE batch");
-                self.next_seq = before;
-            }
             answers.push(answer);
+            let end = if ok {
+                "RELEASE batch"
+            } else {
+                self.next_seq = before;
+                "ROLLBACK TO batch; RELEASE batch"
+            };
+            if let Err(e) = self.conn.execute_batch(end) {
+                broken = Some(format!("{end} failed: {e}"));
+                break;
+            }
+        }
+        if let Some(msg) = broken {
+            tracing::error!(error = %msg, "a savepoint statement failed; the whole group is rolled back");
+            self.abort(start_seq);
+            for a in answers {
+                a.fail(&msg);
+            }
+            for p in rest {
+                p.fail(&msg);
+            }
+            return;
         }
         if let Err(e) = self.add_counts(&committed, recv) {
             tracing::error!(error = %e, "updating event counters failed; the group is rolled back");
-            let _ = self.conn.execute_batch("ROLLBACK");
-            self.next_seq = start_seq;
+            self.abort(start_seq);
             let msg = e.to_string();
             for a in answers {
                 a.fail(&msg);
@@ -370,8 +413,7 @@ impl Writer {
         }
         if let Err(e) = self.conn.execute_batch("COMMIT") {
             tracing::error!(error = %e, "group commit failed");
-            let _ = self.conn.execute_batch("ROLLBACK");
-            self.next_seq = start_seq;
+            self.abort(start_seq);
             let msg = e.to_string();
             for a in answers {
                 a.fail(&msg);
