@@ -543,7 +543,7 @@ test("sign-in with a token when auth is on; hub errors are shown; stats page", a
   await subs.getByLabel("Name").fill("local");
   await subs.getByLabel("Webhook URL").fill("http://127.0.0.1:9/hook");
   await subs.getByRole("button", { name: "Create" }).click();
-  await subs.getByRole("alert").getByText(/internal address.*\(url_not_allowed\)/).waitFor();
+  await subs.getByRole("alert").getByText(/points at a loopback address.*\(url_not_allowed\)/).waitFor();
   await shot(page, "subscriptions-error");
 
   // The session survives a reload; sign-out forgets it and closes the stream.

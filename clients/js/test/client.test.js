@@ -481,7 +481,7 @@ test("sse: when the stream ends at the token's expiry it reconnects at once with
 // Resets (§4) and control-message names.
 
 for (const transport of TRANSPORTS) {
-  test(`${transport}: crier.reset moves the cursor (unknown cursor, retention); a published crier.reset is an event`, async (t) => {
+  test(`${transport}: crier.reset moves the cursor (unknown cursor, retention); clients cannot publish crier.reset`, async (t) => {
     const hub = await startHub({ CRIER_RETENTION_MAX_EVENTS: "5", CRIER_RETENTION_INTERVAL: "100ms" });
     t.after(() => hub.stop());
     const c = createClient({ url: hub.url });
@@ -491,10 +491,15 @@ for (const transport of TRANSPORTS) {
     t.after(() => ahead.close());
     const aheadLog = record(ahead);
     await waitFor(ahead, "open");
-    const r = await c.publish({ type: "crier.reset", data: { reason: "retention", oldest: 999 } });
+    // The hub's own names are reserved (§12.11): a client cannot mimic a reset.
+    await rejectsWith(c.publish({ type: "crier.reset", data: { reason: "retention", oldest: 999 } }), {
+      status: 400,
+      code: "reserved",
+    });
+    const r = await c.publish({ type: "after.reset", data: { reason: "retention", oldest: 999 } });
     const [e] = await take(ahead, 1);
     assert.equal(e.seq, r.events[0].seq);
-    assert.equal(e.type, "crier.reset", "a published event of that type is an event, not a reset");
+    assert.equal(e.type, "after.reset", "the first live event after the reset");
     assert.equal(aheadLog.resets.length, 1);
     assert.equal(aheadLog.resets[0].reason, "unknown_cursor");
     assert.equal(typeof aheadLog.resets[0].head, "number");

@@ -146,11 +146,13 @@ async fn run(state: AppState, app: Arc<App>, guard: ConnGuard, socket: WebSocket
     let socket_id: Arc<str> = state.pusher.socket_id().into();
     let (mut conn, rx) = Conn::new(&state, app, socket_id, guard.info().clone());
     let queue = conn.tx.downgrade();
-    guard.info().set_pusher(&conn.app.id, &conn.socket_id, move || {
-        queue
-            .upgrade()
-            .map_or(0, |q| q.max_capacity().saturating_sub(q.capacity()))
-    });
+    guard
+        .info()
+        .set_pusher(&conn.app.id, &conn.socket_id, move || {
+            queue
+                .upgrade()
+                .map_or(0, |q| q.max_capacity().saturating_sub(q.capacity()))
+        });
     conn.serve(socket, rx).await;
     conn.leave_all();
     drop(guard);
@@ -164,7 +166,13 @@ pub async fn answer(state: &AppState, app: Arc<App>, socket_id: &str, frames: &s
     state.pusher.ensure_bridge(state).await;
     // Not in the connection registry: nothing is listening on a socket.
     let actor = format!("pusher:{socket_id}");
-    let info = Arc::new(ConnInfo::new(0, &app.tenant, Transport::Pusher, &actor, None));
+    let info = Arc::new(ConnInfo::new(
+        0,
+        &app.tenant,
+        Transport::Pusher,
+        &actor,
+        None,
+    ));
     let (mut conn, mut rx) = Conn::new(state, app, socket_id.into(), info);
     let mut out = Vec::new();
     for raw in frames.lines() {
