@@ -186,12 +186,20 @@ fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
-/// The HTTP answer of an applied mutation.
-fn answer(applied: Applied) -> Response {
+/// The HTTP answer of an applied mutation. A writer whose `subscribe` patterns do not cover
+/// the kind (`readable` false) learns the version but not the stored value, which may hold
+/// what others wrote (§12.5).
+fn answer(applied: Applied, readable: bool) -> Response {
     let res = match &applied.outcome {
         Outcome::Entity { row, created } => {
             let status = if *created { StatusCode::CREATED } else { StatusCode::OK };
-            let mut res = (status, axum::Json(row.to_json())).into_response();
+            let mut body = row.to_json();
+            if !readable {
+                if let Some(o) = body.as_object_mut() {
+                    o.remove("value");
+                }
+            }
+            let mut res = (status, axum::Json(body)).into_response();
             res.headers_mut().insert(header::ETAG, etag(row.version));
             if *created {
                 let loc = format!("/v1/entities/{}/{}", row.key.kind, row.key.id);
@@ -231,8 +239,9 @@ pub async fn put(
     let value = json_object(&state, &headers, body, false)
         .await?
         .unwrap_or_default();
+    let readable = may_read_kind(&p, &key.kind);
     let applied = mutate(&state, &p, Mutation::Put { key, value, cond }).await?;
-    Ok(answer(applied))
+    Ok(answer(applied, readable))
 }
 
 /// `PATCH /v1/entities/{kind}/{id}`: JSON Merge Patch.
@@ -249,8 +258,9 @@ pub async fn patch(
     let patch = json_object(&state, &headers, body, false)
         .await?
         .unwrap_or_default();
+    let readable = may_read_kind(&p, &key.kind);
     let applied = mutate(&state, &p, Mutation::Patch { key, patch, cond }).await?;
-    Ok(answer(applied))
+    Ok(answer(applied, readable))
 }
 
 /// `DELETE /v1/entities/{kind}/{id}`.
@@ -264,7 +274,7 @@ pub async fn delete(
     let key = EntityKey::new(&kind, &id)?;
     let cond = precondition(&headers, false)?;
     let applied = mutate(&state, &p, Mutation::Delete { key, cond }).await?;
-    Ok(answer(applied))
+    Ok(answer(applied, true))
 }
 
 /// `GET /v1/entities/{kind}/{id}` (`If-None-Match: "<version>"` answers 304 when current).
@@ -368,7 +378,7 @@ pub async fn link(
         },
     )
     .await?;
-    Ok(answer(applied))
+    Ok(answer(applied, true))
 }
 
 /// `DELETE` on a link's path.
@@ -380,7 +390,7 @@ pub async fn unlink(
     require(&p, Role::Publisher)?;
     let key = link_key(parts)?;
     let applied = mutate(&state, &p, Mutation::Unlink { key }).await?;
-    Ok(answer(applied))
+    Ok(answer(applied, true))
 }
 
 /// `GET /v1/links?type=&source=kind/id&target=kind/id&after=&limit=`.

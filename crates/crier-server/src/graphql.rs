@@ -218,6 +218,24 @@ impl From<&crier_core::entity::EntityRow> for Entity {
     }
 }
 
+impl Entity {
+    /// The answer of a write: the value only when the writer may read the kind (§12.5);
+    /// otherwise JSON `null`, since the field is required.
+    fn written(r: &crier_core::entity::EntityRow, readable: bool) -> Entity {
+        let mut e = Entity::from(r);
+        if !readable {
+            e.value = Json(Value::Null);
+        }
+        e
+    }
+}
+
+/// Whether the caller may read the values of entities of `kind`.
+fn readable_kind(ctx: &Context<'_>, kind: &str) -> async_graphql::Result<bool> {
+    let (_, p) = ctx_parts(ctx)?;
+    Ok(crate::entities::may_read_kind(p, kind))
+}
+
 /// A typed link from one entity to another (`kind/id`).
 #[derive(SimpleObject)]
 pub struct Link {
@@ -360,6 +378,7 @@ impl MutationRoot {
         if_match: Option<i64>,
     ) -> async_graphql::Result<Entity> {
         let key = EntityKey::new(&kind, &id).map_err(|e| gql(e.into()))?;
+        let readable = readable_kind(ctx, &key.kind)?;
         let value = object("value", value)?;
         match run(
             ctx,
@@ -371,7 +390,7 @@ impl MutationRoot {
         )
         .await?
         {
-            Outcome::Entity { row, .. } => Ok(Entity::from(&row)),
+            Outcome::Entity { row, .. } => Ok(Entity::written(&row, readable)),
             _ => Err(bad("internal", "unexpected outcome")),
         }
     }
@@ -386,6 +405,7 @@ impl MutationRoot {
         if_match: Option<i64>,
     ) -> async_graphql::Result<Entity> {
         let key = EntityKey::new(&kind, &id).map_err(|e| gql(e.into()))?;
+        let readable = readable_kind(ctx, &key.kind)?;
         let patch = object("patch", patch)?;
         match run(
             ctx,
@@ -397,7 +417,7 @@ impl MutationRoot {
         )
         .await?
         {
-            Outcome::Entity { row, .. } => Ok(Entity::from(&row)),
+            Outcome::Entity { row, .. } => Ok(Entity::written(&row, readable)),
             _ => Err(bad("internal", "unexpected outcome")),
         }
     }

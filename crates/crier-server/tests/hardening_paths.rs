@@ -398,6 +398,38 @@ async fn every_other_read_path_holds_the_narrowing() {
         call(&hub, "GET", "/v1/entities/vault/v1", &t, None).await.0,
         200
     );
+    // A writer that may not read the kind learns the new version, not the merged value.
+    let writer = token("w", "publisher", Some(NARROW));
+    let (s, v, text) = call(
+        &hub,
+        "PATCH",
+        "/v1/entities/vault/v1",
+        &writer,
+        Some(("application/json", json!({"note": "n"}).to_string())),
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    assert_eq!(v["version"], 2, "{text}");
+    assert!(
+        v.get("value").is_none() && !text.contains("hunter2"),
+        "{text}"
+    );
+    let q = json!({"query": "mutation { patchEntity(kind: \"vault\", id: \"v1\", patch: {note: \"m\"}) { version value } }"});
+    let (_, v, text) = post_json(&hub, "/graphql", &writer, q).await;
+    assert_eq!(v["data"]["patchEntity"]["version"], 3, "{text}");
+    assert_eq!(v["data"]["patchEntity"]["value"], Value::Null, "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    // One who may read it gets the value with its answer, as before.
+    let (s, v, text) = call(
+        &hub,
+        "PATCH",
+        "/v1/entities/vault/v1",
+        &admin,
+        Some(("application/json", json!({"note": "o"}).to_string())),
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    assert_eq!(v["value"]["pw"], "hunter2", "{text}");
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
