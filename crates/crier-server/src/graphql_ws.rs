@@ -242,6 +242,9 @@ async fn serve(
     };
     if let Some((code, reason)) = fin {
         let _ = sink.send(close(code, &reason)).await;
+    } else {
+        // The peer closed (or went away): answer its close frame, completing the handshake.
+        let _ = sink.close().await;
     }
 }
 

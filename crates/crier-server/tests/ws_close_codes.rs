@@ -2,7 +2,9 @@
 //! RFC 6455 names for the fault — 1009 for a message over twice `max_ws_frame_bytes`, 1007
 //! for invalid UTF-8 in a text frame, 1002 for other violations (an unmasked client frame, a
 //! reserved opcode, reserved bits) — on `/v1/ws` and on the GraphQL WebSocket alike; a
-//! GraphQL socket that never sends `connection_init` is closed with 4408.
+//! GraphQL socket that never sends `connection_init` is closed with 4408. A client's own close
+//! frame is answered (the closing handshake completes) on `/v1/ws`, the GraphQL WebSocket and
+//! a Pusher connection, and an oversized Pusher message gets 1009 as well.
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
@@ -164,5 +166,46 @@ async fn a_graphql_socket_without_connection_init_is_closed() {
     let code = close_code_after(&mut tcp, &[]).await;
     assert_eq!(code, Some(4408));
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    hub.stop().await;
+}
+
+/// A hub with one Pusher app, key `close-key`.
+async fn hub_with_pusher() -> Hub {
+    use crier_server::pusher::apps::{AppConfig, PusherConfig};
+    Hub::start_with(|s| {
+        s.limits.max_ws_frame_bytes = MAX_FRAME;
+        s.pusher = PusherConfig {
+            apps: vec![AppConfig {
+                id: "77".into(),
+                key: "close-key".into(),
+                secret: "close-secret-of-some-length".into(),
+                tenant: "default".into(),
+                client_events: false,
+                activity_timeout: 120,
+                webhooks: vec![],
+                max_data_bytes: 10_240,
+            }],
+            ..PusherConfig::default()
+        }
+        .validate()
+        .expect("pusher app");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_on_every_websocket() {
+    let hub = hub_with_pusher().await;
+    let bye = frame(0x88, &1000u16.to_be_bytes(), true);
+    for path in ["/v1/ws", "/graphql", "/app/close-key?protocol=7"] {
+        let mut tcp = open(&hub, path).await;
+        // Without the server's answer the client sees the connection drop (1006).
+        let code = close_code_after(&mut tcp, &bye).await;
+        assert_eq!(code, Some(1000), "{path}: the close frame is answered");
+    }
+    // Pusher messages are bounded too (twice the app's data limit, plus room for the frame).
+    let mut tcp = open(&hub, "/app/close-key?protocol=7").await;
+    let code = close_code_after(&mut tcp, &frame(0x81, &vec![b' '; 40_000], true)).await;
+    assert_eq!(code, Some(1009), "an oversized Pusher message");
     hub.stop().await;
 }

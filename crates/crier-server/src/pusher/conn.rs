@@ -278,6 +278,11 @@ impl Conn {
                         Some(Ok(m)) => m,
                         Some(Err(e)) => {
                             tracing::debug!(error = %e, "pusher connection read ended");
+                            // A broken frame (too big, bad UTF-8, bad framing) gets the
+                            // close code RFC 6455 names for it, as on `/v1/ws`.
+                            if let Some((code, reason)) = crate::ws::close::for_read_error(&e) {
+                                let _ = socket.send(close(code, reason)).await;
+                            }
                             return;
                         }
                         None => return,
@@ -287,7 +292,11 @@ impl Conn {
                     let answer = match msg {
                         Message::Text(t) => Box::pin(self.handle(t.as_str())).await,
                         Message::Binary(_) => Some(protocol::error_frame(None, "send text frames holding JSON")),
-                        Message::Close(_) => return,
+                        Message::Close(_) => {
+                            // The library queued the closing handshake's answer; send it.
+                            let _ = socket.flush().await;
+                            return;
+                        }
                         Message::Ping(_) | Message::Pong(_) => None,
                     };
                     if let Some(a) = answer {

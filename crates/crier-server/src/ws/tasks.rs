@@ -213,5 +213,9 @@ pub(super) async fn write_loop(
             }
         }
     }
+    // Ends the closing handshake: after a close frame of the peer the library only queued its
+    // answer (a close message of ours is refused once the peer has closed), and after one of
+    // ours this is a flush.
+    let _ = sink.close().await;
     cancel.cancel();
 }
