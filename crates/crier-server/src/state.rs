@@ -73,6 +73,9 @@ pub struct StateInner {
     pub dir_lock: Mutex<Option<crate::datadir::DirLock>>,
     /// The address the hub serves on, once it does: its own origin without `public_url`.
     pub bound_addr: OnceLock<std::net::SocketAddr>,
+    /// Held from counting a tenant's webhook subscriptions to storing a new one, so
+    /// simultaneous creates on this node cannot pass `max_subscriptions_per_tenant` together.
+    pub sub_creation: tokio::sync::Mutex<()>,
 }
 
 impl Deref for AppState {
@@ -116,6 +119,7 @@ impl AppState {
             readiness: Default::default(),
             dir_lock: Mutex::new(None),
             bound_addr: OnceLock::new(),
+            sub_creation: tokio::sync::Mutex::new(()),
             settings,
             log,
             entities,

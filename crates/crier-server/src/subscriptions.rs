@@ -163,7 +163,18 @@ pub async fn create(
     let name = input.name.unwrap_or_default();
     check_name(&name)?;
     let filter = filter_text(&state, &p, input.filter.as_ref())?;
+    let secret = match input.webhook.secret {
+        Some(s) => {
+            secret_key(&s)?;
+            s
+        }
+        None => new_secret(),
+    };
+    let expires_us = expiry(input.expires_at.as_deref())?;
+    let url = check_url(&input.webhook.url, state.settings.webhooks.allow_private).await?;
     let limit = state.settings.limits.max_subscriptions_per_tenant;
+    // Count and insert as one step on this node (nodes of a cluster may still race).
+    let serial = state.sub_creation.lock().await;
     if state.subs.list(Some(p.tenant.clone())).await?.len() >= limit {
         metrics::counter!("crier_limit_hits_total", "limit" => "max_subscriptions_per_tenant")
             .increment(1);
@@ -175,15 +186,6 @@ pub async fn create(
             ),
         ));
     }
-    let secret = match input.webhook.secret {
-        Some(s) => {
-            secret_key(&s)?;
-            s
-        }
-        None => new_secret(),
-    };
-    let expires_us = expiry(input.expires_at.as_deref())?;
-    let url = check_url(&input.webhook.url, state.settings.webhooks.allow_private).await?;
     let head = state.log.head();
     let mut idb = [0u8; 8];
     rand::Rng::fill(&mut rand::rng(), &mut idb);
@@ -208,6 +210,7 @@ pub async fn create(
         note: None,
     };
     let sub = state.subs.create(sub).await?;
+    drop(serial);
     state.webhooks.restart(&state, sub.clone());
     let mut v = sub_json(&sub);
     v["webhook"]["secret"] = Value::from(secret);
