@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use crier_core::log::BoxFuture;
 use crier_core::LogError;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use deadpool_postgres::Pool;
 
 use crate::filters::{Created, FilterStore, SavedFilter};
 
@@ -38,42 +37,21 @@ fn row_to_filter(r: &tokio_postgres::Row) -> SavedFilter {
 impl PgFilters {
     /// Connects and creates the table in `schema` (default `public`) if needed.
     pub async fn open(url: &str, schema: Option<&str>) -> Result<PgFilters, LogError> {
-        let pg: tokio_postgres::Config = url.parse().map_err(backend)?;
-        let mgr = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr).max_size(4).build().map_err(backend)?;
-        let schema = schema.unwrap_or("public");
-        if schema.is_empty()
-            || !schema
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return Err(backend(std::io::Error::other(
-                "a schema name is letters, digits and underscores",
-            )));
-        }
+        let (pool, schema) = crate::postgres_tables::side_pool(url, schema, 4)?;
         let table = format!("\"{schema}\".crier_saved_filters");
-        let mut client = pool.get().await.map_err(backend)?;
-        let tx = client.transaction().await.map_err(backend)?;
-        tx.execute("SELECT pg_advisory_xact_lock(7403)", &[])
-            .await
-            .map_err(backend)?;
-        tx.batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+        crate::postgres_tables::migrate(
+            &pool,
+            7403,
+            &format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
 CREATE TABLE IF NOT EXISTS {table} (
     tenant TEXT NOT NULL, name TEXT NOT NULL, filter TEXT NOT NULL, description TEXT,
     created_by TEXT NOT NULL, created_us BIGINT NOT NULL, updated_us BIGINT NOT NULL,
     PRIMARY KEY (tenant, name)
 );"
-        ))
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
+            ),
+        )
+        .await?;
         Ok(PgFilters {
             pool,
             table: Arc::new(table),

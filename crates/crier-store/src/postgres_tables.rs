@@ -15,6 +15,47 @@ fn backend(e: impl std::error::Error + Send + Sync + 'static) -> LogError {
     LogError::backend(e)
 }
 
+/// A pool of `max` connections to `url` and the checked `schema` (default `public`): what
+/// every PostgreSQL side store (keys, subscriptions, saved filters) opens with.
+pub(crate) fn side_pool(
+    url: &str,
+    schema: Option<&str>,
+    max: usize,
+) -> Result<(Pool, String), LogError> {
+    let pg: tokio_postgres::Config = url.parse().map_err(backend)?;
+    let mgr = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(mgr).max_size(max).build().map_err(backend)?;
+    let schema = schema.unwrap_or("public");
+    if schema.is_empty()
+        || !schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(backend(std::io::Error::other(
+            "a schema name is letters, digits and underscores",
+        )));
+    }
+    Ok((pool, schema.to_string()))
+}
+
+/// Runs `ddl` in one transaction under advisory lock `lock`, so that nodes starting together
+/// create their tables one at a time.
+pub(crate) async fn migrate(pool: &Pool, lock: i64, ddl: &str) -> Result<(), LogError> {
+    let mut client = pool.get().await.map_err(backend)?;
+    let tx = client.transaction().await.map_err(backend)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock])
+        .await
+        .map_err(backend)?;
+    tx.batch_execute(ddl).await.map_err(backend)?;
+    tx.commit().await.map_err(backend)
+}
+
 fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -76,35 +117,15 @@ fn row_to_delivery(r: &tokio_postgres::Row) -> Delivery {
 impl PgSubs {
     /// Connects and creates the tables in `schema` (default `public`) if needed.
     pub async fn open(url: &str, schema: Option<&str>) -> Result<PgSubs, LogError> {
-        let pg: tokio_postgres::Config = url.parse().map_err(backend)?;
-        let mgr = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr).max_size(8).build().map_err(backend)?;
-        let schema = schema.unwrap_or("public");
-        if schema.is_empty()
-            || !schema
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return Err(backend(std::io::Error::other(
-                "a schema name is letters, digits and underscores",
-            )));
-        }
+        let (pool, schema) = side_pool(url, schema, 8)?;
         let names = Names {
             subs: format!("\"{schema}\".crier_subscriptions"),
             deliveries: format!("\"{schema}\".crier_deliveries"),
         };
-        let mut client = pool.get().await.map_err(backend)?;
-        let tx = client.transaction().await.map_err(backend)?;
-        tx.execute("SELECT pg_advisory_xact_lock(7401)", &[])
-            .await
-            .map_err(backend)?;
-        tx.batch_execute(&format!(
+        migrate(
+            &pool,
+            7401,
+            &format!(
             "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
 CREATE TABLE IF NOT EXISTS {subs} (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, filter TEXT NOT NULL, url TEXT NOT NULL,
@@ -119,10 +140,9 @@ CREATE TABLE IF NOT EXISTS {deliveries} (
 CREATE INDEX IF NOT EXISTS crier_deliveries_tenant_status ON {deliveries} (tenant, status);",
             subs = names.subs,
             deliveries = names.deliveries
-        ))
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
+            ),
+        )
+        .await?;
         Ok(PgSubs {
             pool,
             names: Arc::new(names),
@@ -503,41 +523,20 @@ const KEY_COLUMNS: &str = "id, name, tenant, role, created_us, revoked_us";
 impl PgKeys {
     /// Connects and creates the key table in `schema` (default `public`) if needed.
     pub async fn open(url: &str, schema: Option<&str>) -> Result<PgKeys, LogError> {
-        let pg: tokio_postgres::Config = url.parse().map_err(backend)?;
-        let mgr = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr).max_size(4).build().map_err(backend)?;
-        let schema = schema.unwrap_or("public");
-        if schema.is_empty()
-            || !schema
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return Err(backend(std::io::Error::other(
-                "a schema name is letters, digits and underscores",
-            )));
-        }
+        let (pool, schema) = side_pool(url, schema, 4)?;
         let table = format!("\"{schema}\".crier_api_keys");
-        let mut client = pool.get().await.map_err(backend)?;
-        let tx = client.transaction().await.map_err(backend)?;
-        tx.execute("SELECT pg_advisory_xact_lock(7402)", &[])
-            .await
-            .map_err(backend)?;
-        tx.batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+        migrate(
+            &pool,
+            7402,
+            &format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
 CREATE TABLE IF NOT EXISTS {table} (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, tenant TEXT NOT NULL, role TEXT NOT NULL,
     hash TEXT NOT NULL UNIQUE, created_us BIGINT NOT NULL, revoked_us BIGINT
 );"
-        ))
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
+            ),
+        )
+        .await?;
         Ok(PgKeys {
             pool,
             table: Arc::new(table),
