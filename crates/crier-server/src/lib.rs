@@ -226,6 +226,8 @@ pub async fn start(
         Arc<dyn SubStore>,
         Arc<dyn FilterStore>,
     );
+    // Without the `postgres` feature every path that reaches its use assigns it.
+    #[cfg_attr(not(feature = "postgres"), allow(unused_assignments))]
     let mut dir_lock = None;
     #[cfg(feature = "postgres")]
     let mut pg_probe = None;
