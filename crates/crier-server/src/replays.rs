@@ -91,6 +91,19 @@ pub struct Replay {
     pub created_us: i64,
     /// Who created it (the credential's subject).
     pub actor: String,
+    /// The creator's `subscribe` patterns, sorted (`None`: unrestricted). `total` and `sent`
+    /// count events inside them, so they are shown only to readers with the same view.
+    scope: Option<Vec<String>>,
+}
+
+/// A credential's `subscribe` patterns, sorted, for comparing views.
+fn scope_of(p: &crier_core::Principal) -> Option<Vec<String>> {
+    p.subscribe.as_ref().map(|s| {
+        let mut s: Vec<String> = s.iter().map(|p| p.as_str().to_string()).collect();
+        s.sort();
+        s.dedup();
+        s
+    })
 }
 
 impl Replay {
@@ -117,12 +130,12 @@ impl Replay {
         self.streamed.store(true, Ordering::Release);
     }
 
-    /// The entry of `GET /v1/replays`.
-    pub fn summary(&self) -> Value {
+    /// The entry of `GET /v1/replays`, as `viewer` may see it.
+    pub fn summary(&self, viewer: &crier_core::Principal) -> Value {
         let created = crier_core::event::time_from_us(self.created_us)
             .map(crier_core::event::format_time)
             .unwrap_or_default();
-        let mut v = self.status();
+        let mut v = self.status_for(viewer);
         v["created_at"] = created.into();
         v["actor"] = self.actor.as_str().into();
         v
@@ -134,7 +147,13 @@ impl Replay {
         self.cancel.cancel();
     }
 
-    /// The status object of §3.
+    /// Whether `viewer` reads exactly what the creator read, so the counts tell it nothing
+    /// about events outside its `subscribe` patterns (§12.5).
+    pub fn counts_visible_to(&self, viewer: &crier_core::Principal) -> bool {
+        viewer.subscribe.is_none() || scope_of(viewer) == self.scope
+    }
+
+    /// The status object of §3, with the creator's counts.
     pub fn status(&self) -> Value {
         json!({
             "id": self.id,
@@ -143,6 +162,17 @@ impl Replay {
             "total": self.total,
             "speed": self.speed.json(),
         })
+    }
+
+    /// The status object as `viewer` may see it: a credential narrower than (or other than)
+    /// the creator's gets `null` counts, since they count events it may not read.
+    pub fn status_for(&self, viewer: &crier_core::Principal) -> Value {
+        let mut v = self.status();
+        if !self.counts_visible_to(viewer) {
+            v["sent"] = Value::Null;
+            v["total"] = Value::Null;
+        }
+        v
     }
 }
 
@@ -263,6 +293,7 @@ impl Replays {
             finished_at: Mutex::new(None),
             created_us: crier_core::event::now_us(),
             actor: p.subject.clone(),
+            scope: scope_of(p),
         });
         state.tasks.spawn(stop_when_idle(
             replay.clone(),
@@ -336,6 +367,8 @@ pub struct Pacer {
     origin: Option<(i64, Instant)>,
     /// The narrowing of whoever streams the replay (§12.5), on top of its creator's.
     reader: Option<Filter>,
+    /// Events this pacer handed out.
+    delivered: u64,
 }
 
 impl Pacer {
@@ -349,14 +382,31 @@ impl Pacer {
             exhausted: false,
             origin: None,
             reader: None,
+            delivered: 0,
         }
     }
 
     /// Streams only what `p` may read: a replay created by a credential that reads more
     /// is narrowed again for the one streaming it.
     pub fn reading_as(mut self, p: &crier_core::Principal) -> Pacer {
-        self.reader = p.subscribe.is_some().then(|| narrow(p, Filter::default()));
+        self.reader = (!self.replay.counts_visible_to(p)).then(|| narrow(p, Filter::default()));
         self
+    }
+
+    /// The status object for the one streaming: a narrowed reader's counts are its own
+    /// (`total` is known once the range is read to its end), never the creator's.
+    pub fn status(&self) -> Value {
+        let mut v = self.replay.status();
+        if self.reader.is_some() {
+            v["sent"] = self.delivered.into();
+            v["total"] =
+                if self.replay.state() == "done" && self.exhausted && self.pending.is_empty() {
+                    self.delivered.into()
+                } else {
+                    Value::Null
+                };
+        }
+        v
     }
 
     /// The next event when it is due, or `None` at the end.
@@ -391,7 +441,8 @@ impl Pacer {
     }
 
     /// Counts one event as sent.
-    pub fn sent(&self) -> u64 {
+    pub fn sent(&mut self) -> u64 {
+        self.delivered += 1;
         self.replay.sent.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
@@ -441,7 +492,7 @@ pub async fn list(State(state): State<AppState>, Auth(p): Auth) -> Result<Respon
         .replays
         .list(&p.tenant)
         .iter()
-        .map(|r| r.summary())
+        .map(|r| r.summary(&p))
         .collect();
     Ok(Json(json!({ "replays": replays })).into_response())
 }
@@ -452,7 +503,7 @@ pub async fn status(
     Auth(p): Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.replays.get(&p.tenant, &id)?.status()).into_response())
+    Ok(Json(state.replays.get(&p.tenant, &id)?.status_for(&p)).into_response())
 }
 
 /// `POST /v1/replays/{id}/stop`.
@@ -463,7 +514,7 @@ pub async fn stop(
 ) -> Result<Response, ApiError> {
     let r = state.replays.get(&p.tenant, &id)?;
     r.stop();
-    Ok(Json(r.status()).into_response())
+    Ok(Json(r.status_for(&p)).into_response())
 }
 
 /// `GET /v1/replays/{id}/stream`: the events as SSE, then `event: crier.replay_done`.
@@ -519,7 +570,7 @@ pub async fn stream(
                     Ok(None) | Err(_) => {
                         replay.finish("done");
                         let frame =
-                            format!("event: crier.replay_done\ndata: {}\n\n", replay.status());
+                            format!("event: crier.replay_done\ndata: {}\n\n", pacer.status());
                         Some((Ok(Bytes::from(frame)), (pacer, watch, true)))
                     }
                 }

@@ -211,8 +211,8 @@ async fn a_duplicate_publish_never_answers_the_stored_event() {
     assert_eq!(v["data"]["publish"]["data"], json!({"a": 1}), "{v}");
 }
 
-/// Reads a replay stream to its end: the events' types and the raw text.
-async fn replay_stream(hub: &Hub, id: &str, token: &str) -> (Vec<String>, String) {
+/// Reads a replay stream to its end: the events' types, the raw text and the final status.
+async fn replay_stream(hub: &Hub, id: &str, token: &str) -> (Vec<String>, String, Value) {
     let res = hub
         .http
         .get(hub.url(&format!("/v1/replays/{id}/stream")))
@@ -224,14 +224,16 @@ async fn replay_stream(hub: &Hub, id: &str, token: &str) -> (Vec<String>, String
     let mut sse = common::Sse::from_response(res);
     let mut types = Vec::new();
     let mut text = String::new();
+    let mut done = Value::Null;
     while let Some(m) = sse.next().await {
         text.push_str(&m.data);
         if m.event == "crier.replay_done" {
+            done = m.json();
             break;
         }
         types.push(m.json()["type"].as_str().expect("type").to_string());
     }
-    (types, text)
+    (types, text, done)
 }
 
 #[tokio::test]
@@ -251,13 +253,61 @@ async fn a_replay_made_by_another_streams_only_what_the_reader_may_read() {
     let body = json!({"since": "1h", "speed": "max"});
     let (s, r, _) = post_json(&hub, "/v1/replays", &wide, body.clone()).await;
     assert_eq!(s, 201, "{r}");
-    let (types, text) = replay_stream(&hub, r["id"].as_str().expect("id"), &narrow).await;
+    assert_eq!(r["total"], 3, "the creator counts what it reads: {r}");
+    let id = r["id"].as_str().expect("id").to_string();
+    let (types, text, done) = replay_stream(&hub, &id, &narrow).await;
     assert_eq!(types, vec!["public.b"]);
     no_secret("replay stream", &text);
+    // Its counts are its own, not the creator's: nothing tells it two more events exist.
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(
+        (&done["sent"], &done["total"]),
+        (&json!(1), &json!(1)),
+        "{done}"
+    );
+    // Nor do the status, the list or a stop, read with the narrower credential.
+    let (s, v, _) = call(&hub, "GET", &format!("/v1/replays/{id}"), &narrow, None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (&v["sent"], &v["total"]),
+        (&Value::Null, &Value::Null),
+        "{v}"
+    );
+    let (_, v, _) = call(&hub, "GET", "/v1/replays", &narrow, None).await;
+    let entry = v["replays"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["id"] == id.as_str()))
+        .unwrap_or_else(|| panic!("listed: {v}"));
+    assert_eq!(
+        (&entry["sent"], &entry["total"]),
+        (&Value::Null, &Value::Null),
+        "{v}"
+    );
+    let (_, v, _) = call(
+        &hub,
+        "POST",
+        &format!("/v1/replays/{id}/stop"),
+        &narrow,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (&v["sent"], &v["total"]),
+        (&Value::Null, &Value::Null),
+        "{v}"
+    );
+    // The creator sees its counts.
+    let (_, v, _) = call(&hub, "GET", &format!("/v1/replays/{id}"), &wide, None).await;
+    assert_eq!(v["total"], 3, "{v}");
     // The creator, streaming its own, still gets everything.
     let (_, r, _) = post_json(&hub, "/v1/replays", &wide, body).await;
-    let (types, _) = replay_stream(&hub, r["id"].as_str().expect("id"), &wide).await;
+    let (types, _, done) = replay_stream(&hub, r["id"].as_str().expect("id"), &wide).await;
     assert_eq!(types, vec!["secret.a", "public.b", "secret.c"]);
+    assert_eq!(
+        (&done["sent"], &done["total"]),
+        (&json!(3), &json!(3)),
+        "{done}"
+    );
 }
 
 #[tokio::test]

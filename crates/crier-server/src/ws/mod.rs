@@ -428,7 +428,7 @@ impl Conn {
         }
         let replay = self.state.replays.get(&self.principal.tenant, id)?;
         replay.stop();
-        let Value::Object(mut status) = replay.status() else {
+        let Value::Object(mut status) = replay.status_for(&self.principal) else {
             return Ok(None);
         };
         let id = status.remove("id").unwrap_or(Value::Null);
