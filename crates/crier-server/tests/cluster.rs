@@ -198,3 +198,99 @@ async fn two_nodes_over_redis() {
     }
     two_nodes_share_one_log(BrokerKind::Redis("redis://127.0.0.1:6379".into()), "redis").await;
 }
+
+/// Runs one statement on the test server's `postgres` database (for CREATE/ALTER DATABASE).
+async fn admin_sql(sql: &str) {
+    let url = pg_url();
+    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
+    let (client, conn) =
+        tokio_postgres::connect(&format!("{base}/postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the postgres database");
+    tokio::spawn(conn);
+    client.batch_execute(sql).await.expect(sql);
+}
+
+/// Waits until `/readyz` answers `status`, returning its body.
+async fn readyz_becomes(hub: &Hub, status: u16, why: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = hub.http.get(hub.url("/readyz")).send().await {
+            if r.status().as_u16() == status {
+                return r.json().await.unwrap_or(Value::Null);
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never answered {status}: {why}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// §12.8 on PostgreSQL: a database that stops accepting writes (here every new session is
+/// read-only and the hub's sessions are cut, as after a failover to a replica) turns
+/// `/readyz` to 503 with the reason, and it recovers by itself once writes work again.
+#[tokio::test]
+async fn a_read_only_database_makes_the_node_unready_until_it_can_write() {
+    if !reachable(5432, "PostgreSQL").await {
+        return;
+    }
+    let db = format!("crier_readonly_{}", std::process::id());
+    admin_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+    admin_sql(&format!("CREATE DATABASE {db}")).await;
+    let url = pg_url();
+    let db_url = format!(
+        "{}/{db}",
+        url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b)
+    );
+    let hub = Hub::start_with(move |s| s.store = StoreKind::Postgres(db_url)).await;
+    readyz_becomes(&hub, 200, "a fresh database").await;
+    hub.publish(json!({"type": "before.readonly"})).await;
+
+    let cut = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+    );
+    admin_sql(&format!(
+        "ALTER DATABASE {db} SET default_transaction_read_only = on; {cut}"
+    ))
+    .await;
+    let body = readyz_becomes(&hub, 503, "the database refuses writes").await;
+    assert_eq!(body["store"], "not_writable", "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("read-only")),
+        "the reason names the cause: {body}"
+    );
+    // A publish meanwhile is refused, not acknowledged and lost.
+    let res = hub
+        .http
+        .post(hub.url("/v1/events"))
+        .json(&json!({"type": "during.readonly"}))
+        .send()
+        .await
+        .expect("publish");
+    assert!(
+        res.status().as_u16() >= 500,
+        "a publish to a read-only log: {}",
+        res.status()
+    );
+
+    admin_sql(&format!(
+        "ALTER DATABASE {db} RESET default_transaction_read_only; {cut}"
+    ))
+    .await;
+    let body = readyz_becomes(&hub, 200, "the database accepts writes again").await;
+    assert_eq!(body["store"], "ok", "{body}");
+    hub.publish(json!({"type": "after.readonly"})).await;
+    let (_, v) = hub.get("/v1/events?limit=10").await;
+    let types: Vec<&str> = v["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["type"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(types, ["before.readonly", "after.readonly"], "{v}");
+    let _ = hub.stop().await;
+    admin_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+}
