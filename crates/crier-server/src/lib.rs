@@ -39,6 +39,7 @@ pub mod sse;
 pub mod ssrf;
 pub mod state;
 pub mod stats;
+mod stream_conn;
 pub mod subscriptions;
 pub mod tls;
 mod webhook_delivery;

@@ -247,9 +247,18 @@ async fn connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The first head is due `head_timeout` after the accept, whichever path serves it.
+    let first_head_due = tokio::time::Instant::now() + head_timeout;
+    let io = match crate::stream_conn::first_request(io, &router, peer, head_timeout).await {
+        crate::stream_conn::First::Hyper(io) => io,
+        crate::stream_conn::First::Served | crate::stream_conn::First::Gone => return,
+    };
     // Every request of the connection knows its peer, as axum's `ConnectInfo` (the
     // connection registry shows it).
+    let first_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = first_seen.clone();
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        seen.store(true, std::sync::atomic::Ordering::Relaxed);
         req.extensions_mut().insert(ConnectInfo(peer));
         TowerToHyperService::new(router.clone()).call(req)
     });
@@ -261,11 +270,24 @@ async fn connection<I>(
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);
-    let res = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let first_head = tokio::time::sleep_until(first_head_due);
+    let mut first_head = std::pin::pin!(first_head);
+    let mut waiting_first = true;
+    let res = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = first_head.as_mut(), if waiting_first => {
+                waiting_first = false;
+                if !first_seen.load(std::sync::atomic::Ordering::Relaxed) {
+                    metrics::counter!("crier_limit_hits_total", "limit" => "header_read_timeout")
+                        .increment(1);
+                    return;
+                }
+            }
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
         }
     };
     if let Err(e) = res {

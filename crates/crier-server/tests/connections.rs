@@ -68,16 +68,20 @@ async fn slowloris_connections_are_closed_and_healthz_stays_responsive() {
     let mut attackers = Vec::new();
     for i in 0..300 {
         let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
-        if i % 3 > 0 {
-            tcp.write_all(b"GET /v1/events HTTP/1.1\r\nHost: localhost\r\n")
-                .await
-                .expect("write");
-        }
+        // A plain request, an event stream (served on a path of its own) and a request
+        // whose first bytes look like a stream's until they don't.
+        let start: &[u8] = match i % 4 {
+            0 => b"",
+            1 => b"GET /v1/events HTTP/1.1\r\nHost: localhost\r\n",
+            2 => b"GET /v1/stream HTTP/1.1\r\nHost: localhost\r\n",
+            _ => b"GET /v1/replays",
+        };
+        tcp.write_all(start).await.expect("write");
         attackers.push(tcp);
     }
     let started = Instant::now();
-    // Two thirds trickle a header line every 200 ms and never finish the head; a third
-    // never send a byte. /healthz answers all along.
+    // Three quarters trickle a header line every 200 ms and never finish the head; a
+    // quarter never send a byte. /healthz answers all along.
     let trickle = tokio::spawn(async move {
         let mut open = attackers;
         let mut done = Vec::new();
@@ -198,4 +202,138 @@ async fn a_max_connections_beyond_the_open_file_limit_stops_the_start() {
         msg.contains("max_connections") && msg.contains("open-file limit"),
         "{msg}"
     );
+}
+
+/// Reads from `tcp` into `buf` until `pat` appears, returning the text read so far.
+async fn read_until(tcp: &mut TcpStream, buf: &mut Vec<u8>, pat: &str) -> String {
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(buf).to_string();
+        if text.contains(pat) {
+            return text;
+        }
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no {pat:?} within {WAIT:?}: {text}"))
+            .expect("read");
+        assert!(n > 0, "closed before {pat:?}: {text}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// How many SSE connections `/v1/connections` lists.
+async fn sse_connections(hub: &Hub) -> u64 {
+    let (status, v) = hub.get("/v1/connections?transport=sse").await;
+    assert_eq!(status, 200, "{v}");
+    v["total"].as_u64().expect("total")
+}
+
+/// An event stream that is the first request of its connection is served on the listener's
+/// own lean path (no HTTP/1 buffers kept while it idles): it must still be a correct HTTP/1.1
+/// response, deliver live events, end with its client, and refuse oversized heads.
+#[tokio::test]
+async fn event_streams_on_their_own_connection_are_served_and_end_with_their_client() {
+    let hub = Hub::start().await;
+    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    // The head arrives in pieces, as a slow network delivers it.
+    for piece in [
+        "GET /v1/st",
+        "ream?type=lean.* HTTP/1.1\r\nHost: local",
+        "host\r\n\r\n",
+    ] {
+        tcp.write_all(piece.as_bytes()).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut buf = Vec::new();
+    let text = read_until(&mut tcp, &mut buf, "retry:").await;
+    let head = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    for line in [
+        "content-type: text/event-stream",
+        "transfer-encoding: chunked",
+        "connection: close",
+        "cache-control: no-cache",
+        "date: ",
+    ] {
+        assert!(head.contains(line), "missing {line:?}: {head}");
+    }
+    assert_eq!(sse_connections(&hub).await, 1);
+    hub.publish(serde_json::json!([{"type": "other.x"}, {"type": "lean.a"}]))
+        .await;
+    let text = read_until(&mut tcp, &mut buf, "lean.a").await;
+    assert!(!text.contains("other.x"), "{text}");
+    // Each chunk is framed by its length in hex: the event's chunk starts right after one.
+    let at = text.find("id: 2\n").expect("the event's id line");
+    let size_line = text[..at]
+        .trim_end_matches("\r\n")
+        .rsplit("\r\n")
+        .next()
+        .unwrap_or("");
+    let size = usize::from_str_radix(size_line, 16).expect("a chunk size line");
+    assert!(
+        text[at..].len() >= size && text[at + size..].starts_with("\r\n"),
+        "{text}"
+    );
+    // The client goes away: the stream and its registration go with it.
+    drop(tcp);
+    let deadline = Instant::now() + WAIT;
+    while sse_connections(&hub).await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream is still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // HTTP/1.0 knows no chunks: the body is delimited by the close.
+    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    tcp.write_all(b"GET /v1/stream HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let text = read_until(&mut tcp, &mut buf, "retry:")
+        .await
+        .to_ascii_lowercase();
+    assert!(!text.contains("transfer-encoding"), "{text}");
+    assert!(
+        text.contains("\r\n\r\nretry:"),
+        "the body starts right after the head: {text}"
+    );
+    drop(tcp);
+
+    // An error is a complete answer with its length, then the connection closes.
+    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    tcp.write_all(b"GET /v1/stream?after=x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let text = read_until(&mut tcp, &mut buf, "}}").await;
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("content-length: "),
+        "{text}"
+    );
+    closed(&mut tcp).await;
+
+    // A head beyond 16 KiB is refused with 431, not buffered without end.
+    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    let big = format!(
+        "GET /v1/stream HTTP/1.1\r\nX-Big: {}\r\n",
+        "a".repeat(20 * 1024)
+    );
+    let _ = tcp.write_all(big.as_bytes()).await;
+    let mut buf = Vec::new();
+    let text = read_until(&mut tcp, &mut buf, "request_head_too_large").await;
+    assert!(text.starts_with("HTTP/1.1 431 "), "{text}");
+
+    // Other requests on a connection are hyper's, keep-alive included, as before.
+    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    for _ in 0..3 {
+        assert_eq!(request(&mut tcp, "/healthz").await.0, 200);
+    }
+    hub.stop().await;
 }
