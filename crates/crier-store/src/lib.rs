@@ -29,6 +29,8 @@ mod postgres_entities;
 #[cfg(feature = "postgres")]
 pub mod postgres_filters;
 #[cfg(feature = "postgres")]
+pub mod postgres_subs;
+#[cfg(feature = "postgres")]
 pub mod postgres_tables;
 pub mod sqlite;
 pub mod subs;
@@ -42,6 +44,8 @@ pub use postgres::PostgresLog;
 #[cfg(feature = "postgres")]
 pub use postgres_filters::PgFilters;
 #[cfg(feature = "postgres")]
-pub use postgres_tables::{PgKeys, PgSubs};
+pub use postgres_subs::PgSubs;
+#[cfg(feature = "postgres")]
+pub use postgres_tables::PgKeys;
 pub use sqlite::{Durability, SqliteLog};
 pub use subs::SqliteSubs;
