@@ -58,7 +58,6 @@ use std::time::Duration;
 use config::{BrokerKind, StoreKind};
 use crier_core::keys::KeyStore;
 use crier_store::filters::FilterStore;
-use crier_store::subs::SubStore;
 #[cfg(feature = "postgres")]
 use crier_store::{PgFilters, PgKeys, PgSubs, PostgresLog};
 use crier_store::{SqliteFilters, SqliteKeys, SqliteLog, SqliteSubs};
@@ -223,7 +222,7 @@ pub async fn start(
         Arc<dyn EventLog>,
         Arc<dyn EntityStore>,
         Arc<dyn KeyStore>,
-        Arc<dyn SubStore>,
+        Arc<dyn crier_core::WebhookStore>,
         Arc<dyn FilterStore>,
     );
     // Without the `postgres` feature every path that reaches its use assigns it.

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use crier_store::subs::Subscription;
+use crier_core::webhook::{WebhookStatus, WebhookSub};
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -197,11 +197,11 @@ struct Running {
     generation: u64,
     cancel: CancellationToken,
     /// The subscription as the task started it (to notice changes made on other nodes).
-    started: Subscription,
+    started: WebhookSub,
 }
 
 /// Whether two versions of a subscription deliver the same way (cursor and note aside).
-fn same_delivery(a: &Subscription, b: &Subscription) -> bool {
+fn same_delivery(a: &WebhookSub, b: &WebhookSub) -> bool {
     a.filter == b.filter
         && a.url == b.url
         && a.secret == b.secret
@@ -237,7 +237,7 @@ impl Dispatcher {
     /// (Re)starts delivery for a subscription according to its status. On a node that does
     /// not dispatch this does nothing; the dispatching node picks the change up when it
     /// reconciles.
-    pub fn restart(&self, state: &AppState, sub: Subscription) {
+    pub fn restart(&self, state: &AppState, sub: WebhookSub) {
         let Some(parent) = self
             .active
             .lock()
@@ -250,7 +250,7 @@ impl Dispatcher {
         if let Some(old) = tasks.remove(&sub.id) {
             old.cancel.cancel();
         }
-        if sub.status != "active" {
+        if sub.status != WebhookStatus::Active {
             return;
         }
         let cancel = parent.child_token();
@@ -306,8 +306,7 @@ impl Dispatcher {
                 return;
             }
         };
-        let stored: HashMap<&str, &Subscription> =
-            subs.iter().map(|s| (s.id.as_str(), s)).collect();
+        let stored: HashMap<&str, &WebhookSub> = subs.iter().map(|s| (s.id.as_str(), s)).collect();
         let gone: Vec<String> = {
             let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
             tasks
@@ -327,7 +326,7 @@ impl Dispatcher {
             match current {
                 Some(true) => {}
                 Some(false) => self.restart(state, s.clone()),
-                None if s.status == "active" => self.restart(state, s.clone()),
+                None if s.status == WebhookStatus::Active => self.restart(state, s.clone()),
                 None => {}
             }
         }

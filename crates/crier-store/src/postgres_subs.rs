@@ -1,5 +1,8 @@
 //! Webhook subscriptions and their delivery records in PostgreSQL, for hubs that share one
-//! log: the same contract as the SQLite tables, in the log's schema.
+//! log: the same contract ([`WebhookStore`]) as the SQLite tables, in the log's schema.
+//!
+//! A tenant's cap is counted under a per-tenant transaction-scoped advisory lock, so creates
+//! on every node that shares the database take turns and never pass it together.
 
 use std::sync::Arc;
 
@@ -9,7 +12,10 @@ use crier_core::LogError;
 use deadpool_postgres::Pool;
 
 use crate::postgres_tables::{migrate, side_pool};
-use crate::subs::{Delivery, StatusCounts, SubPatch, SubStore, Subscription};
+use crier_core::webhook::{
+    Delivery, DeliveryStatus, StatusCounts, WebhookError, WebhookPatch, WebhookStatus,
+    WebhookStore, WebhookSub,
+};
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> LogError {
     LogError::backend(e)
@@ -41,8 +47,18 @@ const SUB_COLUMNS: &str =
 const DELIVERY_COLUMNS: &str =
     "sub_id, seq, event_id, status, attempts, last_status_code, last_error, next_attempt_us, updated_us";
 
-fn row_to_sub(r: &tokio_postgres::Row) -> Subscription {
-    Subscription {
+/// A status column's value, or an error naming the unknown text.
+fn status<T>(
+    r: &tokio_postgres::Row,
+    i: usize,
+    parse: fn(&str) -> Option<T>,
+) -> Result<T, LogError> {
+    let s: String = r.try_get(i).map_err(backend)?;
+    parse(&s).ok_or_else(|| backend(std::io::Error::other(format!("unknown status {s:?}"))))
+}
+
+fn row_to_sub(r: &tokio_postgres::Row) -> Result<WebhookSub, LogError> {
+    Ok(WebhookSub {
         id: r.get(0),
         tenant: r.get(1),
         name: r.get(2),
@@ -50,27 +66,27 @@ fn row_to_sub(r: &tokio_postgres::Row) -> Subscription {
         url: r.get(4),
         secret: r.get(5),
         cursor: u(r.get(6)),
-        status: r.get(7),
+        status: status(r, 7, WebhookStatus::parse)?,
         expires_us: r.get(8),
         created_us: r.get(9),
         note: r.get(10),
-    }
+    })
 }
 
-fn row_to_delivery(r: &tokio_postgres::Row) -> Delivery {
+fn row_to_delivery(r: &tokio_postgres::Row) -> Result<Delivery, LogError> {
     let attempts: i32 = r.get(4);
     let code: Option<i32> = r.get(5);
-    Delivery {
+    Ok(Delivery {
         sub_id: r.get(0),
         seq: u(r.get(1)),
         event_id: r.get(2),
-        status: r.get(3),
+        status: status(r, 3, DeliveryStatus::parse)?,
         attempts: u32::try_from(attempts).unwrap_or(0),
         last_status_code: code.and_then(|c| u16::try_from(c).ok()),
         last_error: r.get(6),
         next_attempt_us: r.get(7),
         updated_us: r.get(8),
-    }
+    })
 }
 
 impl PgSubs {
@@ -132,99 +148,102 @@ CREATE INDEX IF NOT EXISTS crier_deliveries_tenant_status ON {deliveries} (tenan
     }
 }
 
-impl SubStore for PgSubs {
-    fn create(&self, s: Subscription) -> BoxFuture<'static, Result<Subscription, LogError>> {
-        let this = self.clone();
+impl WebhookStore for PgSubs {
+    fn create<'a>(
+        &'a self,
+        s: &'a WebhookSub,
+        max: Option<usize>,
+    ) -> BoxFuture<'a, Result<(), WebhookError>> {
         Box::pin(async move {
-            let c = this.pool.get().await.map_err(backend)?;
-            c.execute(
-                &format!("INSERT INTO {} ({SUB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", this.names.subs),
-                &[&s.id, &s.tenant, &s.name, &s.filter, &s.url, &s.secret, &i(s.cursor), &s.status, &s.expires_us, &s.created_us, &s.note],
+            let mut c = self.pool.get().await.map_err(backend)?;
+            let tx = c.transaction().await.map_err(backend)?;
+            if let Some(max) = max {
+                // One creator per tenant at a time, on every node: the count below and the
+                // insert then see the same rows.
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock(7401, hashtext($1))",
+                    &[&s.tenant],
+                )
+                .await
+                .map_err(backend)?;
+                let n: i64 = tx
+                    .query_one(
+                        &format!("SELECT COUNT(*) FROM {} WHERE tenant = $1", self.names.subs),
+                        &[&s.tenant],
+                    )
+                    .await
+                    .map_err(backend)?
+                    .get(0);
+                if usize::try_from(n).unwrap_or(usize::MAX) >= max {
+                    return Err(WebhookError::TooMany { max });
+                }
+            }
+            tx.execute(
+                &format!("INSERT INTO {} ({SUB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", self.names.subs),
+                &[&s.id, &s.tenant, &s.name, &s.filter, &s.url, &s.secret, &i(s.cursor), &s.status.as_str(), &s.expires_us, &s.created_us, &s.note],
             )
             .await
             .map_err(backend)?;
-            Ok(s)
+            tx.commit().await.map_err(backend)?;
+            Ok(())
         })
     }
 
-    fn get(
-        &self,
-        tenant: Option<String>,
-        id: String,
-    ) -> BoxFuture<'static, Result<Option<Subscription>, LogError>> {
-        let this = self.clone();
+    fn get<'a>(
+        &'a self,
+        tenant: Option<&'a str>,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<WebhookSub>, LogError>> {
         Box::pin(async move {
-            let c = this.pool.get().await.map_err(backend)?;
+            let c = self.pool.get().await.map_err(backend)?;
             let row = c
-                .query_opt(&format!("SELECT {SUB_COLUMNS} FROM {} WHERE id = $1 AND ($2::TEXT IS NULL OR tenant = $2)", this.names.subs), &[&id, &tenant])
+                .query_opt(&format!("SELECT {SUB_COLUMNS} FROM {} WHERE id = $1 AND ($2::TEXT IS NULL OR tenant = $2)", self.names.subs), &[&id, &tenant])
                 .await
                 .map_err(backend)?;
-            Ok(row.as_ref().map(row_to_sub))
+            row.as_ref().map(row_to_sub).transpose()
         })
     }
 
-    fn list(
-        &self,
-        tenant: Option<String>,
-    ) -> BoxFuture<'static, Result<Vec<Subscription>, LogError>> {
-        let this = self.clone();
+    fn list<'a>(
+        &'a self,
+        tenant: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<WebhookSub>, LogError>> {
         Box::pin(async move {
-            let c = this.pool.get().await.map_err(backend)?;
+            let c = self.pool.get().await.map_err(backend)?;
             let rows = c
-                .query(&format!("SELECT {SUB_COLUMNS} FROM {} WHERE ($1::TEXT IS NULL OR tenant = $1) ORDER BY created_us, id", this.names.subs), &[&tenant])
+                .query(&format!("SELECT {SUB_COLUMNS} FROM {} WHERE ($1::TEXT IS NULL OR tenant = $1) ORDER BY created_us, id", self.names.subs), &[&tenant])
                 .await
                 .map_err(backend)?;
-            Ok(rows.iter().map(row_to_sub).collect())
+            rows.iter().map(row_to_sub).collect()
         })
     }
 
-    fn update(
-        &self,
-        tenant: String,
-        id: String,
-        p: SubPatch,
-    ) -> BoxFuture<'static, Result<Option<Subscription>, LogError>> {
-        let this = self.clone();
+    fn update<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a str,
+        p: &'a WebhookPatch,
+    ) -> BoxFuture<'a, Result<Option<WebhookSub>, LogError>> {
         Box::pin(async move {
-            let mut c = this.pool.get().await.map_err(backend)?;
+            let mut c = self.pool.get().await.map_err(backend)?;
             let tx = c.transaction().await.map_err(backend)?;
             let row = tx
                 .query_opt(
                     &format!(
                         "SELECT {SUB_COLUMNS} FROM {} WHERE id = $1 AND tenant = $2 FOR UPDATE",
-                        this.names.subs
+                        self.names.subs
                     ),
                     &[&id, &tenant],
                 )
                 .await
                 .map_err(backend)?;
-            let Some(mut s) = row.as_ref().map(row_to_sub) else {
+            let Some(mut s) = row.as_ref().map(row_to_sub).transpose()? else {
                 return Ok(None);
             };
-            if let Some(v) = p.name {
-                s.name = v;
-            }
-            if let Some(v) = p.filter {
-                s.filter = v;
-            }
-            if let Some(v) = p.url {
-                s.url = v;
-            }
-            if let Some(v) = p.secret {
-                s.secret = v;
-            }
-            if let Some(v) = p.status {
-                if v == "active" {
-                    s.note = None;
-                }
-                s.status = v;
-            }
-            if let Some(v) = p.expires_us {
-                s.expires_us = v;
-            }
+            p.apply(&mut s);
             tx.execute(
-                &format!("UPDATE {} SET name = $2, filter = $3, url = $4, secret = $5, status = $6, expires_us = $7, note = $8 WHERE id = $1", this.names.subs),
-                &[&s.id, &s.name, &s.filter, &s.url, &s.secret, &s.status, &s.expires_us, &s.note],
+                &format!("UPDATE {} SET name = $2, filter = $3, url = $4, secret = $5, status = $6, expires_us = $7, note = $8 WHERE id = $1", self.names.subs),
+                &[&s.id, &s.name, &s.filter, &s.url, &s.secret, &s.status.as_str(), &s.expires_us, &s.note],
             )
             .await
             .map_err(backend)?;
@@ -233,16 +252,15 @@ impl SubStore for PgSubs {
         })
     }
 
-    fn delete(&self, tenant: String, id: String) -> BoxFuture<'static, Result<bool, LogError>> {
-        let this = self.clone();
+    fn delete<'a>(&'a self, tenant: &'a str, id: &'a str) -> BoxFuture<'a, Result<bool, LogError>> {
         Box::pin(async move {
-            let mut c = this.pool.get().await.map_err(backend)?;
+            let mut c = self.pool.get().await.map_err(backend)?;
             let tx = c.transaction().await.map_err(backend)?;
             let n = tx
                 .execute(
                     &format!(
                         "DELETE FROM {} WHERE id = $1 AND tenant = $2",
-                        this.names.subs
+                        self.names.subs
                     ),
                     &[&id, &tenant],
                 )
@@ -251,7 +269,7 @@ impl SubStore for PgSubs {
             tx.execute(
                 &format!(
                     "DELETE FROM {} WHERE sub_id = $1 AND tenant = $2",
-                    this.names.deliveries
+                    self.names.deliveries
                 ),
                 &[&id, &tenant],
             )
@@ -262,14 +280,13 @@ impl SubStore for PgSubs {
         })
     }
 
-    fn advance(&self, id: String, seq: u64) -> BoxFuture<'static, Result<(), LogError>> {
-        let this = self.clone();
+    fn advance<'a>(&'a self, id: &'a str, seq: u64) -> BoxFuture<'a, Result<(), LogError>> {
         Box::pin(async move {
-            let c = this.pool.get().await.map_err(backend)?;
+            let c = self.pool.get().await.map_err(backend)?;
             c.execute(
                 &format!(
                     "UPDATE {} SET cursor = GREATEST(cursor, $2) WHERE id = $1",
-                    this.names.subs
+                    self.names.subs
                 ),
                 &[&id, &i(seq)],
             )
@@ -279,21 +296,20 @@ impl SubStore for PgSubs {
         })
     }
 
-    fn set_status(
-        &self,
-        id: String,
-        status: &'static str,
-        note: Option<String>,
-    ) -> BoxFuture<'static, Result<(), LogError>> {
-        let this = self.clone();
+    fn set_status<'a>(
+        &'a self,
+        id: &'a str,
+        status: WebhookStatus,
+        note: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), LogError>> {
         Box::pin(async move {
-            let c = this.pool.get().await.map_err(backend)?;
+            let c = self.pool.get().await.map_err(backend)?;
             c.execute(
                 &format!(
                     "UPDATE {} SET status = $2, note = $3 WHERE id = $1",
-                    this.names.subs
+                    self.names.subs
                 ),
-                &[&id, &status, &note],
+                &[&id, &status.as_str(), &note],
             )
             .await
             .map_err(backend)?;
@@ -301,12 +317,11 @@ impl SubStore for PgSubs {
         })
     }
 
-    fn set_note(&self, id: String, note: String) -> BoxFuture<'static, Result<(), LogError>> {
-        let this = self.clone();
+    fn set_note<'a>(&'a self, id: &'a str, note: &'a str) -> BoxFuture<'a, Result<(), LogError>> {
         Box::pin(async move {
-            let c = this.pool.get().await.map_err(backend)?;
+            let c = self.pool.get().await.map_err(backend)?;
             c.execute(
-                &format!("UPDATE {} SET note = $2 WHERE id = $1", this.names.subs),
+                &format!("UPDATE {} SET note = $2 WHERE id = $1", self.names.subs),
                 &[&id, &note],
             )
             .await
@@ -315,10 +330,13 @@ impl SubStore for PgSubs {
         })
     }
 
-    fn record(&self, tenant: String, d: Delivery) -> BoxFuture<'static, Result<(), LogError>> {
-        let this = self.clone();
+    fn record<'a>(
+        &'a self,
+        tenant: &'a str,
+        d: &'a Delivery,
+    ) -> BoxFuture<'a, Result<(), LogError>> {
         Box::pin(async move {
-            let c = this.pool.get().await.map_err(backend)?;
+            let c = self.pool.get().await.map_err(backend)?;
             let attempts = i32::try_from(d.attempts).unwrap_or(i32::MAX);
             let code = d.last_status_code.map(i32::from);
             c.execute(
@@ -328,9 +346,9 @@ impl SubStore for PgSubs {
                      ON CONFLICT (sub_id, seq) DO UPDATE SET status = EXCLUDED.status, attempts = EXCLUDED.attempts,
                        last_status_code = EXCLUDED.last_status_code, last_error = EXCLUDED.last_error,
                        next_attempt_us = EXCLUDED.next_attempt_us, updated_us = EXCLUDED.updated_us",
-                    this.names.deliveries
+                    self.names.deliveries
                 ),
-                &[&d.sub_id, &i(d.seq), &tenant, &d.event_id, &d.status, &attempts, &code, &d.last_error, &d.next_attempt_us, &d.updated_us],
+                &[&d.sub_id, &i(d.seq), &tenant, &d.event_id, &d.status.as_str(), &attempts, &code, &d.last_error, &d.next_attempt_us, &d.updated_us],
             )
             .await
             .map_err(backend)?;
@@ -338,67 +356,65 @@ impl SubStore for PgSubs {
         })
     }
 
-    fn delivery(
-        &self,
-        sub_id: String,
+    fn delivery<'a>(
+        &'a self,
+        sub_id: &'a str,
         seq: u64,
-    ) -> BoxFuture<'static, Result<Option<Delivery>, LogError>> {
-        let this = self.clone();
+    ) -> BoxFuture<'a, Result<Option<Delivery>, LogError>> {
         Box::pin(async move {
-            let c = this.pool.get().await.map_err(backend)?;
+            let c = self.pool.get().await.map_err(backend)?;
             let row = c
                 .query_opt(
                     &format!(
                         "SELECT {DELIVERY_COLUMNS} FROM {} WHERE sub_id = $1 AND seq = $2",
-                        this.names.deliveries
+                        self.names.deliveries
                     ),
                     &[&sub_id, &i(seq)],
                 )
                 .await
                 .map_err(backend)?;
-            Ok(row.as_ref().map(row_to_delivery))
+            row.as_ref().map(row_to_delivery).transpose()
         })
     }
 
-    fn deliveries(
-        &self,
-        sub_id: String,
-        status: Option<String>,
+    fn deliveries<'a>(
+        &'a self,
+        sub_id: &'a str,
+        status: Option<DeliveryStatus>,
         limit: usize,
-    ) -> BoxFuture<'static, Result<Vec<Delivery>, LogError>> {
-        let this = self.clone();
+    ) -> BoxFuture<'a, Result<Vec<Delivery>, LogError>> {
         Box::pin(async move {
-            let c = this.pool.get().await.map_err(backend)?;
+            let c = self.pool.get().await.map_err(backend)?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let status = status.map(DeliveryStatus::as_str);
             let rows = c
                 .query(
                     &format!(
                         "SELECT {DELIVERY_COLUMNS} FROM {} WHERE sub_id = $1 AND ($2::TEXT IS NULL OR status = $2) ORDER BY seq DESC LIMIT $3",
-                        this.names.deliveries
+                        self.names.deliveries
                     ),
                     &[&sub_id, &status, &limit],
                 )
                 .await
                 .map_err(backend)?;
-            Ok(rows.iter().map(row_to_delivery).collect())
+            rows.iter().map(row_to_delivery).collect()
         })
     }
 
-    fn redeliver(
-        &self,
-        tenant: String,
-        id: String,
+    fn redeliver<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a str,
         after: u64,
-    ) -> BoxFuture<'static, Result<Option<Subscription>, LogError>> {
-        let this = self.clone();
+    ) -> BoxFuture<'a, Result<Option<WebhookSub>, LogError>> {
         Box::pin(async move {
-            let mut c = this.pool.get().await.map_err(backend)?;
+            let mut c = self.pool.get().await.map_err(backend)?;
             let tx = c.transaction().await.map_err(backend)?;
             let n = tx
                 .execute(
                     &format!(
                         "UPDATE {} SET cursor = $3, status = CASE WHEN status = 'disabled' THEN status ELSE 'active' END, note = NULL WHERE id = $1 AND tenant = $2",
-                        this.names.subs
+                        self.names.subs
                     ),
                     &[&id, &tenant, &i(after)],
                 )
@@ -410,7 +426,7 @@ impl SubStore for PgSubs {
             tx.execute(
                 &format!(
                     "UPDATE {} SET status = 'pending', attempts = 0, next_attempt_us = NULL, updated_us = $3 WHERE sub_id = $1 AND seq > $2 AND status = 'dead'",
-                    this.names.deliveries
+                    self.names.deliveries
                 ),
                 &[&id, &i(after), &now_us()],
             )
@@ -420,26 +436,25 @@ impl SubStore for PgSubs {
                 .query_one(
                     &format!(
                         "SELECT {SUB_COLUMNS} FROM {} WHERE id = $1",
-                        this.names.subs
+                        self.names.subs
                     ),
                     &[&id],
                 )
                 .await
                 .map_err(backend)?;
             tx.commit().await.map_err(backend)?;
-            Ok(Some(row_to_sub(&row)))
+            row_to_sub(&row).map(Some)
         })
     }
 
-    fn counts(
-        &self,
-        tenant: Option<String>,
-    ) -> BoxFuture<'static, Result<(StatusCounts, StatusCounts), LogError>> {
-        let this = self.clone();
+    fn counts<'a>(
+        &'a self,
+        tenant: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(StatusCounts, StatusCounts), LogError>> {
         Box::pin(async move {
-            let c = this.pool.get().await.map_err(backend)?;
+            let c = self.pool.get().await.map_err(backend)?;
             let mut out = Vec::new();
-            for table in [&this.names.subs, &this.names.deliveries] {
+            for table in [&self.names.subs, &self.names.deliveries] {
                 let rows = c
                     .query(&format!("SELECT status, COUNT(*) FROM {table} WHERE ($1::TEXT IS NULL OR tenant = $1) GROUP BY status"), &[&tenant])
                     .await
