@@ -36,12 +36,9 @@ pub mod reader_limits;
 pub mod readiness;
 pub mod replays;
 pub mod sse;
-pub mod ssrf;
 pub mod state;
 pub mod stats;
-pub mod subscriptions;
 pub mod tls;
-mod webhook_delivery;
 pub mod webhooks;
 pub mod ws;
 
@@ -115,21 +112,21 @@ pub fn app_for<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
         .route("/v1/ws", get(ws::upgrade))
         .route(
             "/v1/subscriptions",
-            get(subscriptions::list).post(subscriptions::create),
+            get(webhooks::routes::list).post(webhooks::routes::create),
         )
         .route(
             "/v1/subscriptions/{id}",
-            get(subscriptions::get)
-                .patch(subscriptions::patch)
-                .delete(subscriptions::delete),
+            get(webhooks::routes::get)
+                .patch(webhooks::routes::patch)
+                .delete(webhooks::routes::delete),
         )
         .route(
             "/v1/subscriptions/{id}/deliveries",
-            get(subscriptions::deliveries),
+            get(webhooks::routes::deliveries),
         )
         .route(
             "/v1/subscriptions/{id}/redeliver",
-            axum::routing::post(subscriptions::redeliver),
+            axum::routing::post(webhooks::routes::redeliver),
         )
         .route("/v1/filters", get(filters::list).post(filters::create))
         .route(

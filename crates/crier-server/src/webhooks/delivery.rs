@@ -20,8 +20,9 @@ use rand::Rng;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+use super::signing::{secret_key, sign};
+use super::ssrf::target;
 use crate::state::AppState;
-use crate::webhooks::{secret_key, sign, target};
 
 /// The first wait before a failed bookkeeping write is tried again; it doubles up to
 /// [`BOOKKEEPING_MAX_WAIT`].

@@ -13,10 +13,11 @@ use crier_core::{Filter, Principal, Role};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::signing::{new_secret, secret_key};
+use super::ssrf::check_url;
 use crate::auth::{require, Auth};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::webhooks::{check_url, new_secret, secret_key};
 
 fn time(us: i64) -> Value {
     time_from_us(us)
