@@ -237,14 +237,12 @@ pub async fn start(
             })?;
             dir_lock = Some(datadir::lock(&settings.data_dir)?);
             let log = open_log(&settings)?;
-            let db = settings.data_dir.join("crier.db");
-            (
-                log.clone(),
-                log,
-                Arc::new(SqliteKeys::open(&db)?),
-                Arc::new(SqliteSubs::open(&db)?),
-                Arc::new(SqliteFilters::open(&db)?),
-            )
+            // One writer for the whole file: the side tables write through the log's writer
+            // thread and read on read-only connections (ARCHITECTURE.md).
+            let keys = Arc::new(SqliteKeys::with_log(&log)?);
+            let subs = Arc::new(SqliteSubs::with_log(&log).await?);
+            let filters = Arc::new(SqliteFilters::with_log(&log).await?);
+            (log.clone(), log, keys, subs, filters)
         }
         #[cfg(not(feature = "postgres"))]
         StoreKind::Postgres(_) => {

@@ -1,11 +1,11 @@
 //! Webhook subscriptions and their delivery records in SQLite (`subscriptions` and
 //! `deliveries` tables of `crier.db`): the [`WebhookStore`] of a single-node hub.
 //!
-//! The types and the contract are in [`crier_core::webhook`]. A tenant's cap is checked in
+//! The types and the contract are in [`crier_core::webhook`]. A hub's writes go through the
+//! log's writer thread (see `sqlite/side.rs`), so they never compete with group commit. A tenant's cap is checked in
 //! the same write transaction as the insert, so simultaneous creates never pass it together.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use crier_core::event::now_us;
 use crier_core::log::BoxFuture;
@@ -16,6 +16,8 @@ use crier_core::webhook::{
 use crier_core::LogError;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::sqlite::{SideConn, SqliteLog};
 
 pub(crate) const SUBS_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS subscriptions (
@@ -51,11 +53,7 @@ CREATE INDEX IF NOT EXISTS deliveries_tenant_status ON deliveries (tenant, statu
 /// Webhook subscriptions stored in a SQLite file.
 #[derive(Clone)]
 pub struct SqliteSubs {
-    conn: Arc<Mutex<Connection>>,
-}
-
-fn backend(e: rusqlite::Error) -> LogError {
-    LogError::backend(e)
+    side: SideConn,
 }
 
 /// A status column: its text, refused on read when it is no known status.
@@ -139,51 +137,34 @@ fn i(v: u64) -> i64 {
 }
 
 impl SqliteSubs {
-    /// Opens the subscription tables of the store at `path`.
+    /// Opens the subscription tables of the store at `path` with a connection of their own:
+    /// for a file no log runs on (a hub uses [`SqliteSubs::with_log`]).
     pub fn open(path: &Path) -> Result<SqliteSubs, LogError> {
-        let conn = crate::sqlite::open_side_connection(path, SUBS_SCHEMA).map_err(backend)?;
         Ok(SqliteSubs {
-            conn: Arc::new(Mutex::new(conn)),
+            side: SideConn::standalone(path, SUBS_SCHEMA)?,
         })
     }
 
-    /// Runs a read on the blocking pool.
+    /// The subscription tables of `log`'s file: writes go through the log's writer thread,
+    /// reads use a read-only connection.
+    pub async fn with_log(log: &SqliteLog) -> Result<SqliteSubs, LogError> {
+        Ok(SqliteSubs {
+            side: SideConn::on_log(log, SUBS_SCHEMA).await?,
+        })
+    }
+
     fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> BoxFuture<'static, Result<T, LogError>> {
-        let conn = self.conn.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                // A std Mutex: held for one short statement, never across an await.
-                let c = conn.lock().unwrap_or_else(|p| p.into_inner());
-                f(&c).map_err(backend)
-            })
-            .await
-            .map_err(LogError::backend)?
-        })
+        self.side.read(f)
     }
 
-    /// Runs a write in one transaction on the blocking pool; it commits when `f` succeeds.
     fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
     ) -> BoxFuture<'static, Result<T, LogError>> {
-        let conn = self.conn.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                // A std Mutex: held for one short transaction, never across an await.
-                let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
-                let tx = c
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                    .map_err(backend)?;
-                let v = f(&tx).map_err(backend)?;
-                tx.commit().map_err(backend)?;
-                Ok(v)
-            })
-            .await
-            .map_err(LogError::backend)?
-        })
+        self.side.write(f)
     }
 }
 
