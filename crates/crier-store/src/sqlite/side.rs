@@ -122,3 +122,57 @@ impl SideConn {
 pub(crate) fn read_only(path: &Path) -> Result<Connection, LogError> {
     open_reader(path).map_err(backend)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::Durability;
+
+    const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS side_t (v INTEGER NOT NULL) STRICT;";
+
+    fn values(c: &Connection) -> rusqlite::Result<Vec<i64>> {
+        let mut stmt = c.prepare("SELECT v FROM side_t ORDER BY v")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect()
+    }
+
+    #[tokio::test]
+    async fn a_side_write_never_commits_what_a_failed_group_left_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = SqliteLog::open(&dir.path().join("s.db"), Durability::Commit).expect("open");
+        let side = SideConn::on_log(&log, SCHEMA).await.expect("side");
+        // As after a group whose ROLLBACK failed: the writer's connection is still inside a
+        // transaction, with a write nobody was told is stored.
+        let leftover = |conn: &mut Connection| {
+            conn.execute_batch("BEGIN; INSERT INTO side_t (v) VALUES (1);")
+                .expect("leftover transaction");
+        };
+        log.sender()
+            .expect("open log")
+            .send(WriteReq::Hook(Box::new(leftover)))
+            .await
+            .expect("writer runs");
+        side.write(|tx| tx.execute("INSERT INTO side_t (v) VALUES (2)", []))
+            .await
+            .expect("side write");
+        assert_eq!(side.read(values).await.expect("read"), vec![2]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_side_write_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = SqliteLog::open(&dir.path().join("s.db"), Durability::Commit).expect("open");
+        let side = SideConn::on_log(&log, SCHEMA).await.expect("side");
+        let failed = side
+            .write(|tx| {
+                tx.execute("INSERT INTO side_t (v) VALUES (1)", [])?;
+                tx.execute("INSERT INTO no_such_table (v) VALUES (2)", [])
+            })
+            .await;
+        assert!(failed.is_err());
+        side.write(|tx| tx.execute("INSERT INTO side_t (v) VALUES (3)", []))
+            .await
+            .expect("the writer goes on");
+        assert_eq!(side.read(values).await.expect("read"), vec![3]);
+    }
+}
