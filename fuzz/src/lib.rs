@@ -63,10 +63,13 @@ pub fn fixture() -> &'static Fixture {
             .unwrap_or_else(|e| panic!("runtime: {e}"));
         let state = rt.block_on(async {
             let log = crier_server::open_log(&settings).unwrap_or_else(|e| panic!("log: {e}"));
-            let db = dir.join("crier.db");
-            let keys = SqliteKeys::open(&db).unwrap_or_else(|e| panic!("keys: {e}"));
-            let subs = SqliteSubs::open(&db).unwrap_or_else(|e| panic!("subs: {e}"));
-            let filters = SqliteFilters::open(&db)
+            // As a hub does: the side tables write through the log's writer.
+            let keys = SqliteKeys::with_log(&log).unwrap_or_else(|e| panic!("keys: {e}"));
+            let subs = SqliteSubs::with_log(&log)
+                .await
+                .unwrap_or_else(|e| panic!("subs: {e}"));
+            let filters = SqliteFilters::with_log(&log)
+                .await
                 .unwrap_or_else(|e| panic!("filters: {e}"));
             let hub = Hub::new(log.clone());
             log.set_commit_sink(hub.commit_sink());

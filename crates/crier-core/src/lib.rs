@@ -9,6 +9,8 @@
 //! * [`hub`]: cursors over the log and the live fan-out that feeds caught-up cursors.
 //! * [`principal`]: who is asking (tenant, role, subject), carried by every request.
 //! * [`keys`]: the API-key store contract.
+//! * [`webhook`]: webhook subscriptions, their delivery records and the [`WebhookStore`]
+//!   contract.
 //! * [`entity`]: entities (§11): the rules of mutations and the [`entity::EntityStore`]
 //!   contract every store implements in its own write transactions.
 //!
@@ -27,6 +29,7 @@ pub mod log;
 pub mod principal;
 pub mod strict_json;
 mod validate;
+pub mod webhook;
 
 pub use event::{Committed, EventInput, NewEvent, PublishContext, Severity};
 pub use filter::{Filter, Pattern, PatternKey};
@@ -34,3 +37,4 @@ pub use hub::{read_full, Cursor, CursorItem, Hub, Reset, Start};
 pub use log::{AppendResult, EventCounts, EventLog, LogError, ReadPage, ReadQuery, Scope};
 pub use principal::{Principal, Role};
 pub use validate::{ErrorKind, ValidationError};
+pub use webhook::{WebhookStore, WebhookSub};

@@ -36,13 +36,10 @@ pub mod reader_limits;
 pub mod readiness;
 pub mod replays;
 pub mod sse;
-pub mod ssrf;
 pub mod state;
 pub mod stats;
 mod stream_conn;
-pub mod subscriptions;
 pub mod tls;
-mod webhook_delivery;
 pub mod webhooks;
 pub mod ws;
 
@@ -59,7 +56,6 @@ use std::time::Duration;
 use config::{BrokerKind, StoreKind};
 use crier_core::keys::KeyStore;
 use crier_store::filters::FilterStore;
-use crier_store::subs::SubStore;
 #[cfg(feature = "postgres")]
 use crier_store::{PgFilters, PgKeys, PgSubs, PostgresLog};
 use crier_store::{SqliteFilters, SqliteKeys, SqliteLog, SqliteSubs};
@@ -117,21 +113,21 @@ pub fn app_for<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
         .route("/v1/ws", get(ws::upgrade))
         .route(
             "/v1/subscriptions",
-            get(subscriptions::list).post(subscriptions::create),
+            get(webhooks::routes::list).post(webhooks::routes::create),
         )
         .route(
             "/v1/subscriptions/{id}",
-            get(subscriptions::get)
-                .patch(subscriptions::patch)
-                .delete(subscriptions::delete),
+            get(webhooks::routes::get)
+                .patch(webhooks::routes::patch)
+                .delete(webhooks::routes::delete),
         )
         .route(
             "/v1/subscriptions/{id}/deliveries",
-            get(subscriptions::deliveries),
+            get(webhooks::routes::deliveries),
         )
         .route(
             "/v1/subscriptions/{id}/redeliver",
-            axum::routing::post(subscriptions::redeliver),
+            axum::routing::post(webhooks::routes::redeliver),
         )
         .route("/v1/filters", get(filters::list).post(filters::create))
         .route(
@@ -224,7 +220,7 @@ pub async fn start(
         Arc<dyn EventLog>,
         Arc<dyn EntityStore>,
         Arc<dyn KeyStore>,
-        Arc<dyn SubStore>,
+        Arc<dyn crier_core::WebhookStore>,
         Arc<dyn FilterStore>,
     );
     // Without the `postgres` feature every path that reaches its use assigns it.
@@ -242,14 +238,12 @@ pub async fn start(
             })?;
             dir_lock = Some(datadir::lock(&settings.data_dir)?);
             let log = open_log(&settings)?;
-            let db = settings.data_dir.join("crier.db");
-            (
-                log.clone(),
-                log,
-                Arc::new(SqliteKeys::open(&db)?),
-                Arc::new(SqliteSubs::open(&db)?),
-                Arc::new(SqliteFilters::open(&db)?),
-            )
+            // One writer for the whole file: the side tables write through the log's writer
+            // thread and read on read-only connections (ARCHITECTURE.md).
+            let keys = Arc::new(SqliteKeys::with_log(&log)?);
+            let subs = Arc::new(SqliteSubs::with_log(&log).await?);
+            let filters = Arc::new(SqliteFilters::with_log(&log).await?);
+            (log.clone(), log, keys, subs, filters)
         }
         #[cfg(not(feature = "postgres"))]
         StoreKind::Postgres(_) => {

@@ -50,7 +50,7 @@ pub struct StateInner {
     /// API keys.
     pub keys: Arc<dyn KeyStore>,
     /// Durable subscriptions.
-    pub subs: Arc<dyn crier_store::subs::SubStore>,
+    pub subs: Arc<dyn crier_core::WebhookStore>,
     /// Saved named filters.
     pub filters: Arc<dyn crier_store::filters::FilterStore>,
     /// Webhook delivery tasks.
@@ -73,9 +73,6 @@ pub struct StateInner {
     pub dir_lock: Mutex<Option<crate::datadir::DirLock>>,
     /// The address the hub serves on, once it does: its own origin without `public_url`.
     pub bound_addr: OnceLock<std::net::SocketAddr>,
-    /// Held from counting a tenant's webhook subscriptions to storing a new one, so
-    /// simultaneous creates on this node cannot pass `max_subscriptions_per_tenant` together.
-    pub sub_creation: tokio::sync::Mutex<()>,
 }
 
 impl Deref for AppState {
@@ -94,7 +91,7 @@ impl AppState {
         entities: Arc<dyn EntityStore>,
         hub: Hub,
         keys: Arc<dyn KeyStore>,
-        subs: Arc<dyn crier_store::subs::SubStore>,
+        subs: Arc<dyn crier_core::WebhookStore>,
         filters: Arc<dyn crier_store::filters::FilterStore>,
         shutdown: CancellationToken,
     ) -> Self {
@@ -119,7 +116,6 @@ impl AppState {
             readiness: Default::default(),
             dir_lock: Mutex::new(None),
             bound_addr: OnceLock::new(),
-            sub_creation: tokio::sync::Mutex::new(()),
             settings,
             log,
             entities,

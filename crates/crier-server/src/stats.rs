@@ -69,7 +69,7 @@ pub async fn stats(
     let counts = state.log.counts(scope).await?;
     let (sse, ws) = state.conns.count(tenant.as_deref());
     let pusher = state.conns.count_pusher(tenant.as_deref());
-    let (subs, dels) = state.subs.counts(tenant).await?;
+    let (subs, dels) = state.subs.counts(tenant.as_deref()).await?;
     let rate = counts.last_minute as f64 / 60.0;
     let body: Value = json!({
         "head": state.log.head(),

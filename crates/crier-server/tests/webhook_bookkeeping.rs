@@ -12,9 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crier_core::log::BoxFuture;
+use crier_core::webhook::{
+    Delivery, DeliveryStatus, StatusCounts, WebhookError, WebhookPatch, WebhookStatus,
+    WebhookStore, WebhookSub,
+};
 use crier_core::LogError;
 use crier_server::{AppState, Settings};
-use crier_store::subs::{Delivery, StatusCounts, SubPatch, SubStore, Subscription};
 use crier_store::{SqliteKeys, SqliteSubs};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -34,10 +37,10 @@ impl Flaky {
     }
 
     /// Fails `op` if armed (counting it down).
-    fn check<T: Send + 'static>(
+    fn check<'a, T: Send + 'static>(
         &self,
         op: &'static str,
-    ) -> Option<BoxFuture<'static, Result<T, LogError>>> {
+    ) -> Option<BoxFuture<'a, Result<T, LogError>>> {
         let mut fail = self.fail.lock().expect("lock");
         let left = fail.get_mut(op)?;
         if *left == 0 {
@@ -53,78 +56,82 @@ impl Flaky {
     }
 }
 
-impl SubStore for Flaky {
-    fn create(&self, s: Subscription) -> BoxFuture<'static, Result<Subscription, LogError>> {
-        self.inner.create(s)
+impl WebhookStore for Flaky {
+    fn create<'a>(
+        &'a self,
+        s: &'a WebhookSub,
+        max: Option<usize>,
+    ) -> BoxFuture<'a, Result<(), WebhookError>> {
+        self.inner.create(s, max)
     }
-    fn get(
-        &self,
-        t: Option<String>,
-        id: String,
-    ) -> BoxFuture<'static, Result<Option<Subscription>, LogError>> {
+    fn get<'a>(
+        &'a self,
+        t: Option<&'a str>,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<WebhookSub>, LogError>> {
         self.inner.get(t, id)
     }
-    fn list(&self, t: Option<String>) -> BoxFuture<'static, Result<Vec<Subscription>, LogError>> {
+    fn list<'a>(&'a self, t: Option<&'a str>) -> BoxFuture<'a, Result<Vec<WebhookSub>, LogError>> {
         self.inner.list(t)
     }
-    fn update(
-        &self,
-        t: String,
-        id: String,
-        p: SubPatch,
-    ) -> BoxFuture<'static, Result<Option<Subscription>, LogError>> {
+    fn update<'a>(
+        &'a self,
+        t: &'a str,
+        id: &'a str,
+        p: &'a WebhookPatch,
+    ) -> BoxFuture<'a, Result<Option<WebhookSub>, LogError>> {
         self.inner.update(t, id, p)
     }
-    fn delete(&self, t: String, id: String) -> BoxFuture<'static, Result<bool, LogError>> {
+    fn delete<'a>(&'a self, t: &'a str, id: &'a str) -> BoxFuture<'a, Result<bool, LogError>> {
         self.inner.delete(t, id)
     }
-    fn advance(&self, id: String, seq: u64) -> BoxFuture<'static, Result<(), LogError>> {
+    fn advance<'a>(&'a self, id: &'a str, seq: u64) -> BoxFuture<'a, Result<(), LogError>> {
         self.check("advance")
             .unwrap_or_else(|| self.inner.advance(id, seq))
     }
-    fn set_status(
-        &self,
-        id: String,
-        status: &'static str,
-        note: Option<String>,
-    ) -> BoxFuture<'static, Result<(), LogError>> {
+    fn set_status<'a>(
+        &'a self,
+        id: &'a str,
+        status: WebhookStatus,
+        note: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), LogError>> {
         self.check("set_status")
             .unwrap_or_else(|| self.inner.set_status(id, status, note))
     }
-    fn set_note(&self, id: String, note: String) -> BoxFuture<'static, Result<(), LogError>> {
+    fn set_note<'a>(&'a self, id: &'a str, note: &'a str) -> BoxFuture<'a, Result<(), LogError>> {
         self.inner.set_note(id, note)
     }
-    fn record(&self, t: String, d: Delivery) -> BoxFuture<'static, Result<(), LogError>> {
+    fn record<'a>(&'a self, t: &'a str, d: &'a Delivery) -> BoxFuture<'a, Result<(), LogError>> {
         self.check("record")
             .unwrap_or_else(|| self.inner.record(t, d))
     }
-    fn delivery(
-        &self,
-        id: String,
+    fn delivery<'a>(
+        &'a self,
+        id: &'a str,
         seq: u64,
-    ) -> BoxFuture<'static, Result<Option<Delivery>, LogError>> {
+    ) -> BoxFuture<'a, Result<Option<Delivery>, LogError>> {
         self.inner.delivery(id, seq)
     }
-    fn deliveries(
-        &self,
-        id: String,
-        status: Option<String>,
+    fn deliveries<'a>(
+        &'a self,
+        id: &'a str,
+        status: Option<DeliveryStatus>,
         limit: usize,
-    ) -> BoxFuture<'static, Result<Vec<Delivery>, LogError>> {
+    ) -> BoxFuture<'a, Result<Vec<Delivery>, LogError>> {
         self.inner.deliveries(id, status, limit)
     }
-    fn redeliver(
-        &self,
-        t: String,
-        id: String,
+    fn redeliver<'a>(
+        &'a self,
+        t: &'a str,
+        id: &'a str,
         after: u64,
-    ) -> BoxFuture<'static, Result<Option<Subscription>, LogError>> {
+    ) -> BoxFuture<'a, Result<Option<WebhookSub>, LogError>> {
         self.inner.redeliver(t, id, after)
     }
-    fn counts(
-        &self,
-        t: Option<String>,
-    ) -> BoxFuture<'static, Result<(StatusCounts, StatusCounts), LogError>> {
+    fn counts<'a>(
+        &'a self,
+        t: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(StatusCounts, StatusCounts), LogError>> {
         self.inner.counts(t)
     }
 }
@@ -206,29 +213,24 @@ impl Node {
     }
 
     /// The subscription as stored (bypassing the flaky wrapper).
-    async fn stored(&self, id: &str) -> Subscription {
+    async fn stored(&self, id: &str) -> WebhookSub {
         self.subs
             .inner
-            .get(None, id.into())
+            .get(None, id)
             .await
             .expect("get")
             .expect("exists")
     }
 
     /// Waits until `check` holds for the stored subscription and its records.
-    async fn until(
-        &self,
-        id: &str,
-        what: &str,
-        check: impl Fn(&Subscription, &[Delivery]) -> bool,
-    ) {
+    async fn until(&self, id: &str, what: &str, check: impl Fn(&WebhookSub, &[Delivery]) -> bool) {
         let deadline = Instant::now() + WAIT;
         loop {
             let sub = self.stored(id).await;
             let recs = self
                 .subs
                 .inner
-                .deliveries(id.into(), None, 100)
+                .deliveries(id, None, 100)
                 .await
                 .expect("records");
             if check(&sub, &recs) {
@@ -312,7 +314,12 @@ async fn failing_records_and_cursor_writes_lose_and_double_nothing() {
     node.until(
         &id,
         "the cursor and the record of the last event written",
-        |s, recs| s.cursor == 4 && recs.iter().any(|r| r.seq == 4 && r.status == "delivered"),
+        |s, recs| {
+            s.cursor == 4
+                && recs
+                    .iter()
+                    .any(|r| r.seq == 4 && r.status == DeliveryStatus::Delivered)
+        },
     )
     .await;
     assert_eq!(
@@ -360,7 +367,12 @@ async fn a_failing_pause_is_written_before_the_task_ends() {
     node.until(
         &id,
         "the subscription paused with the dead record",
-        |s, recs| s.status == "paused" && recs.iter().any(|r| r.seq == 1 && r.status == "dead"),
+        |s, recs| {
+            s.status == WebhookStatus::Paused
+                && recs
+                    .iter()
+                    .any(|r| r.seq == 1 && r.status == DeliveryStatus::Dead)
+        },
     )
     .await;
     assert_eq!(

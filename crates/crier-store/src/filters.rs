@@ -8,11 +8,12 @@
 //! [`FilterStore::create`]; both are checked in the same transaction as the insert.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use crier_core::log::BoxFuture;
 use crier_core::LogError;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
+
+use crate::sqlite::{SideConn, SqliteLog};
 
 pub(crate) const FILTERS_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS saved_filters (
@@ -91,7 +92,7 @@ pub trait FilterStore: Send + Sync + 'static {
 /// Saved filters in a SQLite file.
 #[derive(Clone)]
 pub struct SqliteFilters {
-    conn: Arc<Mutex<Connection>>,
+    side: SideConn,
 }
 
 const COLUMNS: &str = "tenant, name, filter, description, created_by, created_us, updated_us";
@@ -109,38 +110,29 @@ fn row_to_filter(r: &rusqlite::Row<'_>) -> rusqlite::Result<SavedFilter> {
 }
 
 impl SqliteFilters {
-    /// Opens the saved-filter table of the store at `path` (creating it if needed).
+    /// Opens the saved-filter table of the store at `path` (creating it if needed) with a
+    /// connection of its own: for a file no log runs on (a hub uses
+    /// [`SqliteFilters::with_log`]).
     pub fn open(path: &Path) -> Result<SqliteFilters, LogError> {
-        let conn =
-            crate::sqlite::open_side_connection(path, FILTERS_SCHEMA).map_err(LogError::backend)?;
         Ok(SqliteFilters {
-            conn: Arc::new(Mutex::new(conn)),
+            side: SideConn::standalone(path, FILTERS_SCHEMA)?,
         })
     }
 
-    fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> BoxFuture<'static, Result<T, LogError>> {
-        let conn = self.conn.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                // A std Mutex: held for one short statement or transaction, never across an await.
-                let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
-                f(&mut c).map_err(LogError::backend)
-            })
-            .await
-            .map_err(LogError::backend)?
+    /// The saved-filter table of `log`'s file: writes go through the log's writer thread,
+    /// reads use a read-only connection.
+    pub async fn with_log(log: &SqliteLog) -> Result<SqliteFilters, LogError> {
+        Ok(SqliteFilters {
+            side: SideConn::on_log(log, FILTERS_SCHEMA).await?,
         })
     }
 }
 
 impl FilterStore for SqliteFilters {
     fn create(&self, f: SavedFilter, max: usize) -> BoxFuture<'static, Result<Created, LogError>> {
-        self.run(move |c| {
-            // IMMEDIATE: the count and the insert see the same table, even with another
-            // process (a second connection) writing to the file.
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.side.write(move |tx| {
+            // One write transaction (IMMEDIATE on a connection of its own): the count and
+            // the insert see the same table, even with another process writing to the file.
             let exists: Option<i64> = tx
                 .query_row(
                     "SELECT 1 FROM saved_filters WHERE tenant = ?1 AND name = ?2",
@@ -173,7 +165,6 @@ impl FilterStore for SqliteFilters {
                     f.updated_us
                 ],
             )?;
-            tx.commit()?;
             Ok(Created::Stored(f))
         })
     }
@@ -183,7 +174,7 @@ impl FilterStore for SqliteFilters {
         tenant: String,
         name: String,
     ) -> BoxFuture<'static, Result<Option<SavedFilter>, LogError>> {
-        self.run(move |c| {
+        self.side.read(move |c| {
             c.query_row(
                 &format!("SELECT {COLUMNS} FROM saved_filters WHERE tenant = ?1 AND name = ?2"),
                 [&tenant, &name],
@@ -194,7 +185,7 @@ impl FilterStore for SqliteFilters {
     }
 
     fn list(&self, tenant: String) -> BoxFuture<'static, Result<Vec<SavedFilter>, LogError>> {
-        self.run(move |c| {
+        self.side.read(move |c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {COLUMNS} FROM saved_filters WHERE tenant = ?1 ORDER BY name"
             ))?;
@@ -211,7 +202,7 @@ impl FilterStore for SqliteFilters {
         description: Option<String>,
         updated_us: i64,
     ) -> BoxFuture<'static, Result<Option<SavedFilter>, LogError>> {
-        self.run(move |c| {
+        self.side.write(move |c| {
             c.query_row(
                 &format!(
                     "UPDATE saved_filters SET filter = ?3, description = ?4, updated_us = ?5
@@ -225,7 +216,7 @@ impl FilterStore for SqliteFilters {
     }
 
     fn delete(&self, tenant: String, name: String) -> BoxFuture<'static, Result<bool, LogError>> {
-        self.run(move |c| {
+        self.side.write(move |c| {
             let n = c.execute(
                 "DELETE FROM saved_filters WHERE tenant = ?1 AND name = ?2",
                 [&tenant, &name],

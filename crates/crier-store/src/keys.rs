@@ -17,6 +17,8 @@ use rand::RngCore;
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
+use crate::sqlite::SqliteLog;
+
 /// The prefix of every API key secret.
 pub const KEY_PREFIX: &str = "crier_";
 
@@ -83,6 +85,16 @@ impl SqliteKeys {
         Ok(SqliteKeys {
             path: path.to_path_buf(),
             conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// The hub's view of the keys of `log`'s file: lookups on a read-only connection. A hub
+    /// never writes keys (`crier keys` does, from its own process), so nothing here competes
+    /// with the log's writer; `create` and `revoke` on this handle fail.
+    pub fn with_log(log: &SqliteLog) -> Result<SqliteKeys, LogError> {
+        Ok(SqliteKeys {
+            path: log.path().to_path_buf(),
+            conn: Arc::new(Mutex::new(crate::sqlite::read_only(log.path())?)),
         })
     }
 

@@ -3,12 +3,14 @@
 //! * [`sqlite`]: the embedded default, one file under `data_dir`, with a single writer
 //!   thread doing group commit.
 //! * [`postgres`]: a PostgreSQL log several hub nodes can share; [`postgres_tables`]: their
-//!   subscriptions and API keys.
+//!   API keys; [`postgres_subs`]: their webhook subscriptions.
 //! * Both logs also implement [`crier_core::entity::EntityStore`]: entity rows live next to
 //!   the events, and a change is written in the same transaction as its events.
 //! * [`keys`]: API keys, stored hashed in the same file.
 //! * [`lease`]: a cluster-wide lease for work that must run on one node at a time.
-//! * [`subs`]: durable subscriptions and their delivery records, in the same file.
+//! * [`subs`]: webhook subscriptions and their delivery records, in the same file (the
+//!   contract is [`crier_core::webhook`]). In a hub these side tables write through the
+//!   log's writer thread, so nothing else writes to the file.
 //! * [`filters`]: saved named filters per tenant, in the same file (or PostgreSQL:
 //!   [`postgres_filters`]).
 //! * [`conformance`]: the suite every implementation must pass, run by each backend's tests.
@@ -29,6 +31,8 @@ mod postgres_entities;
 #[cfg(feature = "postgres")]
 pub mod postgres_filters;
 #[cfg(feature = "postgres")]
+pub mod postgres_subs;
+#[cfg(feature = "postgres")]
 pub mod postgres_tables;
 pub mod sqlite;
 pub mod subs;
@@ -42,6 +46,8 @@ pub use postgres::PostgresLog;
 #[cfg(feature = "postgres")]
 pub use postgres_filters::PgFilters;
 #[cfg(feature = "postgres")]
-pub use postgres_tables::{PgKeys, PgSubs};
+pub use postgres_subs::PgSubs;
+#[cfg(feature = "postgres")]
+pub use postgres_tables::PgKeys;
 pub use sqlite::{Durability, SqliteLog};
 pub use subs::SqliteSubs;

@@ -1,17 +1,23 @@
-//! Durable subscriptions and their delivery records (`subscriptions` and `deliveries` tables
-//! of `crier.db`).
+//! Webhook subscriptions and their delivery records in SQLite (`subscriptions` and
+//! `deliveries` tables of `crier.db`): the [`WebhookStore`] of a single-node hub.
 //!
-//! A subscription is a cursor over the log with a webhook. Its `cursor` only moves forward
-//! when a delivery succeeded (or was skipped as dead under `on_dead = "skip"`), except by an
-//! explicit redeliver. Each attempted event has one delivery record, updated per attempt.
+//! The types and the contract are in [`crier_core::webhook`]. A hub's writes go through the
+//! log's writer thread (see `sqlite/side.rs`), so they never compete with group commit. A tenant's cap is checked in
+//! the same write transaction as the insert, so simultaneous creates never pass it together.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use crier_core::event::now_us;
 use crier_core::log::BoxFuture;
+use crier_core::webhook::{
+    Delivery, DeliveryStatus, StatusCounts, WebhookError, WebhookPatch, WebhookStatus,
+    WebhookStore, WebhookSub,
+};
 use crier_core::LogError;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::sqlite::{SideConn, SqliteLog};
 
 pub(crate) const SUBS_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS subscriptions (
@@ -44,75 +50,53 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_tenant_status ON deliveries (tenant, status);
 ";
 
-/// Counts by status.
-pub type StatusCounts = Vec<(String, u64)>;
-
-/// A stored subscription.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subscription {
-    /// Identifier (`sub_…`).
-    pub id: String,
-    /// Owner.
-    pub tenant: String,
-    /// Human name.
-    pub name: String,
-    /// The filter, as its JSON text.
-    pub filter: String,
-    /// Webhook URL.
-    pub url: String,
-    /// Signing secret (`whsec_…`); never shown after creation.
-    pub secret: String,
-    /// Every matching event up to here was delivered (or skipped).
-    pub cursor: u64,
-    /// `active`, `paused`, `disabled` (the receiver answered 410) or `expired`.
-    pub status: String,
-    /// Expiry, microseconds since the epoch.
-    pub expires_us: Option<i64>,
-    /// Creation time.
-    pub created_us: i64,
-    /// Why it paused, or that it skipped pruned events.
-    pub note: Option<String>,
-}
-
-/// One delivery record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    /// The subscription.
-    pub sub_id: String,
-    /// The event's seq.
-    pub seq: u64,
-    /// The event's id (`webhook-id`).
-    pub event_id: String,
-    /// `pending`, `delivered`, `failed` or `dead`.
-    pub status: String,
-    /// Attempts so far.
-    pub attempts: u32,
-    /// Status code of the last answer.
-    pub last_status_code: Option<u16>,
-    /// Last error.
-    pub last_error: Option<String>,
-    /// When the next attempt is due.
-    pub next_attempt_us: Option<i64>,
-    /// Last change.
-    pub updated_us: i64,
-}
-
-/// Subscriptions stored in a SQLite file.
+/// Webhook subscriptions stored in a SQLite file.
 #[derive(Clone)]
 pub struct SqliteSubs {
-    conn: Arc<Mutex<Connection>>,
+    side: SideConn,
 }
 
-fn backend(e: rusqlite::Error) -> LogError {
-    LogError::backend(e)
+/// A status column: its text, refused on read when it is no known status.
+struct Status<T>(T);
+
+fn status_sql<T>(v: ValueRef<'_>, parse: fn(&str) -> Option<T>) -> FromSqlResult<Status<T>> {
+    let s = v.as_str()?;
+    parse(s)
+        .map(Status)
+        .ok_or_else(|| FromSqlError::Other(format!("unknown status {s:?}").into()))
+}
+
+impl FromSql for Status<WebhookStatus> {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        status_sql(v, WebhookStatus::parse)
+    }
+}
+
+impl FromSql for Status<DeliveryStatus> {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        status_sql(v, DeliveryStatus::parse)
+    }
+}
+
+impl ToSql for Status<WebhookStatus> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.0.as_str()))
+    }
+}
+
+impl ToSql for Status<DeliveryStatus> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.0.as_str()))
+    }
 }
 
 const SUB_COLUMNS: &str =
     "id, tenant, name, filter, url, secret, cursor, status, expires_us, created_us, note";
 
-fn row_to_sub(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscription> {
+fn row_to_sub(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookSub> {
     let cursor: i64 = r.get(6)?;
-    Ok(Subscription {
+    let status: Status<WebhookStatus> = r.get(7)?;
+    Ok(WebhookSub {
         id: r.get(0)?,
         tenant: r.get(1)?,
         name: r.get(2)?,
@@ -120,7 +104,7 @@ fn row_to_sub(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscription> {
         url: r.get(4)?,
         secret: r.get(5)?,
         cursor: u64::try_from(cursor).unwrap_or(0),
-        status: r.get(7)?,
+        status: status.0,
         expires_us: r.get(8)?,
         created_us: r.get(9)?,
         note: r.get(10)?,
@@ -132,13 +116,14 @@ const DELIVERY_COLUMNS: &str =
 
 fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
     let seq: i64 = r.get(1)?;
+    let status: Status<DeliveryStatus> = r.get(3)?;
     let attempts: i64 = r.get(4)?;
     let code: Option<i64> = r.get(5)?;
     Ok(Delivery {
         sub_id: r.get(0)?,
         seq: u64::try_from(seq).unwrap_or(0),
         event_id: r.get(2)?,
-        status: r.get(3)?,
+        status: status.0,
         attempts: u32::try_from(attempts).unwrap_or(0),
         last_status_code: code.and_then(|c| u16::try_from(c).ok()),
         last_error: r.get(6)?,
@@ -151,148 +136,82 @@ fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Fields a PATCH may change (`None`: unchanged).
-#[derive(Debug, Clone, Default)]
-pub struct SubPatch {
-    /// New name.
-    pub name: Option<String>,
-    /// New filter JSON.
-    pub filter: Option<String>,
-    /// New URL.
-    pub url: Option<String>,
-    /// New secret.
-    pub secret: Option<String>,
-    /// New status (`active` / `paused`).
-    pub status: Option<String>,
-    /// New expiry (`Some(None)` clears it).
-    pub expires_us: Option<Option<i64>>,
-}
-
 impl SqliteSubs {
-    /// Opens the subscription tables of the store at `path`.
+    /// Opens the subscription tables of the store at `path` with a connection of their own:
+    /// for a file no log runs on (a hub uses [`SqliteSubs::with_log`]).
     pub fn open(path: &Path) -> Result<SqliteSubs, LogError> {
-        let conn = crate::sqlite::open_side_connection(path, SUBS_SCHEMA).map_err(backend)?;
         Ok(SqliteSubs {
-            conn: Arc::new(Mutex::new(conn)),
+            side: SideConn::standalone(path, SUBS_SCHEMA)?,
         })
     }
 
-    /// Runs `f` with the connection on the blocking pool.
-    fn run<T: Send + 'static>(
+    /// The subscription tables of `log`'s file: writes go through the log's writer thread,
+    /// reads use a read-only connection.
+    pub async fn with_log(log: &SqliteLog) -> Result<SqliteSubs, LogError> {
+        Ok(SqliteSubs {
+            side: SideConn::on_log(log, SUBS_SCHEMA).await?,
+        })
+    }
+
+    fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> BoxFuture<'static, Result<T, LogError>> {
-        let conn = self.conn.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                // A std Mutex: held for one short statement or transaction, never across an await.
-                let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
-                f(&mut c).map_err(backend)
-            })
-            .await
-            .map_err(LogError::backend)?
-        })
+        self.side.read(f)
+    }
+
+    fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, LogError>> {
+        self.side.write(f)
     }
 }
 
-/// Where subscriptions and their delivery records live (SQLite for one node, PostgreSQL
-/// for a cluster). Every method takes owned arguments and returns a `'static` future so
-/// callers can hold it across their own awaits.
-pub trait SubStore: Send + Sync + 'static {
-    /// Stores a new subscription.
-    fn create(&self, s: Subscription) -> BoxFuture<'static, Result<Subscription, LogError>>;
-
-    /// One subscription of a tenant (`None` tenant: any).
-    fn get(
-        &self,
-        tenant: Option<String>,
-        id: String,
-    ) -> BoxFuture<'static, Result<Option<Subscription>, LogError>>;
-
-    /// A tenant's subscriptions (`None`: all), oldest first.
-    fn list(
-        &self,
-        tenant: Option<String>,
-    ) -> BoxFuture<'static, Result<Vec<Subscription>, LogError>>;
-
-    /// Applies a patch; returns the updated subscription, or `None` if absent.
-    fn update(
-        &self,
-        tenant: String,
-        id: String,
-        p: SubPatch,
-    ) -> BoxFuture<'static, Result<Option<Subscription>, LogError>>;
-
-    /// Deletes a subscription and its records; false if absent.
-    fn delete(&self, tenant: String, id: String) -> BoxFuture<'static, Result<bool, LogError>>;
-
-    /// Moves the cursor forward (never back).
-    fn advance(&self, id: String, seq: u64) -> BoxFuture<'static, Result<(), LogError>>;
-
-    /// Sets the status and note.
-    fn set_status(
-        &self,
-        id: String,
-        status: &'static str,
-        note: Option<String>,
-    ) -> BoxFuture<'static, Result<(), LogError>>;
-
-    /// Records a note without changing the status (e.g. events skipped by retention).
-    fn set_note(&self, id: String, note: String) -> BoxFuture<'static, Result<(), LogError>>;
-
-    /// Writes a delivery record (insert or replace).
-    fn record(&self, tenant: String, d: Delivery) -> BoxFuture<'static, Result<(), LogError>>;
-
-    /// The record of one event, if any.
-    fn delivery(
-        &self,
-        sub_id: String,
-        seq: u64,
-    ) -> BoxFuture<'static, Result<Option<Delivery>, LogError>>;
-
-    /// Records of a subscription, newest first, optionally by status.
-    fn deliveries(
-        &self,
-        sub_id: String,
-        status: Option<String>,
-        limit: usize,
-    ) -> BoxFuture<'static, Result<Vec<Delivery>, LogError>>;
-
-    /// Moves the cursor back to `after`, turns dead records above it back to pending and
-    /// reactivates the subscription.
-    fn redeliver(
-        &self,
-        tenant: String,
-        id: String,
-        after: u64,
-    ) -> BoxFuture<'static, Result<Option<Subscription>, LogError>>;
-
-    /// Counts of a tenant's (`None`: all) subscriptions by status and deliveries by status.
-    fn counts(
-        &self,
-        tenant: Option<String>,
-    ) -> BoxFuture<'static, Result<(StatusCounts, StatusCounts), LogError>>;
+/// Whether `tenant` may store one more subscription under `max`: counted in the caller's
+/// write transaction, so the count and the insert see the same table.
+fn below_cap(tx: &Transaction<'_>, tenant: &str, max: Option<usize>) -> rusqlite::Result<bool> {
+    let Some(max) = max else { return Ok(true) };
+    let n: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM subscriptions WHERE tenant = ?1",
+        [tenant],
+        |r| r.get(0),
+    )?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX) < max)
 }
 
-impl SubStore for SqliteSubs {
-    /// Stores a new subscription.
-    fn create(&self, s: Subscription) -> BoxFuture<'static, Result<Subscription, LogError>> {
-        self.run(move |c| {
-            c.execute(
+impl WebhookStore for SqliteSubs {
+    fn create<'a>(
+        &'a self,
+        s: &'a WebhookSub,
+        max: Option<usize>,
+    ) -> BoxFuture<'a, Result<(), WebhookError>> {
+        let s = s.clone();
+        let stored = self.write(move |tx| {
+            if !below_cap(tx, &s.tenant, max)? {
+                return Ok(false);
+            }
+            tx.execute(
                 &format!("INSERT INTO subscriptions ({SUB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
-                params![s.id, s.tenant, s.name, s.filter, s.url, s.secret, i(s.cursor), s.status, s.expires_us, s.created_us, s.note],
+                params![s.id, s.tenant, s.name, s.filter, s.url, s.secret, i(s.cursor), Status(s.status), s.expires_us, s.created_us, s.note],
             )?;
-            Ok(s)
+            Ok(true)
+        });
+        Box::pin(async move {
+            match (stored.await?, max) {
+                (false, Some(max)) => Err(WebhookError::TooMany { max }),
+                _ => Ok(()),
+            }
         })
     }
 
-    /// One subscription of a tenant (`None` tenant: any).
-    fn get(
-        &self,
-        tenant: Option<String>,
-        id: String,
-    ) -> BoxFuture<'static, Result<Option<Subscription>, LogError>> {
-        self.run(move |c| {
+    fn get<'a>(
+        &'a self,
+        tenant: Option<&'a str>,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<WebhookSub>, LogError>> {
+        let (tenant, id) = (tenant.map(str::to_owned), id.to_owned());
+        self.read(move |c| {
             c.query_row(
                 &format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = ?1"),
                 [&id],
@@ -303,12 +222,12 @@ impl SubStore for SqliteSubs {
         })
     }
 
-    /// A tenant's subscriptions (`None`: all), oldest first.
-    fn list(
-        &self,
-        tenant: Option<String>,
-    ) -> BoxFuture<'static, Result<Vec<Subscription>, LogError>> {
-        self.run(move |c| {
+    fn list<'a>(
+        &'a self,
+        tenant: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<WebhookSub>, LogError>> {
+        let tenant = tenant.map(str::to_owned);
+        self.read(move |c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {SUB_COLUMNS} FROM subscriptions WHERE (?1 IS NULL OR tenant = ?1) ORDER BY created_us, id"
             ))?;
@@ -317,55 +236,32 @@ impl SubStore for SqliteSubs {
         })
     }
 
-    /// Applies a patch; returns the updated subscription, or `None` if absent.
-    fn update(
-        &self,
-        tenant: String,
-        id: String,
-        p: SubPatch,
-    ) -> BoxFuture<'static, Result<Option<Subscription>, LogError>> {
-        self.run(move |c| {
-            let tx = c.transaction()?;
+    fn update<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a str,
+        p: &'a WebhookPatch,
+    ) -> BoxFuture<'a, Result<Option<WebhookSub>, LogError>> {
+        let (tenant, id, p) = (tenant.to_owned(), id.to_owned(), p.clone());
+        self.write(move |tx| {
             let Some(mut s) = tx
                 .query_row(&format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = ?1 AND tenant = ?2"), [&id, &tenant], row_to_sub)
                 .optional()?
             else {
                 return Ok(None);
             };
-            if let Some(v) = p.name {
-                s.name = v;
-            }
-            if let Some(v) = p.filter {
-                s.filter = v;
-            }
-            if let Some(v) = p.url {
-                s.url = v;
-            }
-            if let Some(v) = p.secret {
-                s.secret = v;
-            }
-            if let Some(v) = p.status {
-                if v == "active" {
-                    s.note = None;
-                }
-                s.status = v;
-            }
-            if let Some(v) = p.expires_us {
-                s.expires_us = v;
-            }
+            p.apply(&mut s);
             tx.execute(
                 "UPDATE subscriptions SET name = ?2, filter = ?3, url = ?4, secret = ?5, status = ?6, expires_us = ?7, note = ?8 WHERE id = ?1",
-                params![s.id, s.name, s.filter, s.url, s.secret, s.status, s.expires_us, s.note],
+                params![s.id, s.name, s.filter, s.url, s.secret, Status(s.status), s.expires_us, s.note],
             )?;
-            tx.commit()?;
             Ok(Some(s))
         })
     }
 
-    /// Deletes a subscription and its records; false if absent.
-    fn delete(&self, tenant: String, id: String) -> BoxFuture<'static, Result<bool, LogError>> {
-        self.run(move |c| {
-            let tx = c.transaction()?;
+    fn delete<'a>(&'a self, tenant: &'a str, id: &'a str) -> BoxFuture<'a, Result<bool, LogError>> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.write(move |tx| {
             let n = tx.execute(
                 "DELETE FROM subscriptions WHERE id = ?1 AND tenant = ?2",
                 [&id, &tenant],
@@ -374,15 +270,14 @@ impl SubStore for SqliteSubs {
                 "DELETE FROM deliveries WHERE sub_id = ?1 AND tenant = ?2",
                 [&id, &tenant],
             )?;
-            tx.commit()?;
             Ok(n > 0)
         })
     }
 
-    /// Moves the cursor forward (never back).
-    fn advance(&self, id: String, seq: u64) -> BoxFuture<'static, Result<(), LogError>> {
-        self.run(move |c| {
-            c.execute(
+    fn advance<'a>(&'a self, id: &'a str, seq: u64) -> BoxFuture<'a, Result<(), LogError>> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            tx.execute(
                 "UPDATE subscriptions SET cursor = MAX(cursor, ?2) WHERE id = ?1",
                 params![id, i(seq)],
             )?;
@@ -390,26 +285,26 @@ impl SubStore for SqliteSubs {
         })
     }
 
-    /// Sets the status and note.
-    fn set_status(
-        &self,
-        id: String,
-        status: &'static str,
-        note: Option<String>,
-    ) -> BoxFuture<'static, Result<(), LogError>> {
-        self.run(move |c| {
-            c.execute(
+    fn set_status<'a>(
+        &'a self,
+        id: &'a str,
+        status: WebhookStatus,
+        note: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), LogError>> {
+        let (id, note) = (id.to_owned(), note.map(str::to_owned));
+        self.write(move |tx| {
+            tx.execute(
                 "UPDATE subscriptions SET status = ?2, note = ?3 WHERE id = ?1",
-                params![id, status, note],
+                params![id, Status(status), note],
             )?;
             Ok(())
         })
     }
 
-    /// Records a note without changing the status (e.g. events skipped by retention).
-    fn set_note(&self, id: String, note: String) -> BoxFuture<'static, Result<(), LogError>> {
-        self.run(move |c| {
-            c.execute(
+    fn set_note<'a>(&'a self, id: &'a str, note: &'a str) -> BoxFuture<'a, Result<(), LogError>> {
+        let (id, note) = (id.to_owned(), note.to_owned());
+        self.write(move |tx| {
+            tx.execute(
                 "UPDATE subscriptions SET note = ?2 WHERE id = ?1",
                 params![id, note],
             )?;
@@ -417,28 +312,32 @@ impl SubStore for SqliteSubs {
         })
     }
 
-    /// Writes a delivery record (insert or replace).
-    fn record(&self, tenant: String, d: Delivery) -> BoxFuture<'static, Result<(), LogError>> {
-        self.run(move |c| {
-            c.execute(
+    fn record<'a>(
+        &'a self,
+        tenant: &'a str,
+        d: &'a Delivery,
+    ) -> BoxFuture<'a, Result<(), LogError>> {
+        let (tenant, d) = (tenant.to_owned(), d.clone());
+        self.write(move |tx| {
+            tx.execute(
                 "INSERT INTO deliveries (sub_id, seq, tenant, event_id, status, attempts, last_status_code, last_error, next_attempt_us, updated_us)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (sub_id, seq) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
                    last_status_code = excluded.last_status_code, last_error = excluded.last_error,
                    next_attempt_us = excluded.next_attempt_us, updated_us = excluded.updated_us",
-                params![d.sub_id, i(d.seq), tenant, d.event_id, d.status, i64::from(d.attempts), d.last_status_code.map(i64::from), d.last_error, d.next_attempt_us, d.updated_us],
+                params![d.sub_id, i(d.seq), tenant, d.event_id, Status(d.status), i64::from(d.attempts), d.last_status_code.map(i64::from), d.last_error, d.next_attempt_us, d.updated_us],
             )?;
             Ok(())
         })
     }
 
-    /// The record of one event, if any.
-    fn delivery(
-        &self,
-        sub_id: String,
+    fn delivery<'a>(
+        &'a self,
+        sub_id: &'a str,
         seq: u64,
-    ) -> BoxFuture<'static, Result<Option<Delivery>, LogError>> {
-        self.run(move |c| {
+    ) -> BoxFuture<'a, Result<Option<Delivery>, LogError>> {
+        let sub_id = sub_id.to_owned();
+        self.read(move |c| {
             c.query_row(
                 &format!(
                     "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE sub_id = ?1 AND seq = ?2"
@@ -450,32 +349,30 @@ impl SubStore for SqliteSubs {
         })
     }
 
-    /// Records of a subscription, newest first, optionally by status.
-    fn deliveries(
-        &self,
-        sub_id: String,
-        status: Option<String>,
+    fn deliveries<'a>(
+        &'a self,
+        sub_id: &'a str,
+        status: Option<DeliveryStatus>,
         limit: usize,
-    ) -> BoxFuture<'static, Result<Vec<Delivery>, LogError>> {
-        self.run(move |c| {
+    ) -> BoxFuture<'a, Result<Vec<Delivery>, LogError>> {
+        let sub_id = sub_id.to_owned();
+        self.read(move |c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE sub_id = ?1 AND (?2 IS NULL OR status = ?2) ORDER BY seq DESC LIMIT ?3"
             ))?;
-            let rows = stmt.query_map(params![sub_id, status, i64::try_from(limit).unwrap_or(i64::MAX)], row_to_delivery)?;
+            let rows = stmt.query_map(params![sub_id, status.map(Status), i64::try_from(limit).unwrap_or(i64::MAX)], row_to_delivery)?;
             rows.collect()
         })
     }
 
-    /// Moves the cursor back to `after`, turns dead records above it back to pending and
-    /// reactivates the subscription.
-    fn redeliver(
-        &self,
-        tenant: String,
-        id: String,
+    fn redeliver<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a str,
         after: u64,
-    ) -> BoxFuture<'static, Result<Option<Subscription>, LogError>> {
-        self.run(move |c| {
-            let tx = c.transaction()?;
+    ) -> BoxFuture<'a, Result<Option<WebhookSub>, LogError>> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.write(move |tx| {
             let n = tx.execute(
                 "UPDATE subscriptions SET cursor = ?3, status = CASE WHEN status = 'disabled' THEN status ELSE 'active' END, note = NULL WHERE id = ?1 AND tenant = ?2",
                 params![id, tenant, i(after)],
@@ -488,17 +385,16 @@ impl SubStore for SqliteSubs {
                 params![id, i(after), now_us()],
             )?;
             let s = tx.query_row(&format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = ?1"), [&id], row_to_sub)?;
-            tx.commit()?;
             Ok(Some(s))
         })
     }
 
-    /// Counts of a tenant's (`None`: all) subscriptions by status and deliveries by status.
-    fn counts(
-        &self,
-        tenant: Option<String>,
-    ) -> BoxFuture<'static, Result<(StatusCounts, StatusCounts), LogError>> {
-        self.run(move |c| {
+    fn counts<'a>(
+        &'a self,
+        tenant: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(StatusCounts, StatusCounts), LogError>> {
+        let tenant = tenant.map(str::to_owned);
+        self.read(move |c| {
             let count = |sql: &str| -> rusqlite::Result<StatusCounts> {
                 let mut stmt = c.prepare(sql)?;
                 let rows = stmt.query_map([&tenant], |r| {

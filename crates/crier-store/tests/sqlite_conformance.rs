@@ -59,6 +59,27 @@ async fn sqlite_subscriptions_conform() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn side_tables_conform_through_the_log_writer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = SqliteLog::open(&dir.path().join("crier.db"), Durability::Commit).expect("open");
+    let subs = crier_store::SqliteSubs::with_log(&log).await.expect("subs");
+    conformance::subs(Arc::new(subs)).await;
+    let filters = crier_store::SqliteFilters::with_log(&log)
+        .await
+        .expect("filters");
+    conformance::filters(Arc::new(filters)).await;
+    let subs = crier_store::SqliteSubs::with_log(&log).await.expect("subs");
+    log.close().await.expect("close");
+    assert!(
+        matches!(
+            crier_core::WebhookStore::advance(&subs, "s2", 1).await,
+            Err(crier_core::LogError::Closed)
+        ),
+        "a side write after the log closed is refused, not written beside it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_entities_conform() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log =

@@ -32,11 +32,13 @@ use tokio::sync::{mpsc, oneshot};
 
 mod entities;
 mod read;
+mod side;
 mod writer;
 #[cfg(test)]
 mod writer_tests;
 
 use read::{last_received_before, read_blocking, row_to_committed, to_i64, COLUMNS};
+pub(crate) use side::{read_only, SideConn};
 use writer::Writer;
 
 /// The schema version this build writes and understands.
@@ -77,6 +79,8 @@ enum WriteReq {
     Close {
         reply: Reply<()>,
     },
+    /// A side table's write (subscriptions, saved filters), run between two groups.
+    Side(side::SideJob),
     /// Runs a test's code on the writer's connection, between two groups.
     #[cfg(test)]
     Hook(Box<dyn FnOnce(&mut Connection) + Send>),

@@ -139,6 +139,17 @@ impl Writer {
                 WriteReq::Prune { upto, reply } => {
                     let _ = reply.send(self.prune(upto).map_err(backend));
                 }
+                WriteReq::Side(job) => {
+                    // A transaction left open by a failed group is never committed by a
+                    // side write: it is rolled back first (and if that fails, the job's own
+                    // BEGIN fails and it is answered with the error).
+                    if !self.conn.is_autocommit() {
+                        if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                            tracing::error!(error = %e, "rolling back before a side write failed");
+                        }
+                    }
+                    job(&mut self.conn)
+                }
                 #[cfg(test)]
                 WriteReq::Hook(f) => f(&mut self.conn),
                 WriteReq::Close { reply } => {

@@ -4,8 +4,19 @@
 //! judged by the IPv4 address they carry; site-local, unique-local, link-local, multicast,
 //! documentation and the other non-global ranges are refused outright. Each refusal names
 //! its rule so that an operator can tell why, without echoing what a name resolved to.
+//!
+//! URLs are parsed the WHATWG way (so decimal, octal and hex IPv4 forms become plain
+//! addresses) and refused when they name or resolve to such an address, at creation and
+//! again at connect time through the delivery client's resolver (DNS rebinding), unless
+//! `webhooks.allow_private`.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use crate::error::ApiError;
 
 /// Whether an address is internal (never a webhook target unless allowed).
 pub fn blocked_ip(ip: IpAddr) -> bool {
@@ -118,6 +129,105 @@ pub fn blocked_reason(ip: IpAddr) -> Option<String> {
         return None;
     };
     Some(why.to_string())
+}
+
+fn refused(message: impl Into<String>) -> ApiError {
+    ApiError::bad("url_not_allowed", message)
+}
+
+/// Validates a webhook URL; with `allow_private` false also resolves it and refuses internal
+/// addresses.
+pub async fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, ApiError> {
+    let url = reqwest::Url::parse(raw)
+        .map_err(|e| ApiError::bad("invalid_url", format!("{raw:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ApiError::bad(
+            "invalid_url",
+            "a webhook URL is http:// or https://",
+        ));
+    }
+    let host = url
+        .host()
+        .ok_or_else(|| ApiError::bad("invalid_url", "a webhook URL needs a host"))?;
+    if allow_private {
+        return Ok(url);
+    }
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addrs: Vec<IpAddr> = match host {
+        url::Host::Ipv4(ip) => vec![IpAddr::V4(ip)],
+        url::Host::Ipv6(ip) => vec![IpAddr::V6(ip)],
+        url::Host::Domain(d) => tokio::net::lookup_host((d, port))
+            .await
+            .map_err(|e| refused(format!("cannot resolve {d:?}: {e}")))?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    if addrs.is_empty() {
+        return Err(refused("the webhook host resolves to no address"));
+    }
+    // The refusal names the rule, never the address a name resolved to.
+    let named = if matches!(host, url::Host::Domain(_)) {
+        "the webhook host resolves to"
+    } else {
+        "the webhook URL points at"
+    };
+    if let Some(why) = addrs.iter().find_map(|ip| blocked_reason(*ip)) {
+        return Err(refused(format!(
+            "{named} {why}; set webhooks.allow_private to allow internal targets"
+        )));
+    }
+    Ok(url)
+}
+
+/// The URL of a delivery attempt. Names are checked by the client's guarded resolver as it
+/// connects; addresses written as IP literals never reach a resolver, so they are checked
+/// here.
+pub(crate) fn target(raw: &str, allow_private: bool) -> Result<reqwest::Url, ApiError> {
+    let url = reqwest::Url::parse(raw)
+        .map_err(|e| ApiError::bad("invalid_url", format!("{raw:?} is not a URL: {e}")))?;
+    let literal = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        _ => None,
+    };
+    if let Some(why) = literal.filter(|_| !allow_private).and_then(blocked_reason) {
+        return Err(refused(format!("the webhook URL points at {why}")));
+    }
+    Ok(url)
+}
+
+/// The client's resolver: refuses internal addresses at connect time (DNS rebinding).
+struct GuardedResolver;
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> =
+                addrs.into_iter().filter(|a| !blocked_ip(a.ip())).collect();
+            if allowed.is_empty() {
+                return Err(format!("{host} resolves only to internal addresses").into());
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The HTTP client for deliveries: no redirects, the configured timeout, guarded DNS.
+pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .user_agent(concat!("crier/", env!("CARGO_PKG_VERSION")));
+    if !allow_private {
+        b = b.dns_resolver(Arc::new(GuardedResolver));
+    }
+    b.build().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot build the webhook client with its options; using defaults");
+        reqwest::Client::new()
+    })
 }
 
 #[cfg(test)]

@@ -6,15 +6,18 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use crier_core::event::{format_time, now_us, parse_time_us, time_from_us};
+use crier_core::webhook::{
+    Delivery, DeliveryStatus, WebhookError, WebhookPatch, WebhookStatus, WebhookSub,
+};
 use crier_core::{Filter, Principal, Role};
-use crier_store::subs::{Delivery, SubPatch, Subscription};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::signing::{new_secret, secret_key};
+use super::ssrf::check_url;
 use crate::auth::{require, Auth};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::webhooks::{check_url, new_secret, secret_key};
 
 fn time(us: i64) -> Value {
     time_from_us(us)
@@ -24,7 +27,7 @@ fn time(us: i64) -> Value {
 
 /// The public form of a subscription (never its secret). The filter shows as the client
 /// wrote it; the narrowing of the credential that made it (§12.5) as `narrowed_to`.
-pub fn sub_json(s: &Subscription) -> Value {
+pub fn sub_json(s: &WebhookSub) -> Value {
     let mut filter = serde_json::from_str::<Value>(&s.filter).unwrap_or(Value::Null);
     let narrowed = match &mut filter {
         Value::Object(m) => m.remove(crier_core::filter::NARROWED_TO),
@@ -38,7 +41,7 @@ pub fn sub_json(s: &Subscription) -> Value {
         "webhook": {"url": s.url},
         "cursor": s.cursor,
         "status": s.status,
-        "paused": s.status == "paused",
+        "paused": s.status == WebhookStatus::Paused,
         "note": s.note,
         "created_at": time(s.created_us),
         "expires_at": s.expires_us.map_or(Value::Null, time),
@@ -173,23 +176,10 @@ pub async fn create(
     let expires_us = expiry(input.expires_at.as_deref())?;
     let url = check_url(&input.webhook.url, state.settings.webhooks.allow_private).await?;
     let limit = state.settings.limits.max_subscriptions_per_tenant;
-    // Count and insert as one step on this node (nodes of a cluster may still race).
-    let serial = state.sub_creation.lock().await;
-    if state.subs.list(Some(p.tenant.clone())).await?.len() >= limit {
-        metrics::counter!("crier_limit_hits_total", "limit" => "max_subscriptions_per_tenant")
-            .increment(1);
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "too_many_subscriptions",
-            format!(
-                "this tenant has {limit} webhook subscriptions already (limits.max_subscriptions_per_tenant); delete one first"
-            ),
-        ));
-    }
     let head = state.log.head();
     let mut idb = [0u8; 8];
     rand::Rng::fill(&mut rand::rng(), &mut idb);
-    let sub = Subscription {
+    let sub = WebhookSub {
         id: format!(
             "sub_{}",
             idb.iter().map(|b| format!("{b:02x}")).collect::<String>()
@@ -201,18 +191,32 @@ pub async fn create(
         secret: secret.clone(),
         cursor: input.after.unwrap_or(head).min(head),
         status: if input.paused == Some(true) {
-            "paused".into()
+            WebhookStatus::Paused
         } else {
-            "active".into()
+            WebhookStatus::Active
         },
         expires_us,
         created_us: now_us(),
         note: None,
     };
-    let sub = state.subs.create(sub).await?;
-    drop(serial);
-    state.webhooks.restart(&state, sub.clone());
+    // The store counts and inserts in one step, on every node that shares it.
+    match state.subs.create(&sub, Some(limit)).await {
+        Ok(()) => {}
+        Err(WebhookError::TooMany { max }) => {
+            metrics::counter!("crier_limit_hits_total", "limit" => "max_subscriptions_per_tenant")
+                .increment(1);
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "too_many_subscriptions",
+                format!(
+                    "this tenant has {max} webhook subscriptions already (limits.max_subscriptions_per_tenant); delete one first"
+                ),
+            ));
+        }
+        Err(WebhookError::Log(e)) => return Err(e.into()),
+    }
     let mut v = sub_json(&sub);
+    state.webhooks.restart(&state, sub);
     v["webhook"]["secret"] = Value::from(secret);
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
@@ -220,17 +224,17 @@ pub async fn create(
 /// `GET /v1/subscriptions`.
 pub async fn list(State(state): State<AppState>, Auth(p): Auth) -> Result<Response, ApiError> {
     manager(&p)?;
-    let subs = state.subs.list(Some(p.tenant.clone())).await?;
+    let subs = state.subs.list(Some(&p.tenant)).await?;
     Ok(
         Json(json!({"subscriptions": subs.iter().map(sub_json).collect::<Vec<_>>()}))
             .into_response(),
     )
 }
 
-async fn owned(state: &AppState, p: &Principal, id: &str) -> Result<Subscription, ApiError> {
+async fn owned(state: &AppState, p: &Principal, id: &str) -> Result<WebhookSub, ApiError> {
     state
         .subs
-        .get(Some(p.tenant.clone()), id.to_string())
+        .get(Some(&p.tenant), id)
         .await?
         .ok_or_else(|| not_found(id))
 }
@@ -279,7 +283,7 @@ pub async fn patch(
     manager(&p)?;
     let input: PatchInput = parse_body(&body)?;
     let current = owned(&state, &p, &id).await?;
-    let mut patch = SubPatch::default();
+    let mut patch = WebhookPatch::default();
     if let Some(n) = input.name {
         check_name(&n)?;
         patch.name = Some(n);
@@ -303,18 +307,23 @@ pub async fn patch(
     if let Some(paused) = input.paused {
         // `paused: false` also re-activates a subscription that was paused by a dead delivery
         // or disabled by a 410: an explicit resume.
-        patch.status = Some(if paused { "paused" } else { "active" }.to_string());
+        patch.status = Some(if paused {
+            WebhookStatus::Paused
+        } else {
+            WebhookStatus::Active
+        });
     }
     if let Some(e) = input.expires_at {
         patch.expires_us = Some(expiry(e.as_deref())?);
     }
     let sub = state
         .subs
-        .update(p.tenant.clone(), id.clone(), patch)
+        .update(&p.tenant, &id, &patch)
         .await?
         .ok_or_else(|| not_found(&id))?;
-    state.webhooks.restart(&state, sub.clone());
-    Ok(Json(sub_json(&sub)).into_response())
+    let body = sub_json(&sub);
+    state.webhooks.restart(&state, sub);
+    Ok(Json(body).into_response())
 }
 
 /// `DELETE /v1/subscriptions/{id}`.
@@ -324,7 +333,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     manager(&p)?;
-    if !state.subs.delete(p.tenant.clone(), id.clone()).await? {
+    if !state.subs.delete(&p.tenant, &id).await? {
         return Err(not_found(&id));
     }
     state.webhooks.stop(&id);
@@ -345,14 +354,13 @@ pub async fn deliveries(
     let mut limit = 100usize;
     for (k, v) in q {
         match k.as_str() {
-            "status" if matches!(v.as_str(), "pending" | "delivered" | "failed" | "dead") => {
-                status = Some(v)
-            }
             "status" => {
-                return Err(ApiError::bad(
-                    "invalid_query",
-                    "`status` is pending, delivered, failed or dead",
-                ))
+                status = Some(DeliveryStatus::parse(&v).ok_or_else(|| {
+                    ApiError::bad(
+                        "invalid_query",
+                        "`status` is pending, delivered, failed or dead",
+                    )
+                })?)
             }
             "limit" => {
                 limit = v
@@ -378,7 +386,7 @@ pub async fn deliveries(
             "this subscription reads events beyond this credential's `subscribe` patterns; its deliveries would name them",
         ));
     }
-    let list = state.subs.deliveries(id, status, limit).await?;
+    let list = state.subs.deliveries(&id, status, limit).await?;
     Ok(
         Json(json!({"deliveries": list.iter().map(delivery_json).collect::<Vec<_>>()}))
             .into_response(),
@@ -402,9 +410,10 @@ pub async fn redeliver(
     let input: RedeliverInput = parse_body(&body)?;
     let sub = state
         .subs
-        .redeliver(p.tenant.clone(), id.clone(), input.after)
+        .redeliver(&p.tenant, &id, input.after)
         .await?
         .ok_or_else(|| not_found(&id))?;
-    state.webhooks.restart(&state, sub.clone());
-    Ok(Json(sub_json(&sub)).into_response())
+    let body = sub_json(&sub);
+    state.webhooks.restart(&state, sub);
+    Ok(Json(body).into_response())
 }

@@ -14,14 +14,15 @@ use std::time::Duration;
 
 use crier_core::event::now_us;
 use crier_core::log::BoxFuture;
+use crier_core::webhook::{Delivery, DeliveryStatus, WebhookStatus, WebhookSub};
 use crier_core::{Committed, CursorItem, Filter, LogError, Reset, Scope, Start};
-use crier_store::subs::{Delivery, Subscription};
 use rand::Rng;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+use super::signing::{secret_key, sign};
+use super::ssrf::target;
 use crate::state::AppState;
-use crate::webhooks::{secret_key, sign, target};
 
 /// The first wait before a failed bookkeeping write is tried again; it doubles up to
 /// [`BOOKKEEPING_MAX_WAIT`].
@@ -31,11 +32,11 @@ const BOOKKEEPING_MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs a bookkeeping write (`op` names it in logs and metrics) until it succeeds; `None`
 /// when the task is cancelled first.
-async fn persist<T>(
+async fn persist<'a, T>(
     sub: &str,
     op: &'static str,
     cancel: &CancellationToken,
-    mut write: impl FnMut() -> BoxFuture<'static, Result<T, LogError>>,
+    mut write: impl FnMut() -> BoxFuture<'a, Result<T, LogError>>,
 ) -> Option<T> {
     let mut wait = BOOKKEEPING_FIRST_WAIT;
     let mut failures: u32 = 0;
@@ -84,7 +85,7 @@ fn unix_now() -> u64 {
 /// Delivers a subscription's events until it is cancelled, paused, disabled or expired.
 pub(crate) async fn run(
     state: AppState,
-    sub: Subscription,
+    sub: WebhookSub,
     cancel: CancellationToken,
     generation: u64,
 ) {
@@ -99,7 +100,7 @@ pub(crate) async fn run(
             persist(&sub.id, "status", &cancel, || {
                 state
                     .subs
-                    .set_status(sub.id.clone(), "paused", Some(note.clone()))
+                    .set_status(&sub.id, WebhookStatus::Paused, Some(&note))
             })
             .await;
             state.webhooks.finished(&sub.id, generation);
@@ -112,7 +113,7 @@ pub(crate) async fn run(
             persist(&sub.id, "status", &cancel, || {
                 state
                     .subs
-                    .set_status(sub.id.clone(), "paused", Some(e.message.clone()))
+                    .set_status(&sub.id, WebhookStatus::Paused, Some(&e.message))
             })
             .await;
             state.webhooks.finished(&sub.id, generation);
@@ -147,7 +148,7 @@ pub(crate) async fn run(
             _ = tokio::time::sleep_until(expires), if sub.expires_us.is_some() => {
                 tracing::info!(sub = %sub.id, "webhook subscription expired");
                 persist(&sub.id, "status", &cancel, || {
-                    state.subs.set_status(sub.id.clone(), "expired", None)
+                    state.subs.set_status(&sub.id, WebhookStatus::Expired, None)
                 })
                 .await;
                 break;
@@ -158,7 +159,7 @@ pub(crate) async fn run(
             Ok(CursorItem::Event(e)) => match deliver(&state, &sub, &key, &e, &cancel).await {
                 Outcome::Delivered => {
                     let advanced = persist(&sub.id, "advance", &cancel, || {
-                        state.subs.advance(sub.id.clone(), e.seq)
+                        state.subs.advance(&sub.id, e.seq)
                     });
                     if advanced.await.is_none() {
                         break;
@@ -167,7 +168,7 @@ pub(crate) async fn run(
                 Outcome::Dead if state.settings.webhooks.skip_dead => {
                     tracing::warn!(sub = %sub.id, seq = e.seq, "webhook delivery is dead; skipping to the next event (on_dead = \"skip\")");
                     let advanced = persist(&sub.id, "advance", &cancel, || {
-                        state.subs.advance(sub.id.clone(), e.seq)
+                        state.subs.advance(&sub.id, e.seq)
                     });
                     if advanced.await.is_none() {
                         break;
@@ -179,18 +180,18 @@ pub(crate) async fn run(
                     persist(&sub.id, "status", &cancel, || {
                         state
                             .subs
-                            .set_status(sub.id.clone(), "paused", Some(note.clone()))
+                            .set_status(&sub.id, WebhookStatus::Paused, Some(&note))
                     })
                     .await;
                     break;
                 }
                 Outcome::Gone => {
-                    let note = "disabled: the receiver answered 410 Gone".to_string();
+                    let note = "disabled: the receiver answered 410 Gone";
                     tracing::warn!(sub = %sub.id, seq = e.seq, "webhook receiver answered 410 Gone; subscription disabled");
                     persist(&sub.id, "status", &cancel, || {
                         state
                             .subs
-                            .set_status(sub.id.clone(), "disabled", Some(note.clone()))
+                            .set_status(&sub.id, WebhookStatus::Disabled, Some(note))
                     })
                     .await;
                     break;
@@ -204,13 +205,13 @@ pub(crate) async fn run(
                 );
                 tracing::warn!(sub = %sub.id, %note);
                 let noted = persist(&sub.id, "note", &cancel, || {
-                    state.subs.set_note(sub.id.clone(), note.clone())
+                    state.subs.set_note(&sub.id, &note)
                 })
                 .await;
                 let advanced = match noted {
                     Some(()) => {
                         persist(&sub.id, "advance", &cancel, || {
-                            state.subs.advance(sub.id.clone(), oldest - 1)
+                            state.subs.advance(&sub.id, oldest - 1)
                         })
                         .await
                     }
@@ -223,7 +224,7 @@ pub(crate) async fn run(
             Ok(CursorItem::Reset(r)) => {
                 let note = format!("cursor reset: {}", r.to_json());
                 let noted = persist(&sub.id, "note", &cancel, || {
-                    state.subs.set_note(sub.id.clone(), note.clone())
+                    state.subs.set_note(&sub.id, &note)
                 });
                 if noted.await.is_none() {
                     break;
@@ -266,20 +267,26 @@ pub fn parse_retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration
 
 async fn deliver(
     state: &AppState,
-    sub: &Subscription,
+    sub: &WebhookSub,
     key: &[u8],
     e: &Committed,
     cancel: &CancellationToken,
 ) -> Outcome {
     let cfg = &state.settings.webhooks;
     let Some(prior) = persist(&sub.id, "lookup", cancel, || {
-        state.subs.delivery(sub.id.clone(), e.seq)
+        state.subs.delivery(&sub.id, e.seq)
     })
     .await
     else {
         return Outcome::Cancelled;
     };
-    let mut attempts = prior.map_or(0, |d| if d.status == "dead" { 0 } else { d.attempts });
+    let mut attempts = prior.map_or(0, |d| {
+        if d.status == DeliveryStatus::Dead {
+            0
+        } else {
+            d.attempts
+        }
+    });
     loop {
         attempts += 1;
         let ts = unix_now();
@@ -313,7 +320,7 @@ async fn deliver(
             sub_id: sub.id.clone(),
             seq: e.seq,
             event_id: e.id.clone(),
-            status: String::new(),
+            status: DeliveryStatus::Failed,
             attempts,
             last_status_code: None,
             last_error: None,
@@ -323,7 +330,7 @@ async fn deliver(
         let mut wait_hint = None;
         match &sent {
             Ok(res) if res.status().is_success() => {
-                rec.status = "delivered".into();
+                rec.status = DeliveryStatus::Delivered;
                 rec.last_status_code = Some(res.status().as_u16());
                 if !record(state, sub, &rec, cancel).await {
                     return Outcome::Cancelled;
@@ -340,7 +347,7 @@ async fn deliver(
                 rec.last_status_code = Some(code);
                 rec.last_error = Some(format!("the receiver answered {}", res.status()));
                 if code == 410 {
-                    rec.status = "failed".into();
+                    rec.status = DeliveryStatus::Failed;
                     if !record(state, sub, &rec, cancel).await {
                         return Outcome::Cancelled;
                     }
@@ -356,7 +363,7 @@ async fn deliver(
         let error = rec.last_error.clone().unwrap_or_default();
         let Some(base) = cfg.backoff.get(attempts as usize - 1).copied() else {
             tracing::warn!(sub = %sub.id, seq = e.seq, attempts, %error, "webhook attempt failed; no retries left");
-            rec.status = "dead".into();
+            rec.status = DeliveryStatus::Dead;
             if !record(state, sub, &rec, cancel).await {
                 return Outcome::Cancelled;
             }
@@ -372,7 +379,7 @@ async fn deliver(
             retry_in = %humantime::format_duration(Duration::from_secs(wait.as_secs().max(1))),
             "webhook attempt failed; retrying"
         );
-        rec.status = "failed".into();
+        rec.status = DeliveryStatus::Failed;
         rec.next_attempt_us =
             Some(now_us() + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX / 2));
         if !record(state, sub, &rec, cancel).await {
@@ -388,12 +395,12 @@ async fn deliver(
 /// Writes a delivery record (retrying); false when the task was cancelled first.
 async fn record(
     state: &AppState,
-    sub: &Subscription,
+    sub: &WebhookSub,
     rec: &Delivery,
     cancel: &CancellationToken,
 ) -> bool {
     persist(&sub.id, "record", cancel, || {
-        state.subs.record(sub.tenant.clone(), rec.clone())
+        state.subs.record(&sub.tenant, rec)
     })
     .await
     .is_some()
