@@ -250,7 +250,7 @@ where
     let mut ended = false;
     loop {
         // Everything already produced goes out in one write.
-        while out.len() < WRITE_BATCH {
+        while !ended && out.len() < WRITE_BATCH {
             match frames.next().now_or_never() {
                 Some(Some(Ok(data))) => push(&mut out, &data, chunked),
                 Some(Some(Err(e))) => return Err(io::Error::other(e)),

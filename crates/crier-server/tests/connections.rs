@@ -289,6 +289,28 @@ async fn event_streams_on_their_own_connection_are_served_and_end_with_their_cli
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    // A stream the hub ends (a replay, after its last event) ends with the last chunk, then
+    // the close.
+    let created: serde_json::Value = hub
+        .http
+        .post(hub.url("/v1/replays"))
+        .json(&serde_json::json!({"since": "1h", "speed": "max"}))
+        .send()
+        .await
+        .expect("create a replay")
+        .json()
+        .await
+        .expect("json");
+    let id = created["id"].as_str().expect("replay id");
+    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    let req = format!("GET /v1/replays/{id}/stream HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    read_until(&mut tcp, &mut buf, "crier.replay_done").await;
+    let text = read_until(&mut tcp, &mut buf, "\r\n0\r\n\r\n").await;
+    assert!(text.ends_with("\r\n0\r\n\r\n"), "{text}");
+    closed(&mut tcp).await;
+
     // HTTP/1.0 knows no chunks: the body is delimited by the close.
     let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
     tcp.write_all(b"GET /v1/stream HTTP/1.0\r\nHost: localhost\r\n\r\n")
