@@ -2,15 +2,15 @@
 //!
 //! * [`sqlite`]: the embedded default, one file under `data_dir`, with a single writer
 //!   thread doing group commit.
-//! * [`postgres`]: a PostgreSQL log several hub nodes can share; [`postgres_tables`]: their
-//!   subscriptions and API keys.
+//! * [`postgres`]: a PostgreSQL log several hub nodes can share, with their subscriptions,
+//!   API keys and saved filters.
 //! * Both logs also implement [`crier_core::entity::EntityStore`]: entity rows live next to
 //!   the events, and a change is written in the same transaction as its events.
 //! * [`keys`]: API keys, stored hashed in the same file.
 //! * [`lease`]: a cluster-wide lease for work that must run on one node at a time.
 //! * [`subs`]: durable subscriptions and their delivery records, in the same file.
 //! * [`filters`]: saved named filters per tenant, in the same file (or PostgreSQL:
-//!   [`postgres_filters`]).
+//!   [`PgFilters`]).
 //! * [`conformance`]: the suite every implementation must pass, run by each backend's tests.
 //!
 //! PostgreSQL (the log, its tables and the lease) is the `postgres` feature, on by default;
@@ -24,12 +24,6 @@ pub mod keys;
 pub mod lease;
 #[cfg(feature = "postgres")]
 pub mod postgres;
-#[cfg(feature = "postgres")]
-mod postgres_entities;
-#[cfg(feature = "postgres")]
-pub mod postgres_filters;
-#[cfg(feature = "postgres")]
-pub mod postgres_tables;
 pub mod sqlite;
 pub mod subs;
 
@@ -38,10 +32,6 @@ pub use keys::SqliteKeys;
 #[cfg(feature = "postgres")]
 pub use lease::Lease;
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresLog;
-#[cfg(feature = "postgres")]
-pub use postgres_filters::PgFilters;
-#[cfg(feature = "postgres")]
-pub use postgres_tables::{PgKeys, PgSubs};
+pub use postgres::{PgFilters, PgKeys, PgSubs, PostgresLog};
 pub use sqlite::{Durability, SqliteLog};
 pub use subs::SqliteSubs;

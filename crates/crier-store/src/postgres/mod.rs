@@ -31,13 +31,20 @@ use crier_core::{
     ReadQuery, Scope, Severity,
 };
 
-use crate::postgres_entities::{
+use entities::{
     apply as entity_apply, load as entity_load, migrations as entity_migrations, EntityNames,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
+
+mod entities;
+mod filters;
+mod tables;
+
+pub use filters::PgFilters;
+pub use tables::{PgKeys, PgSubs};
 
 /// A parsed PostgreSQL connection string (for validating configuration).
 pub use tokio_postgres::Config as PgConfig;
@@ -1031,7 +1038,7 @@ impl EntityStore for PostgresLog {
         let (tenant, key) = (tenant.to_string(), key.clone());
         Box::pin(async move {
             let client = self.shared.pool.get().await.map_err(pool_err)?;
-            let row = crate::postgres_entities::entity_row(
+            let row = entities::entity_row(
                 &**client,
                 &self.shared.names.entities,
                 &tenant,
@@ -1053,7 +1060,7 @@ impl EntityStore for PostgresLog {
         let after = after.map(str::to_string);
         Box::pin(async move {
             let client = self.shared.pool.get().await.map_err(pool_err)?;
-            crate::postgres_entities::list(
+            entities::list(
                 &**client,
                 &self.shared.names.entities,
                 &tenant,
@@ -1069,7 +1076,7 @@ impl EntityStore for PostgresLog {
         let tenant = tenant.to_string();
         Box::pin(async move {
             let client = self.shared.pool.get().await.map_err(pool_err)?;
-            crate::postgres_entities::links(&**client, &self.shared.names.entities, &tenant, &q)
+            entities::links(&**client, &self.shared.names.entities, &tenant, &q)
                 .await
         })
     }
