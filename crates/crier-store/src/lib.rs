@@ -1,16 +1,14 @@
-//! crier-store: implementations of [`crier_core::EventLog`].
+//! crier-store: implementations of [`crier_core::EventLog`], one folder per backend.
 //!
 //! * [`sqlite`]: the embedded default, one file under `data_dir`, with a single writer
-//!   thread doing group commit.
+//!   thread doing group commit; its API keys ([`keys`]), saved named filters per tenant
+//!   ([`filters`]) and entity rows live in the same file.
 //! * [`postgres`]: a PostgreSQL log several hub nodes can share, with their subscriptions,
-//!   API keys and saved filters.
+//!   API keys, saved filters and a cluster-wide [`postgres::Lease`] for work that must run
+//!   on one node at a time.
 //! * Both logs also implement [`crier_core::entity::EntityStore`]: entity rows live next to
 //!   the events, and a change is written in the same transaction as its events.
-//! * [`keys`]: API keys, stored hashed in the same file.
-//! * [`lease`]: a cluster-wide lease for work that must run on one node at a time.
-//! * [`subs`]: durable subscriptions and their delivery records, in the same file.
-//! * [`filters`]: saved named filters per tenant, in the same file (or PostgreSQL:
-//!   [`PgFilters`]).
+//! * [`subs`]: durable subscriptions and their delivery records, in the SQLite file.
 //! * [`conformance`]: the suite every implementation must pass, run by each backend's tests.
 //!
 //! PostgreSQL (the log, its tables and the lease) is the `postgres` feature, on by default;
@@ -18,20 +16,17 @@
 #![deny(missing_docs)]
 
 pub mod conformance;
-pub mod filters;
-pub mod keys;
-#[cfg(feature = "postgres")]
-pub mod lease;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
 pub mod subs;
 
-pub use filters::SqliteFilters;
-pub use keys::SqliteKeys;
+/// The saved-filter contract ([`filters::FilterStore`]) and its SQLite table.
+pub use sqlite::filters;
+/// Key secrets and hashing, and the SQLite key table.
+pub use sqlite::keys;
+
 #[cfg(feature = "postgres")]
-pub use lease::Lease;
-#[cfg(feature = "postgres")]
-pub use postgres::{PgFilters, PgKeys, PgSubs, PostgresLog};
-pub use sqlite::{Durability, SqliteLog};
+pub use postgres::{Lease, PgFilters, PgKeys, PgSubs, PostgresLog};
+pub use sqlite::{Durability, SqliteFilters, SqliteKeys, SqliteLog};
 pub use subs::SqliteSubs;

@@ -41,9 +41,11 @@ use tokio_postgres::NoTls;
 
 mod entities;
 mod filters;
+pub mod lease;
 mod tables;
 
 pub use filters::PgFilters;
+pub use lease::Lease;
 pub use tables::{PgKeys, PgSubs};
 
 /// A parsed PostgreSQL connection string (for validating configuration).

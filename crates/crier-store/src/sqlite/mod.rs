@@ -31,6 +31,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 mod entities;
+pub mod filters;
+pub mod keys;
 mod read;
 mod writer;
 #[cfg(test)]
@@ -38,6 +40,9 @@ mod writer_tests;
 
 use read::{last_received_before, read_blocking, row_to_committed, to_i64, COLUMNS};
 use writer::Writer;
+
+pub use filters::SqliteFilters;
+pub use keys::SqliteKeys;
 
 /// The schema version this build writes and understands.
 const SCHEMA_VERSION: i64 = 1;
