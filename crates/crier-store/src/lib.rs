@@ -9,12 +9,14 @@
 //! * Both logs also implement [`crier_core::entity::EntityStore`]: entity rows live next to
 //!   the events, and a change is written in the same transaction as its events.
 //! * [`subs`]: durable subscriptions and their delivery records, in the SQLite file.
-//! * [`conformance`]: the suite every implementation must pass, run by each backend's tests.
+//! * `conformance`: the suites every implementation must pass, run by each backend's tests;
+//!   the `conformance` feature, which only this crate's dev-dependencies turn on.
 //!
 //! PostgreSQL (the log, its tables and the lease) is the `postgres` feature, on by default;
 //! without it the crate is SQLite alone.
 #![deny(missing_docs)]
 
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 #[cfg(feature = "postgres")]
 pub mod postgres;
