@@ -16,8 +16,9 @@
 //!
 //! The files follow those seams: `migrate.rs` holds the schema, `writer.rs` group commit,
 //! `read.rs` reads and counters, `prune.rs` retention, `entities.rs` the entity tables; this
-//! file opens the log and implements the traits. `filters.rs`, `tables.rs` and `lease.rs`
-//! are the side stores and the lease that hubs share through the same database.
+//! file opens the log and implements the traits. `keys.rs`, `filters.rs` and `tables.rs`
+//! (subscriptions) are the side stores hubs share through the same database, opened through
+//! `side.rs`; `lease.rs` is the cluster lease.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -40,16 +41,19 @@ use writer::{writer_loop, Append, MutateReq, WriteReq};
 
 mod entities;
 mod filters;
+mod keys;
 pub mod lease;
 mod migrate;
 mod prune;
 mod read;
+mod side;
 mod tables;
 mod writer;
 
 pub use filters::PgFilters;
+pub use keys::PgKeys;
 pub use lease::Lease;
-pub use tables::{PgKeys, PgSubs};
+pub use tables::PgSubs;
 
 /// A parsed PostgreSQL connection string (for validating configuration).
 pub use tokio_postgres::Config as PgConfig;

@@ -1,59 +1,18 @@
-//! Subscriptions, delivery records and API keys in PostgreSQL, for hubs that share one log:
-//! the same contracts as the SQLite tables, in the log's schema.
+//! Subscriptions and delivery records in PostgreSQL, for hubs that share one log: the same
+//! contract as the SQLite tables, in the log's schema.
 
 use std::sync::Arc;
 
 use crier_core::event::now_us;
 use crier_core::log::BoxFuture;
 use crier_core::LogError;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use deadpool_postgres::Pool;
 
+use super::side::{migrate, side_pool};
 use crate::subs::{Delivery, StatusCounts, SubPatch, SubStore, Subscription};
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> LogError {
     LogError::backend(e)
-}
-
-/// A pool of `max` connections to `url` and the checked `schema` (default `public`): what
-/// every PostgreSQL side store (keys, subscriptions, saved filters) opens with.
-pub(crate) fn side_pool(
-    url: &str,
-    schema: Option<&str>,
-    max: usize,
-) -> Result<(Pool, String), LogError> {
-    let pg: tokio_postgres::Config = url.parse().map_err(backend)?;
-    let mgr = Manager::from_config(
-        pg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    let pool = Pool::builder(mgr).max_size(max).build().map_err(backend)?;
-    let schema = schema.unwrap_or("public");
-    if schema.is_empty()
-        || !schema
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        return Err(backend(std::io::Error::other(
-            "a schema name is letters, digits and underscores",
-        )));
-    }
-    Ok((pool, schema.to_string()))
-}
-
-/// Runs `ddl` in one transaction under advisory lock `lock`, so that nodes starting together
-/// create their tables one at a time.
-pub(crate) async fn migrate(pool: &Pool, lock: i64, ddl: &str) -> Result<(), LogError> {
-    let mut client = pool.get().await.map_err(backend)?;
-    let tx = client.transaction().await.map_err(backend)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock])
-        .await
-        .map_err(backend)?;
-    tx.batch_execute(ddl).await.map_err(backend)?;
-    tx.commit().await.map_err(backend)
 }
 
 fn i(v: u64) -> i64 {
@@ -494,122 +453,6 @@ impl SubStore for PgSubs {
             let dels = out.pop().unwrap_or_default();
             let subs = out.pop().unwrap_or_default();
             Ok((subs, dels))
-        })
-    }
-}
-
-/// API keys in PostgreSQL (the same contract as [`crate::SqliteKeys`]), for hubs that share
-/// one log: a key created or revoked on any node holds on every node at once.
-#[derive(Clone)]
-pub struct PgKeys {
-    pool: Pool,
-    table: Arc<String>,
-}
-
-fn row_to_key(r: &tokio_postgres::Row) -> crier_core::keys::ApiKey {
-    let role: String = r.get(3);
-    crier_core::keys::ApiKey {
-        id: r.get(0),
-        name: r.get(1),
-        tenant: r.get(2),
-        role: crier_core::Role::parse(&role).unwrap_or(crier_core::Role::Subscriber),
-        created_us: r.get(4),
-        revoked_us: r.get(5),
-    }
-}
-
-const KEY_COLUMNS: &str = "id, name, tenant, role, created_us, revoked_us";
-
-impl PgKeys {
-    /// Connects and creates the key table in `schema` (default `public`) if needed.
-    pub async fn open(url: &str, schema: Option<&str>) -> Result<PgKeys, LogError> {
-        let (pool, schema) = side_pool(url, schema, 4)?;
-        let table = format!("\"{schema}\".crier_api_keys");
-        migrate(
-            &pool,
-            7402,
-            &format!(
-                "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
-CREATE TABLE IF NOT EXISTS {table} (
-    id TEXT PRIMARY KEY, name TEXT NOT NULL, tenant TEXT NOT NULL, role TEXT NOT NULL,
-    hash TEXT NOT NULL UNIQUE, created_us BIGINT NOT NULL, revoked_us BIGINT
-);"
-            ),
-        )
-        .await?;
-        Ok(PgKeys {
-            pool,
-            table: Arc::new(table),
-        })
-    }
-
-    /// Creates a key; returns it with its secret, which is not stored and cannot be shown again.
-    pub async fn create(
-        &self,
-        tenant: &str,
-        role: crier_core::Role,
-        name: &str,
-    ) -> Result<(crier_core::keys::ApiKey, String), LogError> {
-        let (key, secret) = crate::keys::new_key(tenant, role, name);
-        let c = self.pool.get().await.map_err(backend)?;
-        c.execute(
-            &format!("INSERT INTO {} (id, name, tenant, role, hash, created_us) VALUES ($1, $2, $3, $4, $5, $6)", self.table),
-            &[&key.id, &key.name, &key.tenant, &key.role.as_str(), &crate::keys::hash_secret(&secret), &key.created_us],
-        )
-        .await
-        .map_err(backend)?;
-        Ok((key, secret))
-    }
-
-    /// Every key, newest first.
-    pub async fn list(&self) -> Result<Vec<crier_core::keys::ApiKey>, LogError> {
-        let c = self.pool.get().await.map_err(backend)?;
-        let rows = c
-            .query(
-                &format!(
-                    "SELECT {KEY_COLUMNS} FROM {} ORDER BY created_us DESC, id",
-                    self.table
-                ),
-                &[],
-            )
-            .await
-            .map_err(backend)?;
-        Ok(rows.iter().map(row_to_key).collect())
-    }
-
-    /// Revokes a key by id; false if there is no such key.
-    pub async fn revoke(&self, id: &str) -> Result<bool, LogError> {
-        let c = self.pool.get().await.map_err(backend)?;
-        let n = c
-            .execute(
-                &format!(
-                    "UPDATE {} SET revoked_us = COALESCE(revoked_us, $2) WHERE id = $1",
-                    self.table
-                ),
-                &[&id, &now_us()],
-            )
-            .await
-            .map_err(backend)?;
-        Ok(n > 0)
-    }
-}
-
-impl crier_core::keys::KeyStore for PgKeys {
-    fn find(
-        &self,
-        hash: &str,
-    ) -> BoxFuture<'_, Result<Option<crier_core::keys::ApiKey>, LogError>> {
-        let hash = hash.to_string();
-        Box::pin(async move {
-            let c = self.pool.get().await.map_err(backend)?;
-            let row = c
-                .query_opt(
-                    &format!("SELECT {KEY_COLUMNS} FROM {} WHERE hash = $1", self.table),
-                    &[&hash],
-                )
-                .await
-                .map_err(backend)?;
-            Ok(row.as_ref().map(row_to_key))
         })
     }
 }
