@@ -18,6 +18,7 @@
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod group_commit;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;

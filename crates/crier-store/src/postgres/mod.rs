@@ -37,7 +37,9 @@ use tokio_postgres::NoTls;
 
 use entities::EntityNames;
 use read::{row_to_committed, COLUMNS};
-use writer::{writer_loop, Append, MutateReq, WriteReq};
+use writer::writer_loop;
+
+use crate::group_commit::{MutateReq, Pending};
 
 mod entities;
 mod filters;
@@ -89,7 +91,7 @@ struct Shared {
 /// The PostgreSQL event log. See the module docs.
 pub struct PostgresLog {
     shared: Arc<Shared>,
-    tx: Mutex<Option<mpsc::Sender<WriteReq>>>,
+    tx: Mutex<Option<mpsc::Sender<Pending>>>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -203,7 +205,7 @@ impl EventLog for PostgresLog {
                 .clone()
                 .ok_or(LogError::Closed)?;
             let (reply, rx) = oneshot::channel();
-            tx.send(WriteReq::Append(Append { batch, reply }))
+            tx.send(Pending::Append { batch, reply })
                 .await
                 .map_err(|_| LogError::Closed)?;
             let out = rx.await.map_err(|_| LogError::Closed)?;
@@ -306,7 +308,7 @@ impl EntityStore for PostgresLog {
                 max_event_bytes,
                 reply,
             };
-            tx.send(WriteReq::Mutate(Box::new(req)))
+            tx.send(Pending::Mutate(Box::new(req)))
                 .await
                 .map_err(|_| LogError::Closed)?;
             rx.await.map_err(|_| LogError::Closed)?

@@ -15,76 +15,23 @@ use crier_core::log::{series_bucket, SERIES_KEEP_SECS};
 use crier_core::{
     AppendResult, Committed, LogError, NewEvent, Principal, PublishContext, Severity,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 
 use super::entities::{apply as entity_apply, load as entity_load};
 use super::{backend, i, pool_err, u, Names, Shared};
+use crate::group_commit::{gather, Answer, MutateReply, MutateReq, Pending, Reply};
 
 /// At most this many events go into one group commit.
 const MAX_GROUP_EVENTS: usize = 10_000;
-
-type Reply<T> = oneshot::Sender<Result<T, LogError>>;
-
-pub(super) struct Append {
-    pub(super) batch: Vec<NewEvent>,
-    pub(super) reply: Reply<Vec<AppendResult>>,
-}
-
-type MutateReply = oneshot::Sender<Result<Applied, EntityError>>;
-
-/// An entity change: applied in the writer's group transaction, with its events.
-pub(super) struct MutateReq {
-    pub(super) mutation: Mutation,
-    pub(super) principal: Principal,
-    pub(super) max_event_bytes: usize,
-    pub(super) reply: MutateReply,
-}
-
-/// A request to this node's writer task.
-pub(super) enum WriteReq {
-    Append(Append),
-    Mutate(Box<MutateReq>),
-}
-
-impl WriteReq {
-    fn events(&self) -> usize {
-        match self {
-            WriteReq::Append(a) => a.batch.len(),
-            WriteReq::Mutate(_) => 1,
-        }
-    }
-
-    fn fail(self, msg: &str) {
-        let err = || backend(std::io::Error::other(msg.to_string()));
-        match self {
-            WriteReq::Append(a) => {
-                let _ = a.reply.send(Err(err()));
-            }
-            WriteReq::Mutate(m) => {
-                let _ = m.reply.send(Err(EntityError::Log(err())));
-            }
-        }
-    }
-}
 
 fn severity_key(s: Severity) -> &'static str {
     ["0", "1", "2", "3", "4"][usize::from(s.rank())]
 }
 
-pub(super) async fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteReq>) {
+pub(super) async fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>) {
     while let Some(first) = rx.recv().await {
-        let mut n = first.events();
-        let mut group = vec![first];
-        while n < MAX_GROUP_EVENTS {
-            match rx.try_recv() {
-                Ok(a) => {
-                    n += a.events();
-                    group.push(a);
-                }
-                Err(_) => break,
-            }
-        }
+        let (group, n) = gather(first, MAX_GROUP_EVENTS, || rx.try_recv().ok());
         let t0 = Instant::now();
         match commit_group(&shared, group).await {
             Ok((committed, answers)) => {
@@ -121,26 +68,7 @@ enum Slot {
     Refused(MutateReply, EntityError),
 }
 
-/// The answer to send once the group has committed.
-enum Answer {
-    Append(Reply<Vec<AppendResult>>, Vec<AppendResult>),
-    Mutate(MutateReply, Result<Applied, EntityError>),
-}
-
-impl Answer {
-    fn send(self) {
-        match self {
-            Answer::Append(reply, r) => {
-                let _ = reply.send(Ok(r));
-            }
-            Answer::Mutate(reply, r) => {
-                let _ = reply.send(r);
-            }
-        }
-    }
-}
-
-type Failed = (LogError, Vec<WriteReq>);
+type Failed = (LogError, Vec<Pending>);
 
 /// Applies one mutation inside the group transaction: load, plan, write. Returns the plan's
 /// events for the group insert. A refusal writes nothing; a database error aborts the
@@ -166,7 +94,7 @@ async fn apply_mutation(
 
 async fn commit_group(
     shared: &Shared,
-    group: Vec<WriteReq>,
+    group: Vec<Pending>,
 ) -> Result<(Vec<Arc<Committed>>, Vec<Answer>), Failed> {
     let n = &shared.names;
     let mut client = match shared.pool.get().await {
@@ -178,7 +106,7 @@ async fn commit_group(
     let mut committed: Vec<Arc<Committed>> = Vec::new();
     // Requests not yet turned into slots, kept so that a failure before the commit can
     // answer every one of them.
-    let mut pending: std::collections::VecDeque<WriteReq> = group.into();
+    let mut pending: std::collections::VecDeque<Pending> = group.into();
     let outcome: Result<(), LogError> = async {
         let tx = client.transaction().await.map_err(backend)?;
         let head: i64 = tx
@@ -197,11 +125,11 @@ async fn commit_group(
         let mut batches = Vec::with_capacity(pending.len());
         while let Some(req) = pending.pop_front() {
             match req {
-                WriteReq::Append(a) => {
-                    slots.push(Slot::Append(a.reply, batches.len()));
-                    batches.push(a.batch);
+                Pending::Append { batch, reply } => {
+                    slots.push(Slot::Append(reply, batches.len()));
+                    batches.push(batch);
                 }
-                WriteReq::Mutate(m) => {
+                Pending::Mutate(m) => {
                     let MutateReq { mutation, principal, max_event_bytes, reply } = *m;
                     match apply_mutation(&tx, n, mutation, &principal, max_event_bytes).await {
                         Ok((events, outcome)) => {
@@ -269,7 +197,7 @@ async fn commit_group(
         committed = stored;
         for slot in slots.drain(..) {
             answers.push(match slot {
-                Slot::Append(reply, i) => Answer::Append(reply, std::mem::take(&mut results[i])),
+                Slot::Append(reply, i) => Answer::Append(reply, Ok(std::mem::take(&mut results[i]))),
                 Slot::Mutated(reply, i, outcome) => {
                     let seqs = results[i].iter().map(|a| a.seq).collect();
                     Answer::Mutate(reply, Ok(Applied { outcome, seqs }))
@@ -285,7 +213,7 @@ async fn commit_group(
         Err(e) => {
             // Nothing was committed: every request of the group fails, refusals included
             // (they are answered with their own refusal).
-            let mut reqs: Vec<WriteReq> = Vec::new();
+            let mut reqs: Vec<Pending> = Vec::new();
             for slot in slots {
                 match slot {
                     Slot::Append(reply, _) => {

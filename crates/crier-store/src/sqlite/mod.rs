@@ -41,6 +41,8 @@ mod writer_tests;
 use read::{last_received_before, read_blocking, row_to_committed, to_i64, COLUMNS};
 use writer::Writer;
 
+use crate::group_commit::{MutateReq, Reply};
+
 pub use filters::SqliteFilters;
 pub use keys::SqliteKeys;
 
@@ -67,8 +69,6 @@ pub enum Durability {
     Commit,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, LogError>>;
-
 enum WriteReq {
     Append {
         batch: Vec<NewEvent>,
@@ -85,16 +85,6 @@ enum WriteReq {
     /// Runs a test's code on the writer's connection, between two groups.
     #[cfg(test)]
     Hook(Box<dyn FnOnce(&mut Connection) + Send>),
-}
-
-type MutateReply = oneshot::Sender<Result<Applied, EntityError>>;
-
-/// An entity change for the writer: applied in a group commit, with its events.
-struct MutateReq {
-    mutation: Mutation,
-    principal: Principal,
-    max_event_bytes: usize,
-    reply: MutateReply,
 }
 
 struct Shared {
