@@ -31,6 +31,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 mod entities;
+pub mod filters;
+pub mod keys;
 mod read;
 mod side;
 mod writer;
@@ -40,6 +42,11 @@ mod writer_tests;
 use read::{last_received_before, read_blocking, row_to_committed, to_i64, COLUMNS};
 pub(crate) use side::{read_only, SideConn};
 use writer::Writer;
+
+use crate::group_commit::{MutateReq, Reply};
+
+pub use filters::SqliteFilters;
+pub use keys::SqliteKeys;
 
 /// The schema version this build writes and understands.
 const SCHEMA_VERSION: i64 = 1;
@@ -64,8 +71,6 @@ pub enum Durability {
     Commit,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, LogError>>;
-
 enum WriteReq {
     Append {
         batch: Vec<NewEvent>,
@@ -84,16 +89,6 @@ enum WriteReq {
     /// Runs a test's code on the writer's connection, between two groups.
     #[cfg(test)]
     Hook(Box<dyn FnOnce(&mut Connection) + Send>),
-}
-
-type MutateReply = oneshot::Sender<Result<Applied, EntityError>>;
-
-/// An entity change for the writer: applied in a group commit, with its events.
-struct MutateReq {
-    mutation: Mutation,
-    principal: Principal,
-    max_event_bytes: usize,
-    reply: MutateReply,
 }
 
 struct Shared {

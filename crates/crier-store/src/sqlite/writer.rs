@@ -9,15 +9,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use crier_core::entity::{self, Applied, EntityError, Mutation};
 use crier_core::event::now_us;
-use crier_core::{AppendResult, Committed, LogError, NewEvent, Principal, PublishContext};
+use crier_core::{AppendResult, Committed, NewEvent, Principal, PublishContext};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::mpsc;
 
 use super::read::{severity_key, to_i64};
-use super::{
-    backend, entities, MutateReply, MutateReq, Reply, Shared, WriteReq, MAX_GROUP_EVENTS,
-    STATS_PRUNE, TAG_SEP,
-};
+use super::{backend, entities, Shared, WriteReq, MAX_GROUP_EVENTS, STATS_PRUNE, TAG_SEP};
+use crate::group_commit::{gather, Answer, MutateReq, Pending};
 use crier_core::log::{series_bucket, SERIES_KEEP_SECS};
 
 pub(super) struct Writer {
@@ -27,77 +25,12 @@ pub(super) struct Writer {
     pub(super) last_recv: i64,
 }
 
-/// One request of a commit group.
-enum Pending {
-    Append {
-        batch: Vec<NewEvent>,
-        reply: Reply<Vec<AppendResult>>,
-    },
-    Mutate(Box<MutateReq>),
-}
-
-impl Pending {
-    fn events(&self) -> usize {
-        match self {
-            Pending::Append { batch, .. } => batch.len(),
-            Pending::Mutate(_) => 1,
-        }
-    }
-
-    fn from_req(req: WriteReq) -> Result<Pending, WriteReq> {
-        match req {
-            WriteReq::Append { batch, reply } => Ok(Pending::Append { batch, reply }),
-            WriteReq::Mutate(m) => Ok(Pending::Mutate(m)),
-            other => Err(other),
-        }
-    }
-
-    /// Answers a request of a group that failed as a whole.
-    fn fail(self, msg: &str) {
-        let err = || LogError::backend(std::io::Error::other(msg.to_string()));
-        match self {
-            Pending::Append { reply, .. } => {
-                let _ = reply.send(Err(err()));
-            }
-            Pending::Mutate(m) => {
-                let _ = m.reply.send(Err(EntityError::Log(err())));
-            }
-        }
-    }
-}
-
-/// The answer of one request, sent after the group commits.
-enum Answer {
-    Append(
-        Reply<Vec<AppendResult>>,
-        Result<Vec<AppendResult>, LogError>,
-    ),
-    Mutate(MutateReply, Result<Applied, EntityError>),
-}
-
-impl Answer {
-    fn send(self) {
-        match self {
-            Answer::Append(reply, r) => {
-                let _ = reply.send(r);
-            }
-            Answer::Mutate(reply, r) => {
-                let _ = reply.send(r);
-            }
-        }
-    }
-
-    /// Replaces a success with a failure of the whole group (nothing was committed).
-    fn fail(self, msg: &str) {
-        let err = || LogError::backend(std::io::Error::other(msg.to_string()));
-        match self {
-            Answer::Append(reply, _) => {
-                let _ = reply.send(Err(err()));
-            }
-            Answer::Mutate(reply, _) => {
-                let _ = reply.send(Err(EntityError::Log(err())));
-            }
-        }
+/// The request as one of a commit group, or back as it was if it is not one.
+fn pending(req: WriteReq) -> Result<Pending, WriteReq> {
+    match req {
+        WriteReq::Append { batch, reply } => Ok(Pending::Append { batch, reply }),
+        WriteReq::Mutate(m) => Ok(Pending::Mutate(m)),
+        other => Err(other),
     }
 }
 
@@ -112,23 +45,20 @@ impl Writer {
                     None => break,
                 },
             };
-            let req = match Pending::from_req(req) {
+            let req = match pending(req) {
                 Ok(first) => {
-                    let mut n = first.events();
-                    let mut group = vec![first];
-                    while n < MAX_GROUP_EVENTS {
-                        match rx.try_recv().map(Pending::from_req) {
-                            Ok(Ok(p)) => {
-                                n += p.events();
-                                group.push(p);
-                            }
+                    // A request that is not an append or an entity change ends the group
+                    // and is served right after it.
+                    let (group, _) = gather(first, MAX_GROUP_EVENTS, || {
+                        match rx.try_recv().map(pending) {
+                            Ok(Ok(p)) => Some(p),
                             Ok(Err(other)) => {
                                 deferred = Some(other);
-                                break;
+                                None
                             }
-                            Err(_) => break,
+                            Err(_) => None,
                         }
-                    }
+                    });
                     self.commit_group(group);
                     continue;
                 }

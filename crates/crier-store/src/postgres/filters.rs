@@ -37,9 +37,9 @@ fn row_to_filter(r: &tokio_postgres::Row) -> SavedFilter {
 impl PgFilters {
     /// Connects and creates the table in `schema` (default `public`) if needed.
     pub async fn open(url: &str, schema: Option<&str>) -> Result<PgFilters, LogError> {
-        let (pool, schema) = crate::postgres_tables::side_pool(url, schema, 4)?;
+        let (pool, schema) = super::side::side_pool(url, schema, 4)?;
         let table = format!("\"{schema}\".crier_saved_filters");
-        crate::postgres_tables::migrate(
+        super::side::migrate(
             &pool,
             7403,
             &format!(

@@ -11,7 +11,7 @@ use crier_core::log::BoxFuture;
 use crier_core::LogError;
 use deadpool_postgres::Pool;
 
-use crate::postgres_tables::{migrate, side_pool};
+use super::side::{migrate, side_pool};
 use crier_core::webhook::{
     Delivery, DeliveryStatus, StatusCounts, WebhookError, WebhookPatch, WebhookStatus,
     WebhookStore, WebhookSub,
