@@ -119,7 +119,7 @@ impl HubConfig {
                 )
             })?;
         }
-        let value = crier_server::config_load::parse_as(key, value, slot_default)?;
+        let value = crier_server::config::load::parse_as(key, value, slot_default)?;
         let mut slot = &mut doc;
         for part in key.split('.') {
             slot = slot

@@ -4,8 +4,11 @@
 //! The environment name of a key is `CRIER_` plus its path in upper case joined by `_`
 //! (`auth.jwt_secret` → `CRIER_AUTH_JWT_SECRET`). Every layer is merged as TOML values over the
 //! defaults, so the environment and flags know the type of each key from its default (see
-//! `config_load`). A bad value is an error naming the key path and the file, variable or
+//! [`load`]). A bad value is an error naming the key path and the file, variable or
 //! flag that set it; nothing falls back silently.
+
+pub mod doc;
+pub mod load;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

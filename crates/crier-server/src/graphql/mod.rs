@@ -9,6 +9,9 @@
 //! selection, so aliases cannot multiply a request past the limit, and every field that loads
 //! events draws on the request's [`ResponseBudget`] (§12.3).
 
+pub mod strict;
+pub mod ws;
+
 use std::sync::Arc;
 
 use async_graphql::{
@@ -53,7 +56,7 @@ pub fn schema() -> CrierSchema {
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(32)
-        .extension(crate::graphql_ws::Guard)
+        .extension(crate::graphql::ws::Guard)
         .finish()
 }
 
@@ -74,7 +77,7 @@ fn bad(code: &'static str, msg: impl Into<String>) -> GqlError {
     gql(ApiError::bad(code, msg))
 }
 
-/// The request's budget (every request gets one; see [`crate::graphql_ws::Guard`]).
+/// The request's budget (every request gets one; see [`crate::graphql::ws::Guard`]).
 fn budget(ctx: &Context<'_>, state: &AppState) -> Arc<ResponseBudget> {
     ctx.data_opt::<Arc<ResponseBudget>>()
         .cloned()
@@ -665,7 +668,7 @@ pub async fn http(
     };
     if let Some(f) = queries
         .iter()
-        .find_map(|q| crate::graphql_strict::repeated_field(q))
+        .find_map(|q| crate::graphql::strict::repeated_field(q))
     {
         return Err(ApiError::bad(
             "invalid_json",
@@ -690,4 +693,4 @@ pub async fn http(
     Ok(axum::Json(res).into_response())
 }
 
-pub use crate::graphql_ws::websocket;
+pub use crate::graphql::ws::websocket;

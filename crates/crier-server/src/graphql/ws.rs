@@ -253,7 +253,7 @@ async fn serve(
 fn strict_message(bytes: &[u8]) -> Result<(), String> {
     let v = crier_core::strict_json::from_slice(bytes).map_err(|e| e.to_string())?;
     if let Some(q) = v["payload"]["query"].as_str() {
-        if let Some(f) = crate::graphql_strict::repeated_field(q) {
+        if let Some(f) = crate::graphql::strict::repeated_field(q) {
             return Err(format!("an input object repeats the field `{f}`"));
         }
     }
