@@ -124,12 +124,7 @@ async fn json_object(
     optional: bool,
 ) -> Result<Option<Map<String, Value>>, ApiError> {
     if let Some(ct) = header_text(headers, header::CONTENT_TYPE)? {
-        let mime = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let mime = crate::transport::essence(ct);
         let ok =
             mime == "application/json" || mime == "application/merge-patch+json" || mime.is_empty();
         if !ok {

@@ -37,6 +37,7 @@ pub mod state;
 pub mod stats;
 pub mod subscriptions;
 pub mod tls;
+pub mod transport;
 mod webhook_delivery;
 pub mod webhooks;
 pub mod ws;

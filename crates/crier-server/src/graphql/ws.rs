@@ -123,7 +123,7 @@ pub async fn websocket(
                 "ask for the `graphql-transport-ws` subprotocol (Sec-WebSocket-Protocol)",
             )
         })?;
-    crate::ws::check_origin(&state, &headers)?;
+    crate::transport::check_origin(&state, &headers)?;
     let header_token = crate::auth::token_of(&parts)?;
     let remote = crate::monitor::peer_of(&parts);
     let max = state.settings.limits.max_ws_frame_bytes;
@@ -235,7 +235,7 @@ async fn serve(
                 Some(Ok(Message::Close(_))) | None => tx = None,
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "GraphQL websocket read ended");
-                    break crate::ws::close::for_read_error(&e).map(|(c, r)| (c, r.to_string()));
+                    break crate::transport::close::for_read_error(&e).map(|(c, r)| (c, r.to_string()));
                 }
             },
         }

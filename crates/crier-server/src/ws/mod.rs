@@ -31,10 +31,9 @@ use crate::lifetime::Lifetime;
 use crate::monitor::{ConnInfo, Peer};
 use crate::query::Query;
 use crate::replays::{Replay, ReplaySpec, Speed};
-use crate::sse::start_position;
 use crate::state::{AppState, ConnGuard, Transport};
+use crate::transport::{check_origin, start_position};
 
-pub mod close;
 pub mod oneshot;
 mod tasks;
 
@@ -250,7 +249,7 @@ impl Conn {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "websocket read ended");
-                    if let Some((code, reason)) = close::for_read_error(&e) {
+                    if let Some((code, reason)) = crate::transport::close::for_read_error(&e) {
                         let _ = self.out.send(close_frame(code, reason)).await;
                     }
                     return;
@@ -612,10 +611,4 @@ impl Conn {
         s.push('}');
         Ok(Some(text(s)))
     }
-}
-
-/// Refuses a browser WebSocket from a foreign origin: the rule of §12.7, the same for every
-/// upgrade and state-changing request (see [`crate::browser`]).
-pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    crate::browser::check_origin(state, headers)
 }
