@@ -428,27 +428,34 @@ impl FromRequestParts<AppState> for Auth {
 /// Shared handle for the key store.
 pub type Keys = Arc<dyn KeyStore>;
 
-/// Requires at least `role`.
+/// Requires at least `role`, as an HTTP refusal.
 pub fn require(p: &Principal, role: Role) -> Result<(), ApiError> {
+    Ok(check_role(p, role)?)
+}
+
+/// Requires at least `role`, as a service's refusal (`forbidden`).
+pub fn check_role(p: &Principal, role: Role) -> Result<(), crate::service::Error> {
     if p.has(role) {
         Ok(())
     } else {
-        Err(ApiError::forbidden(format!(
-            "this needs the {} role",
-            role.as_str()
-        )))
+        Err(forbidden(format!("this needs the {} role", role.as_str())))
+    }
+}
+
+fn forbidden(message: impl Into<String>) -> crate::service::Error {
+    crate::service::Error::Forbidden {
+        code: "forbidden",
+        message: message.into(),
     }
 }
 
 /// The tenants a read covers: the principal's own, or for an admin the one named by a
 /// `tenant` parameter (`*` for all).
-pub fn read_scope(p: &Principal, tenant: Option<&str>) -> Result<Scope, ApiError> {
+pub fn read_scope(p: &Principal, tenant: Option<&str>) -> Result<Scope, crate::service::Error> {
     match tenant {
         None => Ok(Scope::Tenant(p.tenant.clone())),
         Some(t) if t == p.tenant => Ok(Scope::Tenant(p.tenant.clone())),
-        Some(_) if p.role != Role::Admin => {
-            Err(ApiError::forbidden("only an admin may read another tenant"))
-        }
+        Some(_) if p.role != Role::Admin => Err(forbidden("only an admin may read another tenant")),
         Some("*") => Ok(Scope::All),
         Some(t) => {
             crier_core::event::check_tenant(t)?;

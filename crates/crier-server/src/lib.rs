@@ -31,6 +31,7 @@ pub mod query;
 pub mod reader_limits;
 pub mod readiness;
 pub mod replays;
+pub mod service;
 pub mod sse;
 pub mod ssrf;
 pub mod state;

@@ -143,9 +143,12 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw.as_deref(), &["after", "last", "tenant", "filter"])?;
     let scope = read_scope(&principal, q.get("tenant"))?;
-    let filter =
-        crate::filters::from_query(&state, crate::filters::tenant_of(&principal, &scope), &q)
-            .await?;
+    let filter = crate::service::filters::from_query(
+        &state,
+        crate::service::filters::tenant_of(&principal, &scope),
+        &q,
+    )
+    .await?;
     crate::reader_limits::check_filter(&state.settings.limits, &filter)?;
     let filter = Arc::new(narrow(&principal, filter));
     let last_event_id = headers.get("last-event-id").map(|v| {

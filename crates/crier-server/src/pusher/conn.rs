@@ -661,6 +661,6 @@ pub async fn publish(
         .map(|i| i.validate(&ctx).map_err(ApiError::from))
         .collect::<Result<Vec<_>, _>>()?;
     metrics::counter!("crier_publish_requests_total", "transport" => "pusher").increment(1);
-    crate::events::append(state, batch).await?;
+    crate::service::publish::append(state, batch).await?;
     Ok(())
 }

@@ -26,11 +26,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{narrow, read_scope, require, Auth};
 use crate::error::ApiError;
-use crate::events::{json_array, History, MAX_PAGE};
 use crate::lifetime::Lifetime;
 use crate::monitor::{ConnInfo, Peer};
 use crate::query::Query;
-use crate::replays::{Replay, ReplaySpec, Speed};
+use crate::service::history::{self, json_array, MAX_PAGE};
+use crate::service::replays::{Replay, ReplaySpec, Speed};
 use crate::state::{AppState, ConnGuard, Transport};
 use crate::transport::{check_origin, start_position};
 
@@ -117,6 +117,13 @@ struct OpError(&'static str, String);
 impl From<ApiError> for OpError {
     fn from(e: ApiError) -> Self {
         OpError(e.code, e.message)
+    }
+}
+
+impl From<crate::service::Error> for OpError {
+    fn from(e: crate::service::Error) -> Self {
+        let (code, message) = e.into_parts();
+        OpError(code, message)
     }
 }
 
@@ -384,8 +391,12 @@ impl Conn {
     ) -> Result<Option<Message>, OpError> {
         only_keys(m, &["filter", "since", "until", "speed"])?;
         let spec = ReplaySpec {
-            filter: crate::filters::from_json(&self.state, &self.principal.tenant, m.get("filter"))
-                .await?,
+            filter: crate::service::filters::from_json(
+                &self.state,
+                &self.principal.tenant,
+                m.get("filter"),
+            )
+            .await?,
             since: get_str(m, "since")?.map(String::from),
             until: get_str(m, "until")?.map(String::from),
             speed: Speed::parse(m.get("speed"))?,
@@ -464,9 +475,9 @@ impl Conn {
             ));
         }
         let scope = read_scope(&self.principal, get_str(m, "tenant")?)?;
-        let filter = crate::filters::from_json(
+        let filter = crate::service::filters::from_json(
             &self.state,
-            crate::filters::tenant_of(&self.principal, &scope),
+            crate::service::filters::tenant_of(&self.principal, &scope),
             m.get("filter"),
         )
         .await?;
@@ -560,9 +571,9 @@ impl Conn {
     ) -> Result<Option<Message>, OpError> {
         only_keys(m, &["filter", "after", "limit", "since", "until", "tenant"])?;
         let scope: Scope = read_scope(&self.principal, get_str(m, "tenant")?)?;
-        let filter = crate::filters::from_json(
+        let filter = crate::service::filters::from_json(
             &self.state,
-            crate::filters::tenant_of(&self.principal, &scope),
+            crate::service::filters::tenant_of(&self.principal, &scope),
             m.get("filter"),
         )
         .await?;
@@ -597,7 +608,7 @@ impl Conn {
         );
         query.since_us = time("since")?;
         query.until_us = time("until")?;
-        let (events, next) = History { query }.run(&self.state).await?;
+        let (events, next) = history::read(&self.state, query).await?;
         let mut s = String::from("{\"op\":\"history\",");
         if let Some(r) = r {
             s.push_str("\"ref\":");
