@@ -523,7 +523,7 @@ pub struct SubscriptionRoot;
 
 /// A subscription's cursor. Its credential is watched by the socket it runs on, which
 /// closes (ending every subscription) when the credential ends.
-struct Sub {
+struct EventStream {
     cursor: crier_core::Cursor,
     state: AppState,
     done: bool,
@@ -567,7 +567,7 @@ impl SubscriptionRoot {
         let reader = ctx
             .data_opt::<Arc<crate::state::ConnGuard>>()
             .map(|g| g.info().reader(None, &filter, cursor.position()));
-        let sub = Sub {
+        let sub = EventStream {
             cursor,
             state: state.clone(),
             done: false,
@@ -578,7 +578,7 @@ impl SubscriptionRoot {
     }
 }
 
-async fn next_item(mut s: Sub) -> Option<(async_graphql::Result<Event>, Sub)> {
+async fn next_item(mut s: EventStream) -> Option<(async_graphql::Result<Event>, EventStream)> {
     if s.done {
         return None;
     }

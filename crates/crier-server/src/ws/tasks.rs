@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{close_frame, error_frame, reply, text, PublishReq};
+use super::protocol::{close_frame, error_frame, reply, text, PublishReq};
 use crate::monitor::{position_after, ReaderSlot};
 use crate::service::publish::{admit, append, prepare, result_json};
 use crate::service::replays::{Pacer, Replay};
