@@ -33,26 +33,7 @@ pub const BODY_TYPES: &[&str] = &[
     "application/merge-patch+json",
 ];
 
-/// The origin (`scheme://host[:port]`, lower case, default port left out) of a URL, or `None`
-/// for anything that has no such origin (`null`, `file:`, not a URL).
-pub fn origin_of(url: &str) -> Option<String> {
-    let u = url::Url::parse(url.trim()).ok()?;
-    if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
-        return None;
-    }
-    Some(u.origin().ascii_serialization())
-}
-
-/// Validates `public_url`: empty, or an `http(s)://` URL with a host. Answers its origin.
-pub fn public_origin(raw: &str) -> Result<Option<String>, String> {
-    if raw.trim().is_empty() {
-        return Ok(None);
-    }
-    origin_of(raw).map(Some).ok_or_else(|| {
-        format!("{raw:?} is not an http:// or https:// URL with a host, like https://events.example.com")
-    })
-}
-
+pub use crate::config::origins::{origin_of, public_origin};
 pub use crate::transport::origin::{check_origin, own_origins};
 
 /// The host of a `Host` header or request authority, without its port, in lower case and

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::http::{header, HeaderMap, StatusCode};
 
-use crate::browser::origin_of;
+use crate::config::origins::origin_of;
 use crate::error::ApiError;
 use crate::state::AppState;
 
