@@ -16,6 +16,7 @@ mod background;
 pub mod browser;
 pub mod budget;
 pub mod config;
+pub mod connections;
 pub mod dashboard;
 pub mod datadir;
 pub mod entities;

@@ -8,8 +8,8 @@ use axum::Router;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::{
-    browser, dashboard, entities, events, filters, graphql, http, monitor, observe, ops, pusher,
-    replays, sse, stats, subscriptions, ws,
+    browser, connections, dashboard, entities, events, filters, graphql, http, observe, ops,
+    pusher, replays, sse, stats, subscriptions, ws,
 };
 
 /// The router over a state.
@@ -67,7 +67,7 @@ pub fn app_for<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
         .route("/graphql", get(graphql::websocket).post(graphql::http))
         .merge(pusher::routes())
         .route("/v1/stats", get(stats::stats))
-        .route("/v1/connections", get(monitor::list))
+        .route("/v1/connections", get(connections::list))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
