@@ -267,3 +267,54 @@ pub(super) fn reply(op: &str, r: Option<&Value>, mut fields: Map<String, Value>)
     }
     text(Value::Object(fields).to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{parse, ClientOp, OpError};
+
+    fn refusal(text: &str) -> (Option<serde_json::Value>, &'static str, String) {
+        match parse(text) {
+            Ok(_) => panic!("{text} was accepted"),
+            Err((r, OpError(code, message))) => (r, code, message),
+        }
+    }
+
+    #[test]
+    fn messages_read_as_the_contract_says() {
+        let (r, code, m) = refusal("[1]");
+        assert_eq!((r, code), (None, "invalid_message"));
+        assert_eq!(m, "a message is a JSON object with an `op`");
+        let (r, code, m) = refusal(r#"{"ref": 7}"#);
+        assert_eq!((r, code), (Some(7.into()), "invalid_message"));
+        assert_eq!(m, "a message needs an `op`");
+        let (_, code, m) = refusal(r#"{"op": "dance"}"#);
+        assert_eq!((code, m.as_str()), ("unknown_op", "unknown op \"dance\""));
+        let (_, _, m) = refusal(r#"{"op": "ping", "x": 1}"#);
+        assert_eq!(m, "unknown field `x` for this op");
+        let (_, _, m) = refusal(r#"{"op": "subscribe", "id": 5}"#);
+        assert_eq!(m, "`id` must be a string");
+        let (_, _, m) = refusal(r#"{"op": "subscribe", "id": "a", "after": -1}"#);
+        assert_eq!(m, "`after` must be a non-negative integer");
+        // An unknown field wins over a mistyped one, wherever it is.
+        let (_, _, m) = refusal(r#"{"op": "subscribe", "after": "x", "zzz": 1}"#);
+        assert_eq!(m, "unknown field `zzz` for this op");
+        let (_, _, m) = refusal(r#"{"op": "history", "a`b": 1}"#);
+        assert_eq!(m, "unknown field `a`b` for this op");
+    }
+
+    #[test]
+    fn null_is_absent_for_typed_fields_and_kept_for_raw_ones() {
+        let Ok(req) = parse(r#"{"op": "publish", "ref": "r", "event": null}"#) else {
+            panic!("publish refused");
+        };
+        assert_eq!(req.r, Some("r".into()));
+        assert!(matches!(req.op, ClientOp::Publish(p) if p.event == Some(serde_json::Value::Null)));
+        let Ok(req) = parse(r#"{"op": "subscribe", "id": "s", "after": null, "tenant": null}"#)
+        else {
+            panic!("subscribe refused");
+        };
+        assert!(
+            matches!(req.op, ClientOp::Subscribe(s) if s.after.is_none() && s.filter.is_none())
+        );
+    }
+}
