@@ -8,10 +8,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };
-    let _ = crier_server::sse::start_position(Some(s), None, None);
-    let _ = crier_server::sse::start_position(Some(s), Some(1), Some(5));
+    let _ = crier_server::transport::start_position(Some(s), None, None);
+    let _ = crier_server::transport::start_position(Some(s), Some(1), Some(5));
     let last = s.parse::<u64>().ok();
-    let _ = crier_server::sse::start_position(None, None, last);
+    let _ = crier_server::transport::start_position(None, None, last);
     if let Ok(k) = crier_core::entity::LinkKey::parse_cursor(s) {
         // A cursor the hub hands out reads back as the same key.
         let again = crier_core::entity::LinkKey::parse_cursor(&k.cursor());

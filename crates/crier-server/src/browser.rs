@@ -14,7 +14,7 @@
 //!   else (`text/plain`, forms: what a page can send without a CORS preflight) is 415
 //!   `unsupported_media_type`. A request without a body may leave the type out.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -33,88 +33,8 @@ pub const BODY_TYPES: &[&str] = &[
     "application/merge-patch+json",
 ];
 
-/// The origin (`scheme://host[:port]`, lower case, default port left out) of a URL, or `None`
-/// for anything that has no such origin (`null`, `file:`, not a URL).
-pub fn origin_of(url: &str) -> Option<String> {
-    let u = url::Url::parse(url.trim()).ok()?;
-    if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
-        return None;
-    }
-    Some(u.origin().ascii_serialization())
-}
-
-/// Validates `public_url`: empty, or an `http(s)://` URL with a host. Answers its origin.
-pub fn public_origin(raw: &str) -> Result<Option<String>, String> {
-    if raw.trim().is_empty() {
-        return Ok(None);
-    }
-    origin_of(raw).map(Some).ok_or_else(|| {
-        format!("{raw:?} is not an http:// or https:// URL with a host, like https://events.example.com")
-    })
-}
-
-/// The origins that are the hub itself: `public_url`, else those of the address it listens
-/// on (for a loopback address, under each loopback name a browser may have used).
-pub fn own_origins(state: &AppState) -> Vec<String> {
-    if let Some(o) = &state.settings.public_url {
-        return vec![o.clone()];
-    }
-    let addr: SocketAddr = state
-        .bound_addr
-        .get()
-        .copied()
-        .unwrap_or(state.settings.listen);
-    let scheme = if state.settings.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let port = addr.port();
-    let mut hosts = vec![match addr.ip() {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("[{ip}]"),
-    }];
-    if addr.ip().is_loopback() {
-        hosts.extend(["localhost", "127.0.0.1", "[::1]"].map(String::from));
-    }
-    hosts
-        .iter()
-        .filter_map(|h| origin_of(&format!("{scheme}://{h}:{port}")))
-        .collect()
-}
-
-/// Refuses a browser's WebSocket upgrade or state-changing request from a foreign origin
-/// (see the module docs).
-pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let allowed = &state.settings.allowed_origins;
-    let no_auth = !state.settings.auth.enabled;
-    if allowed.is_empty() && !no_auth {
-        return Ok(());
-    }
-    let Some(raw) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let shown = String::from_utf8_lossy(raw.as_bytes()).into_owned();
-    if allowed.iter().any(|a| a == "*") {
-        return Ok(());
-    }
-    if let Some(o) = raw.to_str().ok().and_then(origin_of) {
-        let listed = allowed.iter().any(|a| origin_of(a).is_some_and(|a| a == o));
-        if listed || own_origins(state).contains(&o) {
-            return Ok(());
-        }
-    }
-    let why = if no_auth && allowed.is_empty() {
-        "this hub has no authentication, so it serves pages of its own origin only; list the page's origin in allowed_origins"
-    } else {
-        "it is not this hub's own origin (public_url) and not in allowed_origins"
-    };
-    Err(ApiError::new(
-        StatusCode::FORBIDDEN,
-        "origin_not_allowed",
-        format!("origin {shown:?} is refused: {why}"),
-    ))
-}
+pub use crate::config::origins::{origin_of, public_origin};
+pub use crate::transport::origin::{check_origin, own_origins};
 
 /// The host of a `Host` header or request authority, without its port, in lower case and
 /// without a trailing dot.
@@ -237,12 +157,7 @@ pub fn check_content_type(method: &Method, headers: &HeaderMap) -> Result<(), Ap
         return Ok(());
     };
     let ct = String::from_utf8_lossy(ct.as_bytes());
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let mime = crate::transport::essence(&ct);
     if BODY_TYPES.contains(&mime.as_str()) {
         Ok(())
     } else {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crier_core::log::Order;
 use crier_core::{Committed, EventLog, ReadQuery};
 
-use crate::error::ApiError;
+use crate::service::Error;
 
 /// The answer of a bounded read.
 pub struct Bounded {
@@ -33,7 +33,7 @@ pub async fn read(
     mut query: ReadQuery,
     max_bytes: usize,
     max_event_bytes: usize,
-) -> Result<Bounded, ApiError> {
+) -> Result<Bounded, Error> {
     let limit = query.limit;
     let mut out = Bounded {
         events: Vec::new(),
@@ -73,9 +73,9 @@ pub async fn read(
 }
 
 /// The refusal of a request that would load more than allowed.
-pub fn too_large(max: usize) -> ApiError {
+pub fn too_large(max: usize) -> Error {
     metrics::counter!("crier_limit_hits_total", "limit" => "max_response_bytes").increment(1);
-    ApiError::too_large(
+    Error::too_large(
         "response_too_large",
         format!(
             "this request would load more than {max} bytes (limits.max_response_bytes); \
@@ -107,7 +107,7 @@ impl ResponseBudget {
         log: &dyn EventLog,
         query: ReadQuery,
         max_event_bytes: usize,
-    ) -> Result<Vec<Arc<Committed>>, ApiError> {
+    ) -> Result<Vec<Arc<Committed>>, Error> {
         let mut used = self.used.lock().await;
         let left = self.max.saturating_sub(*used);
         if left == 0 {
@@ -123,7 +123,7 @@ impl ResponseBudget {
     }
 
     /// Accounts for `n` bytes already loaded (entities, whose size is known only once read).
-    pub async fn charge(&self, n: usize) -> Result<(), ApiError> {
+    pub async fn charge(&self, n: usize) -> Result<(), Error> {
         let mut used = self.used.lock().await;
         *used = used.saturating_add(n);
         if *used > self.max {

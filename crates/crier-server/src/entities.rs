@@ -1,16 +1,17 @@
 //! Entities and links over HTTP (§11): `/v1/entities/...` and `/v1/links/...`.
 //!
-//! Every change goes through [`mutate`], which the GraphQL mutations use too, so both paths
-//! apply the same rules, limits and metrics. Answers carry the entity's version as an `ETag`
-//! and the seqs of the change's events in `Crier-Seq` (comma-separated, empty when nothing
-//! changed), so a client can read its own write from a stream (`after` = first seq − 1).
+//! Every change goes through [`crate::service::entities::mutate`], which the GraphQL
+//! mutations use too, so both paths apply the same rules, limits and metrics. Answers carry
+//! the entity's version as an `ETag` and the seqs of the change's events in `Crier-Seq`
+//! (comma-separated, empty when nothing changed), so a client can read its own write from a
+//! stream (`after` = first seq − 1).
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use crier_core::entity::{
-    Applied, EntityError, EntityKey, LinkKey, LinkQuery, Mutation, Outcome, Precondition, MAX_LIST,
+    Applied, EntityKey, LinkKey, LinkQuery, Mutation, Outcome, Precondition, MAX_LIST,
 };
 use crier_core::{Principal, Role};
 use serde_json::{json, Map, Value};
@@ -18,49 +19,11 @@ use serde_json::{json, Map, Value};
 use crate::auth::{require, Auth};
 use crate::error::ApiError;
 use crate::query::Query;
+use crate::service::entities::{may_read_kind, mutate};
 use crate::state::AppState;
 
 /// The answer header listing the seqs of a change's events.
 pub const SEQ_HEADER: &str = "crier-seq";
-
-/// Applies a mutation for `principal`: role and rate checks, then the store, which commits
-/// the change with its events.
-pub async fn mutate(
-    state: &AppState,
-    principal: &Principal,
-    m: Mutation,
-) -> Result<Applied, ApiError> {
-    require(principal, Role::Publisher)?;
-    state.check_rate(&principal.tenant, 1)?;
-    let max = state.settings.limits.max_event_bytes;
-    match state.entities.mutate(m, principal.clone(), max).await {
-        Ok(applied) => {
-            metrics::counter!("crier_entity_changes_total").increment(1);
-            metrics::counter!("crier_events_published_total").increment(applied.seqs.len() as u64);
-            Ok(applied)
-        }
-        Err(EntityError::Refused(e)) => {
-            if e.kind == crier_core::ErrorKind::TooLarge {
-                metrics::counter!("crier_limit_hits_total", "limit" => "max_event_bytes")
-                    .increment(1);
-            }
-            Err(e.into())
-        }
-        Err(EntityError::Log(e)) => Err(e.into()),
-    }
-}
-
-/// Whether the credential may read what entities of `kind` are (its `subscribe` patterns
-/// must admit their events).
-pub fn may_read_kind(p: &Principal, kind: &str) -> bool {
-    // An entity's value is what its `created` and `updated` events carry: reading it
-    // takes the right to read both (§12.5), not merely its `deleted` events.
-    p.subscribe.as_ref().is_none_or(|pats| {
-        ["created", "updated"]
-            .iter()
-            .all(|op| pats.iter().any(|pat| pat.matches(&format!("{kind}.{op}"))))
-    })
-}
 
 fn may_read_links(p: &Principal) -> bool {
     p.subscribe.as_ref().is_none_or(|pats| {
@@ -124,12 +87,7 @@ async fn json_object(
     optional: bool,
 ) -> Result<Option<Map<String, Value>>, ApiError> {
     if let Some(ct) = header_text(headers, header::CONTENT_TYPE)? {
-        let mime = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let mime = crate::transport::essence(ct);
         let ok =
             mime == "application/json" || mime == "application/merge-patch+json" || mime.is_empty();
         if !ok {

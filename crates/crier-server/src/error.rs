@@ -3,7 +3,9 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use crier_core::{ErrorKind, LogError, ValidationError};
+use crier_core::{LogError, ValidationError};
+
+use crate::service;
 
 /// An error answer of the HTTP API.
 #[derive(Debug)]
@@ -58,31 +60,42 @@ impl ApiError {
     }
 }
 
+impl From<service::Error> for ApiError {
+    /// The HTTP face of a service's refusal: one status per kind.
+    fn from(e: service::Error) -> Self {
+        let status = match &e {
+            service::Error::Invalid { .. } => StatusCode::BAD_REQUEST,
+            service::Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            service::Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            service::Error::Conflict { .. } => StatusCode::CONFLICT,
+            service::Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            service::Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            service::Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            service::Error::LimitHit { .. } => StatusCode::TOO_MANY_REQUESTS,
+            service::Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let retry_after = match &e {
+            service::Error::LimitHit { retry_after, .. }
+            | service::Error::Unavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        let (code, message) = e.into_parts();
+        ApiError {
+            retry_after,
+            ..ApiError::new(status, code, message)
+        }
+    }
+}
+
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
-        let status = match e.kind {
-            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            ErrorKind::Conflict => StatusCode::CONFLICT,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        ApiError::new(status, e.code, e.message)
+        service::Error::from(e).into()
     }
 }
 
 impl From<LogError> for ApiError {
     fn from(e: LogError) -> Self {
-        tracing::error!(error = %e, "event log error");
-        ApiError {
-            retry_after: Some(1),
-            ..ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the event log is unavailable; retry shortly",
-            )
-        }
+        service::Error::from(e).into()
     }
 }
 

@@ -1,8 +1,10 @@
 //! `POST /v1/events` (publish), `GET /v1/events` (history) and `GET /v1/events/{id}`.
 //!
-//! Publishing validates the whole batch before anything reaches the log (a batch is
-//! all-or-nothing), and answers only after the log acknowledged durability. History answers
-//! are assembled from the stored event bytes without re-encoding them.
+//! This file is the HTTP face of two services: it reads the publish body (content type,
+//! size, JSON, NDJSON or CloudEvents) and the history query, and writes the answers. The
+//! rules are [`crate::service::publish`] (a batch is all-or-nothing and answered only after
+//! the log acknowledged durability) and [`crate::service::history`] (answers assembled from
+//! the stored event bytes without re-encoding them).
 
 use std::sync::Arc;
 
@@ -10,17 +12,15 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use crier_core::event::now_us;
 use crier_core::log::Order;
-use crier_core::{
-    cloudevents, AppendResult, Committed, EventInput, NewEvent, Principal, PublishContext,
-    ReadQuery, Role,
-};
+use crier_core::{NewEvent, Principal, ReadQuery, Role};
 use serde_json::Value;
 
 use crate::auth::{narrow, read_scope, require, Auth};
 use crate::error::ApiError;
 use crate::query::Query;
+use crate::service::history::{self, json_array, MAX_PAGE};
+use crate::service::publish::{self, result_json};
 use crate::state::AppState;
 
 /// Body formats of a publish.
@@ -37,12 +37,7 @@ fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let mime = crate::transport::essence(ct);
     match mime.as_str() {
         "application/json" | "" => Ok(Format::Json),
         "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Ok(Format::Ndjson),
@@ -100,105 +95,6 @@ fn split_body(format: Format, body: &[u8]) -> Result<Vec<Value>, ApiError> {
     }
 }
 
-/// Validates a batch of raw events for `principal`. All-or-nothing: the first bad event
-/// rejects the batch, and its position is named.
-pub fn prepare(
-    state: &AppState,
-    principal: &Principal,
-    items: Vec<Value>,
-    cloudevent: bool,
-) -> Result<Vec<NewEvent>, ApiError> {
-    let limits = &state.settings.limits;
-    if items.is_empty() {
-        return Err(ApiError::bad("empty_batch", "the batch holds no events"));
-    }
-    if items.len() > limits.max_batch {
-        metrics::counter!("crier_limit_hits_total", "limit" => "max_batch").increment(1);
-        return Err(ApiError::too_large(
-            "batch_too_large",
-            format!(
-                "{} events in one batch; at most {} are allowed (limits.max_batch)",
-                items.len(),
-                limits.max_batch
-            ),
-        ));
-    }
-    let ctx = PublishContext {
-        principal,
-        max_event_bytes: limits.max_event_bytes,
-        now_us: now_us(),
-    };
-    let many = items.len() > 1;
-    let mut out = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let place =
-            |e: crier_core::ValidationError| if many { e.at(format!("event {i}")) } else { e };
-        let input = if cloudevent {
-            cloudevents::to_input(item).map_err(place)?
-        } else {
-            EventInput::deserialize_value(item).map_err(|e| {
-                let e = crier_core::ValidationError::bad("invalid_event", e.to_string());
-                ApiError::from(place(e))
-            })?
-        };
-        let ev = input.validate(&ctx).map_err(|e| {
-            if e.kind == crier_core::ErrorKind::TooLarge {
-                metrics::counter!("crier_limit_hits_total", "limit" => "max_event_bytes")
-                    .increment(1);
-            }
-            place(e)
-        })?;
-        check_reserved(&ev).map_err(place)?;
-        out.push(ev);
-    }
-    Ok(out)
-}
-
-/// Whether an event type is the hub's own (`crier` or `crier.*`, in any case).
-pub fn reserved_type(kind: &str) -> bool {
-    let lower = kind.to_ascii_lowercase();
-    lower == "crier" || lower.starts_with("crier.")
-}
-
-/// §12.11: the hub's own names are not for clients. Types starting with `crier.` (any
-/// case) and the source `entities` (the entity store's events) are `reserved`.
-pub fn check_reserved(ev: &NewEvent) -> Result<(), crier_core::ValidationError> {
-    if reserved_type(&ev.kind) {
-        return Err(crier_core::ValidationError::bad(
-            "reserved",
-            format!(
-                "the event type `{}` is reserved: types starting with `crier.` are the hub's own",
-                ev.kind
-            ),
-        ));
-    }
-    if ev.source.eq_ignore_ascii_case(crier_core::entity::SOURCE) {
-        return Err(crier_core::ValidationError::bad(
-            "reserved",
-            format!(
-                "the source `{}` is reserved for the events of the entity store",
-                ev.source
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Appends a validated batch and records the publish metrics.
-pub async fn append(state: &AppState, batch: Vec<NewEvent>) -> Result<Vec<AppendResult>, ApiError> {
-    let n = batch.len() as u64;
-    let results = state.log.append(batch).await?;
-    let stored = results.iter().filter(|r| !r.duplicate).count() as u64;
-    metrics::counter!("crier_events_published_total").increment(stored);
-    metrics::counter!("crier_events_duplicate_total").increment(n - stored);
-    Ok(results)
-}
-
-/// The `{"id","seq","duplicate"}` of an append result.
-pub fn result_json(r: &AppendResult) -> Value {
-    serde_json::json!({"id": r.id, "seq": r.seq, "duplicate": r.duplicate})
-}
-
 /// `POST /v1/events`.
 pub async fn publish(
     State(state): State<AppState>,
@@ -228,9 +124,9 @@ pub async fn publish(
         .map_err(|_| too_big())?;
     let items = split_body(format, &bytes)?;
     let cloudevent = matches!(format, Format::CloudEvent | Format::CloudEventBatch);
-    let batch = prepare(&state, &principal, items, cloudevent)?;
-    state.check_rate(&principal.tenant, batch.len())?;
-    let results = append(&state, batch).await?;
+    let batch = publish::prepare(&state, &principal, items, cloudevent)?;
+    publish::admit(&state, &principal.tenant, batch.len())?;
+    let results = publish::append(&state, batch).await?;
     let events: Vec<Value> = results.iter().map(result_json).collect();
     metrics::counter!("crier_publish_requests_total", "transport" => "http").increment(1);
     Ok((
@@ -252,78 +148,11 @@ pub fn decode_publish(
     let format = format_of(headers)?;
     let items = split_body(format, body)?;
     let cloudevent = matches!(format, Format::CloudEvent | Format::CloudEventBatch);
-    prepare(state, principal, items, cloudevent)
-}
-
-trait DeserializeValue: Sized {
-    fn deserialize_value(v: Value) -> Result<Self, serde_json::Error>;
-}
-
-impl DeserializeValue for EventInput {
-    fn deserialize_value(v: Value) -> Result<Self, serde_json::Error> {
-        if !v.is_object() {
-            return Err(serde::de::Error::custom("an event is a JSON object"));
-        }
-        serde_json::from_value(v)
-    }
-}
-
-/// Joins stored event bytes into a JSON array without re-encoding them.
-pub fn json_array(events: &[Arc<Committed>]) -> Vec<u8> {
-    let len: usize = events.iter().map(|e| e.json.len() + 1).sum();
-    let mut out = Vec::with_capacity(len + 2);
-    out.push(b'[');
-    for (i, e) in events.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(&e.json);
-    }
-    out.push(b']');
-    out
+    Ok(publish::prepare(state, principal, items, cloudevent)?)
 }
 
 fn json_response(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-/// Largest `limit` of a history page.
-pub const MAX_PAGE: u64 = 1000;
-
-/// A history query as the HTTP and WebSocket paths both take it.
-pub struct History {
-    /// The read.
-    pub query: ReadQuery,
-}
-
-impl History {
-    /// Runs the read; returns the events and the paging cursor. A page stops early at
-    /// `max_response_bytes` (§12.3); its cursor then points past its last event as usual.
-    pub async fn run(
-        self,
-        state: &AppState,
-    ) -> Result<(Vec<Arc<Committed>>, Option<u64>), ApiError> {
-        let limit = self.query.limit;
-        let l = &state.settings.limits;
-        let page = crate::budget::read(
-            state.log.as_ref(),
-            self.query,
-            l.max_response_bytes,
-            l.max_event_bytes,
-        )
-        .await?;
-        if page.cut {
-            metrics::counter!("crier_limit_hits_total", "limit" => "max_response_bytes")
-                .increment(1);
-        }
-        // A full page may have more behind it; its last seq is where the next page starts.
-        let next = if page.events.len() >= limit || page.cut {
-            page.events.last().map(|e| e.seq)
-        } else {
-            None
-        };
-        Ok((page.events, next))
-    }
 }
 
 /// `GET /v1/events`.
@@ -339,9 +168,12 @@ pub async fn history(
         ],
     )?;
     let scope = read_scope(&principal, q.get("tenant"))?;
-    let filter =
-        crate::filters::from_query(&state, crate::filters::tenant_of(&principal, &scope), &q)
-            .await?;
+    let filter = crate::service::filters::from_query(
+        &state,
+        crate::service::filters::tenant_of(&principal, &scope),
+        &q,
+    )
+    .await?;
     let filter = Arc::new(narrow(&principal, filter));
     let limit = q.u64("limit")?.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
@@ -366,7 +198,7 @@ pub async fn history(
     query.until_us = q.time("until")?;
     query.order = order;
     let head = state.log.head();
-    let (events, next) = History { query }.run(&state).await?;
+    let (events, next) = history::read(&state, query).await?;
     let mut body = b"{\"events\":".to_vec();
     body.extend_from_slice(&json_array(&events));
     let next = next.map_or("null".to_string(), |s| s.to_string());

@@ -11,6 +11,8 @@
 //! Another tenant's filters are `404`. A filter is stored as written; whoever uses it still
 //! receives only what their own credential may read (its `subscribe` patterns narrow it).
 //!
+//! Resolving a name where a reader uses it is [`crate::service::filters`].
+//!
 //! Use: `?filter=NAME` on `GET /v1/stream` and `GET /v1/events`, and `"filter": "NAME"` (a
 //! string instead of an object) in `POST /v1/replays` and the WebSocket `subscribe`,
 //! `history` and `replay` ops. The name is resolved once, when the reader opens: a later
@@ -24,48 +26,18 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use crier_core::event::{format_time, now_us, time_from_us};
-use crier_core::{Filter, Principal, Role, Scope};
+use crier_core::{Filter, Principal, Role};
 use crier_store::filters::{Created, SavedFilter};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::Auth;
 use crate::error::ApiError;
-use crate::query::Query;
+use crate::service::filters::{check_name, not_found};
 use crate::state::AppState;
-
-/// The longest name of a saved filter.
-pub const MAX_NAME: usize = 64;
 
 /// The longest description.
 pub const MAX_DESCRIPTION: usize = 256;
-
-/// Refuses a name that is not a short slug: 1 to 64 of lowercase letters, digits, `.`, `_`
-/// and `-`, starting with a letter or digit.
-pub fn check_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
-        });
-    if ok {
-        Ok(())
-    } else {
-        let shown: String = name.chars().take(80).collect();
-        Err(ApiError::bad(
-            "invalid_filter_name",
-            format!(
-                "a filter name is 1 to {MAX_NAME} lowercase letters, digits, dots, hyphens or \
-                 underscores, starting with a letter or digit (like prod-errors); {shown:?} is \
-                 not one"
-            ),
-        ))
-    }
-}
 
 fn check_description(d: Option<String>) -> Result<Option<String>, ApiError> {
     let d = d.filter(|d| !d.trim().is_empty());
@@ -113,14 +85,6 @@ pub fn filter_json(f: &SavedFilter) -> Value {
     })
 }
 
-fn not_found(name: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "unknown_filter",
-        format!("this tenant has no saved filter {name:?}"),
-    )
-}
-
 /// Parses a JSON body; a body sent as anything but `application/json` is 415 (§12.7: a
 /// browser's form or `text/plain` post cannot change saved filters).
 fn parse_body<T: serde::de::DeserializeOwned>(
@@ -128,14 +92,7 @@ fn parse_body<T: serde::de::DeserializeOwned>(
     body: &[u8],
 ) -> Result<T, ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let mime = ct
-            .to_str()
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let mime = crate::transport::essence(ct.to_str().unwrap_or(""));
         if mime != "application/json" {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -150,65 +107,6 @@ fn parse_body<T: serde::de::DeserializeOwned>(
             format!("the body is not a valid saved filter: {e}"),
         )
     })
-}
-
-/// The saved filter `name` of `tenant`, parsed; `404 unknown_filter` when there is none.
-pub async fn resolve(state: &AppState, tenant: &str, name: &str) -> Result<Filter, ApiError> {
-    check_name(name)?;
-    let saved = state
-        .filters
-        .get(tenant.to_string(), name.to_string())
-        .await?
-        .ok_or_else(|| not_found(name))?;
-    let v: Value = serde_json::from_str(&saved.filter).map_err(|e| {
-        tracing::error!(error = %e, filter = %name, "a stored filter is not JSON");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("the saved filter {name:?} cannot be read; save it again"),
-        )
-    })?;
-    Ok(Filter::from_json(&v)?)
-}
-
-/// The tenant whose saved filters a read resolves names in: the one it reads, or for an
-/// admin reading every tenant, the admin's own.
-pub fn tenant_of<'a>(p: &'a Principal, scope: &'a Scope) -> &'a str {
-    match scope {
-        Scope::Tenant(t) => t,
-        Scope::All => &p.tenant,
-    }
-}
-
-/// The filter of a query string: its filter parameters, or the saved filter named by
-/// `filter=` (never both).
-pub async fn from_query(state: &AppState, tenant: &str, q: &Query) -> Result<Filter, ApiError> {
-    let Some(name) = q.get("filter") else {
-        return q.filter();
-    };
-    if let Some(k) = q.filter_key() {
-        return Err(ApiError::bad(
-            "conflicting_filter",
-            format!(
-                "`filter={name}` names a saved filter; it cannot be combined with the filter \
-                 parameter `{k}` (save a filter with both, or give the parameters alone)"
-            ),
-        ));
-    }
-    resolve(state, tenant, name).await
-}
-
-/// The filter of a JSON body or WebSocket op: an object is a filter, a string names a saved
-/// filter, absent or `null` matches everything.
-pub async fn from_json(
-    state: &AppState,
-    tenant: &str,
-    v: Option<&Value>,
-) -> Result<Filter, ApiError> {
-    match v {
-        Some(Value::String(name)) => resolve(state, tenant, name).await,
-        other => Ok(Filter::from_json(other.unwrap_or(&Value::Null))?),
-    }
 }
 
 fn may_change(p: &Principal, f: &SavedFilter) -> Result<(), ApiError> {
@@ -292,7 +190,7 @@ async fn owned(state: &AppState, p: &Principal, name: &str) -> Result<SavedFilte
         .filters
         .get(p.tenant.clone(), name.to_string())
         .await?
-        .ok_or_else(|| not_found(name))
+        .ok_or_else(|| not_found(name).into())
 }
 
 /// `GET /v1/filters/{name}`.
@@ -359,7 +257,7 @@ pub async fn delete(
     let current = owned(&state, &p, &name).await?;
     may_change(&p, &current)?;
     if !state.filters.delete(p.tenant.clone(), name.clone()).await? {
-        return Err(not_found(&name));
+        return Err(not_found(&name).into());
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

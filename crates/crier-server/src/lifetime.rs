@@ -19,6 +19,7 @@ use crier_core::Principal;
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 
 use crate::state::AppState;
+use crate::transport::expiry::{expiry_instant, unix_now};
 
 /// Why a credential ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,23 +55,6 @@ impl Ended {
             Ended::Revoked => "credential_revoked",
         }
     }
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-/// The instant a credential with `exp` (unix seconds) expires; far in the future if never.
-pub fn expiry_instant(exp: Option<u64>) -> Instant {
-    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
-    let Some(exp) = exp else {
-        return Instant::now() + Duration::from_secs_f64(YEAR);
-    };
-    let left = (exp as f64 - unix_now()).max(0.0);
-    Instant::now() + Duration::from_secs_f64(left.min(YEAR))
 }
 
 /// Whether `p` still holds right now: its `exp` is in the future and, for an API key, the

@@ -167,8 +167,8 @@ fn prepare_row(
     if !obj.contains_key("id") {
         obj.insert("id".into(), Value::String(format!("outbox-{table}-{id}")));
     }
-    let mut batch =
-        crate::events::prepare(state, &publisher(tenant), vec![v], false).map_err(|e| e.message)?;
+    let mut batch = crate::service::publish::prepare(state, &publisher(tenant), vec![v], false)
+        .map_err(|e| e.to_string())?;
     batch
         .pop()
         .ok_or_else(|| "the event could not be prepared".to_string())
@@ -223,9 +223,9 @@ async fn drain_batch(
     let published = valid.len() as u64;
     if !valid.is_empty() {
         // Durable before the rows go: `append` answers once the log has committed.
-        crate::events::append(state, valid)
+        crate::service::publish::append(state, valid)
             .await
-            .map_err(|e| DrainError::Log(e.message))?;
+            .map_err(|e| DrainError::Log(e.to_string()))?;
         metrics::counter!("crier_publish_requests_total", "transport" => "outbox").increment(1);
     }
     for (id, reason) in &rejected {

@@ -57,7 +57,7 @@ impl Query {
     }
 
     /// The filter given by the filter keys.
-    pub fn filter(&self) -> Result<Filter, ApiError> {
+    pub fn filter(&self) -> Result<Filter, crate::service::Error> {
         Ok(Filter::from_query(
             self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         )?)

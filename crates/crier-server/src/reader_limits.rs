@@ -13,11 +13,11 @@ use std::sync::Arc;
 use crier_core::Filter;
 
 use crate::config::Limits;
-use crate::error::ApiError;
+use crate::service::Error;
 
 /// Refuses a filter beyond `max_filter_patterns` or `max_filter_bytes` with 400
 /// `filter_too_large`, counting the hit.
-pub fn check_filter(limits: &Limits, filter: &Filter) -> Result<(), ApiError> {
+pub fn check_filter(limits: &Limits, filter: &Filter) -> Result<(), Error> {
     let limit = if filter.pattern_count() > limits.max_filter_patterns {
         "max_filter_patterns"
     } else {
@@ -27,7 +27,7 @@ pub fn check_filter(limits: &Limits, filter: &Filter) -> Result<(), ApiError> {
         .check_size(limits.max_filter_patterns, limits.max_filter_bytes)
         .map_err(|e| {
             metrics::counter!("crier_limit_hits_total", "limit" => limit).increment(1);
-            ApiError::from(e)
+            Error::from(e)
         })
 }
 
@@ -51,12 +51,12 @@ impl Drop for SlotGuard {
 impl SubscriptionSlots {
     /// Takes a place for one more subscription, or refuses with `too_many_subscriptions`
     /// (counted) when `max` are open.
-    pub fn acquire(self: &Arc<Self>, max: usize) -> Result<SlotGuard, ApiError> {
+    pub fn acquire(self: &Arc<Self>, max: usize) -> Result<SlotGuard, Error> {
         self.open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
             .map_err(|_| {
                 metrics::counter!("crier_limit_hits_total", "limit" => "max_subscriptions_per_connection").increment(1);
-                ApiError::bad(
+                Error::invalid(
                     "too_many_subscriptions",
                     format!("a connection holds at most {max} subscriptions (limits.max_subscriptions_per_connection)"),
                 )

@@ -17,56 +17,23 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use bytes::BytesMut;
-use crier_core::{Cursor, CursorItem, Start};
+use crier_core::{Cursor, CursorItem};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{narrow, read_scope, Auth};
 use crate::error::ApiError;
-pub use crate::lifetime::expiry_instant;
 use crate::lifetime::Lifetime;
 use crate::monitor::{Peer, Reader, ReaderSlot};
 use crate::query::Query;
 use crate::state::{AppState, ConnGuard, Transport};
+use crate::transport::{event_stream, start_position};
 
 /// Largest chunk assembled from ready events.
 const MAX_CHUNK: usize = 64 * 1024;
-
-/// Most events `last=` may ask for.
-pub const MAX_LAST: u64 = 10_000;
-
-/// The start position of §4: `Last-Event-ID` wins, then `after`, then `last`, else live.
-pub fn start_position(
-    last_event_id: Option<&str>,
-    after: Option<u64>,
-    last: Option<u64>,
-) -> Result<Start, ApiError> {
-    if let Some(id) = last_event_id.map(str::trim).filter(|s| !s.is_empty()) {
-        let seq = id.parse::<u64>().map_err(|_| {
-            ApiError::bad(
-                "invalid_cursor",
-                format!("Last-Event-ID must be a seq number, not {id:?}"),
-            )
-        })?;
-        return Ok(Start::After(seq));
-    }
-    if let Some(a) = after {
-        return Ok(Start::After(a));
-    }
-    if let Some(n) = last {
-        if n > MAX_LAST {
-            return Err(ApiError::bad(
-                "invalid_cursor",
-                format!("`last` is at most {MAX_LAST}"),
-            ));
-        }
-        return Ok(Start::Last(n as usize));
-    }
-    Ok(Start::Live)
-}
 
 struct SseState {
     cursor: Cursor,
@@ -176,9 +143,12 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw.as_deref(), &["after", "last", "tenant", "filter"])?;
     let scope = read_scope(&principal, q.get("tenant"))?;
-    let filter =
-        crate::filters::from_query(&state, crate::filters::tenant_of(&principal, &scope), &q)
-            .await?;
+    let filter = crate::service::filters::from_query(
+        &state,
+        crate::service::filters::tenant_of(&principal, &scope),
+        &q,
+    )
+    .await?;
     crate::reader_limits::check_filter(&state.settings.limits, &filter)?;
     let filter = Arc::new(narrow(&principal, filter));
     let last_event_id = headers.get("last-event-id").map(|v| {
@@ -219,13 +189,5 @@ pub async fn stream(
     let body = futures_util::stream::unfold(st, |mut st| async move {
         st.next_chunk().await.map(|b| (Ok::<_, Infallible>(b), st))
     });
-    let mut res = Body::from_stream(body).into_response();
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(res)
+    Ok(event_stream(Body::from_stream(body)))
 }

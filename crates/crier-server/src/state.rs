@@ -58,7 +58,7 @@ pub struct StateInner {
     /// The HTTP client of webhook deliveries.
     pub webhook_client: reqwest::Client,
     /// Replays in progress (and recently finished).
-    pub replays: crate::replays::Replays,
+    pub replays: crate::service::replays::Replays,
     /// The cluster follower, when this node shares its log with others.
     pub follower: OnceLock<Option<crier_cluster::Follower>>,
     /// Per-tenant publish rate (`None`: unlimited).
@@ -143,9 +143,10 @@ impl AppState {
             .map(|f| f.broker_up())
     }
 
-    /// Takes `n` events from the tenant's publish budget, or answers 429 with `Retry-After`.
-    /// Checked before anything is appended, so a refused batch leaves nothing behind.
-    pub fn check_rate(&self, tenant: &str, n: usize) -> Result<(), ApiError> {
+    /// Takes `n` events from the tenant's publish budget, or refuses with `rate_limited` and
+    /// the seconds to wait. Checked before anything is appended, so a refused batch leaves
+    /// nothing behind.
+    pub fn check_rate(&self, tenant: &str, n: usize) -> Result<(), crate::service::Error> {
         let Some(limiter) = &self.rate else {
             return Ok(());
         };
@@ -154,7 +155,11 @@ impl AppState {
         let refuse = |wait_s: u64, msg: String| {
             metrics::counter!("crier_limit_hits_total", "limit" => "publish_rate_per_tenant")
                 .increment(1);
-            Err(ApiError::too_many("rate_limited", msg, wait_s))
+            Err(crate::service::Error::limit_hit(
+                "rate_limited",
+                msg,
+                wait_s,
+            ))
         };
         match limiter.check_key_n(&tenant.to_string(), n32) {
             Ok(Ok(())) => Ok(()),

@@ -119,7 +119,7 @@ impl HubConfig {
                 )
             })?;
         }
-        let value = crier_server::config_load::parse_as(key, value, slot_default)?;
+        let value = crier_server::config::load::parse_as(key, value, slot_default)?;
         let mut slot = &mut doc;
         for part in key.split('.') {
             slot = slot
@@ -197,7 +197,7 @@ impl Hub {
             key_hash: None,
         };
         let items = events.into_iter().map(NewEvent::into_value).collect();
-        let batch = crier_server::events::prepare(&self.state, &principal, items, false)?;
+        let batch = crier_server::service::publish::prepare(&self.state, &principal, items, false)?;
         if let Some(other) = batch.iter().find(|e| e.tenant != tenant) {
             return Err(Error::new(
                 403,
@@ -208,8 +208,8 @@ impl Hub {
                 ),
             ));
         }
-        self.state.check_rate(tenant, batch.len())?;
-        let results = crier_server::events::append(&self.state, batch).await?;
+        crier_server::service::publish::admit(&self.state, tenant, batch.len())?;
+        let results = crier_server::service::publish::append(&self.state, batch).await?;
         metrics::counter!("crier_publish_requests_total", "transport" => "embedded").increment(1);
         Ok(results
             .into_iter()

@@ -195,7 +195,7 @@ fn env_names() -> Vec<String> {
 /// `crier config check` and `crier config defaults`.
 fn config_cmd(cmd: ConfigCmd) -> anyhow::Result<()> {
     match cmd {
-        ConfigCmd::Defaults => print!("{}", crier_server::config_doc::defaults_toml()),
+        ConfigCmd::Defaults => print!("{}", crier_server::config::doc::defaults_toml()),
         ConfigCmd::Check { config: file } => {
             for warning in Config::unknown_env(env_names()) {
                 eprintln!("crier: warning: {warning}");

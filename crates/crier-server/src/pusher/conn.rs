@@ -57,7 +57,7 @@ pub async fn upgrade(
             format!("this path speaks the Pusher WebSocket protocol only: {e}"),
         )
     })?;
-    crate::ws::check_origin(&state, &headers)?;
+    crate::transport::check_origin(&state, &headers)?;
     let protocol = url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
         .find(|(k, _)| k == "protocol")
         .and_then(|(_, v)| v.parse::<u32>().ok());
@@ -280,7 +280,7 @@ impl Conn {
                             tracing::debug!(error = %e, "pusher connection read ended");
                             // A broken frame (too big, bad UTF-8, bad framing) gets the
                             // close code RFC 6455 names for it, as on `/v1/ws`.
-                            if let Some((code, reason)) = crate::ws::close::for_read_error(&e) {
+                            if let Some((code, reason)) = crate::transport::close::for_read_error(&e) {
                                 let _ = socket.send(close(code, reason)).await;
                             }
                             return;
@@ -661,6 +661,6 @@ pub async fn publish(
         .map(|i| i.validate(&ctx).map_err(ApiError::from))
         .collect::<Result<Vec<_>, _>>()?;
     metrics::counter!("crier_publish_requests_total", "transport" => "pusher").increment(1);
-    crate::events::append(state, batch).await?;
+    crate::service::publish::append(state, batch).await?;
     Ok(())
 }

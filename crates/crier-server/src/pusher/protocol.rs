@@ -214,7 +214,7 @@ pub struct Trigger<'a> {
 pub fn to_input(t: &Trigger<'_>) -> EventInput {
     let mut meta = Map::new();
     let kind = if crier_core::event::check_type("type", t.name).is_ok()
-        && !crate::events::reserved_type(t.name)
+        && !crate::service::publish::reserved_type(t.name)
     {
         t.name.to_string()
     } else {

@@ -138,7 +138,7 @@ pub(crate) async fn run(
             return;
         }
     };
-    let expires = crate::sse::expiry_instant(
+    let expires = crate::transport::expiry_instant(
         sub.expires_us
             .map(|us| u64::try_from(us / 1_000_000).unwrap_or(0)),
     );

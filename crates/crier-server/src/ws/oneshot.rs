@@ -2,7 +2,7 @@
 //! WebSocket-op fuzz target (`fuzz/`), which feeds it arbitrary text frames.
 //!
 //! The connection is the one an upgrade would build for `principal`, answering into a queue
-//! instead of a socket; after the message it is torn down as [`super::Conn::run`] tears a
+//! instead of a socket; after the message it is torn down as `Conn::run` tears a
 //! closed connection down, so subscriptions, replays and publishes it started end with it.
 
 use std::collections::HashMap;
@@ -12,7 +12,8 @@ use axum::extract::ws::Message;
 use crier_core::Principal;
 use tokio::sync::mpsc;
 
-use super::{Conn, OUTBOUND_QUEUE};
+use super::connection::Conn;
+use super::OUTBOUND_QUEUE;
 use crate::monitor::ConnInfo;
 use crate::state::{AppState, Transport};
 

@@ -13,10 +13,10 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{close_frame, error_frame, reply, text, PublishReq};
-use crate::events::{append, prepare, result_json};
+use super::protocol::{close_frame, error_frame, reply, text, PublishReq};
 use crate::monitor::{position_after, ReaderSlot};
-use crate::replays::{Pacer, Replay};
+use crate::service::publish::{admit, append, prepare, result_json};
+use crate::service::replays::{Pacer, Replay};
 use crate::state::AppState;
 
 pub(super) async fn sub_loop(
@@ -110,7 +110,7 @@ pub(super) async fn replay_loop(state: AppState, replay: Arc<Replay>, out: mpsc:
                 break;
             }
             Err(err) => {
-                tracing::warn!(replay = %replay.id, error = %err.message, "replay ended early");
+                tracing::warn!(replay = %replay.id, error = %err.message(), "replay ended early");
                 replay.stop();
                 break;
             }
@@ -142,13 +142,10 @@ pub(super) async fn publish_loop(
 ) {
     while let Some(req) = rx.recv().await {
         let (r, event, principal) = *req;
-        let prepared = prepare(&state, &principal, vec![event], false).and_then(|batch| {
-            state
-                .check_rate(&principal.tenant, batch.len())
-                .map(|()| batch)
-        });
+        let prepared = prepare(&state, &principal, vec![event], false)
+            .and_then(|batch| admit(&state, &principal.tenant, batch.len()).map(|()| batch));
         let answer = match prepared {
-            Err(e) => error_frame(r.as_ref(), e.code, &e.message),
+            Err(e) => error_frame(r.as_ref(), e.code(), e.message()),
             Ok(batch) => match append(&state, batch).await {
                 Ok(results) => {
                     metrics::counter!("crier_publish_requests_total", "transport" => "ws")
@@ -159,7 +156,7 @@ pub(super) async fn publish_loop(
                     };
                     reply("published", r.as_ref(), fields)
                 }
-                Err(e) => error_frame(r.as_ref(), e.code, &e.message),
+                Err(e) => error_frame(r.as_ref(), e.code(), e.message()),
             },
         };
         if out.send(answer).await.is_err() {

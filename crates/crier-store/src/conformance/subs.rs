@@ -209,4 +209,3 @@ async fn subs_cap(store: Arc<dyn WebhookStore>) {
     let held = store.list(Some("capped")).await.expect("list").len();
     assert_eq!(held, MAX, "the tenant holds max subscriptions");
 }
-

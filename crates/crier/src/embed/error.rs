@@ -39,6 +39,13 @@ impl From<crier_server::ApiError> for Error {
     }
 }
 
+impl From<crier_server::service::Error> for Error {
+    /// A service's refusal, with the status the HTTP API would answer.
+    fn from(e: crier_server::service::Error) -> Error {
+        crier_server::ApiError::from(e).into()
+    }
+}
+
 impl From<crier_server::ConfigError> for Error {
     fn from(e: crier_server::ConfigError) -> Error {
         Error::new(400, "invalid_config", e.to_string())

@@ -1,13 +1,16 @@
 //! GraphQL (§11): `POST /graphql` for queries and mutations, `GET /graphql` upgraded to a
 //! WebSocket speaking `graphql-transport-ws` for the `events` subscription.
 //!
-//! Nothing here has rules of its own: mutations go through [`crate::entities::mutate`] and
-//! [`crate::events::prepare`] like the REST paths, reads through the same stores, and the
+//! Nothing here has rules of its own: mutations go through [`crate::service::entities::mutate`] and
+//! [`crate::service::publish::prepare`] like the REST paths, reads through the same stores, and the
 //! subscription is a hub cursor like an SSE stream (history after `after`, then live, in seq
 //! order; a reset arrives as an error with `extensions.code = "reset"` and the stream goes
 //! on). Queries are bounded in depth and complexity; a list field costs its `limit` times its
 //! selection, so aliases cannot multiply a request past the limit, and every field that loads
 //! events draws on the request's [`ResponseBudget`] (§12.3).
+
+pub mod strict;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -27,7 +30,8 @@ use serde_json::{Map, Value};
 use crate::auth::{narrow, require, Auth};
 use crate::budget::ResponseBudget;
 use crate::error::ApiError;
-use crate::events::{append, prepare, MAX_PAGE};
+use crate::service::history::MAX_PAGE;
+use crate::service::publish::{admit, append, prepare};
 use crate::state::AppState;
 
 /// Deepest selection a query may have.
@@ -53,7 +57,7 @@ pub fn schema() -> CrierSchema {
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(32)
-        .extension(crate::graphql_ws::Guard)
+        .extension(crate::graphql::ws::Guard)
         .finish()
 }
 
@@ -62,7 +66,10 @@ pub fn sdl() -> String {
     schema().sdl()
 }
 
-fn gql(e: ApiError) -> GqlError {
+/// GraphQL's face of a refusal: the message, with the code and the status the REST path
+/// would answer as extensions.
+fn gql(e: impl Into<ApiError>) -> GqlError {
+    let e: ApiError = e.into();
     let (code, status) = (e.code, e.status.as_u16());
     GqlError::new(e.message).extend_with(|_, ext| {
         ext.set("code", code);
@@ -74,7 +81,7 @@ fn bad(code: &'static str, msg: impl Into<String>) -> GqlError {
     gql(ApiError::bad(code, msg))
 }
 
-/// The request's budget (every request gets one; see [`crate::graphql_ws::Guard`]).
+/// The request's budget (every request gets one; see [`crate::graphql::ws::Guard`]).
 fn budget(ctx: &Context<'_>, state: &AppState) -> Arc<ResponseBudget> {
     ctx.data_opt::<Arc<ResponseBudget>>()
         .cloned()
@@ -139,7 +146,7 @@ impl EventFilter {
         if let Some(s) = &self.severity {
             m.insert("severity".into(), Value::from(s.clone()));
         }
-        let f = Filter::from_json(&Value::Object(m)).map_err(|e| gql(e.into()))?;
+        let f = Filter::from_json(&Value::Object(m)).map_err(gql)?;
         Ok(narrow(p, f))
     }
 }
@@ -233,7 +240,7 @@ impl Entity {
 /// Whether the caller may read the values of entities of `kind`.
 fn readable_kind(ctx: &Context<'_>, kind: &str) -> async_graphql::Result<bool> {
     let (_, p) = ctx_parts(ctx)?;
-    Ok(crate::entities::may_read_kind(p, kind))
+    Ok(crate::service::entities::may_read_kind(p, kind))
 }
 
 /// A typed link from one entity to another (`kind/id`).
@@ -272,9 +279,9 @@ fn cond(if_match: Option<i64>) -> Precondition {
 }
 
 fn link_key(kind: &str, source: &str, target: &str) -> async_graphql::Result<LinkKey> {
-    let s = EntityKey::parse("source", source).map_err(|e| gql(e.into()))?;
-    let t = EntityKey::parse("target", target).map_err(|e| gql(e.into()))?;
-    LinkKey::new(kind, s, t).map_err(|e| gql(e.into()))
+    let s = EntityKey::parse("source", source).map_err(gql)?;
+    let t = EntityKey::parse("target", target).map_err(gql)?;
+    LinkKey::new(kind, s, t).map_err(gql)
 }
 
 /// Queries.
@@ -290,15 +297,11 @@ impl QueryRoot {
         id: String,
     ) -> async_graphql::Result<Option<Entity>> {
         let (state, p) = ctx_parts(ctx)?;
-        let key = EntityKey::new(&kind, &id).map_err(|e| gql(e.into()))?;
-        if !crate::entities::may_read_kind(p, &kind) {
+        let key = EntityKey::new(&kind, &id).map_err(gql)?;
+        if !crate::service::entities::may_read_kind(p, &kind) {
             return Ok(None);
         }
-        let row = state
-            .entities
-            .entity(&p.tenant, &key)
-            .await
-            .map_err(|e| gql(e.into()))?;
+        let row = state.entities.entity(&p.tenant, &key).await.map_err(gql)?;
         Ok(row.as_ref().map(Entity::from))
     }
 
@@ -312,16 +315,16 @@ impl QueryRoot {
         limit: Option<i32>,
     ) -> async_graphql::Result<Vec<Entity>> {
         let (state, p) = ctx_parts(ctx)?;
-        crier_core::entity::check_kind("kind", &kind).map_err(|e| gql(e.into()))?;
+        crier_core::entity::check_kind("kind", &kind).map_err(gql)?;
         let limit = limit_of(limit, crier_core::entity::MAX_LIST as u64)?;
-        if !crate::entities::may_read_kind(p, &kind) {
+        if !crate::service::entities::may_read_kind(p, &kind) {
             return Ok(vec![]);
         }
         let rows = state
             .entities
             .entities(&p.tenant, &kind, after.as_deref(), limit)
             .await
-            .map_err(|e| gql(e.into()))?;
+            .map_err(gql)?;
         let bytes = rows.iter().map(|r| r.to_json().to_string().len()).sum();
         budget(ctx, state).charge(bytes).await.map_err(gql)?;
         Ok(rows.iter().map(Entity::from).collect())
@@ -362,7 +365,9 @@ pub struct MutationRoot;
 
 async fn run(ctx: &Context<'_>, m: Mutation) -> async_graphql::Result<Outcome> {
     let (state, p) = ctx_parts(ctx)?;
-    let applied = crate::entities::mutate(state, p, m).await.map_err(gql)?;
+    let applied = crate::service::entities::mutate(state, p, m)
+        .await
+        .map_err(gql)?;
     Ok(applied.outcome)
 }
 
@@ -377,7 +382,7 @@ impl MutationRoot {
         value: Json<Value>,
         if_match: Option<i64>,
     ) -> async_graphql::Result<Entity> {
-        let key = EntityKey::new(&kind, &id).map_err(|e| gql(e.into()))?;
+        let key = EntityKey::new(&kind, &id).map_err(gql)?;
         let readable = readable_kind(ctx, &key.kind)?;
         let value = object("value", value)?;
         match run(
@@ -404,7 +409,7 @@ impl MutationRoot {
         patch: Json<Value>,
         if_match: Option<i64>,
     ) -> async_graphql::Result<Entity> {
-        let key = EntityKey::new(&kind, &id).map_err(|e| gql(e.into()))?;
+        let key = EntityKey::new(&kind, &id).map_err(gql)?;
         let readable = readable_kind(ctx, &key.kind)?;
         let patch = object("patch", patch)?;
         match run(
@@ -430,7 +435,7 @@ impl MutationRoot {
         id: String,
         if_match: Option<i64>,
     ) -> async_graphql::Result<bool> {
-        let key = EntityKey::new(&kind, &id).map_err(|e| gql(e.into()))?;
+        let key = EntityKey::new(&kind, &id).map_err(gql)?;
         run(
             ctx,
             Mutation::Delete {
@@ -488,7 +493,7 @@ impl MutationRoot {
             .first()
             .cloned()
             .ok_or_else(|| bad("internal", "the batch is empty"))?;
-        state.check_rate(&p.tenant, 1).map_err(gql)?;
+        admit(state, &p.tenant, 1).map_err(gql)?;
         let results = append(state, batch).await.map_err(gql)?;
         let r = results
             .first()
@@ -507,7 +512,7 @@ impl MutationRoot {
             .log
             .get(&sent.tenant, &r.id)
             .await
-            .map_err(|e| gql(e.into()))?
+            .map_err(gql)?
             .ok_or_else(|| gql(ApiError::not_found("the event was pruned at once")))?;
         Ok(Event::from(ev.as_ref()))
     }
@@ -518,7 +523,7 @@ pub struct SubscriptionRoot;
 
 /// A subscription's cursor. Its credential is watched by the socket it runs on, which
 /// closes (ending every subscription) when the credential ends.
-struct Sub {
+struct EventStream {
     cursor: crier_core::Cursor,
     state: AppState,
     done: bool,
@@ -558,11 +563,11 @@ impl SubscriptionRoot {
                 queue,
             )
             .await
-            .map_err(|e| gql(e.into()))?;
+            .map_err(gql)?;
         let reader = ctx
             .data_opt::<Arc<crate::state::ConnGuard>>()
             .map(|g| g.info().reader(None, &filter, cursor.position()));
-        let sub = Sub {
+        let sub = EventStream {
             cursor,
             state: state.clone(),
             done: false,
@@ -573,7 +578,7 @@ impl SubscriptionRoot {
     }
 }
 
-async fn next_item(mut s: Sub) -> Option<(async_graphql::Result<Event>, Sub)> {
+async fn next_item(mut s: EventStream) -> Option<(async_graphql::Result<Event>, EventStream)> {
     if s.done {
         return None;
     }
@@ -610,7 +615,7 @@ async fn next_item(mut s: Sub) -> Option<(async_graphql::Result<Event>, Sub)> {
                 Err(e) => {
                     tracing::warn!(error = %e, "GraphQL subscription ended: the log could not be read");
                     s.done = true;
-                    Some((Err(gql(e.into())), s))
+                    Some((Err(gql(e)), s))
                 }
             }
         }
@@ -628,12 +633,7 @@ pub async fn http(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let mime = crate::transport::essence(ct);
     if mime != "application/json" && mime != "application/graphql-response+json" {
         return Err(ApiError::new(
             axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -665,7 +665,7 @@ pub async fn http(
     };
     if let Some(f) = queries
         .iter()
-        .find_map(|q| crate::graphql_strict::repeated_field(q))
+        .find_map(|q| crate::graphql::strict::repeated_field(q))
     {
         return Err(ApiError::bad(
             "invalid_json",
@@ -690,4 +690,4 @@ pub async fn http(
     Ok(axum::Json(res).into_response())
 }
 
-pub use crate::graphql_ws::websocket;
+pub use crate::graphql::ws::websocket;

@@ -123,7 +123,7 @@ pub async fn websocket(
                 "ask for the `graphql-transport-ws` subprotocol (Sec-WebSocket-Protocol)",
             )
         })?;
-    crate::ws::check_origin(&state, &headers)?;
+    crate::transport::check_origin(&state, &headers)?;
     let header_token = crate::auth::token_of(&parts)?;
     let remote = crate::monitor::peer_of(&parts);
     let max = state.settings.limits.max_ws_frame_bytes;
@@ -235,7 +235,7 @@ async fn serve(
                 Some(Ok(Message::Close(_))) | None => tx = None,
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "GraphQL websocket read ended");
-                    break crate::ws::close::for_read_error(&e).map(|(c, r)| (c, r.to_string()));
+                    break crate::transport::close::for_read_error(&e).map(|(c, r)| (c, r.to_string()));
                 }
             },
         }
@@ -253,7 +253,7 @@ async fn serve(
 fn strict_message(bytes: &[u8]) -> Result<(), String> {
     let v = crier_core::strict_json::from_slice(bytes).map_err(|e| e.to_string())?;
     if let Some(q) = v["payload"]["query"].as_str() {
-        if let Some(f) = crate::graphql_strict::repeated_field(q) {
+        if let Some(f) = crate::graphql::strict::repeated_field(q) {
             return Err(format!("an input object repeats the field `{f}`"));
         }
     }

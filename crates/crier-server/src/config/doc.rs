@@ -1,8 +1,8 @@
 //! `crier config defaults`: every configuration key with its default and a comment, as TOML
 //! that `crier serve --config` accepts, so a new user starts from a complete, explained file.
 
+use super::load::leaves;
 use crate::config::Config;
-use crate::config_load::leaves;
 
 /// One comment per key path. A key missing here fails the test below, so a new key cannot
 /// ship without an explanation.

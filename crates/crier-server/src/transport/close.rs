@@ -1,5 +1,5 @@
 //! The close code a WebSocket gets when its client breaks the protocol (§12.11), shared by
-//! `/v1/ws` and the GraphQL WebSocket.
+//! `/v1/ws`, the GraphQL WebSocket and Pusher.
 //!
 //! The WebSocket library reports a broken frame as a read error and leaves the socket open
 //! for writing; the connection then closes with the code RFC 6455 names for the fault

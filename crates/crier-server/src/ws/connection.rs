@@ -1,0 +1,197 @@
+//! One `/v1/ws` connection: the state its ops share, the read loop (frame limits, the
+//! credential's lifetime, heartbeats seen) and the teardown that ends every task it started.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{Message, WebSocket};
+use crier_core::Principal;
+use futures_util::StreamExt;
+use serde_json::{json, Map};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::{
+    self, close_frame, error_frame, reply, text, ClientOp, OpError, PublishReq, Request,
+};
+use super::tasks::write_loop;
+use super::OUTBOUND_QUEUE;
+use crate::lifetime::Lifetime;
+use crate::monitor::ConnInfo;
+use crate::service::replays::Replay;
+use crate::state::{AppState, ConnGuard};
+
+/// One `subscribe` of the connection: the task over its cursor, and what stops it. (Not a
+/// webhook subscription, nor GraphQL's `Subscription` type: a live reader on this socket.)
+pub(super) struct LiveSub {
+    pub(super) cancel: CancellationToken,
+    pub(super) task: JoinHandle<()>,
+}
+
+/// One `/v1/ws` connection: its credential (replaced by `auth`), its outbound queue, and
+/// what its ops started.
+pub(super) struct Conn {
+    pub(super) state: AppState,
+    pub(super) principal: Principal,
+    pub(super) out: mpsc::Sender<Message>,
+    pub(super) subs: HashMap<String, LiveSub>,
+    pub(super) replays: HashMap<String, (Arc<Replay>, JoinHandle<()>)>,
+    /// The connection's publish task, started by its first publish.
+    pub(super) publisher: Option<(mpsc::Sender<Box<PublishReq>>, JoinHandle<()>)>,
+    pub(super) cancel: CancellationToken,
+    /// The connection's entry in the registry.
+    pub(super) info: Arc<ConnInfo>,
+}
+
+impl Conn {
+    /// Serves an upgraded socket until it closes, then ends what it started.
+    pub(super) async fn run(
+        state: AppState,
+        principal: Principal,
+        guard: ConnGuard,
+        socket: WebSocket,
+    ) {
+        let (sink, mut stream) = socket.split();
+        let (out, out_rx) = mpsc::channel::<Message>(OUTBOUND_QUEUE);
+        let cancel = state.shutdown.child_token();
+        let last_seen = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let writer = tokio::spawn(write_loop(
+            sink,
+            out_rx,
+            cancel.clone(),
+            state.settings.heartbeat,
+            last_seen.clone(),
+            started,
+        ));
+        let welcome = json!({
+            "op": "welcome",
+            "session": uuid::Uuid::now_v7().to_string(),
+            "tenant": principal.tenant,
+            "head": state.hub.head(),
+            "heartbeat_ms": state.settings.heartbeat.as_millis() as u64,
+        });
+        let mut conn = Conn {
+            state,
+            principal,
+            out,
+            subs: HashMap::new(),
+            replays: HashMap::new(),
+            publisher: None,
+            cancel,
+            info: guard.info().clone(),
+        };
+        if conn.out.send(text(welcome.to_string())).await.is_ok() {
+            conn.read_loop(&mut stream, &last_seen, started).await;
+        }
+        for (_, (replay, task)) in conn.replays.drain() {
+            replay.stop();
+            let _ = task.await;
+        }
+        for (_, sub) in conn.subs.drain() {
+            sub.cancel.cancel();
+            let _ = sub.task.await;
+        }
+        if let Some((tx, task)) = conn.publisher.take() {
+            drop(tx);
+            let _ = task.await;
+        }
+        drop(conn.out);
+        let _ = writer.await;
+        drop(guard);
+    }
+
+    async fn read_loop(
+        &mut self,
+        stream: &mut futures_util::stream::SplitStream<WebSocket>,
+        last_seen: &AtomicU64,
+        started: Instant,
+    ) {
+        let max = self.state.settings.limits.max_ws_frame_bytes;
+        let mut lifetime = Lifetime::new(&self.state, &self.principal);
+        loop {
+            let msg = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                ended = lifetime.ended() => {
+                    let _ = self.out.send(close_frame(4001, ended.message())).await;
+                    return;
+                }
+                m = stream.next() => m,
+            };
+            let msg = match msg {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "websocket read ended");
+                    if let Some((code, reason)) = crate::transport::close::for_read_error(&e) {
+                        let _ = self.out.send(close_frame(code, reason)).await;
+                    }
+                    return;
+                }
+                None => return,
+            };
+            // No operation is served once the credential has ended, even between re-checks.
+            if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+                if let Err(ended) = crate::lifetime::check(&self.state, &self.principal).await {
+                    let _ = self.out.send(close_frame(4001, ended.message())).await;
+                    return;
+                }
+            }
+            last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            let answer = match msg {
+                Message::Text(t) if t.len() > max => {
+                    metrics::counter!("crier_limit_hits_total", "limit" => "max_ws_frame_bytes")
+                        .increment(1);
+                    Some(error_frame(
+                        None,
+                        "frame_too_large",
+                        &format!("a message is at most {max} bytes (limits.max_ws_frame_bytes)"),
+                    ))
+                }
+                // Boxed: the handler's state machine is large and only needed while it runs,
+                // so idle connections do not carry it.
+                Message::Text(t) => Box::pin(self.handle(t.as_str())).await,
+                Message::Binary(_) => Some(error_frame(
+                    None,
+                    "invalid_message",
+                    "send text frames holding JSON",
+                )),
+                Message::Close(_) => return,
+                Message::Ping(_) | Message::Pong(_) => None,
+            };
+            if let Some(a) = answer {
+                if self.out.send(a).await.is_err() {
+                    return;
+                }
+            }
+            // An `auth` refresh may have replaced the credential.
+            lifetime.renew(&self.principal);
+        }
+    }
+
+    /// Answers one text frame: parses it into an op and runs it.
+    pub(super) async fn handle(&mut self, text: &str) -> Option<Message> {
+        let Request { r, op } = match protocol::parse(text) {
+            Ok(req) => req,
+            Err((r, OpError(code, message))) => {
+                return Some(error_frame(r.as_ref(), code, &message))
+            }
+        };
+        let res = match op {
+            ClientOp::Subscribe(m) => self.subscribe(m, r.as_ref()).await,
+            ClientOp::Unsubscribe(m) => self.unsubscribe(m, r.as_ref()).await,
+            ClientOp::Publish(m) => self.publish(m, r.clone()).await,
+            ClientOp::History(m) => self.history(m, r.as_ref()).await,
+            ClientOp::Ping(_) => Ok(Some(reply("pong", r.as_ref(), Map::new()))),
+            ClientOp::Auth(m) => self.auth(m, r.as_ref()).await,
+            ClientOp::Replay(m) => self.replay(m, r.as_ref()).await,
+            ClientOp::ReplayStop(m) => self.replay_stop(m, r.as_ref()).await,
+        };
+        match res {
+            Ok(answer) => answer,
+            Err(OpError(code, message)) => Some(error_frame(r.as_ref(), code, &message)),
+        }
+    }
+}
