@@ -131,6 +131,10 @@ pub async fn websocket(
         .max_message_size(max)
         .max_frame_size(max)
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        // The library's defaults reserve 128 KiB per direction per connection; client
+        // messages are small (a larger one is read in several reads).
+        .read_buffer_size(1024)
+        .write_buffer_size(8192)
         .on_upgrade(move |socket| serve(state, socket, protocol, header_token, remote)))
 }
 

@@ -69,7 +69,7 @@ pub async fn upgrade(
         .max_frame_size(max.saturating_mul(2))
         // The library's defaults reserve 128 KiB per direction per connection; client
         // messages are small and the writer below batches frames itself.
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(8192)
         .on_upgrade(move |socket| Conn::run(state, principal, guard, socket)))
 }
