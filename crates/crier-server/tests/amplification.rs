@@ -3,10 +3,7 @@
 //! GraphQL request holds at most `graphql_max_batch` operations, and complexity counts list
 //! sizes so aliases cannot multiply a query past the limit.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
-use common::Hub;
+use crier_testkit::Hub;
 use serde_json::{json, Value};
 
 const BUDGET: usize = 8 * 1024;

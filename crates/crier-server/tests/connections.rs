@@ -3,12 +3,9 @@
 //! connections get 503 `too_many_connections` at once while open ones and `/healthz` keep
 //! working; a `max_connections` that cannot fit in the open-file limit stops the start.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Hub, WAIT};
+use crier_testkit::{Hub, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -2,15 +2,10 @@
 //! read the same stores, errors carry the REST codes, limits hold, and the
 //! `graphql-transport-ws` subscription delivers in seq order and resumes with `after`.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
+use std::time::Duration;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use common::{Hub, WAIT};
-use crier_server::auth::{load_keys, AuthSettings};
+use crier_testkit::{Hub, WAIT};
 use futures_util::{SinkExt, StreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -18,27 +13,12 @@ use tokio_tungstenite::tungstenite::Message;
 const SECRET: &str = "graphql-secret-of-at-least-32-chars!!";
 
 fn token(tenant: &str, role: &str) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 600;
-    let c = json!({"sub": format!("{role}@{tenant}"), "tenant": tenant, "role": role, "exp": exp});
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &c,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("token")
+    crier_testkit::auth::token(SECRET, &format!("{role}@{tenant}"), tenant, role, None)
 }
 
 async fn start() -> Hub {
     Hub::start_with(|s| {
-        s.auth = AuthSettings {
-            jwt: load_keys(SECRET, "", "", "HS256").expect("keys"),
-            enabled: true,
-            single_tenant: false,
-        };
+        crier_testkit::auth::with_hs256(s, SECRET);
     })
     .await
 }

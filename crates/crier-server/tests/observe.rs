@@ -3,13 +3,10 @@
 //! one test: it installs a thread's log subscriber, and tracing's per-callsite interest cache
 //! can race with other tests of the same process.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Hub, WAIT};
+use crier_testkit::{Hub, WAIT};
 use serde_json::json;
 
 #[derive(Clone, Default)]

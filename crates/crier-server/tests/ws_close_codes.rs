@@ -6,10 +6,7 @@
 //! frame is answered (the closing handshake completes) on `/v1/ws`, the GraphQL WebSocket and
 //! a Pusher connection, and an oversized Pusher message gets 1009 as well.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
-use common::{Hub, WAIT};
+use crier_testkit::{Hub, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -2,46 +2,29 @@
 //! patterns, plain requests, a loopback webhook receiver and a GraphQL WebSocket client.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use crier_server::auth::{load_keys, AuthSettings};
 use futures_util::{SinkExt, StreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::Header;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{Hub, WAIT};
+use crier_testkit::{Hub, WAIT};
 
 pub const SECRET: &str = "test-secret-of-at-least-32-characters!!";
 
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 /// A token of tenant `acme` with `role` and, when given, `subscribe` patterns.
 pub fn token(sub: &str, role: &str, subscribe: Option<&[&str]>) -> String {
-    let mut c = json!({"sub": sub, "tenant": "acme", "role": role, "exp": now() + 600});
-    if let Some(s) = subscribe {
-        c["subscribe"] = json!(s);
-    }
-    sign(&Header::new(Algorithm::HS256), &c)
+    crier_testkit::auth::token(SECRET, sub, "acme", role, subscribe)
 }
 
 pub fn sign(header: &Header, claims: &Value) -> String {
-    jsonwebtoken::encode(header, claims, &EncodingKey::from_secret(SECRET.as_bytes()))
-        .expect("sign")
+    crier_testkit::auth::sign(SECRET, header, claims)
 }
 
 pub fn with_auth(s: &mut crier_server::Settings) {
-    s.auth = AuthSettings {
-        jwt: load_keys(SECRET, "", "", "HS256").expect("keys"),
-        enabled: true,
-        single_tenant: false,
-    };
+    crier_testkit::auth::with_hs256(s, SECRET);
 }
 
 /// A hub with HS256 credentials; `tweak` adjusts the rest.
@@ -201,12 +184,12 @@ pub async fn gql_recv(ws: &mut Socket) -> Value {
 }
 
 /// A `/v1/ws` socket authenticated by `?token=`.
-pub async fn ws(hub: &Hub, token: &str) -> crate::common::Ws {
+pub async fn ws(hub: &Hub, token: &str) -> crier_testkit::Ws {
     let (stream, _) =
         tokio_tungstenite::connect_async(format!("ws://{}/v1/ws?token={token}", hub.addr))
             .await
             .expect("ws connect");
-    let mut ws = crate::common::Ws { stream };
+    let mut ws = crier_testkit::Ws { stream };
     assert_eq!(ws.recv().await["op"], "welcome");
     ws
 }
