@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crier_testkit::http::check;
+use crier_testkit::http::{check, Row};
 use crier_testkit::Hub;
 use futures_util::SinkExt;
 use serde_json::{json, Value};
@@ -23,18 +23,16 @@ async fn publish_rate_limit_and_recovery() {
     let batch = |n: usize| Value::from(vec![json!({"type": "r"}); n]).to_string();
     let (one, five, ten) = (batch(1), batch(5), batch(10));
     let ev = "/v1/events";
-    let answers = check(
-        &hub,
-        &[
-            ("POST", ev, "", Some(&five), &a, 201, ""),
-            ("POST", ev, "", Some(&one), &a, 429, "rate_limited"),
-            // Other tenants are not affected.
-            ("POST", ev, "", Some(&one), &b, 201, ""),
-            // A batch beyond the rate is refused.
-            ("POST", ev, "", Some(&ten), &b, 429, ""),
-        ],
-    )
-    .await;
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("POST", ev, "", Some(&five), &a, 201, ""),
+        ("POST", ev, "", Some(&one), &a, 429, "rate_limited"),
+        // Other tenants are not affected.
+        ("POST", ev, "", Some(&one), &b, 201, ""),
+        // A batch beyond the rate is refused.
+        ("POST", ev, "", Some(&ten), &b, 429, ""),
+    ];
+    let answers = check(&hub, rows).await;
     let retry: u64 = answers[1]
         .header("retry-after")
         .and_then(|r| r.parse().ok())

@@ -75,61 +75,19 @@ async fn tenant_is_forced_from_the_credential() {
     let p = hs(&claims("pub", "acme", "publisher"));
     let admin = hs(&claims("root", "ops", "admin"));
     let ev = "/v1/events";
-    let a = check(
-        &hub,
-        &[
-            (
-                "POST",
-                ev,
-                "",
-                Some(r#"{"type":"a","tenant":"other"}"#),
-                &p,
-                403,
-                "",
-            ),
-            (
-                "POST",
-                ev,
-                "",
-                Some(r#"{"type":"a","actor":"someone"}"#),
-                &p,
-                403,
-                "",
-            ),
-            (
-                "POST",
-                ev,
-                "",
-                Some(r#"{"type":"a","id":"mine"}"#),
-                &p,
-                201,
-                "",
-            ),
-            ("GET", "/v1/events/mine", "", None, &p, 200, ""),
-            // An admin may set tenant and actor.
-            (
-                "POST",
-                ev,
-                "",
-                Some(r#"{"type":"a","tenant":"beta","actor":"robot","id":"b1"}"#),
-                &admin,
-                201,
-                "",
-            ),
-            // Another tenant's event is not found, not forbidden.
-            ("GET", "/v1/events/b1", "", None, &p, 404, ""),
-            (
-                "GET",
-                "/v1/events/b1?tenant=beta",
-                "",
-                None,
-                &admin,
-                200,
-                "",
-            ),
-        ],
-    )
-    .await;
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("POST", ev, "", Some(r#"{"type":"a","tenant":"other"}"#), &p, 403, ""),
+        ("POST", ev, "", Some(r#"{"type":"a","actor":"someone"}"#), &p, 403, ""),
+        ("POST", ev, "", Some(r#"{"type":"a","id":"mine"}"#), &p, 201, ""),
+        ("GET", "/v1/events/mine", "", None, &p, 200, ""),
+        // An admin may set tenant and actor.
+        ("POST", ev, "", Some(r#"{"type":"a","tenant":"beta","actor":"robot","id":"b1"}"#), &admin, 201, ""),
+        // Another tenant's event is not found, not forbidden.
+        ("GET", "/v1/events/b1", "", None, &p, 404, ""),
+        ("GET", "/v1/events/b1?tenant=beta", "", None, &admin, 200, ""),
+    ];
+    let a = check(&hub, rows).await;
     let e = &a[3].body;
     assert_eq!(
         (e["tenant"].as_str(), e["actor"].as_str()),
@@ -160,34 +118,16 @@ async fn narrowed_tokens_cannot_widen() {
     c["subscribe"] = json!(["site.*"]);
     c["publish"] = json!(["site.*"]);
     let narrow = hs(&c);
-    let a = check(
-        &hub,
-        &[
-            ("GET", "/v1/events?type=*", "", None, &narrow, 200, ""),
-            ("GET", "/v1/events?type=user.*", "", None, &narrow, 200, ""),
-            ("GET", "/v1/events/u1", "", None, &narrow, 404, ""),
-            // Publish patterns are enforced.
-            (
-                "POST",
-                "/v1/events",
-                "",
-                Some(r#"{"type":"user.deleted"}"#),
-                &narrow,
-                403,
-                "",
-            ),
-            (
-                "POST",
-                "/v1/events",
-                "",
-                Some(r#"{"type":"site.moved"}"#),
-                &narrow,
-                201,
-                "",
-            ),
-        ],
-    )
-    .await;
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("GET", "/v1/events?type=*", "", None, &narrow, 200, ""),
+        ("GET", "/v1/events?type=user.*", "", None, &narrow, 200, ""),
+        ("GET", "/v1/events/u1", "", None, &narrow, 404, ""),
+        // Publish patterns are enforced.
+        ("POST", "/v1/events", "", Some(r#"{"type":"user.deleted"}"#), &narrow, 403, ""),
+        ("POST", "/v1/events", "", Some(r#"{"type":"site.moved"}"#), &narrow, 201, ""),
+    ];
+    let a = check(&hub, rows).await;
     let types: Vec<&str> = a[0].body["events"]
         .as_array()
         .expect("events")
@@ -220,50 +160,16 @@ async fn subscriptions_replays_and_stats_are_tenant_scoped() {
     let b = hs(&claims("pb", "beta", "publisher"));
     let sub_a = hs(&claims("sa", "acme", "subscriber"));
     let hook = r#"{"webhook":{"url":"http://127.0.0.1:9/"},"paused":true}"#;
-    let created = check(
-        &hub,
-        &[
-            (
-                "POST",
-                "/v1/events",
-                "",
-                Some(r#"[{"type":"a.one"},{"type":"a.two"}]"#),
-                &a,
-                201,
-                "",
-            ),
-            (
-                "POST",
-                "/v1/events",
-                "",
-                Some(r#"{"type":"b.one"}"#),
-                &b,
-                201,
-                "",
-            ),
-            ("POST", "/v1/subscriptions", "", Some(hook), &a, 201, ""),
-            // Subscribers do not manage subscriptions.
-            (
-                "POST",
-                "/v1/subscriptions",
-                "",
-                Some(r#"{"webhook":{"url":"http://127.0.0.1:9/"}}"#),
-                &sub_a,
-                403,
-                "",
-            ),
-            (
-                "POST",
-                "/v1/replays",
-                "",
-                Some(r#"{"since":"2000-01-01T00:00:00Z","speed":"max"}"#),
-                &sub_a,
-                201,
-                "",
-            ),
-        ],
-    )
-    .await;
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("POST", "/v1/events", "", Some(r#"[{"type":"a.one"},{"type":"a.two"}]"#), &a, 201, ""),
+        ("POST", "/v1/events", "", Some(r#"{"type":"b.one"}"#), &b, 201, ""),
+        ("POST", "/v1/subscriptions", "", Some(hook), &a, 201, ""),
+        // Subscribers do not manage subscriptions.
+        ("POST", "/v1/subscriptions", "", Some(r#"{"webhook":{"url":"http://127.0.0.1:9/"}}"#), &sub_a, 403, ""),
+        ("POST", "/v1/replays", "", Some(r#"{"since":"2000-01-01T00:00:00Z","speed":"max"}"#), &sub_a, 201, ""),
+    ];
+    let created = check(&hub, rows).await;
     let id = created[2].body["id"].as_str().expect("subscription id");
     let rp = &created[4].body;
     assert_eq!(
@@ -283,22 +189,20 @@ async fn subscriptions_replays_and_stats_are_tenant_scoped() {
     );
     let unpause = Some(r#"{"paused":false}"#);
     let root = hs(&claims("root", "ops", "admin"));
-    let seen = check(
-        &hub,
-        &[
-            ("GET", &sub, "", None, &b, 404, ""),
-            ("PATCH", &sub, "", unpause, &b, 404, ""),
-            ("GET", &deliveries, "", None, &b, 404, ""),
-            ("DELETE", &sub, "", None, &b, 404, ""),
-            ("GET", "/v1/subscriptions", "", None, &b, 200, ""),
-            ("GET", &replay, "", None, &b, 404, ""),
-            ("POST", &stop, "", None, &b, 404, ""),
-            ("GET", "/v1/stats", "", None, &b, 200, ""),
-            ("GET", "/v1/stats?tenant=acme", "", None, &b, 403, ""),
-            ("GET", "/v1/stats?tenant=*", "", None, &root, 200, ""),
-        ],
-    )
-    .await;
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("GET", &sub, "", None, &b, 404, ""),
+        ("PATCH", &sub, "", unpause, &b, 404, ""),
+        ("GET", &deliveries, "", None, &b, 404, ""),
+        ("DELETE", &sub, "", None, &b, 404, ""),
+        ("GET", "/v1/subscriptions", "", None, &b, 200, ""),
+        ("GET", &replay, "", None, &b, 404, ""),
+        ("POST", &stop, "", None, &b, 404, ""),
+        ("GET", "/v1/stats", "", None, &b, 200, ""),
+        ("GET", "/v1/stats?tenant=acme", "", None, &b, 403, ""),
+        ("GET", "/v1/stats?tenant=*", "", None, &root, 200, ""),
+    ];
+    let seen = check(&hub, rows).await;
     assert_eq!(seen[4].body["subscriptions"], json!([]));
     let st = &seen[7].body;
     assert_eq!(

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crier_testkit::http::check;
+use crier_testkit::http::{check, Row};
 use crier_testkit::services::{drop_schema, pg_reachable};
 use crier_testkit::{Hub, Sse};
 use serde_json::{json, Value};
@@ -51,50 +51,16 @@ async fn entity_lifecycle(hub: &Hub, stream: &mut Sse, w: &str, sub: &str) {
 
     // Read, conditional read, a missing entity; preconditions fail with 412 and emit nothing.
     let e = Some("{}");
-    let a = check(
-        hub,
-        &[
-            ("GET", NYC, "", None, sub, 200, ""),
-            ("GET", NYC, "if-none-match: \"1\"", None, sub, 304, ""),
-            (
-                "GET",
-                "/v1/entities/site/nowhere",
-                "",
-                None,
-                sub,
-                404,
-                "not_found",
-            ),
-            (
-                "PUT",
-                NYC,
-                "if-none-match: *",
-                e,
-                w,
-                412,
-                "precondition_failed",
-            ),
-            (
-                "PUT",
-                NYC,
-                "if-match: \"9\"",
-                e,
-                w,
-                412,
-                "precondition_failed",
-            ),
-            (
-                "PATCH",
-                "/v1/entities/site/ghost",
-                "if-match: *",
-                e,
-                w,
-                412,
-                "",
-            ),
-        ],
-    )
-    .await;
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("GET", NYC, "", None, sub, 200, ""),
+        ("GET", NYC, "if-none-match: \"1\"", None, sub, 304, ""),
+        ("GET", "/v1/entities/site/nowhere", "", None, sub, 404, "not_found"),
+        ("PUT", NYC, "if-none-match: *", e, w, 412, "precondition_failed"),
+        ("PUT", NYC, "if-match: \"9\"", e, w, 412, "precondition_failed"),
+        ("PATCH", "/v1/entities/site/ghost", "if-match: *", e, w, 412, ""),
+    ];
+    let a = check(hub, rows).await;
     assert_eq!(a[0].body["version"].as_i64(), Some(1));
     assert!(
         a[4].body["error"]["message"]
@@ -163,108 +129,26 @@ async fn refusals(hub: &Hub, w: &str) {
     let head = stored(hub).await;
     let x = "/v1/entities/site/x";
     let e = Some("{}");
-    check(
-        hub,
-        &[
-            (
-                "PUT",
-                "/v1/entities/si.te/x",
-                "",
-                e,
-                w,
-                400,
-                "invalid_entity",
-            ),
-            (
-                "PUT",
-                "/v1/entities/site/a%20b",
-                "",
-                e,
-                w,
-                400,
-                "invalid_entity",
-            ),
-            ("PUT", x, "", Some("[1,2]"), w, 400, "invalid_json"),
-            ("PUT", x, "", Some("{"), w, 400, "invalid_json"),
-            ("PUT", x, "", Some(""), w, 400, "invalid_json"),
-            ("PUT", x, "if-match: abc", e, w, 400, "invalid_header"),
-            (
-                "PUT",
-                x,
-                "if-match: 1; if-none-match: *",
-                e,
-                w,
-                400,
-                "invalid_header",
-            ),
-            ("PATCH", x, "if-none-match: *", e, w, 400, "invalid_header"),
-            (
-                "PATCH",
-                "/v1/entities/site/nowhere",
-                "",
-                e,
-                w,
-                404,
-                "not_found",
-            ),
-            (
-                "DELETE",
-                "/v1/entities/site/nowhere",
-                "",
-                None,
-                w,
-                404,
-                "not_found",
-            ),
-            (
-                "GET",
-                "/v1/entities/site?limit=0",
-                "",
-                None,
-                w,
-                400,
-                "invalid_query",
-            ),
-            (
-                "GET",
-                "/v1/entities/site?limit=5000",
-                "",
-                None,
-                w,
-                400,
-                "invalid_query",
-            ),
-            (
-                "GET",
-                "/v1/entities/site?severity=error",
-                "",
-                None,
-                w,
-                400,
-                "invalid_query",
-            ),
-            (
-                "GET",
-                "/v1/links?source=site",
-                "",
-                None,
-                w,
-                400,
-                "invalid_entity",
-            ),
-            (
-                "GET",
-                "/v1/links?after=garbage",
-                "",
-                None,
-                w,
-                400,
-                "invalid_query",
-            ),
-            ("PUT", x, "content-type: text/plain", e, w, 415, ""),
-        ],
-    )
-    .await;
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("PUT", "/v1/entities/si.te/x", "", e, w, 400, "invalid_entity"),
+        ("PUT", "/v1/entities/site/a%20b", "", e, w, 400, "invalid_entity"),
+        ("PUT", x, "", Some("[1,2]"), w, 400, "invalid_json"),
+        ("PUT", x, "", Some("{"), w, 400, "invalid_json"),
+        ("PUT", x, "", Some(""), w, 400, "invalid_json"),
+        ("PUT", x, "if-match: abc", e, w, 400, "invalid_header"),
+        ("PUT", x, "if-match: 1; if-none-match: *", e, w, 400, "invalid_header"),
+        ("PATCH", x, "if-none-match: *", e, w, 400, "invalid_header"),
+        ("PATCH", "/v1/entities/site/nowhere", "", e, w, 404, "not_found"),
+        ("DELETE", "/v1/entities/site/nowhere", "", None, w, 404, "not_found"),
+        ("GET", "/v1/entities/site?limit=0", "", None, w, 400, "invalid_query"),
+        ("GET", "/v1/entities/site?limit=5000", "", None, w, 400, "invalid_query"),
+        ("GET", "/v1/entities/site?severity=error", "", None, w, 400, "invalid_query"),
+        ("GET", "/v1/links?source=site", "", None, w, 400, "invalid_entity"),
+        ("GET", "/v1/links?after=garbage", "", None, w, 400, "invalid_query"),
+        ("PUT", x, "content-type: text/plain", e, w, 415, ""),
+    ];
+    check(hub, rows).await;
     assert_eq!(stored(hub).await, head, "refused requests stored nothing");
 }
 
@@ -302,43 +186,17 @@ async fn lists_and_links(hub: &Hub, w: &str, sub: &str) -> u64 {
     let u1_ops = "/v1/links/member_of/user/u1/group/ops";
     let u2_ops = "/v1/links/member_of/user/u2/group/ops";
     let lead = Some(r#"{"role":"lead"}"#);
-    let a = check(
-        hub,
-        &[
-            ("PUT", u1_ops, "", None, w, 404, "not_found"),
-            (
-                "PUT",
-                "/v1/entities/group/ops",
-                "",
-                Some(r#"{"title":"Ops"}"#),
-                w,
-                201,
-                "",
-            ),
-            ("PUT", u1_ops, "", lead, w, 201, ""),
-            ("PUT", u1_ops, "", lead, w, 200, ""),
-            (
-                "PUT",
-                u1_ops,
-                "",
-                Some(r#"{"role":"member"}"#),
-                w,
-                409,
-                "link_exists",
-            ),
-            ("PUT", u2_ops, "", None, w, 201, ""),
-            (
-                "PUT",
-                "/v1/links/located_in/group/ops/site/nyc",
-                "",
-                None,
-                w,
-                201,
-                "",
-            ),
-        ],
-    )
-    .await;
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("PUT", u1_ops, "", None, w, 404, "not_found"),
+        ("PUT", "/v1/entities/group/ops", "", Some(r#"{"title":"Ops"}"#), w, 201, ""),
+        ("PUT", u1_ops, "", lead, w, 201, ""),
+        ("PUT", u1_ops, "", lead, w, 200, ""),
+        ("PUT", u1_ops, "", Some(r#"{"role":"member"}"#), w, 409, "link_exists"),
+        ("PUT", u2_ops, "", None, w, 201, ""),
+        ("PUT", "/v1/links/located_in/group/ops/site/nyc", "", None, w, 201, ""),
+    ];
+    let a = check(hub, rows).await;
     let link = &a[2].body;
     assert_eq!(link["type"], "member_of");
     assert_eq!(link["source"], "user/u1");
@@ -370,16 +228,14 @@ async fn lists_and_links(hub: &Hub, w: &str, sub: &str) -> u64 {
 
     // Delete the group: its two remaining links go with it, in the same transaction.
     let ops = "/v1/entities/group/ops";
-    let a = check(
-        hub,
-        &[
-            ("DELETE", u2_ops, "", None, w, 200, ""),
-            ("DELETE", u2_ops, "", None, w, 404, ""),
-            ("DELETE", ops, "if-match: \"7\"", None, w, 412, ""),
-            ("DELETE", ops, "if-match: 1", None, w, 200, ""),
-        ],
-    )
-    .await;
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("DELETE", u2_ops, "", None, w, 200, ""),
+        ("DELETE", u2_ops, "", None, w, 404, ""),
+        ("DELETE", ops, "if-match: \"7\"", None, w, 412, ""),
+        ("DELETE", ops, "if-match: 1", None, w, 200, ""),
+    ];
+    let a = check(hub, rows).await;
     assert_eq!(a[0].seqs().len(), 1);
     let (body, seqs) = (&a[3].body, a[3].seqs());
     assert_eq!(body["version"], 2);
@@ -429,49 +285,23 @@ async fn roles_and_tenants(hub: &Hub, sub: &str) {
     let other = token("beta", "admin");
     let other = other.as_str();
     let e = Some("{}");
-    let a = check(
-        hub,
-        &[
-            ("PUT", "/v1/entities/site/x", "", e, sub, 403, ""),
-            ("DELETE", NYC, "", None, sub, 403, ""),
-            (
-                "PUT",
-                "/v1/links/x/user/u1/site/nyc",
-                "",
-                None,
-                sub,
-                403,
-                "",
-            ),
-            // Another tenant's entity does not exist.
-            ("GET", NYC, "", None, other, 404, ""),
-            ("GET", "/v1/entities/user", "", None, other, 200, ""),
-            ("PATCH", NYC, "", e, other, 404, ""),
-            // beta's site/nyc is its own.
-            (
-                "PUT",
-                NYC,
-                "if-none-match: *",
-                Some(r#"{"mine":true}"#),
-                other,
-                201,
-                "",
-            ),
-            // beta cannot link to acme's user.
-            (
-                "PUT",
-                "/v1/links/x/site/nyc/user/u1",
-                "",
-                None,
-                other,
-                404,
-                "",
-            ),
-            ("GET", NYC, "", None, sub, 200, ""),
-            ("GET", "/v1/events?limit=1000", "", None, other, 200, ""),
-        ],
-    )
-    .await;
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("PUT", "/v1/entities/site/x", "", e, sub, 403, ""),
+        ("DELETE", NYC, "", None, sub, 403, ""),
+        ("PUT", "/v1/links/x/user/u1/site/nyc", "", None, sub, 403, ""),
+        // Another tenant's entity does not exist.
+        ("GET", NYC, "", None, other, 404, ""),
+        ("GET", "/v1/entities/user", "", None, other, 200, ""),
+        ("PATCH", NYC, "", e, other, 404, ""),
+        // beta's site/nyc is its own.
+        ("PUT", NYC, "if-none-match: *", Some(r#"{"mine":true}"#), other, 201, ""),
+        // beta cannot link to acme's user.
+        ("PUT", "/v1/links/x/site/nyc/user/u1", "", None, other, 404, ""),
+        ("GET", NYC, "", None, sub, 200, ""),
+        ("GET", "/v1/events?limit=1000", "", None, other, 200, ""),
+    ];
+    let a = check(hub, rows).await;
     assert_eq!(a[4].body["entities"], json!([]));
     assert_eq!(
         a[6].body["version"].as_i64(),
