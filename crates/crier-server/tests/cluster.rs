@@ -3,7 +3,6 @@
 //! webhooks dispatched by the lease holder only, and the lease moving when that node stops.
 //! Skips with a notice when PostgreSQL or the broker is unreachable, except under CI=true.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crier_server::config::{BrokerKind, StoreKind};
@@ -51,28 +50,7 @@ async fn two_nodes_share_one_log(broker: BrokerKind, tag: &str) {
     wait_ready(&b).await;
 
     // A webhook receiver counting deliveries by event id.
-    let got: Arc<Mutex<Vec<String>>> = Arc::default();
-    let g = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: axum::http::HeaderMap| {
-            let g = g.clone();
-            async move {
-                let id = headers
-                    .get("webhook-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                g.lock().expect("lock").push(id);
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let hook = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver") });
+    let (got, hook) = crier_testkit::hooks::webhook_ids(axum::http::StatusCode::NO_CONTENT).await;
     let res = b
         .http
         .post(b.url("/v1/subscriptions"))

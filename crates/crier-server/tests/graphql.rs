@@ -7,7 +7,6 @@ use std::time::Duration;
 use crier_testkit::{Hub, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "graphql-secret-of-at-least-32-chars!!";
@@ -415,26 +414,7 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn gql_ws(hub: &Hub, init: Value) -> Socket {
-    let mut req = format!("ws://{}/graphql", hub.addr)
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut ws, res) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("connect");
-    assert_eq!(
-        res.headers()["sec-websocket-protocol"],
-        "graphql-transport-ws"
-    );
-    ws.send(Message::text(
-        json!({"type": "connection_init", "payload": init}).to_string(),
-    ))
-    .await
-    .expect("init");
-    ws
+    crier_testkit::graphql::open_with(hub, init).await
 }
 
 async fn recv(ws: &mut Socket) -> Option<Value> {

@@ -13,7 +13,6 @@ use crier_testkit::{Hub, Sse, Ws, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -152,21 +151,7 @@ async fn recv(ws: &mut Socket) -> Value {
 
 /// A GraphQL socket with one `events` subscription of types `gql.*`.
 async fn graphql(hub: &Hub, tok: &str) -> Socket {
-    let mut req = format!("ws://{}/graphql", hub.addr)
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("connect");
-    ws.send(Message::text(
-        json!({"type": "connection_init", "payload": {"token": tok}}).to_string(),
-    ))
-    .await
-    .expect("init");
+    let mut ws = crier_testkit::graphql::open(hub, tok).await;
     assert_eq!(recv(&mut ws).await["type"], "connection_ack");
     let q = "subscription { events(filter: {type: [\"gql.*\"]}) { seq } }";
     ws.send(Message::text(

@@ -52,12 +52,7 @@ impl std::io::Write for Captured {
 async fn failing_receiver() -> std::net::SocketAddr {
     let app =
         axum::Router::new().fallback(|| async { axum::http::StatusCode::INTERNAL_SERVER_ERROR });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
+    crier_testkit::hooks::serve(app).await
 }
 
 #[tokio::test]

@@ -130,21 +130,7 @@ async fn ws(hub: &Hub, token: &str) -> Socket {
 }
 
 async fn gql_ws(hub: &Hub, token: &str) -> Socket {
-    let mut req = format!("ws://{}/graphql", hub.addr)
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("graphql connect");
-    ws.send(Message::text(
-        json!({"type": "connection_init", "payload": {"token": token}}).to_string(),
-    ))
-    .await
-    .expect("init");
+    let mut ws = crier_testkit::graphql::open(hub, token).await;
     let ack = next_text(&mut ws).await.expect("ack");
     assert_eq!(ack["type"], "connection_ack", "{ack}");
     let q = "subscription { events { seq type } }";

@@ -7,6 +7,8 @@
 //! Only ever a dev-dependency.
 
 pub mod auth;
+pub mod graphql;
+pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod process;

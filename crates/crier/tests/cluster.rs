@@ -14,7 +14,6 @@ use crier_testkit::proxy::Proxy;
 use crier_testkit::services::{drop_schema, pg_url, reachable};
 use crier_testkit::{until, Sse};
 use serde_json::json;
-use tokio::net::TcpListener;
 
 const SKIPPING: &str = "the multi-process cluster test";
 
@@ -93,27 +92,7 @@ async fn cluster(scheme: &str, broker_port: u16, tag: &str) {
     ];
 
     // A webhook receiver.
-    let hooks: Arc<Mutex<Vec<String>>> = Arc::default();
-    let h = hooks.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: axum::http::HeaderMap| {
-            let h = h.clone();
-            async move {
-                h.lock().expect("lock").push(
-                    headers
-                        .get("webhook-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string(),
-                );
-                axum::http::StatusCode::OK
-            }
-        }),
-    );
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let hook = format!("http://{}/hook", l.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(l, app).await.expect("receiver") });
+    let (hooks, hook) = crier_testkit::hooks::webhook_ids(axum::http::StatusCode::OK).await;
     let r = reqwest::Client::new()
         .post(nodes[2].url("/v1/subscriptions"))
         .json(&json!({"webhook": {"url": hook}}))

@@ -4,13 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use jsonwebtoken::Header;
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
-
 use crier_testkit::{Hub, WAIT};
+use jsonwebtoken::Header;
+use serde_json::Value;
 
 pub const SECRET: &str = "test-secret-of-at-least-32-characters!!";
 
@@ -95,11 +91,7 @@ impl Receiver {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        let base = format!("http://{}", crier_testkit::hooks::serve(app).await);
         Receiver { got, base }
     }
 
@@ -131,57 +123,14 @@ impl Receiver {
     }
 }
 
-pub type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub use crier_testkit::graphql::Socket;
 
 /// A `graphql-transport-ws` socket that sent `connection_init` with `token`.
 pub async fn gql_ws(hub: &Hub, token: &str) -> Socket {
-    let mut req = format!("ws://{}/graphql", hub.addr)
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("connect");
-    ws.send(Message::text(
-        json!({"type": "connection_init", "payload": {"token": token}}).to_string(),
-    ))
-    .await
-    .expect("init");
-    ws
+    crier_testkit::graphql::open(hub, token).await
 }
 
-/// The next message of a GraphQL socket (answering pings); a close as
-/// `{"closed": code, "reason": ...}`.
-pub async fn gql_recv(ws: &mut Socket) -> Value {
-    loop {
-        let m = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a message in time");
-        match m {
-            Some(Ok(Message::Text(t))) => {
-                let v: Value = serde_json::from_str(&t).expect("json");
-                if v["type"] == "ping" {
-                    let _ = ws.send(Message::text(r#"{"type":"pong"}"#)).await;
-                    continue;
-                }
-                return v;
-            }
-            Some(Ok(Message::Close(f))) => {
-                return json!({
-                    "closed": f.as_ref().map(|f| u16::from(f.code)),
-                    "reason": f.map(|f| f.reason.to_string()),
-                })
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return json!({"error": e.to_string()}),
-            None => return json!({"closed": null}),
-        }
-    }
-}
+pub use crier_testkit::graphql::recv as gql_recv;
 
 /// A `/v1/ws` socket authenticated by `?token=`.
 pub async fn ws(hub: &Hub, token: &str) -> crier_testkit::Ws {

@@ -32,11 +32,7 @@ async fn webhooks_deliver_everything_after_kill_9() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let hook = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver") });
+    let hook = format!("http://{}/hook", crier_testkit::hooks::serve(app).await);
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let env = [
