@@ -114,15 +114,7 @@ async fn graphql_requests_that_would_load_too_much_fail() {
         .map(code)
         .collect();
     assert!(codes.contains(&"response_too_large".to_string()), "{v}");
-    let metrics = hub
-        .http
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = hub.text("/metrics").await;
     assert!(metrics
         .lines()
         .any(|l| l.starts_with("crier_limit_hits_total") && l.contains("max_response_bytes")));

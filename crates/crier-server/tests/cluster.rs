@@ -95,15 +95,7 @@ async fn two_nodes_share_one_log(broker: BrokerKind, tag: &str) {
     );
 
     // Stop the node holding the lease: the other takes over dispatch.
-    let ready: Value = a
-        .http
-        .get(a.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .expect("json");
+    let ready: Value = a.json("/readyz", "").await;
     let a_leads = ready["leader"] == true;
     let (survivor, stopped) = if a_leads { (b, a) } else { (a, b) };
     let _ = stopped.stop().await;

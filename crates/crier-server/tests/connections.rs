@@ -112,15 +112,7 @@ async fn slowloris_connections_are_closed_and_healthz_stays_responsive() {
     // A well-behaved client is served after the attack as before.
     let (status, _) = hub.get("/v1/events").await;
     assert_eq!(status, 200);
-    let metrics = hub
-        .http
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = hub.text("/metrics").await;
     assert!(metrics
         .lines()
         .any(|l| l.starts_with("crier_limit_hits_total") && l.contains("header_read_timeout")));

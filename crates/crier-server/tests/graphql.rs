@@ -56,15 +56,8 @@ async fn rest(
 /// A tenant's events without the fields that differ between two equal histories.
 async fn shape(hub: &Hub, tenant: &str) -> Vec<Value> {
     let v: Value = hub
-        .http
-        .get(hub.url("/v1/events?limit=1000"))
-        .bearer_auth(token(tenant, "subscriber"))
-        .send()
-        .await
-        .expect("history")
-        .json()
-        .await
-        .expect("json");
+        .json("/v1/events?limit=1000", &token(tenant, "subscriber"))
+        .await;
     v["events"]
         .as_array()
         .expect("events")

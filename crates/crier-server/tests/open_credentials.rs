@@ -271,15 +271,11 @@ async fn idle_connections_end_at_expiry_too() {
 /// Counts the stored events of a type (admin view).
 async fn stored(hub: &Hub, kind: &str) -> usize {
     let v: Value = hub
-        .http
-        .get(hub.url(&format!("/v1/events?type={kind}&limit=1000")))
-        .bearer_auth(jwt("admin", 600))
-        .send()
-        .await
-        .expect("history")
-        .json()
-        .await
-        .expect("json");
+        .json(
+            &format!("/v1/events?type={kind}&limit=1000"),
+            &jwt("admin", 600),
+        )
+        .await;
     v["events"].as_array().map_or(0, Vec::len)
 }
 

@@ -135,15 +135,7 @@ async fn protocol_faults_close_with_their_codes_on_both_websockets() {
     ws.send(serde_json::json!({"op": "ping", "ref": 1})).await;
     assert_eq!(ws.recv().await["op"], "pong");
     // Each oversized message counts as a limit hit.
-    let metrics = hub
-        .http
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = hub.text("/metrics").await;
     assert!(
         metrics
             .lines()

@@ -121,6 +121,22 @@ impl Hub {
         (status, res.json::<Value>().await.unwrap_or(Value::Null))
     }
 
+    /// GET `path` with a bearer `token` ("" for none): its JSON body, which must be JSON.
+    pub async fn json(&self, path: &str, token: &str) -> Value {
+        let mut req = self.http.get(self.url(path));
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        let res = req.send().await.expect("GET");
+        res.json().await.expect("JSON body")
+    }
+
+    /// GET `path`: its body as text (a scrape of `/metrics`, a page).
+    pub async fn text(&self, path: &str) -> String {
+        let res = self.http.get(self.url(path)).send().await.expect("GET");
+        res.text().await.expect("text body")
+    }
+
     /// All events (admin view), paging through history.
     pub async fn history_seqs(&self, query: &str) -> Vec<u64> {
         let mut after = 0;
