@@ -25,8 +25,8 @@ pub fn pg_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-/// Whether `name` answers on 127.0.0.1:`port`; if not, a notice naming what is skipped,
-/// or a failure under CI.
+/// Whether `name` answers on 127.0.0.1:`port`; if not, a notice that `skipping` is
+/// skipped, or a failure under CI.
 pub async fn reachable(port: u16, name: &str, skipping: &str) -> bool {
     let ok = tokio::time::timeout(
         Duration::from_secs(2),
@@ -35,9 +35,10 @@ pub async fn reachable(port: u16, name: &str, skipping: &str) -> bool {
     .await
     .is_ok_and(|r| r.is_ok());
     if !ok {
-        skip(&format!(
-            "{name} on 127.0.0.1:{port} is unreachable ({skipping} needs it)"
-        ));
+        if ci() {
+            panic!("{name} on 127.0.0.1:{port} is unreachable and CI=true");
+        }
+        eprintln!("NOTICE: {name} on 127.0.0.1:{port} is unreachable; skipping {skipping}");
     }
     ok
 }
@@ -47,7 +48,8 @@ pub async fn pg_reachable(skipping: &str) -> bool {
     reachable(5432, "PostgreSQL", skipping).await
 }
 
-/// A connection to the tests' PostgreSQL, or None after a notice (a failure under CI).
+/// A connection to the tests' PostgreSQL, or None after a notice that `skipping` is
+/// skipped (a failure under CI).
 pub async fn pg_client(skipping: &str) -> Option<tokio_postgres::Client> {
     match tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await {
         Ok((client, conn)) => {
@@ -55,10 +57,10 @@ pub async fn pg_client(skipping: &str) -> Option<tokio_postgres::Client> {
             Some(client)
         }
         Err(e) => {
-            skip(&format!(
-                "PostgreSQL at {} is unreachable ({e}; {skipping} needs it)",
-                pg_url()
-            ));
+            if ci() {
+                panic!("PostgreSQL at {} is unreachable and CI=true: {e}", pg_url());
+            }
+            eprintln!("NOTICE: PostgreSQL is unreachable ({e}); skipping {skipping}");
             None
         }
     }

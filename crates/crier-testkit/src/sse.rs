@@ -13,7 +13,9 @@ use crate::WAIT;
 /// One SSE message.
 #[derive(Debug, Clone)]
 pub struct Msg {
-    /// The `id:` field as a seq (the hub's ids are seqs).
+    /// The last `id:` the stream set, as a seq (the hub's ids are seqs). As in every SSE
+    /// reader, a message without its own `id:` keeps the one before; readers that count
+    /// events skip the hub's `crier.*` control messages by their event name.
     pub id: Option<u64>,
     pub event: String,
     pub data: String,
