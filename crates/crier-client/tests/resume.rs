@@ -4,26 +4,30 @@
 use std::time::Duration;
 
 use crier_client::{Backoff, Item, Options, Start, Subscription, Transport};
+use crier_testkit::Hub;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-async fn start_hub(
-    dir: &std::path::Path,
-    port: u16,
-) -> (CancellationToken, tokio::task::JoinHandle<()>, u16) {
-    let mut s = crier_server::Settings::for_data_dir(dir);
-    s.durability = crier_store::Durability::Commit;
-    let listener = loop {
-        match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-            Ok(l) => break l,
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+/// A hub over `dir` on `port` (0 for any).
+async fn start_hub(dir: &std::path::Path, port: u16) -> (Hub, u16) {
+    let hub = Hub::start_on(dir.to_path_buf(), port, |_| {}).await;
+    let port = hub.addr.port();
+    (hub, port)
+}
+
+/// The seqs of the next `n` events (a reset fails the test).
+async fn events(sub: &mut Subscription, n: usize) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while seqs.len() < n {
+        match tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("in time")
+            .expect("event")
+        {
+            Item::Event(e) => seqs.push(e["seq"].as_u64().expect("seq")),
+            Item::Reset(r) => panic!("reset {r}"),
         }
-    };
-    let port = listener.local_addr().expect("addr").port();
-    let token = CancellationToken::new();
-    let t = token.clone();
-    let task = tokio::spawn(async move { crier_server::run(s, listener, t).await.expect("hub") });
-    (token, task, port)
+    }
+    seqs
 }
 
 async fn publish(port: u16, n: std::ops::Range<u32>) {
@@ -41,7 +45,7 @@ async fn publish(port: u16, n: std::ops::Range<u32>) {
 
 async fn resumes_across_a_restart(transport: Transport) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (stop, task, port) = start_hub(dir.path(), 0).await;
+    let (hub, port) = start_hub(dir.path(), 0).await;
     let mut opts = Options::new(format!("http://127.0.0.1:{port}"));
     opts.transport = transport;
     opts.start = Start::After(0);
@@ -53,39 +57,18 @@ async fn resumes_across_a_restart(transport: Transport) {
     };
     let mut sub = Subscription::new(opts);
     publish(port, 0..5).await;
-    let mut seqs = Vec::new();
-    while seqs.len() < 5 {
-        match tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .expect("in time")
-            .expect("event")
-        {
-            Item::Event(e) => seqs.push(e["seq"].as_u64().expect("seq")),
-            Item::Reset(r) => panic!("reset {r}"),
-        }
-    }
-    stop.cancel();
-    task.await.expect("hub stopped");
-    let (stop, task, _) = start_hub(dir.path(), port).await;
+    let mut seqs = events(&mut sub, 5).await;
+    hub.stop().await;
+    let (hub, _) = start_hub(dir.path(), port).await;
     publish(port, 5..10).await; // while the client is still waiting to reconnect
-    while seqs.len() < 10 {
-        match tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .expect("in time")
-            .expect("event")
-        {
-            Item::Event(e) => seqs.push(e["seq"].as_u64().expect("seq")),
-            Item::Reset(r) => panic!("reset {r}"),
-        }
-    }
+    seqs.extend(events(&mut sub, 5).await);
     assert_eq!(
         seqs,
         (1..=10).collect::<Vec<u64>>(),
         "every event once, in order, across the restart"
     );
     assert_eq!(sub.last_seq(), Some(10));
-    stop.cancel();
-    let _ = task.await;
+    hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +84,7 @@ async fn websocket_resumes_across_a_restart() {
 #[tokio::test]
 async fn a_bad_filter_is_refused_not_retried() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (stop, task, port) = start_hub(dir.path(), 0).await;
+    let (hub, port) = start_hub(dir.path(), 0).await;
     let mut opts = Options::new(format!("http://127.0.0.1:{port}"));
     opts.filter = json!({"severity": "loud"});
     let mut sub = Subscription::new(opts);
@@ -112,15 +95,14 @@ async fn a_bad_filter_is_refused_not_retried() {
         matches!(r, Err(crier_client::ClientError::Refused(_))),
         "{r:?}"
     );
-    stop.cancel();
-    let _ = task.await;
+    hub.stop().await;
 }
 
 /// A live subscription that has received nothing when the hub goes away still gets the
 /// events published while it was disconnected (it resumes after the head it opened at).
 async fn live_subscription_resumes_from_its_opening_head(transport: Transport) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (stop, task, port) = start_hub(dir.path(), 0).await;
+    let (hub, port) = start_hub(dir.path(), 0).await;
     publish(port, 0..3).await; // before the subscription: never delivered
     let mut opts = Options::new(format!("http://127.0.0.1:{port}"));
     opts.transport = transport;
@@ -138,24 +120,12 @@ async fn live_subscription_resumes_from_its_opening_head(transport: Transport) {
             .is_err(),
         "a quiet live stream yields nothing"
     );
-    stop.cancel();
-    task.await.expect("hub stopped");
-    let (stop, task, _) = start_hub(dir.path(), port).await;
+    hub.stop().await;
+    let (hub, _) = start_hub(dir.path(), port).await;
     publish(port, 3..6).await; // while the client is disconnected
-    let mut seqs = Vec::new();
-    while seqs.len() < 3 {
-        match tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .expect("in time")
-            .expect("event")
-        {
-            Item::Event(e) => seqs.push(e["seq"].as_u64().expect("seq")),
-            Item::Reset(r) => panic!("reset {r}"),
-        }
-    }
+    let seqs = events(&mut sub, 3).await;
     assert_eq!(seqs, [4, 5, 6], "the outage's events, once, in order");
-    stop.cancel();
-    let _ = task.await;
+    hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +144,7 @@ async fn websocket_live_subscription_loses_nothing_in_an_outage() {
 async fn an_unknown_cursor_reset_moves_the_resume_point() {
     for transport in [Transport::Sse, Transport::WebSocket] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (stop, task, port) = start_hub(dir.path(), 0).await;
+        let (hub, port) = start_hub(dir.path(), 0).await;
         publish(port, 0..2).await;
         let mut opts = Options::new(format!("http://127.0.0.1:{port}"));
         opts.transport = transport;
@@ -201,7 +171,6 @@ async fn an_unknown_cursor_reset_moves_the_resume_point() {
             }
         }
         assert_eq!(seqs, [3, 4]);
-        stop.cancel();
-        let _ = task.await;
+        hub.stop().await;
     }
 }

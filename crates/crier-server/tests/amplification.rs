@@ -3,10 +3,7 @@
 //! GraphQL request holds at most `graphql_max_batch` operations, and complexity counts list
 //! sizes so aliases cannot multiply a query past the limit.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
-use common::Hub;
+use crier_testkit::Hub;
 use serde_json::{json, Value};
 
 const BUDGET: usize = 8 * 1024;
@@ -117,15 +114,7 @@ async fn graphql_requests_that_would_load_too_much_fail() {
         .map(code)
         .collect();
     assert!(codes.contains(&"response_too_large".to_string()), "{v}");
-    let metrics = hub
-        .http
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = hub.text("/metrics").await;
     assert!(metrics
         .lines()
         .any(|l| l.starts_with("crier_limit_hits_total") && l.contains("max_response_bytes")));

@@ -1,10 +1,7 @@
 //! The HTTP API over a real socket: publishing in every format, history, lookups, and every
 //! bad input of §1–§3 with its status and message.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
-use common::{ev, Hub};
+use crier_testkit::{ev, Hub};
 use serde_json::{json, Value};
 
 #[tokio::test]

@@ -2,12 +2,9 @@
 //! by hand so that `Host` and `Origin` are exactly what a hostile page (or a DNS-rebinding
 //! one) would send.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
 use std::time::Duration;
 
-use common::Hub;
+use crier_testkit::Hub;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -104,11 +101,7 @@ fn assert_error(status: u16, body: &Value, want: u16, code: &str) {
 }
 
 fn with_auth(s: &mut crier_server::Settings) {
-    s.auth = crier_server::auth::AuthSettings {
-        jwt: crier_server::auth::load_keys(SECRET, "", "", "HS256").expect("keys"),
-        enabled: true,
-        single_tenant: false,
-    };
+    crier_testkit::auth::with_hs256(s, SECRET);
 }
 
 fn with_pusher(s: &mut crier_server::Settings) {
@@ -119,22 +112,8 @@ fn with_pusher(s: &mut crier_server::Settings) {
     s.pusher = cfg.validate().expect("pusher app");
 }
 
-fn hs256(claims: &Value) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("token")
-}
-
 fn admin_token() -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 600;
-    hs256(&json!({"sub": "ops", "tenant": "acme", "role": "admin", "exp": exp}))
+    crier_testkit::auth::token(SECRET, "ops", "acme", "admin", None)
 }
 
 #[tokio::test]

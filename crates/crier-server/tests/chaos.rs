@@ -9,15 +9,12 @@
 //! `CRIER_CHAOS_SECS` sets how long events are published (60 s by default); the figures of a
 //! run are printed at the end (`--nocapture` shows them).
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Hub;
+use crier_testkit::Hub;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use serde_json::{json, Value};

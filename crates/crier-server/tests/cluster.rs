@@ -3,36 +3,12 @@
 //! webhooks dispatched by the lease holder only, and the lease moving when that node stops.
 //! Skips with a notice when PostgreSQL or the broker is unreachable, except under CI=true.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::Hub;
 use crier_server::config::{BrokerKind, StoreKind};
+use crier_testkit::services::{drop_schema, pg_url, reachable};
+use crier_testkit::Hub;
 use serde_json::{json, Value};
-
-fn pg_url() -> String {
-    std::env::var("CRIER_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-async fn reachable(port: u16, name: &str) -> bool {
-    let ok = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::TcpStream::connect(("127.0.0.1", port)),
-    )
-    .await
-    .is_ok_and(|r| r.is_ok());
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{name} on 127.0.0.1:{port} is unreachable and CI=true");
-        }
-        eprintln!("NOTICE: {name} on 127.0.0.1:{port} is unreachable; skipping the cluster test");
-    }
-    ok
-}
 
 async fn node(schema: &str, id: &str, broker: BrokerKind) -> Hub {
     let (schema, id) = (schema.to_string(), id.to_string());
@@ -65,15 +41,6 @@ async fn wait_ready(hub: &Hub) {
     }
 }
 
-async fn drop_schema(schema: &str) {
-    if let Ok((client, conn)) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await {
-        tokio::spawn(conn);
-        let _ = client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-            .await;
-    }
-}
-
 async fn two_nodes_share_one_log(broker: BrokerKind, tag: &str) {
     let schema = format!("crier_cluster_{tag}_{}", std::process::id());
     drop_schema(&schema).await;
@@ -83,28 +50,7 @@ async fn two_nodes_share_one_log(broker: BrokerKind, tag: &str) {
     wait_ready(&b).await;
 
     // A webhook receiver counting deliveries by event id.
-    let got: Arc<Mutex<Vec<String>>> = Arc::default();
-    let g = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: axum::http::HeaderMap| {
-            let g = g.clone();
-            async move {
-                let id = headers
-                    .get("webhook-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                g.lock().expect("lock").push(id);
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let hook = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver") });
+    let (got, hook) = crier_testkit::hooks::webhook_ids(axum::http::StatusCode::NO_CONTENT).await;
     let res = b
         .http
         .post(b.url("/v1/subscriptions"))
@@ -149,15 +95,7 @@ async fn two_nodes_share_one_log(broker: BrokerKind, tag: &str) {
     );
 
     // Stop the node holding the lease: the other takes over dispatch.
-    let ready: Value = a
-        .http
-        .get(a.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .expect("json");
+    let ready: Value = a.json("/readyz", "").await;
     let a_leads = ready["leader"] == true;
     let (survivor, stopped) = if a_leads { (b, a) } else { (a, b) };
     let _ = stopped.stop().await;
@@ -185,7 +123,9 @@ async fn two_nodes_share_one_log(broker: BrokerKind, tag: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_over_nats() {
-    if !reachable(5432, "PostgreSQL").await || !reachable(4222, "NATS").await {
+    if !reachable(5432, "PostgreSQL", "the cluster test").await
+        || !reachable(4222, "NATS", "the cluster test").await
+    {
         return;
     }
     two_nodes_share_one_log(BrokerKind::Nats("nats://127.0.0.1:4222".into()), "nats").await;
@@ -193,7 +133,9 @@ async fn two_nodes_over_nats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_over_redis() {
-    if !reachable(5432, "PostgreSQL").await || !reachable(6379, "Redis").await {
+    if !reachable(5432, "PostgreSQL", "the cluster test").await
+        || !reachable(6379, "Redis", "the cluster test").await
+    {
         return;
     }
     two_nodes_share_one_log(BrokerKind::Redis("redis://127.0.0.1:6379".into()), "redis").await;

@@ -3,12 +3,9 @@
 //! connections get 503 `too_many_connections` at once while open ones and `/healthz` keep
 //! working; a `max_connections` that cannot fit in the open-file limit stops the start.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Hub, WAIT};
+use crier_testkit::{Hub, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -119,15 +116,7 @@ async fn slowloris_connections_are_closed_and_healthz_stays_responsive() {
     // A well-behaved client is served after the attack as before.
     let (status, _) = hub.get("/v1/events").await;
     assert_eq!(status, 200);
-    let metrics = hub
-        .http
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = hub.text("/metrics").await;
     assert!(metrics
         .lines()
         .any(|l| l.starts_with("crier_limit_hits_total") && l.contains("header_read_timeout")));

@@ -3,10 +3,7 @@
 //! validator (`openapi-spec-validator`, which `.ci/run` installs; the check skips with a
 //! notice when it is absent, except under `CI=true`).
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
-use common::Hub;
+use crier_testkit::Hub;
 use serde_json::Value;
 
 fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {

@@ -2,43 +2,22 @@
 //! read the same stores, errors carry the REST codes, limits hold, and the
 //! `graphql-transport-ws` subscription delivers in seq order and resumes with `after`.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
+use std::time::Duration;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use common::{Hub, WAIT};
-use crier_server::auth::{load_keys, AuthSettings};
+use crier_testkit::{Hub, WAIT};
 use futures_util::{SinkExt, StreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "graphql-secret-of-at-least-32-chars!!";
 
 fn token(tenant: &str, role: &str) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 600;
-    let c = json!({"sub": format!("{role}@{tenant}"), "tenant": tenant, "role": role, "exp": exp});
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &c,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("token")
+    crier_testkit::auth::token(SECRET, &format!("{role}@{tenant}"), tenant, role, None)
 }
 
 async fn start() -> Hub {
     Hub::start_with(|s| {
-        s.auth = AuthSettings {
-            jwt: load_keys(SECRET, "", "", "HS256").expect("keys"),
-            enabled: true,
-            single_tenant: false,
-        };
+        crier_testkit::auth::with_hs256(s, SECRET);
     })
     .await
 }
@@ -77,15 +56,8 @@ async fn rest(
 /// A tenant's events without the fields that differ between two equal histories.
 async fn shape(hub: &Hub, tenant: &str) -> Vec<Value> {
     let v: Value = hub
-        .http
-        .get(hub.url("/v1/events?limit=1000"))
-        .bearer_auth(token(tenant, "subscriber"))
-        .send()
-        .await
-        .expect("history")
-        .json()
-        .await
-        .expect("json");
+        .json("/v1/events?limit=1000", &token(tenant, "subscriber"))
+        .await;
     v["events"]
         .as_array()
         .expect("events")
@@ -435,26 +407,7 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn gql_ws(hub: &Hub, init: Value) -> Socket {
-    let mut req = format!("ws://{}/graphql", hub.addr)
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut ws, res) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("connect");
-    assert_eq!(
-        res.headers()["sec-websocket-protocol"],
-        "graphql-transport-ws"
-    );
-    ws.send(Message::text(
-        json!({"type": "connection_init", "payload": init}).to_string(),
-    ))
-    .await
-    .expect("init");
-    ws
+    crier_testkit::graphql::open_with(hub, init).await
 }
 
 async fn recv(ws: &mut Socket) -> Option<Value> {

@@ -2,14 +2,12 @@
 //! including webhook subscriptions it makes or changes, duplicate publishes, replays made by
 //! someone else and stats.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
 #[allow(dead_code)]
 mod harden;
 
 use std::time::Duration;
 
-use common::Hub;
+use crier_testkit::Hub;
 use futures_util::SinkExt;
 use harden::{call, gql_recv, gql_ws, hub_with, post_json, token, ws, Receiver};
 use serde_json::{json, Value};
@@ -221,7 +219,7 @@ async fn replay_stream(hub: &Hub, id: &str, token: &str) -> (Vec<String>, String
         .await
         .expect("stream");
     assert_eq!(res.status(), 200);
-    let mut sse = common::Sse::from_response(res);
+    let mut sse = crier_testkit::Sse::from_response(res);
     let mut types = Vec::new();
     let mut text = String::new();
     let mut done = Value::Null;
@@ -385,7 +383,7 @@ async fn every_other_read_path_holds_the_narrowing() {
         .send()
         .await
         .expect("sse");
-    let mut sse = common::Sse::from_response(res);
+    let mut sse = crier_testkit::Sse::from_response(res);
     assert_eq!(sse.seqs(1).await, vec![2]);
     // WebSocket subscription and history op.
     let mut w = ws(&hub, &narrow).await;

@@ -1,13 +1,11 @@
 //! §12.11 over real sockets: reserved names, duplicated JSON keys, CloudEvents' required
 //! attributes and JWT `crit` headers, on every transport that takes them.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
 #[allow(dead_code)]
 mod harden;
 
 use base64::Engine;
-use common::Hub;
+use crier_testkit::Hub;
 use futures_util::SinkExt;
 use harden::{call, gql_recv, gql_ws, hub_with, post_json, token, ws};
 use hmac::{Hmac, Mac};
@@ -268,7 +266,7 @@ fn raw_signed(signing: &str) -> String {
 #[tokio::test]
 async fn a_jwt_with_crit_is_refused() {
     let hub = hub_with(|_| {}).await;
-    let claims = json!({"sub": "s", "tenant": "acme", "role": "admin", "exp": harden::now() + 600});
+    let claims = json!({"sub": "s", "tenant": "acme", "role": "admin", "exp": crier_testkit::auth::now() + 600});
     let plain = raw_jwt(&json!({"alg": "HS256", "typ": "JWT"}), &claims);
     assert_eq!(
         call(&hub, "GET", "/v1/events", &plain, None).await.0,

@@ -2,8 +2,6 @@
 //! credential, and no log line at any level shows it. In a test binary of its own: it
 //! installs a log subscriber for the whole process.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
 #[allow(dead_code)]
 mod harden;
 

@@ -3,10 +3,7 @@
 //! subscriptions are bounded. No test here makes the hub send anything to a non-loopback
 //! address: the public targets are created paused and deleted at once.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
-use common::Hub;
+use crier_testkit::Hub;
 use serde_json::{json, Value};
 
 async fn create(hub: &Hub, url: &str) -> (u16, Value) {

@@ -2,10 +2,7 @@
 //! WebSocket frames. Every answer is a client error with the JSON error shape (never a 5xx),
 //! WebSocket errors keep the connection open, and the hub keeps serving.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
-use common::Hub;
+use crier_testkit::Hub;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;

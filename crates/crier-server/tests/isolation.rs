@@ -1,14 +1,7 @@
 //! Property: random events across random tenants, random subscribers on every path; no
 //! subscriber ever sees, counts or can fetch another tenant's event.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use common::Hub;
-use crier_server::auth::{load_keys, AuthSettings};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use crier_testkit::Hub;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -17,27 +10,12 @@ const TENANTS: [&str; 3] = ["acme", "beta", "gamma"];
 const TYPES: [&str; 3] = ["site.created", "site.deleted", "user.created"];
 
 fn token(tenant: &str, role: &str) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    let c = json!({"sub": "p", "tenant": tenant, "role": role, "exp": exp});
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &c,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    crier_testkit::auth::token(SECRET, "p", tenant, role, None)
 }
 
 async fn check(events: Vec<(usize, usize)>, subscribers: Vec<(usize, Option<usize>)>) {
     let hub = Hub::start_with(|s| {
-        s.auth = AuthSettings {
-            jwt: load_keys(SECRET, "", "", "HS256").unwrap(),
-            enabled: true,
-            single_tenant: false,
-        };
+        crier_testkit::auth::with_hs256(s, SECRET);
     })
     .await;
     let admin = token("ops", "admin");
@@ -130,13 +108,13 @@ async fn check(events: Vec<(usize, usize)>, subscribers: Vec<(usize, Option<usiz
                 .await
                 .unwrap();
             assert_eq!(res.status().as_u16(), 200);
-            common::Sse::from_response(res)
+            crier_testkit::Sse::from_response(res)
         };
         let (stream, _) =
             tokio_tungstenite::connect_async(format!("ws://{}/v1/ws?token={tok}", hub.addr))
                 .await
                 .unwrap();
-        let mut ws = common::Ws { stream };
+        let mut ws = crier_testkit::Ws { stream };
         assert_eq!(ws.recv().await["tenant"], tenant);
         let filter = ty.map(|x| json!({"type": [TYPES[x]]})).unwrap_or(json!({}));
         ws.subscribe("s", filter, Some(0)).await;

@@ -2,41 +2,19 @@
 //! latency histograms by route template, process metrics, and `metrics_token` scraping
 //! without an admin credential.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use common::Hub;
-use crier_server::auth::{load_keys, AuthSettings};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::json;
+use crier_testkit::Hub;
 
 const SECRET: &str = "test-secret-of-at-least-32-characters!!";
 const METRICS_TOKEN: &str = "scrape-token-0123456789";
 
 fn admin_token() -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &json!({"sub": "ops", "tenant": "acme", "role": "admin", "exp": exp}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    crier_testkit::auth::token(SECRET, "ops", "acme", "admin", None)
 }
 
 #[tokio::test]
 async fn metrics_are_described_registered_and_scrapable_with_a_token() {
     let hub = Hub::start_with(|s| {
-        s.auth = AuthSettings {
-            jwt: load_keys(SECRET, "", "", "HS256").expect("keys"),
-            enabled: true,
-            single_tenant: false,
-        };
+        crier_testkit::auth::with_hs256(s, SECRET);
         s.metrics_token = Some(METRICS_TOKEN.into());
     })
     .await;

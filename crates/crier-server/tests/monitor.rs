@@ -5,20 +5,14 @@
 //! reader that does not read shows a growing lag; Pusher connections count against
 //! `max_connections_per_tenant` and in `crier_connections{transport="pusher"}`.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{Hub, Sse, Ws, WAIT};
-use crier_server::auth::{load_keys, AuthSettings};
 use crier_server::pusher::apps::{AppConfig, PusherConfig};
+use crier_testkit::{Hub, Sse, Ws, WAIT};
 use futures_util::{SinkExt, StreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -30,27 +24,13 @@ const APP_SECRET: &str = "monitor-app-secret";
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn token(sub: &str, tenant: &str, role: &str) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 600;
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &json!({"sub": sub, "tenant": tenant, "role": role, "exp": exp}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("token")
+    crier_testkit::auth::token(SECRET, sub, tenant, role, None)
 }
 
 /// A hub with HS256 auth and one Pusher app of tenant `acme`.
 async fn hub_with(tweak: impl FnOnce(&mut crier_server::Settings)) -> Hub {
     Hub::start_with(|s| {
-        s.auth = AuthSettings {
-            jwt: load_keys(SECRET, "", "", "HS256").expect("keys"),
-            enabled: true,
-            single_tenant: false,
-        };
+        crier_testkit::auth::with_hs256(s, SECRET);
         s.pusher = PusherConfig {
             apps: vec![AppConfig {
                 id: APP_ID.into(),
@@ -171,21 +151,7 @@ async fn recv(ws: &mut Socket) -> Value {
 
 /// A GraphQL socket with one `events` subscription of types `gql.*`.
 async fn graphql(hub: &Hub, tok: &str) -> Socket {
-    let mut req = format!("ws://{}/graphql", hub.addr)
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("connect");
-    ws.send(Message::text(
-        json!({"type": "connection_init", "payload": {"token": tok}}).to_string(),
-    ))
-    .await
-    .expect("init");
+    let mut ws = crier_testkit::graphql::open(hub, tok).await;
     assert_eq!(recv(&mut ws).await["type"], "connection_ack");
     let q = "subscription { events(filter: {type: [\"gql.*\"]}) { seq } }";
     ws.send(Message::text(

@@ -3,13 +3,10 @@
 //! one test: it installs a thread's log subscriber, and tracing's per-callsite interest cache
 //! can race with other tests of the same process.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Hub, WAIT};
+use crier_testkit::{Hub, WAIT};
 use serde_json::json;
 
 #[derive(Clone, Default)]
@@ -55,12 +52,7 @@ impl std::io::Write for Captured {
 async fn failing_receiver() -> std::net::SocketAddr {
     let app =
         axum::Router::new().fallback(|| async { axum::http::StatusCode::INTERNAL_SERVER_ERROR });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
+    crier_testkit::hooks::serve(app).await
 }
 
 #[tokio::test]

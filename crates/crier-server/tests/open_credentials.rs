@@ -3,15 +3,11 @@
 //! of an API key's revocation — whether events are flowing or not, and no operation is served
 //! on a socket after its credential ended.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
+use std::time::{Duration, Instant};
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use common::Hub;
-use crier_server::auth::{load_keys, AuthSettings};
+use crier_testkit::auth::now;
+use crier_testkit::Hub;
 use futures_util::{SinkExt, StreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -21,30 +17,14 @@ const SECRET: &str = "open-credentials-secret-of-32-chars!!";
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 fn jwt(role: &str, ttl_s: u64) -> String {
     let c = json!({"sub": format!("{role}-user"), "tenant": "acme", "role": role, "exp": now() + ttl_s});
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &c,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("token")
+    crier_testkit::auth::hs256(SECRET, &c)
 }
 
 async fn hub(heartbeat: Duration) -> Hub {
     Hub::start_with(|s| {
-        s.auth = AuthSettings {
-            jwt: load_keys(SECRET, "", "", "HS256").expect("keys"),
-            enabled: true,
-            single_tenant: false,
-        };
+        crier_testkit::auth::with_hs256(s, SECRET);
         s.heartbeat = heartbeat;
     })
     .await
@@ -150,21 +130,7 @@ async fn ws(hub: &Hub, token: &str) -> Socket {
 }
 
 async fn gql_ws(hub: &Hub, token: &str) -> Socket {
-    let mut req = format!("ws://{}/graphql", hub.addr)
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("graphql connect");
-    ws.send(Message::text(
-        json!({"type": "connection_init", "payload": {"token": token}}).to_string(),
-    ))
-    .await
-    .expect("init");
+    let mut ws = crier_testkit::graphql::open(hub, token).await;
     let ack = next_text(&mut ws).await.expect("ack");
     assert_eq!(ack["type"], "connection_ack", "{ack}");
     let q = "subscription { events { seq type } }";
@@ -264,7 +230,7 @@ async fn revoked_key_ends_every_open_connection_while_events_flow() {
     let (mut w, mut g) = (ws(&hub, &secret).await, gql_ws(&hub, &secret).await);
     // Events reach every transport first.
     for sock in [&mut w, &mut g] {
-        tokio::time::timeout(common::WAIT, async {
+        tokio::time::timeout(crier_testkit::WAIT, async {
             while let Some(v) = next_text(sock).await {
                 if v["op"] == "event" || v["type"] == "next" {
                     return;
@@ -305,15 +271,11 @@ async fn idle_connections_end_at_expiry_too() {
 /// Counts the stored events of a type (admin view).
 async fn stored(hub: &Hub, kind: &str) -> usize {
     let v: Value = hub
-        .http
-        .get(hub.url(&format!("/v1/events?type={kind}&limit=1000")))
-        .bearer_auth(jwt("admin", 600))
-        .send()
-        .await
-        .expect("history")
-        .json()
-        .await
-        .expect("json");
+        .json(
+            &format!("/v1/events?type={kind}&limit=1000"),
+            &jwt("admin", 600),
+        )
+        .await;
     v["events"].as_array().map_or(0, Vec::len)
 }
 
@@ -333,7 +295,7 @@ async fn nothing_is_served_after_revocation_even_before_the_next_recheck() {
     ))
     .await
     .expect("send");
-    tokio::time::timeout(common::WAIT, async {
+    tokio::time::timeout(crier_testkit::WAIT, async {
         while let Some(v) = next_text(&mut w).await {
             if v["op"] == "published" {
                 return;
@@ -351,7 +313,7 @@ async fn nothing_is_served_after_revocation_even_before_the_next_recheck() {
     ))
     .await
     .expect("send");
-    let (code, _) = tokio::time::timeout(common::WAIT, close_code(&mut w))
+    let (code, _) = tokio::time::timeout(crier_testkit::WAIT, close_code(&mut w))
         .await
         .expect("closed");
     assert_eq!(code, Some(4001));
@@ -363,7 +325,7 @@ async fn nothing_is_served_after_revocation_even_before_the_next_recheck() {
     .await
     .expect("send");
     let mut answers = Vec::new();
-    let code = tokio::time::timeout(common::WAIT, async {
+    let code = tokio::time::timeout(crier_testkit::WAIT, async {
         loop {
             match g.next().await {
                 Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),

@@ -2,44 +2,22 @@
 //! thread's log subscriber, and tracing's per-callsite interest cache can race with other
 //! tests of the same process hitting the same log statements first.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::Hub;
-use crier_server::auth::{load_keys, AuthSettings};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::{json, Value};
+use crier_testkit::auth::claims;
+use crier_testkit::Hub;
+use serde_json::Value;
 
 const SECRET: &str = "test-secret-of-at-least-32-characters!!";
 
-fn claims(sub: &str, tenant: &str, role: &str) -> Value {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    json!({"sub": sub, "tenant": tenant, "role": role, "exp": exp})
-}
-
 fn hs(c: &Value) -> String {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        c,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    crier_testkit::auth::hs256(SECRET, c)
 }
 
 async fn hs_hub() -> Hub {
     Hub::start_with(|s| {
-        s.auth = AuthSettings {
-            jwt: load_keys(SECRET, "", "", "HS256").expect("keys"),
-            enabled: true,
-            single_tenant: false,
-        };
+        crier_testkit::auth::with_hs256(s, SECRET);
     })
     .await
 }

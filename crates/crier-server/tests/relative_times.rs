@@ -1,10 +1,7 @@
 //! Times given to history and replays may be a duration before now (`15m`, `2h`, `7d`) as
 //! well as RFC 3339, on HTTP and WebSocket alike (§10).
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
-use common::Hub;
+use crier_testkit::Hub;
 use serde_json::json;
 
 #[tokio::test]

@@ -2,12 +2,9 @@
 //! and frees its slot, a replay whose stream is dropped frees it at once, and
 //! `GET /v1/replays` lists the tenant's replays newest first.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
 use std::time::Duration;
 
-use common::{Hub, WAIT};
+use crier_testkit::{Hub, WAIT};
 use serde_json::{json, Value};
 
 async fn create(hub: &Hub) -> (u16, Value) {
@@ -115,7 +112,7 @@ async fn a_dropped_replay_stream_frees_its_slot() {
         .send()
         .await
         .expect("stream");
-    let mut sse = common::Sse::from_response(stream);
+    let mut sse = crier_testkit::Sse::from_response(stream);
     let first = sse.next().await.expect("first event");
     assert_eq!(first.event, "slow.a");
     assert_eq!(create(&hub).await.0, 429, "the one slot is taken");

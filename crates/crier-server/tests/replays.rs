@@ -1,11 +1,8 @@
 //! Replays over SSE and WebSocket, and stats (§3, §5).
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::Hub;
+use crier_testkit::Hub;
 use serde_json::{json, Value};
 
 const BASE: &str = "2026-01-01T00:00:00";
@@ -60,7 +57,7 @@ async fn replay_at_speed_4_keeps_spacing_seq_and_time() {
         .send()
         .await
         .unwrap();
-    let mut sse = common::Sse::from_response(res);
+    let mut sse = crier_testkit::Sse::from_response(res);
     let mut arrivals = Vec::new();
     for (i, want) in seqs.iter().enumerate() {
         let m = sse.next().await.unwrap();
@@ -124,7 +121,7 @@ async fn replay_max_stop_and_limits() {
         .send()
         .await
         .unwrap();
-    let mut sse = common::Sse::from_response(res);
+    let mut sse = crier_testkit::Sse::from_response(res);
     let got = sse.seqs(2000).await;
     assert_eq!(got, (1..=2000).collect::<Vec<_>>());
     assert_eq!(sse.next().await.unwrap().event, "crier.replay_done");
@@ -150,7 +147,7 @@ async fn replay_max_stop_and_limits() {
         .send()
         .await
         .unwrap();
-    let mut sse = common::Sse::from_response(res);
+    let mut sse = crier_testkit::Sse::from_response(res);
     assert_eq!(sse.next().await.unwrap().event, "r.tick");
     let (s, st) = post(&hub2, &format!("/v1/replays/{id}/stop"), json!({})).await;
     assert_eq!((s, st["state"].as_str()), (200, Some("stopped")));

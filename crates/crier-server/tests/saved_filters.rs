@@ -2,14 +2,8 @@
 //! contract and its errors, roles and tenants, and `filter=NAME` on SSE, history, the
 //! WebSocket and replays.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use common::{ev, Hub};
-use crier_server::auth::{load_keys, AuthSettings};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use crier_testkit::services::{drop_schema, pg_reachable, pg_url};
+use crier_testkit::{ev, Hub};
 use serde_json::{json, Value};
 
 const SECRET: &str = "test-secret-of-at-least-32-characters!!";
@@ -40,32 +34,11 @@ fn code(v: &Value) -> &str {
 }
 
 fn token(sub: &str, tenant: &str, role: &str, subscribe: Option<&[&str]>) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 600;
-    let mut c = json!({"sub": sub, "tenant": tenant, "role": role, "exp": exp});
-    if let Some(s) = subscribe {
-        c["subscribe"] = json!(s);
-    }
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &c,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("sign")
+    crier_testkit::auth::token(SECRET, sub, tenant, role, subscribe)
 }
 
 async fn auth_hub() -> Hub {
-    Hub::start_with(|s| {
-        s.auth = AuthSettings {
-            jwt: load_keys(SECRET, "", "", "HS256").expect("keys"),
-            enabled: true,
-            single_tenant: false,
-        };
-    })
-    .await
+    Hub::start_with(|s| crier_testkit::auth::with_hs256(s, SECRET)).await
 }
 
 #[tokio::test]
@@ -384,7 +357,7 @@ async fn a_narrowed_credential_still_receives_only_what_it_may() {
         .await
         .expect("stream");
     assert_eq!(res.status().as_u16(), 200);
-    let mut sse = common::Sse::from_response(res);
+    let mut sse = crier_testkit::Sse::from_response(res);
     let (s, v) = call(
         &hub,
         "POST",
@@ -533,51 +506,12 @@ async fn streams_history_websocket_and_replays_take_a_saved_filter_by_name() {
     hub.stop().await;
 }
 
-fn pg_url() -> String {
-    std::env::var("CRIER_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-async fn pg_reachable() -> bool {
-    let ok = match tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls),
-    )
-    .await
-    {
-        Ok(Ok((client, conn))) => {
-            tokio::spawn(conn);
-            client.simple_query("SELECT 1").await.is_ok()
-        }
-        _ => false,
-    };
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("PostgreSQL at {} is unreachable and CI=true", pg_url());
-        }
-        eprintln!(
-            "NOTICE: PostgreSQL at {} is unreachable; skipping the PostgreSQL saved-filter test",
-            pg_url()
-        );
-    }
-    ok
-}
-
-async fn drop_schema(schema: &str) {
-    if let Ok((client, conn)) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await {
-        tokio::spawn(conn);
-        let _ = client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-            .await;
-    }
-}
-
 /// Two hub nodes on one PostgreSQL schema: a filter saved through one is listed, used and
 /// capped through the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgresql_a_filter_saved_on_one_node_works_on_another() {
     use crier_server::config::StoreKind;
-    if !pg_reachable().await {
+    if !pg_reachable("the PostgreSQL saved-filter test").await {
         return;
     }
     let schema = format!("crier_filters_{}", std::process::id());

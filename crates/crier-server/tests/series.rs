@@ -1,10 +1,7 @@
 //! `GET /v1/stats` carries `series`: events received per 10 s over the last 15 minutes,
 //! from the log's counters, so a chart draws history at once (and after a restart).
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
-use common::{ev, Hub};
+use crier_testkit::{ev, Hub};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;

@@ -2,13 +2,10 @@
 //! HTTPS publish, an SSE stream and a wss subscription on the one listen address; plus what
 //! an attacker tries: plaintext, garbage and stalled handshakes.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
 use std::sync::Arc;
 
-use common::{Hub, Sse, WAIT};
 use crier_server::Config;
+use crier_testkit::{Hub, Sse, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -272,11 +272,7 @@ async fn receiver() -> (Arc<Mutex<Vec<String>>>, String) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver") });
+    let url = format!("http://{}/hook", crier_testkit::hooks::serve(app).await);
     (got, url)
 }
 

@@ -1,8 +1,5 @@
 //! Durable subscriptions delivering to a real webhook receiver on loopback (§3, §8).
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,7 +7,7 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use base64::Engine;
-use common::Hub;
+use crier_testkit::Hub;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -75,9 +72,7 @@ impl Receiver {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let url = format!("http://{}/hook", crier_testkit::hooks::serve(app).await);
         (r, url)
     }
 

@@ -6,10 +6,7 @@
 //! frame is answered (the closing handshake completes) on `/v1/ws`, the GraphQL WebSocket and
 //! a Pusher connection, and an oversized Pusher message gets 1009 as well.
 
-#[allow(dead_code)] // each test binary uses a subset of the helpers
-mod common;
-
-use common::{Hub, WAIT};
+use crier_testkit::{Hub, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -138,15 +135,7 @@ async fn protocol_faults_close_with_their_codes_on_both_websockets() {
     ws.send(serde_json::json!({"op": "ping", "ref": 1})).await;
     assert_eq!(ws.recv().await["op"], "pong");
     // Each oversized message counts as a limit hit.
-    let metrics = hub
-        .http
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = hub.text("/metrics").await;
     assert!(
         metrics
             .lines()

@@ -1,50 +1,31 @@
 //! The command line against a real hub: publish (one and NDJSON batches), tail, replay,
 //! subs, token and keys, and configuration errors that name their key.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crier_testkit::process::{free_port, run_with_stdin, serve_cmd, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crier");
 const SECRET: &str = "cli-test-secret-of-at-least-32-characters";
 
-struct Hub(Child, String);
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `crier serve` and its base URL.
+struct Hub {
+    _proc: Proc,
+    url: String,
 }
 
 fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Hub {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--data-dir",
-    ])
-    .arg(dir)
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    let port = free_port();
+    let mut cmd = serve_cmd(BIN, dir, port);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let hub = Hub(cmd.spawn().expect("spawn"), url);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err() {
-        assert!(Instant::now() < deadline, "hub did not start");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    hub
+    let proc = Proc::spawn(cmd, port);
+    proc.wait_listening(Duration::from_secs(15));
+    let url = proc.base();
+    Hub { _proc: proc, url }
 }
 
 fn crier(args: &[&str], url: &str) -> std::process::Output {
@@ -79,7 +60,7 @@ fn publish_tail_replay_and_subs() {
             "--data",
             "{\"n\":1}",
         ],
-        &hub.1,
+        &hub.url,
     );
     assert!(
         out.status.success(),
@@ -87,28 +68,20 @@ fn publish_tail_replay_and_subs() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("seq 1"));
-    let bad = crier(&["publish", "bad type"], &hub.1);
+    let bad = crier(&["publish", "bad type"], &hub.url);
     assert!(!bad.status.success());
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("type"),
         "the hub's message is shown"
     );
 
-    let mut child = Command::new(BIN)
-        .args(["publish", "-", "--batch", "100"])
-        .env("CRIER_URL", &hub.1)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn publish -");
-    {
-        let mut stdin = child.stdin.take().expect("stdin");
-        for i in 0..250 {
-            writeln!(stdin, "{{\"type\":\"bulk.item\",\"data\":{{\"i\":{i}}}}}").expect("write");
-        }
-    }
-    let out = child.wait_with_output().expect("publish -");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["publish", "-", "--batch", "100"])
+        .env("CRIER_URL", &hub.url);
+    let lines: String = (0..250)
+        .map(|i| format!("{{\"type\":\"bulk.item\",\"data\":{{\"i\":{i}}}}}\n"))
+        .collect();
+    let out = run_with_stdin(cmd, lines.as_bytes());
     assert!(
         out.status.success(),
         "{}",
@@ -119,7 +92,7 @@ fn publish_tail_replay_and_subs() {
     // tail: the last 2 bulk events, then a live one.
     let mut tail = Command::new(BIN)
         .args(["tail", "--type", "bulk.*", "--last", "2", "--json"])
-        .env("CRIER_URL", &hub.1)
+        .env("CRIER_URL", &hub.url)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -131,7 +104,7 @@ fn publish_tail_replay_and_subs() {
     let second: serde_json::Value =
         serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json");
     assert_eq!(second["seq"], 251);
-    assert!(crier(&["publish", "bulk.live"], &hub.1).status.success());
+    assert!(crier(&["publish", "bulk.live"], &hub.url).status.success());
     let live: serde_json::Value =
         serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json");
     assert_eq!(live["type"], "bulk.live");
@@ -149,7 +122,7 @@ fn publish_tail_replay_and_subs() {
             "site.*",
             "--json",
         ],
-        &hub.1,
+        &hub.url,
     );
     assert!(
         out.status.success(),
@@ -171,7 +144,7 @@ fn publish_tail_replay_and_subs() {
             "--filter",
             "{\"type\":[\"site.*\"]}",
         ],
-        &hub.1,
+        &hub.url,
     );
     assert!(
         out.status.success(),
@@ -184,11 +157,13 @@ fn publish_tail_replay_and_subs() {
         .expect("secret")
         .starts_with("whsec_"));
     let id = created["id"].as_str().expect("id");
-    let out = crier(&["subs", "list"], &hub.1);
+    let out = crier(&["subs", "list"], &hub.url);
     assert!(String::from_utf8_lossy(&out.stdout).contains(id));
-    assert!(crier(&["subs", "deliveries", id], &hub.1).status.success());
-    assert!(crier(&["subs", "delete", id], &hub.1).status.success());
-    assert!(!crier(&["subs", "delete", id], &hub.1).status.success());
+    assert!(crier(&["subs", "deliveries", id], &hub.url)
+        .status
+        .success());
+    assert!(crier(&["subs", "delete", id], &hub.url).status.success());
+    assert!(!crier(&["subs", "delete", id], &hub.url).status.success());
 }
 
 fn ok(out: &std::process::Output) -> String {
@@ -225,22 +200,22 @@ fn saved_filters_save_list_tail_replay_and_delete() {
             "--description",
             "Errors in production",
         ],
-        &hub.1,
+        &hub.url,
     ));
     let v: serde_json::Value = serde_json::from_str(&saved).expect("json");
     assert_eq!(
         v["filter"],
         serde_json::json!({"severity": "error", "tags": ["prod"]})
     );
-    let again = refused(&crier(&["filters", "save", "prod-errors"], &hub.1));
+    let again = refused(&crier(&["filters", "save", "prod-errors"], &hub.url));
     assert!(again.contains("already has a saved filter"), "{again}");
-    let bad = refused(&crier(&["filters", "save", "Prod Errors"], &hub.1));
+    let bad = refused(&crier(&["filters", "save", "Prod Errors"], &hub.url));
     assert!(bad.contains("lowercase"), "{bad}");
     let shown: serde_json::Value =
-        serde_json::from_str(&ok(&crier(&["filters", "show", "prod-errors"], &hub.1)))
+        serde_json::from_str(&ok(&crier(&["filters", "show", "prod-errors"], &hub.url)))
             .expect("json");
     assert_eq!(shown["description"], "Errors in production");
-    let list = ok(&crier(&["filters", "list"], &hub.1));
+    let list = ok(&crier(&["filters", "list"], &hub.url));
     assert!(
         list.contains("prod-errors") && list.contains("Errors in production"),
         "{list}"
@@ -272,13 +247,13 @@ fn saved_filters_save_list_tail_replay_and_delete() {
             "dev",
         ],
     ] {
-        ok(&crier(&args, &hub.1));
+        ok(&crier(&args, &hub.url));
     }
 
     // tail --filter NAME: the matching history, then live.
     let mut tail = Command::new(BIN)
         .args(["tail", "--filter", "prod-errors", "--last", "10", "--json"])
-        .env("CRIER_URL", &hub.1)
+        .env("CRIER_URL", &hub.url)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -299,7 +274,7 @@ fn saved_filters_save_list_tail_replay_and_delete() {
             "--tag",
             "prod",
         ],
-        &hub.1,
+        &hub.url,
     ));
     let live: serde_json::Value =
         serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json");
@@ -307,11 +282,11 @@ fn saved_filters_save_list_tail_replay_and_delete() {
     let _ = tail.kill();
     let _ = tail.wait();
 
-    let unknown = refused(&crier(&["tail", "--filter", "nope"], &hub.1));
+    let unknown = refused(&crier(&["tail", "--filter", "nope"], &hub.url));
     assert!(unknown.contains("\"nope\""), "{unknown}");
     let both = refused(&crier(
         &["tail", "--filter", "prod-errors", "--type", "x"],
-        &hub.1,
+        &hub.url,
     ));
     assert!(
         both.contains("--filter") && both.contains("--type"),
@@ -328,7 +303,7 @@ fn saved_filters_save_list_tail_replay_and_delete() {
             "deploy.*",
             "--replace",
         ],
-        &hub.1,
+        &hub.url,
     ));
     let replayed = ok(&crier(
         &[
@@ -341,14 +316,14 @@ fn saved_filters_save_list_tail_replay_and_delete() {
             "prod-errors",
             "--json",
         ],
-        &hub.1,
+        &hub.url,
     ));
     assert_eq!(replayed.lines().count(), 2, "{replayed}");
 
-    ok(&crier(&["filters", "delete", "prod-errors"], &hub.1));
-    let gone = refused(&crier(&["filters", "delete", "prod-errors"], &hub.1));
+    ok(&crier(&["filters", "delete", "prod-errors"], &hub.url));
+    let gone = refused(&crier(&["filters", "delete", "prod-errors"], &hub.url));
     assert!(gone.contains("404"), "{gone}");
-    assert!(!ok(&crier(&["filters", "list"], &hub.1)).contains("prod-errors"));
+    assert!(!ok(&crier(&["filters", "list"], &hub.url)).contains("prod-errors"));
 }
 
 #[test]
@@ -418,7 +393,7 @@ fn token_and_keys() {
                 "%{http_code}",
                 "-H",
                 &format!("Authorization: Bearer {token}"),
-                &format!("{}/v1/events", hub.1),
+                &format!("{}/v1/events", hub.url),
             ])
             .output()
             .expect("curl");
@@ -451,7 +426,7 @@ fn token_and_keys() {
         "401",
         "revocation is immediate, even from another process"
     );
-    let out = crier(&["publish", "x", "--token", &token], &hub.1);
+    let out = crier(&["publish", "x", "--token", &token], &hub.url);
     assert!(
         out.status.success(),
         "{}",

@@ -6,83 +6,34 @@
 //! under CI=true.
 
 use std::collections::HashSet;
-use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
+use crier_testkit::process::{free_port, serve_cmd, Proc};
+use crier_testkit::proxy::Proxy;
+use crier_testkit::services::{drop_schema, pg_url, reachable};
+use crier_testkit::{until, Sse};
+use serde_json::json;
 
-fn pg_url() -> String {
-    std::env::var("CRIER_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
+const SKIPPING: &str = "the multi-process cluster test";
 
-async fn reachable(port: u16, name: &str) -> bool {
-    let ok = tokio::time::timeout(
-        Duration::from_secs(2),
-        TcpStream::connect(("127.0.0.1", port)),
-    )
-    .await
-    .is_ok_and(|r| r.is_ok());
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{name} on 127.0.0.1:{port} is unreachable and CI=true");
-        }
-        eprintln!("NOTICE: {name} on 127.0.0.1:{port} is unreachable; skipping the multi-process cluster test");
-    }
-    ok
-}
-
-struct Node {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// A `crier serve` node on the shared PostgreSQL log and a broker.
+struct Node(Proc);
 
 impl Node {
     async fn start(schema: &str, id: &str, broker: &str) -> Node {
-        let port = StdListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let dir = std::env::temp_dir();
-        let child = Command::new(env!("CARGO_BIN_EXE_crier"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(&dir)
-            .env("CRIER_STORE", pg_url())
+        let port = free_port();
+        let mut cmd = serve_cmd(env!("CARGO_BIN_EXE_crier"), &std::env::temp_dir(), port);
+        cmd.env("CRIER_STORE", pg_url())
             .env("CRIER_STORE_SCHEMA", schema)
             .env("CRIER_BROKER", broker)
             .env("CRIER_NODE_ID", id)
-            .env("CRIER_WEBHOOKS_ALLOW_PRIVATE", "true")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn crier");
-        let node = Node { child, port };
+            .env("CRIER_WEBHOOKS_ALLOW_PRIVATE", "true");
+        let node = Node(Proc::spawn(cmd, port));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = reqwest::get(node.url("/readyz")).await {
-                if let Ok(v) = r.json::<Value>().await {
-                    if v["broker"] == "ok" {
-                        return node;
-                    }
-                }
+            if node.0.get("/readyz").await["broker"] == "ok" {
+                return node;
             }
             assert!(Instant::now() < deadline, "node {id} did not become ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -90,31 +41,19 @@ impl Node {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
+        self.0.url(path)
     }
 
     async fn publish(&self, id: &str) -> u64 {
-        let v: Value = reqwest::Client::new()
-            .post(self.url("/v1/events"))
-            .json(&json!({"type": "k.x", "id": id}))
-            .send()
-            .await
-            .expect("publish")
-            .json()
-            .await
-            .expect("json");
+        let (_, v) = self
+            .0
+            .post("/v1/events", &json!({"type": "k.x", "id": id}))
+            .await;
         v["events"][0]["seq"].as_u64().expect("seq")
     }
 
     async fn leads(&self) -> bool {
-        match reqwest::get(self.url("/readyz")).await {
-            Ok(r) => r
-                .json::<Value>()
-                .await
-                .map(|v| v["leader"] == true)
-                .unwrap_or(false),
-            Err(_) => false,
-        }
+        self.0.get("/readyz").await["leader"] == true
     }
 }
 
@@ -131,87 +70,14 @@ fn follow(
             req = req.header("Last-Event-ID", id.to_string());
         }
         let Ok(res) = req.send().await else { return };
-        let mut body = res.bytes_stream();
-        let mut buf = String::new();
-        while let Some(Ok(chunk)) = body.next().await {
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(pos) = buf.find("\n\n") {
-                let block: String = buf.drain(..pos + 2).collect();
-                if let Some(id) = block.lines().find_map(|l| l.strip_prefix("id: ")) {
-                    g.lock().expect("lock").push(id.parse().expect("seq"));
-                }
+        let mut sse = Sse::from_response(res);
+        while let Some(m) = sse.next_raw().await {
+            if let Some(id) = m.id {
+                g.lock().expect("lock").push(id);
             }
         }
     });
     (got, task)
-}
-
-async fn until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-struct Proxy {
-    port: u16,
-    target: u16,
-    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl Proxy {
-    async fn start(target: u16) -> Proxy {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let p = Proxy {
-            port: l.local_addr().expect("addr").port(),
-            target,
-            tasks: Arc::default(),
-        };
-        p.serve(l);
-        p
-    }
-
-    fn serve(&self, l: TcpListener) {
-        let (target, tasks) = (self.target, self.tasks.clone());
-        let t2 = tasks.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = l.accept().await {
-                let conn = tokio::spawn(async move {
-                    if let Ok(mut out) = TcpStream::connect(("127.0.0.1", target)).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-                t2.lock().expect("lock").push(conn.abort_handle());
-            }
-        });
-        tasks.lock().expect("lock").push(accept.abort_handle());
-    }
-
-    fn cut(&self) {
-        for t in self.tasks.lock().expect("lock").drain(..) {
-            t.abort();
-        }
-    }
-
-    async fn restore(&self) {
-        for _ in 0..50 {
-            if let Ok(l) = TcpListener::bind(("127.0.0.1", self.port)).await {
-                return self.serve(l);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("cannot listen again on {}", self.port);
-    }
-}
-
-async fn drop_schema(schema: &str) {
-    if let Ok((client, conn)) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await {
-        tokio::spawn(conn);
-        let _ = client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-            .await;
-    }
 }
 
 async fn cluster(scheme: &str, broker_port: u16, tag: &str) {
@@ -226,27 +92,7 @@ async fn cluster(scheme: &str, broker_port: u16, tag: &str) {
     ];
 
     // A webhook receiver.
-    let hooks: Arc<Mutex<Vec<String>>> = Arc::default();
-    let h = hooks.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: axum::http::HeaderMap| {
-            let h = h.clone();
-            async move {
-                h.lock().expect("lock").push(
-                    headers
-                        .get("webhook-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string(),
-                );
-                axum::http::StatusCode::OK
-            }
-        }),
-    );
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let hook = format!("http://{}/hook", l.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(l, app).await.expect("receiver") });
+    let (hooks, hook) = crier_testkit::hooks::webhook_ids(axum::http::StatusCode::OK).await;
     let r = reqwest::Client::new()
         .post(nodes[2].url("/v1/subscriptions"))
         .json(&json!({"webhook": {"url": hook}}))
@@ -382,7 +228,7 @@ async fn cluster(scheme: &str, broker_port: u16, tag: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_over_nats() {
-    if !reachable(5432, "PostgreSQL").await || !reachable(4222, "NATS").await {
+    if !reachable(5432, "PostgreSQL", SKIPPING).await || !reachable(4222, "NATS", SKIPPING).await {
         return;
     }
     cluster("nats", 4222, "nats").await;
@@ -390,7 +236,7 @@ async fn three_processes_over_nats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_over_redis() {
-    if !reachable(5432, "PostgreSQL").await || !reachable(6379, "Redis").await {
+    if !reachable(5432, "PostgreSQL", SKIPPING).await || !reachable(6379, "Redis", SKIPPING).await {
         return;
     }
     cluster("redis", 6379, "redis").await;

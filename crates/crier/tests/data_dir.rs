@@ -7,58 +7,30 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crier_testkit::process::{free_port, serve_cmd, Proc};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-struct Hub {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
+/// `crier serve` over a data directory, its stderr as given.
 fn serve(dir: &Path, port: u16, stderr: Stdio) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_crier"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn crier")
+    let mut cmd = serve_cmd(env!("CARGO_BIN_EXE_crier"), dir, port);
+    cmd.stderr(stderr);
+    cmd.spawn().expect("spawn crier")
 }
+
+struct Hub(Proc);
 
 impl Hub {
     async fn start(dir: &Path) -> Hub {
         let port = free_port();
-        let mut hub = Hub {
+        let mut hub = Hub(Proc {
             child: serve(dir, port, Stdio::null()),
             port,
-        };
+        });
         let deadline = Instant::now() + WAIT;
         loop {
-            assert!(
-                !matches!(hub.child.try_wait(), Ok(Some(_))),
-                "the hub exited"
-            );
+            assert!(!hub.0.exited(), "the hub exited");
             if hub.get("/readyz").await.0 == 200 {
                 return hub;
             }
@@ -68,7 +40,7 @@ impl Hub {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        self.0.url(path)
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
@@ -132,7 +104,7 @@ async fn a_second_hub_on_the_same_directory_refuses_and_the_first_keeps_publishi
         "the refusal names the directory: {stderr}"
     );
     assert!(
-        stderr.contains(&format!("pid {}", first.child.id())),
+        stderr.contains(&format!("pid {}", first.0.child.id())),
         "the refusal names the process holding it: {stderr}"
     );
 

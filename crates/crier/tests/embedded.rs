@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crier_testkit::services::skip;
+use crier_testkit::Sse;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -83,29 +85,16 @@ async fn create_site(http: &reqwest::Client, base: &str, name: &str) -> u64 {
     v["seq"].as_u64().expect("seq")
 }
 
-/// Reads SSE frames until one carries an event of seq `seq`; returns its data.
-async fn sse_event(
-    body: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
-    buf: &mut String,
-    seq: u64,
-) -> Value {
+/// Reads SSE messages until one carries the event of seq `seq`; returns its data.
+async fn sse_event(sse: &mut Sse, seq: u64) -> Value {
     loop {
-        while let Some(end) = buf.find("\n\n") {
-            let frame: String = buf.drain(..end + 2).collect();
-            if frame.contains(&format!("id: {seq}\n")) {
-                let data = frame
-                    .lines()
-                    .find_map(|l| l.strip_prefix("data: "))
-                    .expect("data line");
-                return serde_json::from_str(data).expect("event json");
-            }
-        }
-        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+        let m = tokio::time::timeout(Duration::from_secs(10), sse.next_raw())
             .await
             .expect("an SSE frame in time")
-            .expect("the stream is open")
-            .expect("chunk");
-        buf.push_str(&String::from_utf8_lossy(&chunk));
+            .expect("the stream is open");
+        if m.id == Some(seq) {
+            return m.json();
+        }
     }
 }
 
@@ -122,8 +111,7 @@ async fn in_process_events_reach_http_sse_and_websocket_at_the_prefix() {
         .await
         .expect("open the stream");
     assert_eq!(res.status(), 200);
-    let mut sse = res.bytes_stream();
-    let mut buf = String::new();
+    let mut sse = Sse::from_response(res);
     let ws_url = format!("{}/events/v1/ws", base.replacen("http", "ws", 1));
     let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url)
         .await
@@ -199,7 +187,7 @@ async fn in_process_events_reach_http_sse_and_websocket_at_the_prefix() {
         (updated, "site.updated"),
         (deleted, "site.deleted"),
     ] {
-        let ev = sse_event(&mut sse, &mut buf, seq).await;
+        let ev = sse_event(&mut sse, seq).await;
         assert_eq!(ev["type"], ty);
     }
 
@@ -258,25 +246,14 @@ async fn in_process_events_reach_http_sse_and_websocket_at_the_prefix() {
     assert_eq!(client.status(), 200);
 }
 
-fn ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-fn missing(what: &str) {
-    if ci() {
-        panic!("{what} and CI=true");
-    }
-    eprintln!("NOTICE: {what}; skipping");
-}
-
 #[test]
 fn the_dashboard_under_the_prefix_shows_a_live_event_in_chromium() {
     let chromium = std::env::var("CRIER_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if Command::new("node").arg("--version").output().is_err() {
-        return missing("Node.js is not installed");
+        return skip("Node.js is not installed");
     }
     if !Path::new(&chromium).exists() {
-        return missing(&format!("Chromium is not installed at {chromium}"));
+        return skip(&format!("Chromium is not installed at {chromium}"));
     }
     let e2e = root().join("tests/e2e");
     if !e2e.join("node_modules/playwright-core").exists() {
@@ -286,7 +263,7 @@ fn the_dashboard_under_the_prefix_shows_a_live_event_in_chromium() {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            return missing("the npm packages of tests/e2e could not be installed");
+            return skip("the npm packages of tests/e2e could not be installed");
         }
     }
     let app = start();

@@ -4,34 +4,17 @@
 //! refusals, `NO_COLOR`, relative times, aligned tables, publish line numbers, and client
 //! commands that leave no data directory behind.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use crier_testkit::process::{free_port, run_with_stdin, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crier");
 const SECRET: &str = "everyday-test-secret-of-32-characters!";
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A child killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 fn crier(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> std::process::Output {
     let mut cmd = Command::new(BIN);
@@ -101,7 +84,7 @@ fn serve(
     }
     let mut child = cmd.spawn().expect("spawn serve");
     let err = lines_of(child.stderr.take().expect("stderr"));
-    let proc = Proc(child);
+    let proc = Proc { child, port };
     let (listening, mut startup) = wait_for(&err, "crier is listening");
     startup.push(listening);
     (proc, err, startup)
@@ -318,7 +301,7 @@ fn tail_reports_reconnects_resumes_and_refusals() {
         .expect("spawn tail");
     let out = lines_of(child.stdout.take().expect("stdout"));
     let err = lines_of(child.stderr.take().expect("stderr"));
-    let _tail = Proc(child);
+    let _tail = Proc::adopt(child);
     // Nothing listens yet: tail says it is reconnecting.
     let (line, _) = wait_for(&err, "reconnecting in");
     assert!(line.contains("attempt 1"), "{line}");
@@ -373,7 +356,7 @@ fn tail_on_a_terminal(url: &str, no_color: bool) -> String {
     }
     let mut child = cmd.spawn().expect("script");
     let out = lines_of(child.stdout.take().expect("stdout"));
-    let _p = Proc(child);
+    let _p = Proc::adopt(child);
     wait_for(&out, "colour.check").0
 }
 
@@ -479,40 +462,18 @@ fn publish_numbers_refusals_by_input_line() {
         ("{\"type\":\"a.b\"}\n\n{\"type\":\n", "not valid JSON"),
         ("{\"type\":\"a.b\"}\n\n{\"data\":1}\n", "type"),
     ] {
-        let mut child = Command::new(BIN)
-            .args(["publish", "-", "--url", &url])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("publish -");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write");
-        let out = child.wait_with_output().expect("wait");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["publish", "-", "--url", &url]);
+        let out = run_with_stdin(cmd, input.as_bytes());
         let err = text(&out.stderr);
         assert!(!out.status.success());
         assert!(err.contains("line 3: "), "the third input line: {err}");
         assert!(err.contains(why), "{err}");
         assert!(!err.contains("event 1") && !err.contains("line 2"), "{err}");
     }
-    let mut child = Command::new(BIN)
-        .args(["publish", "-", "--url", &url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("publish -");
-    {
-        let mut stdin = child.stdin.take().expect("stdin");
-        for i in 0..50 {
-            writeln!(stdin, "{{\"type\":\"bulk.item\",\"data\":{{\"i\":{i}}}}}").expect("write");
-        }
-    }
-    let out = child.wait_with_output().expect("wait");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["publish", "-", "--url", &url]);
+    let out = run_with_stdin(cmd, bulk_items(50).as_bytes());
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     let rate = err
@@ -524,4 +485,11 @@ fn publish_numbers_refusals_by_input_line() {
         !rate.is_empty() && rate.chars().all(|c| c.is_ascii_digit() || c == ','),
         "a whole rate: {err}"
     );
+}
+
+/// `n` NDJSON lines of `bulk.item` events numbered from 0.
+fn bulk_items(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("{{\"type\":\"bulk.item\",\"data\":{{\"i\":{i}}}}}\n"))
+        .collect()
 }

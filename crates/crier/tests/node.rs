@@ -11,20 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
+use crier_testkit::services::skip;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-/// Skips (or fails under CI) with a notice.
-fn missing(what: &str) {
-    if ci() {
-        panic!("{what} and CI=true");
-    }
-    eprintln!("NOTICE: {what}; skipping");
 }
 
 /// Node's major version, if Node runs.
@@ -65,7 +55,7 @@ fn e2e_packages() -> bool {
 /// Runs `node --test` on `files` in `dir`; fails with the output when a test fails.
 fn node_test(dir: &Path, files: &[&str], env: &[(&str, String)]) {
     let Some(major) = node_major() else {
-        return missing("Node.js is not installed");
+        return skip("Node.js is not installed");
     };
     assert!(
         major >= 20,
@@ -116,10 +106,10 @@ fn js_client() {
 #[test]
 fn graphql_ws_subscription() {
     if node_major().is_none() {
-        return missing("Node.js is not installed");
+        return skip("Node.js is not installed");
     }
     if !e2e_packages() {
-        return missing("the npm packages of tests/e2e could not be installed");
+        return skip("the npm packages of tests/e2e could not be installed");
     }
     node_test(&root().join("tests/e2e"), &["graphql.test.mjs"], &[]);
 }
@@ -127,10 +117,10 @@ fn graphql_ws_subscription() {
 #[test]
 fn pusher_js_and_pusher_sdk() {
     if node_major().is_none() {
-        return missing("Node.js is not installed");
+        return skip("Node.js is not installed");
     }
     if !e2e_packages() {
-        return missing("the npm packages of tests/e2e could not be installed");
+        return skip("the npm packages of tests/e2e could not be installed");
     }
     node_test(&root().join("tests/e2e"), &["pusher.test.mjs"], &[]);
 }
@@ -141,7 +131,7 @@ fn reachable(port: u16, name: &str) -> bool {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let ok = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_ok();
     if !ok {
-        missing(&format!("{name} on 127.0.0.1:{port} is unreachable"));
+        skip(&format!("{name} on 127.0.0.1:{port} is unreachable"));
     }
     ok
 }
@@ -192,7 +182,7 @@ impl Drop for Schemas {
 #[test]
 fn pusher_presence_across_a_cluster() {
     if node_major().is_none() {
-        return missing("Node.js is not installed");
+        return skip("Node.js is not installed");
     }
     if !reachable(5432, "PostgreSQL") {
         return;
@@ -208,10 +198,9 @@ fn pusher_presence_across_a_cluster() {
         return;
     }
     if !e2e_packages() {
-        return missing("the npm packages of tests/e2e could not be installed");
+        return skip("the npm packages of tests/e2e could not be installed");
     }
-    let url = std::env::var("CRIER_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let url = crier_testkit::services::pg_url();
     let schemas = Schemas {
         url: url.clone(),
         prefix: format!("crier_presence_{}", std::process::id()),
@@ -231,14 +220,14 @@ fn pusher_presence_across_a_cluster() {
 #[test]
 fn dashboard_in_chromium() {
     if node_major().is_none() {
-        return missing("Node.js is not installed");
+        return skip("Node.js is not installed");
     }
     let chromium = std::env::var("CRIER_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !Path::new(&chromium).exists() {
-        return missing(&format!("Chromium is not installed at {chromium}"));
+        return skip(&format!("Chromium is not installed at {chromium}"));
     }
     if !e2e_packages() {
-        return missing("the npm packages of tests/e2e could not be installed");
+        return skip("the npm packages of tests/e2e could not be installed");
     }
     // Kept in the checkout's target/ even when builds go elsewhere (CARGO_TARGET_DIR).
     let shots = root().join("target/screenshots");

@@ -9,34 +9,16 @@
 //! unreachable, except under CI=true.
 
 use std::collections::HashMap;
-use std::net::TcpListener as StdListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crier_testkit::process::{free_port, serve_cmd, Proc};
+use crier_testkit::services::{pg_client, pg_url};
 use serde_json::{json, Value};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-fn pg_url() -> String {
-    std::env::var("CRIER_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-async fn pg() -> Option<Client> {
-    match tokio_postgres::connect(&pg_url(), NoTls).await {
-        Ok((client, conn)) => {
-            tokio::spawn(conn);
-            Some(client)
-        }
-        Err(e) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("PostgreSQL at {} is unreachable and CI=true: {e}", pg_url());
-            }
-            eprintln!("NOTICE: PostgreSQL is unreachable ({e}); skipping the outbox test");
-            None
-        }
-    }
-}
+const SKIPPING: &str = "the outbox test";
 
 /// A table name no other test (or earlier run) uses.
 fn unique(prefix: &str) -> String {
@@ -60,66 +42,33 @@ fn init(table: &str) {
     );
 }
 
-struct Node {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// A `crier serve` node draining an outbox table.
+struct Node(Proc);
 
 impl Node {
     /// A hub draining `table`, its log under `dir` (SQLite) or in `schema` (PostgreSQL).
     async fn start(dir: &Path, table: &str, schema: Option<&str>, id: &str) -> Node {
-        let port = StdListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_crier"));
-        cmd.args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("CRIER_OUTBOX_URL", pg_url())
-        .env("CRIER_OUTBOX_TABLE", table)
-        .env("CRIER_NODE_ID", id)
-        .env("CRIER_DURABILITY", "commit")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        let port = free_port();
+        let mut cmd = serve_cmd(env!("CARGO_BIN_EXE_crier"), dir, port);
+        cmd.env("CRIER_OUTBOX_URL", pg_url())
+            .env("CRIER_OUTBOX_TABLE", table)
+            .env("CRIER_NODE_ID", id)
+            .env("CRIER_DURABILITY", "commit");
         if let Some(s) = schema {
             cmd.env("CRIER_STORE", pg_url())
                 .env("CRIER_STORE_SCHEMA", s);
         }
-        let node = Node {
-            child: cmd.spawn().expect("spawn crier"),
-            port,
-        };
+        let node = Node(Proc::spawn(cmd, port));
         let deadline = Instant::now() + Duration::from_secs(20);
-        while reqwest::get(node.url("/healthz")).await.is_err() {
+        while reqwest::get(node.0.url("/healthz")).await.is_err() {
             assert!(Instant::now() < deadline, "node {id} did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         node
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
-    }
-
     async fn ready(&self) -> Value {
-        match reqwest::get(self.url("/readyz")).await {
-            Ok(r) => r.json().await.unwrap_or(Value::Null),
-            Err(_) => Value::Null,
-        }
+        self.0.get("/readyz").await
     }
 
     /// Every event of the log, in seq order.
@@ -127,13 +76,10 @@ impl Node {
         let mut out = Vec::new();
         let mut after = 0;
         loop {
-            let page: Value =
-                reqwest::get(self.url(&format!("/v1/events?after={after}&limit=1000&tenant=*")))
-                    .await
-                    .expect("history")
-                    .json()
-                    .await
-                    .expect("json");
+            let page = self
+                .0
+                .get(&format!("/v1/events?after={after}&limit=1000&tenant=*"))
+                .await;
             let events = page["events"].as_array().cloned().unwrap_or_default();
             out.extend(events);
             match page["next_after"].as_u64() {
@@ -181,7 +127,9 @@ fn row_id(table: &str, ev: &Value) -> Option<i64> {
 
 #[tokio::test]
 async fn commits_rollbacks_order_and_rejected_rows() {
-    let Some(mut db) = pg().await else { return };
+    let Some(mut db) = pg_client(SKIPPING).await else {
+        return;
+    };
     let table = unique("ob_basic");
     init(&table);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -259,7 +207,7 @@ async fn commits_rollbacks_order_and_rejected_rows() {
     assert_eq!(ready["outbox"]["draining"], true, "{ready}");
     assert_eq!(ready["outbox"]["lag_rows"], 0, "{ready}");
     assert_eq!(ready["outbox"]["rejected"], 4, "{ready}");
-    let metrics = reqwest::get(node.url("/metrics"))
+    let metrics = reqwest::get(node.0.url("/metrics"))
         .await
         .expect("metrics")
         .text()
@@ -271,7 +219,9 @@ async fn commits_rollbacks_order_and_rejected_rows() {
 
 #[tokio::test]
 async fn concurrent_transactions_are_never_lost_or_doubled() {
-    let Some(db) = pg().await else { return };
+    let Some(db) = pg_client(SKIPPING).await else {
+        return;
+    };
     let table = unique("ob_conc");
     init(&table);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -280,7 +230,9 @@ async fn concurrent_transactions_are_never_lost_or_doubled() {
     for w in 0..8 {
         let table = table.clone();
         writers.push(tokio::spawn(async move {
-            let (mut c, conn) = tokio_postgres::connect(&pg_url(), NoTls).await.expect("pg");
+            let (mut c, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
+                .await
+                .expect("pg");
             tokio::spawn(conn);
             let insert =
                 format!("INSERT INTO {table} (event) VALUES ($1::text::jsonb) RETURNING id");
@@ -333,7 +285,7 @@ async fn burst(table: &str, n: usize) {
     for w in 0..4 {
         let table = table.to_string();
         tasks.push(tokio::spawn(async move {
-            let (c, conn) = tokio_postgres::connect(&pg_url(), NoTls).await.expect("pg");
+            let (c, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await.expect("pg");
             tokio::spawn(conn);
             for b in (w * 100..n).step_by(400) {
                 let upto = (b + 100).min(n);
@@ -370,7 +322,9 @@ fn exactly_once(table: &str, events: &[Value], n: usize) {
 
 #[tokio::test]
 async fn a_hub_killed_during_a_burst_publishes_every_row_once() {
-    let Some(db) = pg().await else { return };
+    let Some(db) = pg_client(SKIPPING).await else {
+        return;
+    };
     let table = unique("ob_kill");
     init(&table);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -392,8 +346,7 @@ async fn a_hub_killed_during_a_burst_publishes_every_row_once() {
         assert!(Instant::now() < deadline, "the hub did not start draining");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    node.child.kill().expect("kill -9");
-    node.child.wait().expect("wait");
+    node.0.kill9();
     writer.await.expect("writer");
     assert!(rows(&db, &table).await > 0, "the kill left rows behind");
     let node = Node::start(dir.path(), &table, None, "n1").await;
@@ -403,7 +356,9 @@ async fn a_hub_killed_during_a_burst_publishes_every_row_once() {
 
 #[tokio::test]
 async fn two_nodes_hand_the_drain_over_when_the_leader_is_killed() {
-    let Some(db) = pg().await else { return };
+    let Some(db) = pg_client(SKIPPING).await else {
+        return;
+    };
     let table = unique("ob_lead");
     let schema = unique("crier_ob");
     init(&table);
@@ -443,8 +398,7 @@ async fn two_nodes_hand_the_drain_over_when_the_leader_is_killed() {
         assert!(Instant::now() < deadline, "the leader did not drain");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    leader.child.kill().expect("kill -9");
-    leader.child.wait().expect("wait");
+    leader.0.kill9();
     writer.await.expect("writer");
     let events = drained(&follower, &db, &table, n, Duration::from_secs(60)).await;
     exactly_once(&table, &events, n);

@@ -2,46 +2,25 @@
 //! patterns, plain requests, a loopback webhook receiver and a GraphQL WebSocket client.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use crier_server::auth::{load_keys, AuthSettings};
-use futures_util::{SinkExt, StreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
-
-use crate::common::{Hub, WAIT};
+use crier_testkit::{Hub, WAIT};
+use jsonwebtoken::Header;
+use serde_json::Value;
 
 pub const SECRET: &str = "test-secret-of-at-least-32-characters!!";
 
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 /// A token of tenant `acme` with `role` and, when given, `subscribe` patterns.
 pub fn token(sub: &str, role: &str, subscribe: Option<&[&str]>) -> String {
-    let mut c = json!({"sub": sub, "tenant": "acme", "role": role, "exp": now() + 600});
-    if let Some(s) = subscribe {
-        c["subscribe"] = json!(s);
-    }
-    sign(&Header::new(Algorithm::HS256), &c)
+    crier_testkit::auth::token(SECRET, sub, "acme", role, subscribe)
 }
 
 pub fn sign(header: &Header, claims: &Value) -> String {
-    jsonwebtoken::encode(header, claims, &EncodingKey::from_secret(SECRET.as_bytes()))
-        .expect("sign")
+    crier_testkit::auth::sign(SECRET, header, claims)
 }
 
 pub fn with_auth(s: &mut crier_server::Settings) {
-    s.auth = AuthSettings {
-        jwt: load_keys(SECRET, "", "", "HS256").expect("keys"),
-        enabled: true,
-        single_tenant: false,
-    };
+    crier_testkit::auth::with_hs256(s, SECRET);
 }
 
 /// A hub with HS256 credentials; `tweak` adjusts the rest.
@@ -112,11 +91,7 @@ impl Receiver {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        let base = format!("http://{}", crier_testkit::hooks::serve(app).await);
         Receiver { got, base }
     }
 
@@ -148,65 +123,22 @@ impl Receiver {
     }
 }
 
-pub type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub use crier_testkit::graphql::Socket;
 
 /// A `graphql-transport-ws` socket that sent `connection_init` with `token`.
 pub async fn gql_ws(hub: &Hub, token: &str) -> Socket {
-    let mut req = format!("ws://{}/graphql", hub.addr)
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("connect");
-    ws.send(Message::text(
-        json!({"type": "connection_init", "payload": {"token": token}}).to_string(),
-    ))
-    .await
-    .expect("init");
-    ws
+    crier_testkit::graphql::open(hub, token).await
 }
 
-/// The next message of a GraphQL socket (answering pings); a close as
-/// `{"closed": code, "reason": ...}`.
-pub async fn gql_recv(ws: &mut Socket) -> Value {
-    loop {
-        let m = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a message in time");
-        match m {
-            Some(Ok(Message::Text(t))) => {
-                let v: Value = serde_json::from_str(&t).expect("json");
-                if v["type"] == "ping" {
-                    let _ = ws.send(Message::text(r#"{"type":"pong"}"#)).await;
-                    continue;
-                }
-                return v;
-            }
-            Some(Ok(Message::Close(f))) => {
-                return json!({
-                    "closed": f.as_ref().map(|f| u16::from(f.code)),
-                    "reason": f.map(|f| f.reason.to_string()),
-                })
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return json!({"error": e.to_string()}),
-            None => return json!({"closed": null}),
-        }
-    }
-}
+pub use crier_testkit::graphql::recv as gql_recv;
 
 /// A `/v1/ws` socket authenticated by `?token=`.
-pub async fn ws(hub: &Hub, token: &str) -> crate::common::Ws {
+pub async fn ws(hub: &Hub, token: &str) -> crier_testkit::Ws {
     let (stream, _) =
         tokio_tungstenite::connect_async(format!("ws://{}/v1/ws?token={token}", hub.addr))
             .await
             .expect("ws connect");
-    let mut ws = crate::common::Ws { stream };
+    let mut ws = crier_testkit::Ws { stream };
     assert_eq!(ws.recv().await["op"], "welcome");
     ws
 }
