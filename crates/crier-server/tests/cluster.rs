@@ -175,7 +175,7 @@ async fn readyz_becomes(hub: &Hub, status: u16, why: &str) -> Value {
 /// `/readyz` to 503 with the reason, and it recovers by itself once writes work again.
 #[tokio::test]
 async fn a_read_only_database_makes_the_node_unready_until_it_can_write() {
-    if !reachable(5432, "PostgreSQL").await {
+    if !reachable(5432, "PostgreSQL", "the read-only database test").await {
         return;
     }
     let db = format!("crier_readonly_{}", std::process::id());
