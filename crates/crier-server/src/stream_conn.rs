@@ -148,14 +148,17 @@ async fn read_head<I: AsyncRead + Unpin>(io: &mut I, buf: &mut Vec<u8>) -> io::R
         if n == 0 {
             return Ok(HeadRead::Closed);
         }
-        // Look for the end from a little before the new bytes (it may straddle two reads).
-        let from = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
         if !may_be_stream(buf) {
             return Ok(HeadRead::NotAStream);
         }
-        if let Some(at) = buf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
-            return Ok(HeadRead::Complete(from + at + 4));
+        // The parser finds the end of the head (lines may end in CRLF or a bare LF); a head
+        // it refuses is hyper's to answer.
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match httparse::Request::new(&mut headers).parse(buf) {
+            Ok(httparse::Status::Complete(len)) => return Ok(HeadRead::Complete(len)),
+            Ok(httparse::Status::Partial) => {}
+            Err(_) => return Ok(HeadRead::NotAStream),
         }
     }
 }
@@ -387,6 +390,7 @@ mod tests {
             "GET /v1/replays/rp_1/stream HTTP/1.1\r\nHost: x\r\n\r\n"
         ));
         assert!(take("GET /v1/stream HTTP/1.0\r\n\r\n"));
+        assert!(take("GET /v1/stream HTTP/1.1\nHost: x\n\n"));
         assert!(!take("GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n"));
         assert!(!take("GET /v1/replays/a/b/stream HTTP/1.1\r\n\r\n"));
         assert!(!take("GET /v1/replays//stream HTTP/1.1\r\n\r\n"));

@@ -316,6 +316,16 @@ async fn event_streams_on_their_own_connection_are_served_and_end_with_their_cli
     );
     drop(tcp);
 
+    // Lines may end in a bare LF, as HTTP/1.1 parsers accept.
+    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    tcp.write_all(b"GET /v1/stream HTTP/1.1\nHost: localhost\n\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let text = read_until(&mut tcp, &mut buf, "retry:").await;
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    drop(tcp);
+
     // An error is a complete answer with its length, then the connection closes.
     let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
     tcp.write_all(b"GET /v1/stream?after=x HTTP/1.1\r\nHost: localhost\r\n\r\n")
