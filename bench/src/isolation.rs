@@ -174,7 +174,7 @@ pub async fn stuck_readers(a: &Args) -> anyhow::Result<Row> {
     for _ in 0..20 {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", hub.port)).await?;
         s.write_all(
-            b"GET /v1/stream?after=0 HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n",
+            b"GET /v1/stream?after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n",
         )
         .await?;
         // Read the response head and then never again.
