@@ -17,7 +17,7 @@
 //! exactly as before; the listener still holds the first head to `header_read_timeout`
 //! counted from the accept.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -222,7 +222,7 @@ where
     let known = axum::body::HttpBody::size_hint(&body).exact();
     let mut head = Vec::with_capacity(256);
     let reason = parts.status.canonical_reason().unwrap_or("");
-    head.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", parts.status.as_u16()).as_bytes());
+    let _ = write!(head, "HTTP/1.1 {} {reason}\r\n", parts.status.as_u16());
     for (name, value) in &parts.headers {
         if name == header::CONNECTION
             || name == header::TRANSFER_ENCODING
@@ -241,7 +241,9 @@ where
         head.extend_from_slice(b"\r\n");
     }
     match known {
-        Some(n) => head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
+        Some(n) => {
+            let _ = write!(head, "content-length: {n}\r\n");
+        }
         None if http10 => {}
         None => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
@@ -302,7 +304,8 @@ fn push(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
         return;
     }
     if chunked {
-        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        // Writing to a Vec cannot fail; no temporary string per chunk.
+        let _ = write!(out, "{:x}\r\n", data.len());
         out.extend_from_slice(data);
         out.extend_from_slice(b"\r\n");
     } else {
