@@ -153,13 +153,17 @@ async fn admin_sql(sql: &str) {
     client.batch_execute(sql).await.expect(sql);
 }
 
-/// Waits until `/readyz` answers `status`, returning its body.
-async fn readyz_becomes(hub: &Hub, status: u16, why: &str) -> Value {
+/// Waits until `/readyz` answers `status` with `store` = `store_state`, returning its body
+/// (a moment of `unreachable` while the sessions are cut is not the state waited for).
+async fn readyz_becomes(hub: &Hub, status: u16, store_state: &str, why: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(r) = hub.http.get(hub.url("/readyz")).send().await {
             if r.status().as_u16() == status {
-                return r.json().await.unwrap_or(Value::Null);
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                if body["store"] == store_state {
+                    return body;
+                }
             }
         }
         assert!(
@@ -187,18 +191,20 @@ async fn a_read_only_database_makes_the_node_unready_until_it_can_write() {
         url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b)
     );
     let hub = Hub::start_with(move |s| s.store = StoreKind::Postgres(db_url)).await;
-    readyz_becomes(&hub, 200, "a fresh database").await;
+    readyz_becomes(&hub, 200, "ok", "a fresh database").await;
     hub.publish(json!({"type": "before.readonly"})).await;
 
     let cut = format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = '{db}' AND pid <> pg_backend_pid()"
     );
+    // Two statements, two transactions: a session the hub opens after the cut is read-only.
     admin_sql(&format!(
-        "ALTER DATABASE {db} SET default_transaction_read_only = on; {cut}"
+        "ALTER DATABASE {db} SET default_transaction_read_only = on"
     ))
     .await;
-    let body = readyz_becomes(&hub, 503, "the database refuses writes").await;
+    admin_sql(&cut).await;
+    let body = readyz_becomes(&hub, 503, "not_writable", "the database refuses writes").await;
     assert_eq!(body["store"], "not_writable", "{body}");
     assert!(
         body["reason"]
@@ -221,10 +227,11 @@ async fn a_read_only_database_makes_the_node_unready_until_it_can_write() {
     );
 
     admin_sql(&format!(
-        "ALTER DATABASE {db} RESET default_transaction_read_only; {cut}"
+        "ALTER DATABASE {db} RESET default_transaction_read_only"
     ))
     .await;
-    let body = readyz_becomes(&hub, 200, "the database accepts writes again").await;
+    admin_sql(&cut).await;
+    let body = readyz_becomes(&hub, 200, "ok", "the database accepts writes again").await;
     assert_eq!(body["store"], "ok", "{body}");
     hub.publish(json!({"type": "after.readonly"})).await;
     let (_, v) = hub.get("/v1/events?limit=10").await;
