@@ -11,13 +11,13 @@ use crate::event::{Committed, Severity};
 use crate::validate::ValidationError;
 
 /// A glob where `*` matches any run of characters (including none).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Pattern {
     text: String,
     kind: PatternKind,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum PatternKind {
     Any,
     Exact,
@@ -173,7 +173,7 @@ pub enum PatternKey<'a> {
 }
 
 /// A conjunction of the keys of §2. The default filter matches every event.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Filter {
     /// `type` patterns (any may match).
     pub types: Vec<Pattern>,

@@ -9,6 +9,10 @@
 //! list; a stamp per registration keeps a reader indexed under several keys from being
 //! offered the same event twice. The full filter is still tested on every candidate, so the
 //! index only ever narrows, never decides.
+//!
+//! Registrations with equal filters share one *group*, and an event is tested once per
+//! group, not once per registration: a thousand dashboards watching `site.*` cost one match
+//! per event, then a queue push each.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -18,7 +22,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use super::Reg;
 use crate::event::Committed;
-use crate::filter::{Pattern, PatternKey};
+use crate::filter::{Filter, Pattern, PatternKey};
 
 enum Key {
     Exact(Box<str>),
@@ -31,6 +35,17 @@ struct Slot {
     keys: Vec<Key>,
     /// The seq of the last event this registration was considered for.
     stamp: u64,
+    /// Its filter's group in [`Index::groups`].
+    group: usize,
+}
+
+/// The registrations whose filters are equal, and the last event tested against the filter.
+struct Group {
+    filter: Arc<Filter>,
+    members: usize,
+    /// The seq of the last event tested, and whether it matched.
+    stamp: u64,
+    matched: bool,
 }
 
 /// The registrations of one partition (a tenant, or every tenant).
@@ -46,6 +61,9 @@ pub(super) struct Index {
     fallback: Vec<usize>,
     candidates: Vec<usize>,
     dead: Vec<usize>,
+    groups: Vec<Option<Group>>,
+    free_groups: Vec<usize>,
+    group_of: HashMap<Arc<Filter>, usize>,
 }
 
 /// The patterns a registration can be found by, or `None` when it must be tested always.
@@ -120,11 +138,61 @@ impl Index {
             }
         }
         self.by_id.insert(reg.id, slot);
+        let group = self.join_group(&reg.filter);
         self.slots[slot] = Some(Slot {
             reg,
             keys,
             stamp: 0,
+            group,
         });
+    }
+
+    /// The group of registrations with a filter equal to `filter`, made if there is none.
+    fn join_group(&mut self, filter: &Arc<Filter>) -> usize {
+        if let Some(&g) = self.group_of.get(filter) {
+            if let Some(group) = self.groups.get_mut(g).and_then(Option::as_mut) {
+                group.members += 1;
+                return g;
+            }
+        }
+        let group = Group {
+            filter: filter.clone(),
+            members: 1,
+            stamp: 0,
+            matched: false,
+        };
+        let g = match self.free_groups.pop() {
+            Some(g) => {
+                self.groups[g] = Some(group);
+                g
+            }
+            None => {
+                self.groups.push(Some(group));
+                self.groups.len() - 1
+            }
+        };
+        self.group_of.insert(filter.clone(), g);
+        g
+    }
+
+    fn leave_group(&mut self, g: usize) {
+        let Some(group) = self.groups.get_mut(g).and_then(Option::as_mut) else {
+            return;
+        };
+        group.members -= 1;
+        if group.members > 0 {
+            return;
+        }
+        if let Some(group) = self.groups[g].take() {
+            self.group_of.remove(&group.filter);
+        }
+        self.free_groups.push(g);
+    }
+
+    /// Number of distinct filters among the registrations.
+    #[cfg(test)]
+    pub(super) fn groups(&self) -> usize {
+        self.group_of.len()
     }
 
     /// Removes a registration by id (nothing if it is already gone).
@@ -154,6 +222,7 @@ impl Index {
             return;
         };
         self.by_id.remove(&s.reg.id);
+        self.leave_group(s.group);
         for k in s.keys {
             match k {
                 Key::Exact(t) => {
@@ -181,7 +250,7 @@ impl Index {
 
     /// Offers one committed event to the registrations that match it. A registration whose
     /// queue is full (in events or bytes) is dropped: its cursor drains what it has and goes
-    /// back to the log. Returns how many registrations were tested.
+    /// back to the log. Returns how many filters were tested.
     pub(super) fn offer(&mut self, ev: &Arc<Committed>) -> usize {
         let mut cands = std::mem::take(&mut self.candidates);
         cands.clear();
@@ -210,9 +279,19 @@ impl Index {
                 continue;
             }
             s.stamp = ev.seq;
-            tested += 1;
             let r = &s.reg;
-            if ev.seq <= r.from || !r.filter.matches(ev) {
+            if ev.seq <= r.from {
+                continue;
+            }
+            let Some(group) = self.groups.get_mut(s.group).and_then(Option::as_mut) else {
+                continue;
+            };
+            if group.stamp != ev.seq {
+                group.stamp = ev.seq;
+                group.matched = group.filter.matches(ev);
+                tested += 1;
+            }
+            if !group.matched {
                 continue;
             }
             let len = ev.json.len();
@@ -236,5 +315,86 @@ impl Index {
             self.remove_slot(slot);
         }
         tested
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Severity;
+    use tokio::sync::mpsc;
+
+    fn ev(seq: u64, kind: &str, severity: Severity) -> Arc<Committed> {
+        Arc::new(Committed {
+            seq,
+            tenant: "t".into(),
+            id: format!("e{seq}"),
+            time_us: 0,
+            kind: kind.into(),
+            source: "api".into(),
+            category: None,
+            severity,
+            subject: None,
+            tags: Vec::new(),
+            json: bytes::Bytes::from_static(b"{}"),
+            frames: Default::default(),
+        })
+    }
+
+    fn reg(id: u64, filter: serde_json::Value) -> (Reg, mpsc::Receiver<Arc<Committed>>) {
+        let (tx, rx) = mpsc::channel(64);
+        let filter = Filter::from_json(&filter).expect("a valid filter");
+        let reg = Reg {
+            id,
+            from: 0,
+            filter: Arc::new(filter),
+            tx,
+            bytes: Arc::default(),
+            max_bytes: 1 << 20,
+        };
+        (reg, rx)
+    }
+
+    fn seqs(rx: &mut mpsc::Receiver<Arc<Committed>>) -> Vec<u64> {
+        std::iter::from_fn(|| rx.try_recv().ok().map(|e| e.seq)).collect()
+    }
+
+    #[test]
+    fn equal_filters_are_tested_once_per_event_and_each_reader_gets_its_events() {
+        let mut index = Index::default();
+        let same = serde_json::json!({"type": ["site.*"], "severity": "warning"});
+        let (a, mut ra) = reg(1, same.clone());
+        let (b, mut rb) = reg(2, same);
+        let (c, mut rc) = reg(3, serde_json::json!({"type": ["site.*"]}));
+        let (d, mut rd) = reg(4, serde_json::json!({"type": ["*.deleted"]}));
+        for r in [a, b, c, d] {
+            index.insert(r);
+        }
+        assert_eq!(index.groups(), 3, "the two equal filters share a group");
+
+        // site.created: the two `site.*` groups are tested, the fallback one too.
+        assert_eq!(index.offer(&ev(1, "site.created", Severity::Error)), 3);
+        assert_eq!(index.offer(&ev(2, "site.deleted", Severity::Info)), 3);
+        assert_eq!(index.offer(&ev(3, "user.deleted", Severity::Error)), 1);
+        assert_eq!(seqs(&mut ra), [1]);
+        assert_eq!(seqs(&mut rb), [1]);
+        assert_eq!(seqs(&mut rc), [1, 2]);
+        assert_eq!(seqs(&mut rd), [2, 3]);
+
+        // A group lives as long as one of its members.
+        index.remove(1);
+        assert_eq!(index.groups(), 3);
+        assert_eq!(index.offer(&ev(4, "site.updated", Severity::Critical)), 3);
+        assert_eq!(seqs(&mut ra), Vec::<u64>::new());
+        assert_eq!(seqs(&mut rb), [4]);
+        index.remove(2);
+        assert_eq!(index.groups(), 2);
+        // Its slot and group are reused by the next registration.
+        let (e, mut re) = reg(5, serde_json::json!({"type": ["site.*"]}));
+        index.insert(e);
+        assert_eq!(index.groups(), 2);
+        index.offer(&ev(5, "site.created", Severity::Info));
+        assert_eq!(seqs(&mut rc), [4, 5]);
+        assert_eq!(seqs(&mut re), [5]);
     }
 }
