@@ -24,11 +24,18 @@ use crate::monitor::ConnInfo;
 use crate::service::replays::Replay;
 use crate::state::{AppState, ConnGuard};
 
-/// One `subscribe` of the connection: the task over its cursor, and what stops it. (Not a
-/// webhook subscription, nor GraphQL's `Subscription` type: a live reader on this socket.)
+/// One `subscribe` of the connection: the task over its cursor. (Not a webhook
+/// subscription, nor GraphQL's `Subscription` type: a live reader on this socket.)
 pub(super) struct LiveSub {
-    pub(super) cancel: CancellationToken,
     pub(super) task: JoinHandle<()>,
+}
+
+impl LiveSub {
+    /// Stops the task and waits until it is gone: nothing of it is queued after this.
+    pub(super) async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
 }
 
 /// One `/v1/ws` connection: its credential (replaced by `auth`), its outbound queue, and
@@ -67,13 +74,18 @@ impl Conn {
             last_seen.clone(),
             started,
         ));
-        let welcome = json!({
-            "op": "welcome",
-            "session": uuid::Uuid::now_v7().to_string(),
-            "tenant": principal.tenant,
-            "head": state.hub.head(),
-            "heartbeat_ms": state.settings.heartbeat.as_millis() as u64,
-        });
+        // Built and dropped here: a value alive across the awaits below would be stored in
+        // this task for the connection's whole life.
+        let welcome = text(
+            json!({
+                "op": "welcome",
+                "session": uuid::Uuid::now_v7().to_string(),
+                "tenant": principal.tenant,
+                "head": state.hub.head(),
+                "heartbeat_ms": state.settings.heartbeat.as_millis() as u64,
+            })
+            .to_string(),
+        );
         let mut conn = Conn {
             state,
             principal,
@@ -84,24 +96,29 @@ impl Conn {
             cancel,
             info: guard.info().clone(),
         };
-        if conn.out.send(text(welcome.to_string())).await.is_ok() {
+        if conn.out.send(welcome).await.is_ok() {
             conn.read_loop(&mut stream, &last_seen, started).await;
         }
-        for (_, (replay, task)) in conn.replays.drain() {
-            replay.stop();
-            let _ = task.await;
-        }
-        for (_, sub) in conn.subs.drain() {
-            sub.cancel.cancel();
-            let _ = sub.task.await;
-        }
-        if let Some((tx, task)) = conn.publisher.take() {
-            drop(tx);
-            let _ = task.await;
-        }
+        conn.stop_tasks().await;
         drop(conn.out);
         let _ = writer.await;
         drop(guard);
+    }
+
+    /// Ends every task the connection's ops started and waits for each: nothing of theirs
+    /// is queued after this.
+    pub(super) async fn stop_tasks(&mut self) {
+        for (_, (replay, task)) in self.replays.drain() {
+            replay.stop();
+            let _ = task.await;
+        }
+        for (_, sub) in self.subs.drain() {
+            sub.stop().await;
+        }
+        if let Some((tx, task)) = self.publisher.take() {
+            drop(tx);
+            let _ = task.await;
+        }
     }
 
     async fn read_loop(

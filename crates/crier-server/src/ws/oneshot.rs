@@ -53,18 +53,7 @@ pub async fn answer(state: AppState, principal: Principal, text: &str) -> Vec<St
     };
     let answer = conn.handle(text).await;
     conn.cancel.cancel();
-    for (_, (replay, task)) in conn.replays.drain() {
-        replay.stop();
-        let _ = task.await;
-    }
-    for (_, sub) in conn.subs.drain() {
-        sub.cancel.cancel();
-        let _ = sub.task.await;
-    }
-    if let Some((tx, task)) = conn.publisher.take() {
-        drop(tx);
-        let _ = task.await;
-    }
+    conn.stop_tasks().await;
     drop(conn.out);
     let mut frames = reader.await.unwrap_or_default();
     if let Some(Message::Text(t)) = answer {

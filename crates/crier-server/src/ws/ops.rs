@@ -182,15 +182,8 @@ impl Conn {
                 Map::from_iter([("id".into(), id.into()), ("head".into(), head.into())]),
             ))
             .await;
-        let cancel = self.cancel.child_token();
-        let task = tokio::spawn(sub_loop(
-            id.to_string(),
-            cursor,
-            reader,
-            self.out.clone(),
-            cancel.clone(),
-        ));
-        self.subs.insert(id.to_string(), LiveSub { cancel, task });
+        let task = tokio::spawn(sub_loop(id.to_string(), cursor, reader, self.out.clone()));
+        self.subs.insert(id.to_string(), LiveSub { task });
         Ok(None)
     }
 
@@ -208,8 +201,7 @@ impl Conn {
             )
         })?;
         // Wait for the task to stop so no event of this subscription follows `unsubscribed`.
-        sub.cancel.cancel();
-        let _ = sub.task.await;
+        sub.stop().await;
         Ok(Some(reply(
             "unsubscribed",
             r,

@@ -19,24 +19,25 @@ use crate::service::publish::{admit, append, prepare, result_json};
 use crate::service::replays::{Pacer, Replay};
 use crate::state::AppState;
 
+/// Feeds one subscription's cursor into the connection's outbound queue until the writer
+/// is gone. Stopped by aborting its task (`unsubscribe`, the connection's end): it holds no
+/// state that must outlive an await, and so needs no cancellation token polled per event.
 pub(super) async fn sub_loop(
     id: String,
     mut cursor: Cursor,
     reader: ReaderSlot,
     out: mpsc::Sender<Message>,
-    cancel: CancellationToken,
 ) {
     let prefix = format!(
         "{{\"op\":\"event\",\"sub\":{},\"event\":",
         Value::from(id.as_str())
     );
+    // Looked up once, not per event.
+    let sent_total = metrics::counter!("crier_stream_events_sent_total", "transport" => "ws");
     loop {
         // Waiting on a live cursor with nothing buffered: caught up (lag 0).
         reader.waiting(cursor.is_live());
-        let item = tokio::select! {
-            _ = cancel.cancelled() => return,
-            item = cursor.next() => item,
-        };
+        let item = cursor.next().await;
         let sent = item.as_ref().ok().map(position_after);
         let frame = match item {
             Ok(CursorItem::Event(e)) => {
@@ -47,8 +48,7 @@ pub(super) async fn sub_loop(
                     tracing::error!(seq = e.seq, "stored event is not UTF-8; not sent");
                     continue;
                 };
-                metrics::counter!("crier_stream_events_sent_total", "transport" => "ws")
-                    .increment(1);
+                sent_total.increment(1);
                 Message::Text(frame)
             }
             Ok(CursorItem::Reset(r)) => {
@@ -71,9 +71,8 @@ pub(super) async fn sub_loop(
                 return;
             }
         };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = out.send(frame) => if r.is_err() { return },
+        if out.send(frame).await.is_err() {
+            return;
         }
         if let Some(seq) = sent {
             reader.delivered(seq);
@@ -175,8 +174,27 @@ pub(super) async fn write_loop(
 ) {
     let mut tick = tokio::time::interval(heartbeat);
     tick.tick().await;
+    // One wait on the token for the connection's life, not one made and dropped per frame.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         tokio::select! {
+            // A fixed order (no random start per wake), the token and the timer first, so a
+            // queue that never empties cannot starve them.
+            biased;
+            _ = &mut cancelled => {
+                let _ = sink.send(close_frame(1001, "server shutting down")).await;
+                break;
+            }
+            _ = tick.tick() => {
+                let idle = started.elapsed().as_millis() as u64 - last_seen.load(Ordering::Relaxed);
+                if idle > 2 * heartbeat.as_millis() as u64 + 1000 {
+                    tracing::debug!("closing an unresponsive websocket");
+                    let _ = sink.send(close_frame(1001, "no answer to pings")).await;
+                    break;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() { break }
+            },
             msg = rx.recv() => match msg {
                 Some(m) => {
                     // Queue what is waiting and flush once: one write for a burst of frames.
@@ -195,19 +213,6 @@ pub(super) async fn write_loop(
                 }
                 None => { let _ = sink.send(close_frame(1000, "bye")).await; break }
             },
-            _ = tick.tick() => {
-                let idle = started.elapsed().as_millis() as u64 - last_seen.load(Ordering::Relaxed);
-                if idle > 2 * heartbeat.as_millis() as u64 + 1000 {
-                    tracing::debug!("closing an unresponsive websocket");
-                    let _ = sink.send(close_frame(1001, "no answer to pings")).await;
-                    break;
-                }
-                if sink.send(Message::Ping(Default::default())).await.is_err() { break }
-            },
-            _ = cancel.cancelled() => {
-                let _ = sink.send(close_frame(1001, "server shutting down")).await;
-                break;
-            }
         }
     }
     // Ends the closing handshake: after a close frame of the peer the library only queued its
