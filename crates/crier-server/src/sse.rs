@@ -22,7 +22,7 @@ use axum::response::Response;
 use bytes::BytesMut;
 use crier_core::{Cursor, CursorItem};
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::auth::{narrow, read_scope, Auth};
 use crate::error::ApiError;
@@ -39,8 +39,14 @@ struct SseState {
     cursor: Cursor,
     out: VecDeque<Bytes>,
     heartbeat: Duration,
+    /// Fires a heartbeat after `heartbeat` without a write. Re-armed when it fires, not per
+    /// event: an event only moves `last_write`.
     ping: Pin<Box<Sleep>>,
-    shutdown: CancellationToken,
+    last_write: Instant,
+    /// The hub's shutdown, waited on through a token of the stream's own: one registration
+    /// for the stream's life, polled without a lock that other streams share.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    sent_total: metrics::Counter,
     /// When the credential ends, so does the stream (the client reconnects with a fresh one).
     lifetime: Lifetime,
     done: bool,
@@ -107,7 +113,7 @@ impl SseState {
             self.reader.waiting(self.cursor.is_live());
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => self.done = true,
+                _ = self.shutdown.as_mut() => self.done = true,
                 // Before the cursor: a stream full of ready events still notices the end.
                 ended = self.lifetime.ended() => {
                     self.out.push_back(Bytes::from_static(ended.sse_comment()));
@@ -116,8 +122,8 @@ impl SseState {
                 item = self.cursor.next() => match item {
                     Ok(first) => {
                         let events = self.frame(first);
-                        metrics::counter!("crier_stream_events_sent_total", "transport" => "sse").increment(events);
-                        self.ping.as_mut().reset(Instant::now() + self.heartbeat);
+                        self.sent_total.increment(events);
+                        self.last_write = Instant::now();
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "SSE stream ended: the log could not be read");
@@ -125,8 +131,15 @@ impl SseState {
                     }
                 },
                 _ = self.ping.as_mut() => {
-                    self.out.push_back(Bytes::from_static(b": ping\n\n"));
-                    self.ping.as_mut().reset(Instant::now() + self.heartbeat);
+                    let now = Instant::now();
+                    let due = self.last_write + self.heartbeat;
+                    if now >= due {
+                        self.out.push_back(Bytes::from_static(b": ping\n\n"));
+                        self.last_write = now;
+                        self.ping.as_mut().reset(now + self.heartbeat);
+                    } else {
+                        self.ping.as_mut().reset(due);
+                    }
                 }
             }
         }
@@ -180,7 +193,9 @@ pub async fn stream(
         out,
         heartbeat,
         ping: Box::pin(tokio::time::sleep(heartbeat)),
-        shutdown: state.shutdown.clone(),
+        last_write: Instant::now(),
+        shutdown: Box::pin(state.shutdown.child_token().cancelled_owned()),
+        sent_total: metrics::counter!("crier_stream_events_sent_total", "transport" => "sse"),
         lifetime: Lifetime::new(&state, &principal),
         done: false,
         reader,

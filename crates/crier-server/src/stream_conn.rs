@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use axum::Router;
@@ -252,12 +252,21 @@ where
 
     let mut frames = body.into_data_stream();
     let mut out = head;
+    // A chunk taken while waiting and not yet written.
+    let mut taken: Option<Bytes> = None;
     let mut ended = false;
     loop {
-        // Everything already produced goes out in one write.
+        // Everything already produced goes out in one write. A lone chunk (the live case)
+        // is written around its shared bytes, without a copy or a buffer.
+        let mut lone = taken.take().filter(|_| out.is_empty());
         while !ended && out.len() < WRITE_BATCH {
             match frames.next().now_or_never() {
-                Some(Some(Ok(data))) => push(&mut out, &data, chunked),
+                Some(Some(Ok(data))) => {
+                    if let Some(first) = lone.take() {
+                        push(&mut out, &first, chunked);
+                    }
+                    push(&mut out, &data, chunked);
+                }
                 Some(Some(Err(e))) => return Err(io::Error::other(e)),
                 Some(None) => {
                     ended = true;
@@ -266,13 +275,17 @@ where
                 None => break,
             }
         }
-        if ended && chunked {
-            out.extend_from_slice(b"0\r\n\r\n");
+        let last: &[u8] = if ended && chunked { b"0\r\n\r\n" } else { b"" };
+        match lone {
+            Some(data) if !data.is_empty() => write_chunk(io, &data, chunked, last).await?,
+            _ => {
+                out.extend_from_slice(last);
+                if !out.is_empty() {
+                    io.write_all(&out).await?;
+                }
+            }
         }
-        if !out.is_empty() {
-            io.write_all(&out).await?;
-            io.flush().await?;
-        }
+        io.flush().await?;
         if ended {
             return Ok(());
         }
@@ -291,11 +304,52 @@ where
             }
         };
         match next {
-            Some(Ok(data)) => push(&mut out, &data, chunked),
+            Some(Ok(data)) => taken = Some(data),
             Some(Err(e)) => return Err(io::Error::other(e)),
             None => ended = true,
         }
     }
+}
+
+/// Writes one piece of body (framed as a chunk when `chunked`) followed by `last`, straight
+/// from its bytes: one vectored write when the socket takes it all.
+async fn write_chunk<I>(io: &mut I, data: &[u8], chunked: bool, last: &[u8]) -> io::Result<()>
+where
+    I: AsyncWrite + Unpin,
+{
+    let mut size = [0u8; 20];
+    let size_len = if chunked {
+        let mut w = &mut size[..];
+        // At most 16 hex digits and CRLF: it fits.
+        let _ = write!(w, "{:x}\r\n", data.len());
+        20 - w.len()
+    } else {
+        0
+    };
+    let crlf: &[u8] = if chunked { b"\r\n" } else { b"" };
+    let parts: [&[u8]; 4] = [&size[..size_len], data, crlf, last];
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut done = 0;
+    while done < total {
+        let mut slices = [io::IoSlice::new(&[]); 4];
+        let mut n = 0;
+        let mut skip = done;
+        for p in parts {
+            if skip >= p.len() {
+                skip -= p.len();
+                continue;
+            }
+            slices[n] = io::IoSlice::new(&p[skip..]);
+            skip = 0;
+            n += 1;
+        }
+        let wrote = io.write_vectored(&slices[..n]).await?;
+        if wrote == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        done += wrote;
+    }
+    Ok(())
 }
 
 /// Appends one piece of body, framed as an HTTP/1.1 chunk when `chunked`.
@@ -424,6 +478,24 @@ mod tests {
         assert!(!may_be_stream(b"POST"));
         assert!(!may_be_stream(b"GET /v1/events"));
         assert!(!may_be_stream(b"GET /healthz"));
+    }
+
+    #[tokio::test]
+    async fn a_lone_chunk_is_written_whole_across_partial_writes() {
+        // A Vec takes one slice per vectored write: every part goes through the resume logic.
+        let mut out = Vec::new();
+        write_chunk(&mut out, &[b'x'; 26], true, b"0\r\n\r\n")
+            .await
+            .expect("a Vec takes every write");
+        assert_eq!(
+            out,
+            [b"1a\r\n".as_slice(), &[b'x'; 26], b"\r\n0\r\n\r\n"].concat()
+        );
+        let mut raw = Vec::new();
+        write_chunk(&mut raw, b"data: {}\n\n", false, b"")
+            .await
+            .expect("a Vec takes every write");
+        assert_eq!(raw, b"data: {}\n\n");
     }
 
     #[test]
