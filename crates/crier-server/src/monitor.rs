@@ -69,7 +69,8 @@ pub fn position_after(item: &CursorItem) -> u64 {
 /// or GraphQL socket.
 pub struct Reader {
     id: Option<String>,
-    filter: Value,
+    /// The cursor's own filter, shared: rendered only when the registry is listed.
+    filter: Arc<Filter>,
     delivered: AtomicU64,
     waiting: AtomicBool,
 }
@@ -102,7 +103,7 @@ impl Reader {
     fn to_json(&self, head: u64) -> Value {
         json!({
             "id": self.id,
-            "filter": self.filter,
+            "filter": self.filter.to_json(),
             "delivered_seq": self.delivered.load(Ordering::Relaxed),
             "lag": self.lag(head),
         })
@@ -192,10 +193,15 @@ impl ConnInfo {
     }
 
     /// Adds a reader with `filter`, starting at `start` (its cursor's position when opened).
-    pub fn reader(self: &Arc<Self>, id: Option<&str>, filter: &Filter, start: u64) -> ReaderSlot {
+    pub fn reader(
+        self: &Arc<Self>,
+        id: Option<&str>,
+        filter: &Arc<Filter>,
+        start: u64,
+    ) -> ReaderSlot {
         let reader = Arc::new(Reader {
             id: id.map(str::to_string),
-            filter: filter.to_json(),
+            filter: filter.clone(),
             delivered: AtomicU64::new(start),
             waiting: AtomicBool::new(false),
         });
