@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+use crier_testkit::checks::pg_schema;
 use crier_testkit::http::{check, Row};
-use crier_testkit::services::{drop_schema, pg_reachable};
+use crier_testkit::services::drop_schema;
 use crier_testkit::{Hub, Sse};
 use serde_json::{json, Value};
 
@@ -374,11 +375,9 @@ async fn rest_paths_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_paths_on_postgres() {
-    if !pg_reachable("the PostgreSQL entity tests").await {
+    let Some(schema) = pg_schema("the PostgreSQL entity tests", "crier_ent").await else {
         return;
-    }
-    let schema = format!("crier_ent_{}", std::process::id());
-    drop_schema(&schema).await;
+    };
     rest_paths(Backend::Postgres, &schema).await;
     drop_schema(&schema).await;
 }
