@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crier_testkit::checks::expect;
+use crier_testkit::http::check;
 use crier_testkit::{Hub, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -23,34 +25,12 @@ async fn start() -> Hub {
 }
 
 async fn gql(hub: &Hub, tok: &str, query: &str, variables: Value) -> Value {
-    let res = hub
-        .http
-        .post(hub.url("/graphql"))
-        .bearer_auth(tok)
-        .json(&json!({"query": query, "variables": variables}))
-        .send()
-        .await
-        .expect("POST /graphql");
-    assert_eq!(res.status(), 200);
-    res.json().await.expect("json")
+    let body = json!({"query": query, "variables": variables});
+    expect(hub, "POST", "/graphql", tok, Some(&body), 200, "").await
 }
 
 fn err_code(v: &Value) -> &str {
     v["errors"][0]["extensions"]["code"].as_str().unwrap_or("")
-}
-
-async fn rest(
-    hub: &Hub,
-    tok: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> u16 {
-    let mut req = hub.http.request(method, hub.url(path)).bearer_auth(tok);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    req.send().await.expect("request").status().as_u16()
 }
 
 /// A tenant's events without the fields that differ between two equal histories.
@@ -75,90 +55,21 @@ async fn shape(hub: &Hub, tenant: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutations_emit_the_same_events_as_rest() {
     let hub = start().await;
-    use reqwest::Method;
     // Tenant "rest" through REST...
     let r = token("rest", "publisher");
-    assert_eq!(
-        rest(
-            &hub,
-            &r,
-            Method::PUT,
-            "/v1/entities/site/nyc",
-            Some(json!({"name": "NYC", "floors": 3}))
-        )
-        .await,
-        201
-    );
-    assert_eq!(
-        rest(
-            &hub,
-            &r,
-            Method::PATCH,
-            "/v1/entities/site/nyc",
-            Some(json!({"floors": null}))
-        )
-        .await,
-        200
-    );
-    assert_eq!(
-        rest(
-            &hub,
-            &r,
-            Method::PUT,
-            "/v1/entities/site/nyc",
-            Some(json!({"name": "NYC"}))
-        )
-        .await,
-        200
-    );
-    assert_eq!(
-        rest(
-            &hub,
-            &r,
-            Method::PUT,
-            "/v1/entities/group/ops",
-            Some(json!({}))
-        )
-        .await,
-        201
-    );
-    assert_eq!(
-        rest(
-            &hub,
-            &r,
-            Method::PUT,
-            "/v1/links/in/site/nyc/group/ops",
-            Some(json!({"w": 1}))
-        )
-        .await,
-        201
-    );
-    assert_eq!(
-        rest(
-            &hub,
-            &r,
-            Method::PUT,
-            "/v1/links/owns/group/ops/site/nyc",
-            None
-        )
-        .await,
-        201
-    );
-    assert_eq!(
-        rest(
-            &hub,
-            &r,
-            Method::DELETE,
-            "/v1/links/owns/group/ops/site/nyc",
-            None
-        )
-        .await,
-        200
-    );
-    assert_eq!(
-        rest(&hub, &r, Method::DELETE, "/v1/entities/site/nyc", None).await,
-        200
-    );
+    let nyc = "/v1/entities/site/nyc";
+    let owns = "/v1/links/owns/group/ops/site/nyc";
+    #[rustfmt::skip]
+    check(&hub, &[
+        ("PUT", nyc, "", Some(r#"{"name": "NYC", "floors": 3}"#), &r, 201, ""),
+        ("PATCH", nyc, "", Some(r#"{"floors": null}"#), &r, 200, ""),
+        ("PUT", nyc, "", Some(r#"{"name": "NYC"}"#), &r, 200, ""),
+        ("PUT", "/v1/entities/group/ops", "", Some("{}"), &r, 201, ""),
+        ("PUT", "/v1/links/in/site/nyc/group/ops", "", Some(r#"{"w": 1}"#), &r, 201, ""),
+        ("PUT", owns, "", None, &r, 201, ""),
+        ("DELETE", owns, "", None, &r, 200, ""),
+        ("DELETE", nyc, "", None, &r, 200, ""),
+    ]).await;
     // ...and tenant "gql" through GraphQL, the same steps.
     let g = token("gql", "publisher");
     let steps = [
@@ -364,42 +275,15 @@ async fn errors_carry_codes_and_limits_hold() {
         "Subscription"
     );
     // Transport errors are the REST ones.
-    let res = hub
-        .http
-        .post(hub.url("/graphql"))
-        .json(&json!({"query": "{ entities(kind: \"x\") { id } }"}))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(res.status(), 401);
-    let res = hub
-        .http
-        .post(hub.url("/graphql"))
-        .bearer_auth(&w)
-        .header("content-type", "text/plain")
-        .body("{}")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(res.status(), 415);
-    let res = hub
-        .http
-        .post(hub.url("/graphql"))
-        .bearer_auth(&w)
-        .header("content-type", "application/json")
-        .body("{nope")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(res.status(), 400);
-    let res = hub
-        .http
-        .get(hub.url("/graphql"))
-        .bearer_auth(&w)
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(res.status(), 400);
+    let q = json!({"query": "{ entities(kind: \"x\") { id } }"}).to_string();
+    let g = "/graphql";
+    #[rustfmt::skip]
+    check(&hub, &[
+        ("POST", g, "", Some(&q), "", 401, ""),
+        ("POST", g, "content-type: text/plain", Some("{}"), &w, 415, ""),
+        ("POST", g, "content-type: application/json", Some("{nope"), &w, 400, ""),
+        ("GET", g, "", None, &w, 400, ""),
+    ]).await;
     hub.stop().await;
 }
 

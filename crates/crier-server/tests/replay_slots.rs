@@ -4,19 +4,13 @@
 
 use std::time::Duration;
 
+use crier_testkit::checks::{call, replay, stream};
 use crier_testkit::{Hub, WAIT};
 use serde_json::{json, Value};
 
 async fn create(hub: &Hub) -> (u16, Value) {
-    let res = hub
-        .http
-        .post(hub.url("/v1/replays"))
-        .json(&json!({"since": "2020-01-01T00:00:00Z", "speed": "max"}))
-        .send()
-        .await
-        .expect("create");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    let spec = json!({"since": "2020-01-01T00:00:00Z", "speed": "max"});
+    call(hub, "POST", "/v1/replays", "", Some(&spec)).await
 }
 
 async fn list(hub: &Hub) -> Vec<Value> {
@@ -92,27 +86,10 @@ async fn a_dropped_replay_stream_frees_its_slot() {
         {"type": "slow.b", "time": "2026-01-01T01:00:00Z"}
     ]))
     .await;
-    let res = hub
-        .http
-        .post(hub.url("/v1/replays"))
-        .json(
-            &json!({"since": "2025-12-31T00:00:00Z", "until": "2026-01-02T00:00:00Z", "speed": 1}),
-        )
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(res.status(), 201);
-    let id = res.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let stream = hub
-        .http
-        .get(hub.url(&format!("/v1/replays/{id}/stream")))
-        .send()
-        .await
-        .expect("stream");
-    let mut sse = crier_testkit::Sse::from_response(stream);
+    let spec =
+        json!({"since": "2025-12-31T00:00:00Z", "until": "2026-01-02T00:00:00Z", "speed": 1});
+    let id = replay(&hub, "", &spec).await;
+    let mut sse = stream(&hub, &format!("/v1/replays/{id}/stream"), "").await;
     let first = sse.next().await.expect("first event");
     assert_eq!(first.event, "slow.a");
     assert_eq!(create(&hub).await.0, 429, "the one slot is taken");
