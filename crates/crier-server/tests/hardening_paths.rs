@@ -7,9 +7,12 @@ mod harden;
 
 use std::time::Duration;
 
+use crier_testkit::checks::stream;
 use crier_testkit::Hub;
 use futures_util::SinkExt;
-use harden::{call, gql_recv, gql_ws, hub_with, post_json, token, ws, Receiver};
+use harden::{
+    call, gql_recv, gql_subscribe, gql_ws, hub_with, json_call, post_json, token, ws, Receiver,
+};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -211,15 +214,7 @@ async fn a_duplicate_publish_never_answers_the_stored_event() {
 
 /// Reads a replay stream to its end: the events' types, the raw text and the final status.
 async fn replay_stream(hub: &Hub, id: &str, token: &str) -> (Vec<String>, String, Value) {
-    let res = hub
-        .http
-        .get(hub.url(&format!("/v1/replays/{id}/stream")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(res.status(), 200);
-    let mut sse = crier_testkit::Sse::from_response(res);
+    let mut sse = stream(hub, &format!("/v1/replays/{id}/stream"), token).await;
     let mut types = Vec::new();
     let mut text = String::new();
     let mut done = Value::Null;
@@ -376,14 +371,7 @@ async fn every_other_read_path_holds_the_narrowing() {
         200
     );
     // SSE from the start.
-    let res = hub
-        .http
-        .get(hub.url("/v1/stream?after=0"))
-        .bearer_auth(&narrow)
-        .send()
-        .await
-        .expect("sse");
-    let mut sse = crier_testkit::Sse::from_response(res);
+    let mut sse = stream(&hub, "/v1/stream?after=0", &narrow).await;
     assert_eq!(sse.seqs(1).await, vec![2]);
     // WebSocket subscription and history op.
     let mut w = ws(&hub, &narrow).await;
@@ -394,14 +382,8 @@ async fn every_other_read_path_holds_the_narrowing() {
     let (_, v, text) = post_json(&hub, "/graphql", &narrow, q).await;
     assert_eq!(v["data"]["events"].as_array().map(Vec::len), Some(1), "{v}");
     no_secret("graphql events", &text);
-    let mut g = gql_ws(&hub, &narrow).await;
-    assert_eq!(gql_recv(&mut g).await["type"], "connection_ack");
-    g.send(Message::text(
-        json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { events(after: 0) { seq type } }"}})
-            .to_string(),
-    ))
-    .await
-    .expect("send");
+    let sub = "subscription { events(after: 0) { seq type } }";
+    let mut g = gql_subscribe(&hub, &narrow, sub).await;
     let first = gql_recv(&mut g).await;
     assert_eq!(
         first["payload"]["data"]["events"]["type"], "public.b",
@@ -422,14 +404,8 @@ async fn every_other_read_path_holds_the_narrowing() {
     assert_eq!(sse.seqs(1).await, vec![4]);
     // Entities: a value is read only with the right to read its created and updated events.
     let admin = token("root", "admin", None);
-    let (s, v, _) = call(
-        &hub,
-        "PUT",
-        "/v1/entities/vault/v1",
-        &admin,
-        Some(("application/json", json!({"pw": "hunter2"}).to_string())),
-    )
-    .await;
+    let secret = json!({"pw": "hunter2"});
+    let (s, v, _) = json_call(&hub, "PUT", "/v1/entities/vault/v1", &admin, secret).await;
     assert_eq!(s, 201, "{v}");
     for pats in [&["public.*"][..], &["vault.deleted"][..]] {
         let t = token("e", "subscriber", Some(pats));
@@ -448,14 +424,8 @@ async fn every_other_read_path_holds_the_narrowing() {
     );
     // A writer that may not read the kind learns the new version, not the merged value.
     let writer = token("w", "publisher", Some(NARROW));
-    let (s, v, text) = call(
-        &hub,
-        "PATCH",
-        "/v1/entities/vault/v1",
-        &writer,
-        Some(("application/json", json!({"note": "n"}).to_string())),
-    )
-    .await;
+    let note = json!({"note": "n"});
+    let (s, v, text) = json_call(&hub, "PATCH", "/v1/entities/vault/v1", &writer, note).await;
     assert_eq!(s, 200, "{text}");
     assert_eq!(v["version"], 2, "{text}");
     assert!(
