@@ -1,6 +1,7 @@
 //! The HTTP API over a real socket: publishing in every format, history, lookups, and every
 //! bad input of §1–§3 with its status and message.
 
+use crier_testkit::checks::{metrics, request, status_json};
 use crier_testkit::{ev, Hub};
 use serde_json::{json, Value};
 
@@ -348,15 +349,9 @@ async fn bad_inputs_get_status_and_message() {
         assert_eq!(s, status, "{path}: {v}");
         assert_eq!(v["error"]["code"], code, "{path}: {v}");
     }
-    let res = hub
-        .http
-        .get(hub.url("/v1/stream"))
-        .header("Last-Event-ID", "seven")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 400);
-    let v: Value = res.json().await.unwrap();
+    let req = request(&hub, "GET", "/v1/stream", "", None).header("Last-Event-ID", "seven");
+    let (s, v) = status_json(req).await;
+    assert_eq!(s, 400);
     assert_eq!(v["error"]["code"], "invalid_cursor");
     assert_eq!(
         hub.history_seqs("").await,
@@ -400,15 +395,7 @@ async fn operational_endpoints() {
             "openapi.json describes {path}"
         );
     }
-    let text = hub
-        .http
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics(&hub, "").await;
     for name in [
         "crier_events_published_total",
         "crier_log_append_seconds_bucket",
