@@ -1,6 +1,7 @@
 //! Property: random events across random tenants, random subscribers on every path; no
 //! subscriber ever sees, counts or can fetch another tenant's event.
 
+use crier_testkit::checks::{answered, call, request};
 use crier_testkit::Hub;
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -19,20 +20,13 @@ async fn check(events: Vec<(usize, usize)>, subscribers: Vec<(usize, Option<usiz
     })
     .await;
     let admin = token("ops", "admin");
-    let batch: Vec<Value> = events
+    let batch: Value = events
         .iter()
         .enumerate()
         .map(|(i, (t, ty))| json!({"type": TYPES[*ty], "tenant": TENANTS[*t], "id": format!("e{i}")}))
         .collect();
-    let res = hub
-        .http
-        .post(hub.url("/v1/events"))
-        .bearer_auth(&admin)
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 201);
+    let publish = request(&hub, "POST", "/v1/events", &admin, Some(&batch));
+    answered(publish, 201).await;
     // Every stored event as (tenant, type, id), sentinels included as they are added.
     let mut log: Vec<(usize, usize, String)> = events
         .iter()
@@ -123,25 +117,13 @@ async fn check(events: Vec<(usize, usize)>, subscribers: Vec<(usize, Option<usiz
             if *other != tenant {
                 let id = format!("x{k}-{}", log.len());
                 let e = json!({"type": TYPES[sentinel], "tenant": other, "id": id});
-                hub.http
-                    .post(hub.url("/v1/events"))
-                    .bearer_auth(&admin)
-                    .json(&e)
-                    .send()
-                    .await
-                    .unwrap();
+                call(&hub, "POST", "/v1/events", &admin, Some(&e)).await;
                 log.push((k, sentinel, id));
             }
         }
         let own = format!("own-{t}-{}", log.len());
         let e = json!({"type": TYPES[sentinel], "tenant": tenant, "id": own});
-        hub.http
-            .post(hub.url("/v1/events"))
-            .bearer_auth(&admin)
-            .json(&e)
-            .send()
-            .await
-            .unwrap();
+        call(&hub, "POST", "/v1/events", &admin, Some(&e)).await;
         log.push((t, sentinel, own.clone()));
         let mut expected = want.clone();
         expected.push(own);

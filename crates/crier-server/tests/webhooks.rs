@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use base64::Engine;
+use crier_testkit::checks::call;
 use crier_testkit::Hub;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -130,17 +131,7 @@ async fn hook_hub(backoff: &[u64], on_dead_skip: bool) -> Hub {
 }
 
 async fn post(hub: &Hub, path: &str, body: Value) -> (u16, Value) {
-    let res = hub
-        .http
-        .post(hub.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (
-        res.status().as_u16(),
-        res.json().await.unwrap_or(Value::Null),
-    )
+    call(hub, "POST", path, "", Some(&body)).await
 }
 
 async fn sub_status(hub: &Hub, id: &str, want: &str) -> Value {
@@ -397,27 +388,10 @@ async fn subscription_crud_and_validation() {
         (v["name"].as_str(), v["filter"]["severity"].as_str()),
         (Some("renamed"), Some("error"))
     );
-    assert_eq!(
-        hub.http
-            .delete(hub.url(&format!("/v1/subscriptions/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        204
-    );
-    assert_eq!(hub.get(&format!("/v1/subscriptions/{id}")).await.0, 404);
-    assert_eq!(
-        hub.http
-            .delete(hub.url(&format!("/v1/subscriptions/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        404
-    );
+    let path = format!("/v1/subscriptions/{id}");
+    assert_eq!(call(&hub, "DELETE", &path, "", None).await.0, 204);
+    assert_eq!(hub.get(&path).await.0, 404);
+    assert_eq!(call(&hub, "DELETE", &path, "", None).await.0, 404);
 }
 
 #[tokio::test]

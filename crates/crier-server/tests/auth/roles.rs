@@ -1,6 +1,7 @@
 //! What each role may do, that the tenant and actor come from the credential, that narrowed
 //! tokens cannot widen, and that subscriptions, replays and stats are scoped to a tenant.
 
+use crier_testkit::checks::texts;
 use crier_testkit::http::{check, Row};
 use crier_testkit::Hub;
 use serde_json::json;
@@ -128,12 +129,7 @@ async fn narrowed_tokens_cannot_widen() {
         ("POST", "/v1/events", "", Some(r#"{"type":"site.moved"}"#), &narrow, 201, ""),
     ];
     let a = check(&hub, rows).await;
-    let types: Vec<&str> = a[0].body["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["type"].as_str())
-        .collect();
+    let types = texts(&a[0].body, "events", "type");
     assert_eq!(types, vec!["site.created", "site.deleted"]);
     assert_eq!(a[1].body["events"], json!([]));
     let mut ws = ws_connect(&hub, &narrow).await.expect("connect");

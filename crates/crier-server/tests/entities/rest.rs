@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crier_testkit::checks::pg_schema;
+use crier_testkit::checks::{pg_schema, texts};
 use crier_testkit::http::{check, Row};
 use crier_testkit::services::drop_schema;
 use crier_testkit::{Hub, Sse};
@@ -314,12 +314,7 @@ async fn roles_and_tenants(hub: &Hub, sub: &str) {
         json!({"name": "New York"}),
         "acme's site is untouched"
     );
-    let subjects: Vec<&str> = a[9].body["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["subject"].as_str())
-        .collect();
+    let subjects = texts(&a[9].body, "events", "subject");
     assert_eq!(subjects, ["site/nyc"], "beta sees only its own change");
 }
 
