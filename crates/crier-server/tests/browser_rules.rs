@@ -125,9 +125,9 @@ async fn no_auth_hub_refuses_simple_requests_and_foreign_origins() {
     let no = "origin_not_allowed";
     #[rustfmt::skip]
     check_raw(&hub, &[
-        ("POST", "/v1/subscriptions", vec![plain], &sub, 415, "unsupported_media_type"),
+        ("POST", "/v1/subscriptions", vec![plain], sub.as_str(), 415, "unsupported_media_type"),
         ("POST", "/v1/subscriptions", vec![form], "url=http://x", 415, "unsupported_media_type"),
-        ("POST", "/v1/subscriptions", vec![evil, json_ct], &sub, 403, no),
+        ("POST", "/v1/subscriptions", vec![evil, json_ct], sub.as_str(), 403, no),
         ("DELETE", "/v1/subscriptions/sub_x", vec![evil], "", 403, no),
         ("POST", "/v1/events", vec![("Origin", "null"), json_ct], r#"{"type":"x.null"}"#, 403, no),
     ]).await;
@@ -151,8 +151,8 @@ async fn no_auth_hub_refuses_simple_requests_and_foreign_origins() {
     check_raw(&hub, &[
         ("POST", e, vec![o, ("Content-Type", "application/json; charset=utf-8")], r#"{"type":"x.json"}"#, 201, ""),
         ("POST", e, vec![o, ("Content-Type", "application/x-ndjson")], "{\"type\":\"x.ndjson\"}\n", 201, ""),
-        ("POST", e, vec![o, ("Content-Type", "application/cloudevents+json")], &ce, 201, ""),
-        ("POST", e, vec![("Origin", &own_by_name), json_ct], r#"{"type":"x.named"}"#, 201, ""),
+        ("POST", e, vec![o, ("Content-Type", "application/cloudevents+json")], ce.as_str(), 201, ""),
+        ("POST", e, vec![("Origin", own_by_name.as_str()), json_ct], r#"{"type":"x.named"}"#, 201, ""),
         ("POST", e, vec![json_ct], r#"{"type":"x.server"}"#, 201, ""),
     ]).await;
 
@@ -199,7 +199,7 @@ async fn no_auth_hub_answers_loopback_hosts_only() {
         format!("[::1]:{port}"),
         "events.internal".into(),
     ] {
-        let (s, b) = raw(&hub, "GET", "/v1/events", &[("Host", &host)], "").await;
+        let (s, b) = raw(&hub, "GET", "/v1/events", &[("Host", host.as_str())], "").await;
         assert_eq!(s, 200, "{host}: {b}");
     }
     let near = [("Host", "127.0.0.1.evil.example")];
@@ -226,7 +226,10 @@ async fn allowed_origins_never_trust_host_for_the_same_origin() {
     let evil_origin = format!("http://evil.example:{port}");
     let evil_host = format!("evil.example:{port}");
     // The reported attack: Origin and Host name the same foreign site.
-    let forged = [("Origin", evil_origin.as_str()), ("Host", &evil_host)];
+    let forged = [
+        ("Origin", evil_origin.as_str()),
+        ("Host", evil_host.as_str()),
+    ];
     let own = format!("http://127.0.0.1:{port}");
     let no = "origin_not_allowed";
     for path in ["/v1/ws", "/graphql", "/app/browser-key?protocol=7"] {
@@ -234,7 +237,7 @@ async fn allowed_origins_never_trust_host_for_the_same_origin() {
         check_raw(&hub, &[
             ("GET", path, upgrade_headers(&[forged[0], forged[1], auth]), "", 403, no),
             ("GET", path, upgrade_headers(&[("Origin", "https://app.example"), auth]), "", 101, ""),
-            ("GET", path, upgrade_headers(&[("Origin", &own), auth]), "", 101, ""),
+            ("GET", path, upgrade_headers(&[("Origin", own.as_str()), auth]), "", 101, ""),
         ]).await;
     }
     // State-changing requests follow the same rule, before credentials are looked at. With
@@ -265,7 +268,7 @@ async fn public_url_is_the_hubs_own_origin() {
     #[rustfmt::skip]
     check_raw(&hub, &[
         ("GET", "/v1/ws", upgrade_headers(&[("Origin", "https://events.example.com"), auth]), "", 101, ""),
-        ("GET", "/v1/ws", upgrade_headers(&[("Origin", &listen), auth]), "", 403, "origin_not_allowed"),
+        ("GET", "/v1/ws", upgrade_headers(&[("Origin", listen.as_str()), auth]), "", 403, "origin_not_allowed"),
     ]).await;
     hub.stop().await;
 }

@@ -9,12 +9,8 @@ use std::time::Duration;
 
 use crier_testkit::checks::stream;
 use crier_testkit::Hub;
-use futures_util::SinkExt;
-use harden::{
-    call, gql_recv, gql_subscribe, gql_ws, hub_with, json_call, post_json, token, ws, Receiver,
-};
+use harden::{call, gql_recv, gql_subscribe, hub_with, json_call, post_json, token, ws, Receiver};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
 const NARROW: &[&str] = &["public.*"];
 

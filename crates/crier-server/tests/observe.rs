@@ -5,10 +5,10 @@
 
 mod logs;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crier_testkit::checks::{answered, request};
-use crier_testkit::{Hub, WAIT};
+use crier_testkit::Hub;
 use serde_json::json;
 
 /// A webhook receiver on loopback that answers every delivery with 500.
