@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crier_testkit::checks::pruned_to;
 use crier_testkit::{ev, Hub};
 use serde_json::{json, Value};
 
@@ -194,14 +195,7 @@ async fn retention_resets_readers_behind_it() {
         ))
         .await;
     assert_eq!(seqs.last(), Some(&20));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while hub.history_seqs("").await.len() > 5 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "retention did not prune"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pruned_to(&hub, 5).await;
     assert_eq!(hub.history_seqs("").await, (16..=20).collect::<Vec<_>>());
     let mut sse = hub.sse("after=3", None).await;
     let m = sse.next().await.unwrap();

@@ -204,3 +204,43 @@ pub async fn replay(hub: &Hub, credential: &str, spec: &Value) -> String {
     let v = expect(hub, "POST", "/v1/replays", credential, Some(spec), 201, "").await;
     v["id"].as_str().expect("replay id").to_string()
 }
+
+/// Calls `probe` every 20 ms until it answers `Ok`: its value. After `within` it fails with
+/// the last `Err`, which says what was awaited and what was seen instead.
+pub async fn eventually<T, P, F>(within: std::time::Duration, mut probe: P) -> T
+where
+    P: FnMut() -> F,
+    F: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(seen) => assert!(std::time::Instant::now() < deadline, "{seen}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Calls `holds` every 20 ms until it answers true; after `within` it fails saying `what`.
+pub async fn wait_until<P, F>(what: &str, within: std::time::Duration, mut holds: P)
+where
+    P: FnMut() -> F,
+    F: std::future::Future<Output = bool>,
+{
+    eventually(within, || {
+        let check = holds();
+        async move { check.await.then_some(()).ok_or_else(|| what.to_string()) }
+    })
+    .await
+}
+
+/// Waits (up to 10 s) until retention has pruned `hub`'s history to `keep` events or fewer.
+pub async fn pruned_to(hub: &Hub, keep: usize) {
+    wait_until(
+        "retention did not prune",
+        std::time::Duration::from_secs(10),
+        || async { hub.history_seqs("").await.len() <= keep },
+    )
+    .await
+}
