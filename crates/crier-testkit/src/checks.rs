@@ -244,3 +244,13 @@ pub async fn pruned_to(hub: &Hub, keep: usize) {
     )
     .await
 }
+
+/// Checks a `/readyz` body that reports an unwritable store: `store` is `not_writable` and
+/// the `reason` names `cause`.
+pub fn assert_not_writable(body: &Value, cause: &str) {
+    assert_eq!(body["store"], "not_writable", "{body}");
+    assert!(
+        body["reason"].as_str().is_some_and(|r| r.contains(cause)),
+        "the reason names the cause: {body}"
+    );
+}

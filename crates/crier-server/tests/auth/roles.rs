@@ -3,10 +3,9 @@
 
 use crier_testkit::checks::texts;
 use crier_testkit::http::{check, Row};
-use crier_testkit::Hub;
 use serde_json::json;
 
-use crate::{claims, hs, hs_hub, req, ws_connect, SECRET};
+use crate::{claims, hs, hs_hub, hs_hub_with, req, ws_connect};
 
 #[tokio::test]
 async fn role_table() {
@@ -147,11 +146,7 @@ async fn narrowed_tokens_cannot_widen() {
 
 #[tokio::test]
 async fn subscriptions_replays_and_stats_are_tenant_scoped() {
-    let hub = Hub::start_with(|s| {
-        crier_testkit::auth::with_hs256(s, SECRET);
-        s.webhooks.allow_private = true;
-    })
-    .await;
+    let hub = hs_hub_with(|s| s.webhooks.allow_private = true).await;
     let a = hs(&claims("pa", "acme", "publisher"));
     let b = hs(&claims("pb", "beta", "publisher"));
     let sub_a = hs(&claims("sa", "acme", "subscriber"));
