@@ -153,23 +153,12 @@ async fn mutations_emit_the_same_events_as_rest() {
         "after is exclusive: {v}"
     );
     assert_eq!(evs[0]["type"], "site.updated");
-    let v = gql(
-        &hub,
-        &token("rest", "subscriber"),
-        r#"{ entity(kind: "group", id: "ops") { id } }"#,
-        json!({}),
-    )
-    .await;
+    let ops = r#"{ entity(kind: "group", id: "ops") { id } }"#;
+    let v = gql(&hub, &token("rest", "subscriber"), ops, json!({})).await;
     assert_eq!(v["data"]["entity"]["id"], "ops");
 
     // Another tenant's entity does not exist here; publish works and answers the event.
-    let v = gql(
-        &hub,
-        &token("other", "admin"),
-        r#"{ entity(kind: "group", id: "ops") { id } }"#,
-        json!({}),
-    )
-    .await;
+    let v = gql(&hub, &token("other", "admin"), ops, json!({})).await;
     assert_eq!(v["data"]["entity"], Value::Null);
     let v = gql(&hub, &g, r#"mutation { publish(event: {type: "monitor.failed", severity: "error", tags: ["nyc"], data: {n: 1}}) { seq type severity tags data actor tenant source } }"#, json!({})).await;
     assert_eq!(v["data"]["publish"]["type"], "monitor.failed");

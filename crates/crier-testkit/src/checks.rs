@@ -254,3 +254,11 @@ pub fn assert_not_writable(body: &Value, cause: &str) {
         "the reason names the cause: {body}"
     );
 }
+
+/// Sends `req`: its status, its headers and its body as text.
+pub async fn raw(req: RequestBuilder) -> (u16, reqwest::header::HeaderMap, String) {
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    (status, headers, res.text().await.expect("body"))
+}

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crier_testkit::checks::{pg_schema, texts};
-use crier_testkit::http::{check, Row};
+use crier_testkit::http::{check, Answer, Row};
 use crier_testkit::services::drop_schema;
 use crier_testkit::{Hub, Sse};
 use serde_json::{json, Value};
@@ -14,18 +14,15 @@ use crate::{call, ids, start, stored, token, Backend};
 
 const NYC: &str = "/v1/entities/site/nyc";
 
+/// PUT `body` to site/nyc with the credential `w` and the precondition header `cond`.
+async fn put_nyc(hub: &Hub, w: &str, cond: &str, body: &str) -> Answer {
+    call(hub, "PUT", NYC, w, cond, Some(body)).await
+}
+
 /// Creates site/nyc, reads it and walks preconditions, merge patch and replace; the
 /// changes are seen on `stream`.
 async fn entity_lifecycle(hub: &Hub, stream: &mut Sse, w: &str, sub: &str) {
-    let r = call(
-        hub,
-        "PUT",
-        NYC,
-        w,
-        "if-none-match: *",
-        Some(r#"{"name":"NYC","floors":3}"#),
-    )
-    .await;
+    let r = put_nyc(hub, w, "if-none-match: *", r#"{"name":"NYC","floors":3}"#).await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.etag().as_deref(), Some("\"1\""));
     assert_eq!(r.body["kind"], "site");
@@ -73,15 +70,7 @@ async fn entity_lifecycle(hub: &Hub, stream: &mut Sse, w: &str, sub: &str) {
     );
 
     // The same value again: 200, same version, no event.
-    let r = call(
-        hub,
-        "PUT",
-        NYC,
-        w,
-        "if-match: 1",
-        Some(r#"{"floors":3,"name":"NYC"}"#),
-    )
-    .await;
+    let r = put_nyc(hub, w, "if-match: 1", r#"{"floors":3,"name":"NYC"}"#).await;
     assert_eq!((r.status, r.body["version"].as_i64()), (200, Some(1)));
     assert!(r.seqs().is_empty());
 
@@ -118,7 +107,7 @@ async fn entity_lifecycle(hub: &Hub, stream: &mut Sse, w: &str, sub: &str) {
     assert_eq!(e["data"]["version"], 3);
 
     // Replace drops fields not given.
-    let r = call(hub, "PUT", NYC, w, "", Some(r#"{"name":"New York"}"#)).await;
+    let r = put_nyc(hub, w, "", r#"{"name":"New York"}"#).await;
     assert_eq!((r.status, r.body["version"].as_i64()), (200, Some(4)));
     assert_eq!(r.body["value"], json!({"name": "New York"}));
     let e = stream.next().await.expect("event").json();

@@ -101,6 +101,11 @@ impl Receiver {
         Receiver { got, base }
     }
 
+    /// The receiver's URL for `/{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.base)
+    }
+
     /// The bodies posted to `/{path}`.
     pub fn bodies(&self, path: &str) -> Vec<String> {
         self.got
@@ -147,6 +152,17 @@ pub async fn gql_subscribe(hub: &Hub, token: &str, query: &str) -> Socket {
     let sub = json!({"id": "1", "type": "subscribe", "payload": {"query": query}});
     g.send(Message::text(sub.to_string())).await.expect("send");
     g
+}
+
+/// Sends `frame` on `w` and checks that the answer is an error with `code`.
+pub async fn ws_refused(w: &mut crier_testkit::Ws, frame: Value, code: &str) {
+    w.send(frame).await;
+    let m = w.recv().await;
+    assert_eq!(
+        (&m["op"], &m["code"]),
+        (&json!("error"), &json!(code)),
+        "{m}"
+    );
 }
 
 /// A `/v1/ws` socket authenticated by `?token=`.
