@@ -23,6 +23,12 @@ fn no_secret(what: &str, text: &str) {
     );
 }
 
+/// Creates a subscription of `body` with `tok`: the status and the answer.
+async fn subscribe(hub: &Hub, tok: &str, body: Value) -> (u16, Value) {
+    let (s, v, _) = post_json(hub, "/v1/subscriptions", tok, body).await;
+    (s, v)
+}
+
 async fn publish_as_admin(hub: &Hub, events: Value) {
     let admin = token("root", "admin", None);
     let (s, v, _) = post_json(hub, "/v1/events", &admin, events).await;
@@ -36,20 +42,13 @@ async fn webhook_subscriptions_keep_the_narrowing_of_whoever_made_or_changed_the
     let narrow = token("n", "publisher", Some(NARROW));
     let wide = token("w", "publisher", None);
     // Made by the narrowed credential with an empty filter: narrowed when stored.
-    let (s, mine, _) = post_json(
-        &hub,
-        "/v1/subscriptions",
-        &narrow,
-        json!({"webhook": {"url": rx.url("mine")}}),
-    )
-    .await;
+    let (s, mine) = subscribe(&hub, &narrow, json!({"webhook": {"url": rx.url("mine")}})).await;
     assert_eq!(s, 201, "{mine}");
     assert_eq!(mine["narrowed_to"], json!(["public.*"]), "{mine}");
     assert_eq!(mine["filter"], json!({}), "{mine}");
     // A filter wholly outside the credential's patterns: 403.
-    let (s, v, _) = post_json(
+    let (s, v) = subscribe(
         &hub,
-        "/v1/subscriptions",
         &narrow,
         json!({"filter": {"type": ["secret.*"]}, "webhook": {"url": rx.url("x")}}),
     )
@@ -60,13 +59,7 @@ async fn webhook_subscriptions_keep_the_narrowing_of_whoever_made_or_changed_the
         "{v}"
     );
     // Made wide, then pointed elsewhere by the narrowed credential: narrowed by the change.
-    let (s, theirs, _) = post_json(
-        &hub,
-        "/v1/subscriptions",
-        &wide,
-        json!({"webhook": {"url": rx.url("wide")}}),
-    )
-    .await;
+    let (s, theirs) = subscribe(&hub, &wide, json!({"webhook": {"url": rx.url("wide")}})).await;
     assert_eq!(s, 201, "{theirs}");
     assert_eq!(theirs["narrowed_to"], Value::Null);
     let id = theirs["id"].as_str().expect("id");
@@ -100,9 +93,8 @@ async fn webhook_subscriptions_keep_the_narrowing_of_whoever_made_or_changed_the
     }
     // Deliveries name events: a narrowed credential lists them only for a subscription
     // that reads nothing beyond its patterns.
-    let (s, other, _) = post_json(
+    let (s, other) = subscribe(
         &hub,
-        "/v1/subscriptions",
         &wide,
         json!({"webhook": {"url": rx.url("other")}, "paused": true}),
     )

@@ -30,6 +30,17 @@ async fn hub(heartbeat: Duration) -> Hub {
     .await
 }
 
+/// An API key of tenant `acme` with `role`, stored in `hub`'s database: a call that revokes
+/// it, and its secret.
+fn api_key(hub: &Hub, role: crier_core::Role, name: &str) -> (impl FnOnce(), String) {
+    let keys = crier_store::SqliteKeys::open(&hub.dir.join("crier.db")).expect("keys");
+    let (key, secret) = keys.create("acme", role, name).expect("key");
+    let revoke = move || {
+        keys.revoke(&key.id).expect("revoke");
+    };
+    (revoke, secret)
+}
+
 /// Publishes a `live.tick` every 50 ms until dropped, so streams always have events to send.
 struct Ticker(tokio::task::JoinHandle<()>);
 
@@ -176,14 +187,15 @@ async fn drain(res: reqwest::Response) -> usize {
     n
 }
 
-/// Runs the four transports' ends concurrently; each must end within `within`.
+/// Runs the four transports' ends concurrently; each must end within `within`, `/v1/ws`
+/// with 4001 and GraphQL with 4403.
 async fn all_end(
     within: Duration,
     sse: reqwest::Response,
     replay: reqwest::Response,
     mut ws: Socket,
     mut gql: Socket,
-) -> (u16, u16) {
+) {
     let started = Instant::now();
     let (s, r, w, g) = tokio::time::timeout(
         within,
@@ -198,10 +210,10 @@ async fn all_end(
     .expect("every open connection ended in time");
     assert!(s > 0 && r > 0, "the streams had started");
     assert!(started.elapsed() <= within);
-    (
-        w.0.expect("a /v1/ws close code"),
-        g.0.expect("a GraphQL close code"),
-    )
+    let ws_code = w.0.expect("a /v1/ws close code");
+    let gql_code = g.0.expect("a GraphQL close code");
+    assert_eq!(ws_code, 4001);
+    assert_eq!(gql_code, 4403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,19 +224,14 @@ async fn expired_jwt_ends_every_open_connection_while_events_flow() {
     let (s, r) = (sse(&hub, &token).await, slow_replay(&hub, &token).await);
     let (w, g) = (ws(&hub, &token).await, gql_ws(&hub, &token).await);
     // The heartbeat (30 s) is far away: only the token's `exp` can end them this soon.
-    let (ws_code, gql_code) = all_end(Duration::from_secs(8), s, r, w, g).await;
-    assert_eq!(ws_code, 4001);
-    assert_eq!(gql_code, 4403);
+    all_end(Duration::from_secs(8), s, r, w, g).await;
     hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_key_ends_every_open_connection_while_events_flow() {
     let hub = hub(Duration::from_millis(500)).await;
-    let keys = crier_store::SqliteKeys::open(&hub.dir.join("crier.db")).expect("keys");
-    let (key, secret) = keys
-        .create("acme", crier_core::Role::Subscriber, "reader")
-        .expect("key");
+    let (revoke, secret) = api_key(&hub, crier_core::Role::Subscriber, "reader");
     let _flow = ticker(&hub);
     let (s, r) = (sse(&hub, &secret).await, slow_replay(&hub, &secret).await);
     let (mut w, mut g) = (ws(&hub, &secret).await, gql_ws(&hub, &secret).await);
@@ -240,11 +247,9 @@ async fn revoked_key_ends_every_open_connection_while_events_flow() {
         .await
         .expect("an event before revocation");
     }
-    keys.revoke(&key.id).expect("revoke");
+    revoke();
     // Events keep flowing every 50 ms; a re-check each 500 ms heartbeat still ends them.
-    let (ws_code, gql_code) = all_end(Duration::from_secs(3), s, r, w, g).await;
-    assert_eq!(ws_code, 4001);
-    assert_eq!(gql_code, 4403);
+    all_end(Duration::from_secs(3), s, r, w, g).await;
     hub.stop().await;
 }
 
@@ -283,10 +288,7 @@ async fn stored(hub: &Hub, kind: &str) -> usize {
 async fn nothing_is_served_after_revocation_even_before_the_next_recheck() {
     // A heartbeat of a minute: the periodic re-check cannot be what stops these.
     let hub = hub(Duration::from_secs(60)).await;
-    let keys = crier_store::SqliteKeys::open(&hub.dir.join("crier.db")).expect("keys");
-    let (key, secret) = keys
-        .create("acme", crier_core::Role::Publisher, "writer")
-        .expect("key");
+    let (revoke, secret) = api_key(&hub, crier_core::Role::Publisher, "writer");
     let mut w = ws(&hub, &secret).await;
     let mut g = gql_ws(&hub, &secret).await;
     // Both sockets work while the key holds.
@@ -307,7 +309,7 @@ async fn nothing_is_served_after_revocation_even_before_the_next_recheck() {
     .expect("published");
     assert_eq!(stored(&hub, "before.ws").await, 1);
 
-    keys.revoke(&key.id).expect("revoke");
+    revoke();
     w.send(Message::text(
         json!({"op": "publish", "ref": "late", "event": {"type": "after.ws"}}).to_string(),
     ))
