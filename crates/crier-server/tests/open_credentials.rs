@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crier_testkit::auth::now;
+use crier_testkit::checks::{answered, get_status, replay, request};
 use crier_testkit::Hub;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -77,48 +78,22 @@ async fn slow_replay(hub: &Hub, token: &str) -> reqwest::Response {
     let events: Vec<Value> = (0..5)
         .map(|i| json!({"type": "old.tick", "time": t(i * 10)}))
         .collect();
-    let res = hub
-        .http
-        .post(hub.url("/v1/events"))
-        .bearer_auth(jwt("admin", 600))
-        .json(&events)
-        .send()
-        .await
-        .expect("publish");
-    assert_eq!(res.status(), 201);
-    let r: Value = hub
-        .http
-        .post(hub.url("/v1/replays"))
-        .bearer_auth(token)
-        .json(&json!({"filter": {"type": ["old.*"]}, "since": t(0), "until": t(100), "speed": 1}))
-        .send()
-        .await
-        .expect("replay")
-        .json()
-        .await
-        .expect("json");
-    let id = r["id"].as_str().expect("replay id");
-    let res = hub
-        .http
-        .get(hub.url(&format!("/v1/replays/{id}/stream")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("replay stream");
-    assert_eq!(res.status(), 200);
-    res
+    let admin = jwt("admin", 600);
+    let publish = request(
+        hub,
+        "POST",
+        "/v1/events",
+        &admin,
+        Some(&Value::from(events)),
+    );
+    answered(publish, 201).await;
+    let spec = json!({"filter": {"type": ["old.*"]}, "since": t(0), "until": t(100), "speed": 1});
+    let id = replay(hub, token, &spec).await;
+    get_status(hub, &format!("/v1/replays/{id}/stream"), token, 200).await
 }
 
 async fn sse(hub: &Hub, token: &str) -> reqwest::Response {
-    let res = hub
-        .http
-        .get(hub.url("/v1/stream"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(res.status(), 200);
-    res
+    get_status(hub, "/v1/stream", token, 200).await
 }
 
 async fn ws(hub: &Hub, token: &str) -> Socket {
