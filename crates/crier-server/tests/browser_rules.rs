@@ -91,6 +91,17 @@ fn with_auth(s: &mut crier_server::Settings) {
     crier_testkit::auth::with_hs256(s, SECRET);
 }
 
+/// A hub with credentials that allows the origin `https://app.example`; `tweak` adjusts the
+/// rest.
+async fn app_hub(tweak: impl FnOnce(&mut crier_server::Settings)) -> Hub {
+    Hub::start_with(|s| {
+        with_auth(s);
+        s.allowed_origins = vec!["https://app.example".into()];
+        tweak(s);
+    })
+    .await
+}
+
 fn with_pusher(s: &mut crier_server::Settings) {
     let cfg: crier_server::pusher::apps::PusherConfig = serde_json::from_value(json!({
         "apps": [{"id": "77", "key": "browser-key", "secret": "browser-secret-long-enough"}]
@@ -214,12 +225,7 @@ async fn no_auth_hub_answers_loopback_hosts_only() {
 
 #[tokio::test]
 async fn allowed_origins_never_trust_host_for_the_same_origin() {
-    let hub = Hub::start_with(|s| {
-        with_auth(s);
-        s.allowed_origins = vec!["https://app.example".into()];
-        with_pusher(s);
-    })
-    .await;
+    let hub = app_hub(with_pusher).await;
     let port = hub.addr.port();
     let bearer = format!("Bearer {}", admin_token());
     let auth = ("Authorization", bearer.as_str());
@@ -255,12 +261,7 @@ async fn allowed_origins_never_trust_host_for_the_same_origin() {
 
 #[tokio::test]
 async fn public_url_is_the_hubs_own_origin() {
-    let hub = Hub::start_with(|s| {
-        with_auth(s);
-        s.allowed_origins = vec!["https://app.example".into()];
-        s.public_url = Some("https://events.example.com".into());
-    })
-    .await;
+    let hub = app_hub(|s| s.public_url = Some("https://events.example.com".into())).await;
     let bearer = format!("Bearer {}", admin_token());
     let auth = ("Authorization", bearer.as_str());
     // The listen address is not the hub's origin once public_url names it.

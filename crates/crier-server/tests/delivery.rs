@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crier_testkit::checks::pruned_to;
+use crier_testkit::checks::{pruned_to, retention};
 use crier_testkit::{ev, Hub};
 use serde_json::{json, Value};
 
@@ -184,11 +184,7 @@ async fn cursor_above_head_resets_and_goes_live() {
 
 #[tokio::test]
 async fn retention_resets_readers_behind_it() {
-    let hub = Hub::start_with(|s| {
-        s.retention_max_events = Some(5);
-        s.retention_interval = Duration::from_millis(50);
-    })
-    .await;
+    let hub = Hub::start_with(|s| retention(s, 5, Duration::from_millis(50))).await;
     let seqs = hub
         .publish(Value::from(
             (0..20).map(|i| ev(&format!("t.{i}"))).collect::<Vec<_>>(),

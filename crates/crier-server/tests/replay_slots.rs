@@ -19,13 +19,18 @@ async fn list(hub: &Hub) -> Vec<Value> {
     v["replays"].as_array().expect("replays").clone()
 }
 
+/// A hub whose replays stop after `idle` without a reader, at most `max` per tenant.
+async fn slots_hub(idle: Duration, max: usize) -> Hub {
+    Hub::start_with(|s| {
+        s.limits.replay_idle_timeout = idle;
+        s.max_replays_per_tenant = max;
+    })
+    .await
+}
+
 #[tokio::test]
 async fn unstreamed_replays_stop_after_the_idle_timeout_and_free_their_slots() {
-    let hub = Hub::start_with(|s| {
-        s.limits.replay_idle_timeout = Duration::from_millis(800);
-        s.max_replays_per_tenant = 3;
-    })
-    .await;
+    let hub = slots_hub(Duration::from_millis(800), 3).await;
     hub.publish(json!([{"type": "a.b"}, {"type": "a.c"}])).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -75,11 +80,7 @@ async fn unstreamed_replays_stop_after_the_idle_timeout_and_free_their_slots() {
 
 #[tokio::test]
 async fn a_dropped_replay_stream_frees_its_slot() {
-    let hub = Hub::start_with(|s| {
-        s.limits.replay_idle_timeout = Duration::from_secs(600);
-        s.max_replays_per_tenant = 1;
-    })
-    .await;
+    let hub = slots_hub(Duration::from_secs(600), 1).await;
     // Events an hour apart: at speed 1 this replay would run for hours.
     hub.publish(json!([
         {"type": "slow.a", "time": "2026-01-01T00:00:00Z"},

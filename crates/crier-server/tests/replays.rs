@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crier_testkit::checks::{call, request};
+use crier_testkit::checks::{call, request, retention};
 use crier_testkit::{Hub, Sse};
 use serde_json::{json, Value};
 
@@ -245,11 +245,7 @@ async fn websocket_replay_ops() {
 
 #[tokio::test]
 async fn stats_match_what_was_published() {
-    let hub = Hub::start_with(|s| {
-        s.retention_max_events = Some(8);
-        s.retention_interval = Duration::from_secs(3600);
-    })
-    .await;
+    let hub = Hub::start_with(|s| retention(s, 8, Duration::from_secs(3600))).await;
     hub.publish(json!([
         {"type": "site.created", "category": "config", "severity": "info", "source": "dash"},
         {"type": "site.created", "category": "config", "severity": "warning", "source": "dash"},

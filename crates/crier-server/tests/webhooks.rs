@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use base64::Engine;
-use crier_testkit::checks::{call, eventually, pruned_to};
+use crier_testkit::checks::{call, eventually, pruned_to, retention};
 use crier_testkit::Hub;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -459,8 +459,7 @@ async fn a_subscription_behind_retention_records_it_and_continues() {
     let (rx, url) = Receiver::start(vec![], Answer::Status(200)).await;
     let hub = Hub::start_with(|s| {
         s.webhooks.allow_private = true;
-        s.retention_max_events = Some(5);
-        s.retention_interval = Duration::from_millis(50);
+        retention(s, 5, Duration::from_millis(50));
     })
     .await;
     let (_, sub) = post(

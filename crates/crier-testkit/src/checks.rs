@@ -262,3 +262,9 @@ pub async fn raw(req: RequestBuilder) -> (u16, reqwest::header::HeaderMap, Strin
     let headers = res.headers().clone();
     (status, headers, res.text().await.expect("body"))
 }
+
+/// Sets retention in `s`: keep at most `max` events, pruning every `every`.
+pub fn retention(s: &mut crier_server::Settings, max: u64, every: std::time::Duration) {
+    s.retention_max_events = Some(max);
+    s.retention_interval = every;
+}
