@@ -3,6 +3,7 @@
 //! GraphQL request holds at most `graphql_max_batch` operations, and complexity counts list
 //! sizes so aliases cannot multiply a query past the limit.
 
+use crier_testkit::checks::{call, get_status};
 use crier_testkit::Hub;
 use serde_json::{json, Value};
 
@@ -24,15 +25,7 @@ async fn loaded() -> (Hub, Vec<u64>) {
 }
 
 async fn gql(hub: &Hub, body: Value) -> (u16, Value) {
-    let res = hub
-        .http
-        .post(hub.url("/graphql"))
-        .json(&body)
-        .send()
-        .await
-        .expect("POST /graphql");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    call(hub, "POST", "/graphql", "", Some(&body)).await
 }
 
 fn code(v: &Value) -> String {
@@ -49,13 +42,8 @@ async fn a_history_page_stops_at_max_response_bytes_and_pages_on() {
     let mut got: Vec<u64> = Vec::new();
     let mut pages = 0;
     loop {
-        let res = hub
-            .http
-            .get(hub.url(&format!("/v1/events?limit=1000&after={after}")))
-            .send()
-            .await
-            .expect("history");
-        assert_eq!(res.status(), 200);
+        let page = format!("/v1/events?limit=1000&after={after}");
+        let res = get_status(&hub, &page, "", 200).await;
         let body = res.bytes().await.expect("body");
         assert!(
             body.len() <= BUDGET + 200,

@@ -1,6 +1,7 @@
 //! The HTTP API over a real socket: publishing in every format, history, lookups, and every
 //! bad input of §1–§3 with its status and message.
 
+use crier_testkit::checks::{metrics, request, status_json};
 use crier_testkit::{ev, Hub};
 use serde_json::{json, Value};
 
@@ -153,169 +154,48 @@ async fn bad_inputs_get_status_and_message() {
     })
     .await;
     let big = "x".repeat(2000);
-    let cases: Vec<(&str, String, &str, u16, &str)> = vec![
-        (
-            "not json",
-            "{".into(),
-            "application/json",
-            400,
-            "invalid_json",
-        ),
-        (
-            "a string",
-            "\"hi\"".into(),
-            "application/json",
-            400,
-            "invalid_json",
-        ),
-        (
-            "empty array",
-            "[]".into(),
-            "application/json",
-            400,
-            "empty_batch",
-        ),
-        (
-            "no type",
-            "{}".into(),
-            "application/json",
-            400,
-            "invalid_event",
-        ),
-        (
-            "unknown field",
-            json!({"type": "a", "colour": 1}).to_string(),
-            "application/json",
-            400,
-            "invalid_event",
-        ),
-        (
-            "seq given",
-            json!({"type": "a", "seq": 9}).to_string(),
-            "application/json",
-            400,
-            "invalid_event",
-        ),
-        (
-            "bad type",
-            json!({"type": "a b"}).to_string(),
-            "application/json",
-            400,
-            "invalid_event",
-        ),
-        (
-            "control char in type",
-            json!({"type": "a\u{1}"}).to_string(),
-            "application/json",
-            400,
-            "invalid_event",
-        ),
-        (
-            "control char in id",
-            json!({"type": "a", "id": "x\u{7f}"}).to_string(),
-            "application/json",
-            400,
-            "invalid_event",
-        ),
+    // Single JSON events refused as `invalid_event`, each for one reason.
+    let invalid = [
+        ("no type", json!({})),
+        ("unknown field", json!({"type": "a", "colour": 1})),
+        ("seq given", json!({"type": "a", "seq": 9})),
+        ("bad type", json!({"type": "a b"})),
+        ("control char in type", json!({"type": "a\u{1}"})),
+        ("control char in id", json!({"type": "a", "id": "x\u{7f}"})),
         (
             "control char in source",
-            json!({"type": "a", "source": "s\n"}).to_string(),
-            "application/json",
-            400,
-            "invalid_event",
+            json!({"type": "a", "source": "s\n"}),
         ),
         (
             "control char in subject",
-            json!({"type": "a", "subject": "s\u{0}"}).to_string(),
-            "application/json",
-            400,
-            "invalid_event",
+            json!({"type": "a", "subject": "s\u{0}"}),
         ),
         (
             "control char in category",
-            json!({"type": "a", "category": "c\t"}).to_string(),
-            "application/json",
-            400,
-            "invalid_event",
+            json!({"type": "a", "category": "c\t"}),
         ),
-        (
-            "bad severity",
-            json!({"type": "a", "severity": "loud"}).to_string(),
-            "application/json",
-            400,
-            "invalid_event",
-        ),
-        (
-            "too many tags",
-            json!({"type": "a", "tags": vec!["t"; 33]}).to_string(),
-            "application/json",
-            400,
-            "invalid_event",
-        ),
-        (
-            "bad time",
-            json!({"type": "a", "time": "noon"}).to_string(),
-            "application/json",
-            400,
-            "invalid_event",
-        ),
-        (
-            "id too long",
-            json!({"type": "a", "id": "i".repeat(129)}).to_string(),
-            "application/json",
-            400,
-            "invalid_event",
-        ),
-        (
-            "event too large",
-            json!({"type": "a", "data": big}).to_string(),
-            "application/json",
-            413,
-            "event_too_large",
-        ),
-        (
-            "batch too large",
-            json!(vec![ev("a"); 6]).to_string(),
-            "application/json",
-            413,
-            "batch_too_large",
-        ),
-        (
-            "body too large",
-            "x".repeat(5000),
-            "application/json",
-            413,
-            "body_too_large",
-        ),
-        (
-            "media type",
-            "type=a".into(),
-            "application/x-www-form-urlencoded",
-            415,
-            "unsupported_media_type",
-        ),
-        (
-            "ndjson line",
-            "{\"type\":\"a\"}\nnope\n".into(),
-            "application/x-ndjson",
-            400,
-            "invalid_json",
-        ),
-        (
-            "cloudevent without specversion",
-            json!({"type": "a", "id": "1", "source": "s"}).to_string(),
-            "application/cloudevents+json",
-            400,
-            "invalid_event",
-        ),
-        (
-            "cloudevent batch not array",
-            json!({"specversion": "1.0", "type": "a"}).to_string(),
-            "application/cloudevents-batch+json",
-            400,
-            "invalid_json",
-        ),
+        ("bad severity", json!({"type": "a", "severity": "loud"})),
+        ("too many tags", json!({"type": "a", "tags": vec!["t"; 33]})),
+        ("bad time", json!({"type": "a", "time": "noon"})),
+        ("id too long", json!({"type": "a", "id": "i".repeat(129)})),
     ];
+    let json = "application/json";
+    let mut cases: Vec<(&str, String, &str, u16, &str)> = vec![
+        ("not json", "{".into(), json, 400, "invalid_json"),
+        ("a string", "\"hi\"".into(), json, 400, "invalid_json"),
+        ("empty array", "[]".into(), json, 400, "empty_batch"),
+    ];
+    cases.extend(invalid.map(|(name, e)| (name, e.to_string(), json, 400, "invalid_event")));
+    #[rustfmt::skip]
+    cases.extend([
+        ("event too large", json!({"type": "a", "data": big}).to_string(), json, 413, "event_too_large"),
+        ("batch too large", json!(vec![ev("a"); 6]).to_string(), json, 413, "batch_too_large"),
+        ("body too large", "x".repeat(5000), json, 413, "body_too_large"),
+        ("media type", "type=a".into(), "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+        ("ndjson line", "{\"type\":\"a\"}\nnope\n".into(), "application/x-ndjson", 400, "invalid_json"),
+        ("cloudevent without specversion", json!({"type": "a", "id": "1", "source": "s"}).to_string(), "application/cloudevents+json", 400, "invalid_event"),
+        ("cloudevent batch not array", json!({"specversion": "1.0", "type": "a"}).to_string(), "application/cloudevents-batch+json", 400, "invalid_json"),
+    ]);
     for (name, body, ct, status, code) in cases {
         let (s, v) = hub.post_raw(body, ct).await;
         assert_eq!(s, status, "{name}: {v}");
@@ -348,15 +228,9 @@ async fn bad_inputs_get_status_and_message() {
         assert_eq!(s, status, "{path}: {v}");
         assert_eq!(v["error"]["code"], code, "{path}: {v}");
     }
-    let res = hub
-        .http
-        .get(hub.url("/v1/stream"))
-        .header("Last-Event-ID", "seven")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 400);
-    let v: Value = res.json().await.unwrap();
+    let req = request(&hub, "GET", "/v1/stream", "", None).header("Last-Event-ID", "seven");
+    let (s, v) = status_json(req).await;
+    assert_eq!(s, 400);
     assert_eq!(v["error"]["code"], "invalid_cursor");
     assert_eq!(
         hub.history_seqs("").await,
@@ -400,15 +274,7 @@ async fn operational_endpoints() {
             "openapi.json describes {path}"
         );
     }
-    let text = hub
-        .http
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics(&hub, "").await;
     for name in [
         "crier_events_published_total",
         "crier_log_append_seconds_bucket",

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crier_server::config::{BrokerKind, StoreKind};
+use crier_testkit::checks::{answered, assert_not_writable, eventually, request, wait_until};
 use crier_testkit::services::{drop_schema, pg_url, reachable};
 use crier_testkit::Hub;
 use serde_json::{json, Value};
@@ -22,26 +23,44 @@ async fn node(schema: &str, id: &str, broker: BrokerKind) -> Hub {
     .await
 }
 
-async fn wait_ready(hub: &Hub) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = hub.http.get(hub.url("/readyz")).send().await {
-            if r.status().is_success() {
-                let v: Value = r.json().await.unwrap_or(Value::Null);
-                if v["broker"] == "ok" {
-                    return;
-                }
+/// Polls `/readyz` until its status and body satisfy `holds`: the body. After `within` it
+/// fails saying `what`.
+async fn readyz_until(
+    hub: &Hub,
+    within: Duration,
+    what: &str,
+    holds: impl Fn(u16, &Value) -> bool,
+) -> Value {
+    eventually(within, || async {
+        if let Ok(r) = request(hub, "GET", "/readyz", "", None).send().await {
+            let status = r.status().as_u16();
+            let v = r.json().await.unwrap_or(Value::Null);
+            if holds(status, &v) {
+                return Ok(v);
             }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node never became ready with its broker up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Err(what.to_string())
+    })
+    .await
 }
 
-async fn two_nodes_share_one_log(broker: BrokerKind, tag: &str) {
+async fn wait_ready(hub: &Hub) {
+    let what = "node never became ready with its broker up";
+    let within = Duration::from_secs(20);
+    readyz_until(hub, within, what, |s, v| {
+        (200..300).contains(&s) && v["broker"] == "ok"
+    })
+    .await;
+}
+
+/// The cluster test over the broker `name` listening on `port`, when PostgreSQL and the
+/// broker are reachable.
+async fn two_nodes_share_one_log(name: &str, port: u16, broker: BrokerKind, tag: &str) {
+    if !reachable(5432, "PostgreSQL", "the cluster test").await
+        || !reachable(port, name, "the cluster test").await
+    {
+        return;
+    }
     let schema = format!("crier_cluster_{tag}_{}", std::process::id());
     drop_schema(&schema).await;
     let a = node(&schema, "a", broker.clone()).await;
@@ -51,14 +70,12 @@ async fn two_nodes_share_one_log(broker: BrokerKind, tag: &str) {
 
     // A webhook receiver counting deliveries by event id.
     let (got, hook) = crier_testkit::hooks::webhook_ids(axum::http::StatusCode::NO_CONTENT).await;
-    let res = b
-        .http
-        .post(b.url("/v1/subscriptions"))
-        .json(&json!({"webhook": {"url": hook}, "filter": {"type": ["c.*"]}}))
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(res.status().as_u16(), 201);
+    let sub = json!({"webhook": {"url": hook}, "filter": {"type": ["c.*"]}});
+    answered(
+        request(&b, "POST", "/v1/subscriptions", "", Some(&sub)),
+        201,
+    )
+    .await;
 
     let mut sse_a = a.sse("after=0", None).await;
     let mut sse_b = b.sse("after=0", None).await;
@@ -78,15 +95,13 @@ async fn two_nodes_share_one_log(broker: BrokerKind, tag: &str) {
     );
     assert_eq!(seqs_a, seqs_b, "both nodes deliver the identical sequence");
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while got.lock().expect("lock").len() < 40 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "webhooks: {} of 40 delivered",
-            got.lock().expect("lock").len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(20), || async {
+        match got.lock().expect("lock").len() {
+            n if n < 40 => Err(format!("webhooks: {n} of 40 delivered")),
+            _ => Ok(()),
+        }
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         *got.lock().expect("lock"),
@@ -104,41 +119,27 @@ async fn two_nodes_share_one_log(broker: BrokerKind, tag: &str) {
         survivor.publish(json!([{"type": "c.x", "id": id}])).await;
         ids.push(id);
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let moved = "dispatch did not move to the surviving node";
+    wait_until(moved, Duration::from_secs(30), || async {
         let seen: std::collections::HashSet<String> =
             got.lock().expect("lock").iter().cloned().collect();
-        if ids.iter().all(|i| seen.contains(i)) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "dispatch did not move to the surviving node"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        ids.iter().all(|i| seen.contains(i))
+    })
+    .await;
     let _ = survivor.stop().await;
     drop_schema(&schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_over_nats() {
-    if !reachable(5432, "PostgreSQL", "the cluster test").await
-        || !reachable(4222, "NATS", "the cluster test").await
-    {
-        return;
-    }
-    two_nodes_share_one_log(BrokerKind::Nats("nats://127.0.0.1:4222".into()), "nats").await;
+    let nats = BrokerKind::Nats("nats://127.0.0.1:4222".into());
+    two_nodes_share_one_log("NATS", 4222, nats, "nats").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_over_redis() {
-    if !reachable(5432, "PostgreSQL", "the cluster test").await
-        || !reachable(6379, "Redis", "the cluster test").await
-    {
-        return;
-    }
-    two_nodes_share_one_log(BrokerKind::Redis("redis://127.0.0.1:6379".into()), "redis").await;
+    let redis = BrokerKind::Redis("redis://127.0.0.1:6379".into());
+    two_nodes_share_one_log("Redis", 6379, redis, "redis").await;
 }
 
 /// Runs one statement on the test server's `postgres` database (for CREATE/ALTER DATABASE).
@@ -153,25 +154,31 @@ async fn admin_sql(sql: &str) {
     client.batch_execute(sql).await.expect(sql);
 }
 
+/// Makes every new session of `db` read-only (`on`) or writable again, then cuts its open
+/// sessions so that the hub's next ones follow the change.
+async fn read_only(db: &str, on: bool) {
+    let change = if on {
+        "SET default_transaction_read_only = on"
+    } else {
+        "RESET default_transaction_read_only"
+    };
+    // Two statements, two transactions: a session the hub opens after the cut follows it.
+    admin_sql(&format!("ALTER DATABASE {db} {change}")).await;
+    admin_sql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+    ))
+    .await;
+}
+
 /// Waits until `/readyz` answers `status` with `store` = `store_state`, returning its body
 /// (a moment of `unreachable` while the sessions are cut is not the state waited for).
 async fn readyz_becomes(hub: &Hub, status: u16, store_state: &str, why: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = hub.http.get(hub.url("/readyz")).send().await {
-            if r.status().as_u16() == status {
-                let body: Value = r.json().await.unwrap_or(Value::Null);
-                if body["store"] == store_state {
-                    return body;
-                }
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/readyz never answered {status}: {why}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = format!("/readyz never answered {status}: {why}");
+    readyz_until(hub, Duration::from_secs(30), &what, |s, v| {
+        s == status && v["store"] == store_state
+    })
+    .await
 }
 
 /// §12.8 on PostgreSQL: a database that stops accepting writes (here every new session is
@@ -194,29 +201,12 @@ async fn a_read_only_database_makes_the_node_unready_until_it_can_write() {
     readyz_becomes(&hub, 200, "ok", "a fresh database").await;
     hub.publish(json!({"type": "before.readonly"})).await;
 
-    let cut = format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = '{db}' AND pid <> pg_backend_pid()"
-    );
-    // Two statements, two transactions: a session the hub opens after the cut is read-only.
-    admin_sql(&format!(
-        "ALTER DATABASE {db} SET default_transaction_read_only = on"
-    ))
-    .await;
-    admin_sql(&cut).await;
+    read_only(&db, true).await;
     let body = readyz_becomes(&hub, 503, "not_writable", "the database refuses writes").await;
-    assert_eq!(body["store"], "not_writable", "{body}");
-    assert!(
-        body["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("read-only")),
-        "the reason names the cause: {body}"
-    );
+    assert_not_writable(&body, "read-only");
     // A publish meanwhile is refused, not acknowledged and lost.
-    let res = hub
-        .http
-        .post(hub.url("/v1/events"))
-        .json(&json!({"type": "during.readonly"}))
+    let during = json!({"type": "during.readonly"});
+    let res = request(&hub, "POST", "/v1/events", "", Some(&during))
         .send()
         .await
         .expect("publish");
@@ -226,11 +216,7 @@ async fn a_read_only_database_makes_the_node_unready_until_it_can_write() {
         res.status()
     );
 
-    admin_sql(&format!(
-        "ALTER DATABASE {db} RESET default_transaction_read_only"
-    ))
-    .await;
-    admin_sql(&cut).await;
+    read_only(&db, false).await;
     let body = readyz_becomes(&hub, 200, "ok", "the database accepts writes again").await;
     assert_eq!(body["store"], "ok", "{body}");
     hub.publish(json!({"type": "after.readonly"})).await;

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use crier_testkit::checks::{call, read_answer};
 use crier_testkit::{Hub, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -14,28 +15,8 @@ use tokio::net::TcpStream;
 async fn request(tcp: &mut TcpStream, path: &str) -> (u16, String) {
     let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
     tcp.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&buf).to_string();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len = text[..end]
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                let status = text[9..12].parse().expect("status");
-                return (status, text[end + 4..end + 4 + len].to_string());
-            }
-        }
-        let n = tcp.read(&mut chunk).await.expect("read");
-        assert!(n > 0, "closed before a whole answer: {text}");
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    let (status, _, body) = read_answer(tcp).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 async fn healthz_in_time(hub: &Hub) {
@@ -210,6 +191,16 @@ async fn read_until(tcp: &mut TcpStream, buf: &mut Vec<u8>, pat: &str) -> String
     }
 }
 
+/// Opens a connection, writes `req` on it and reads until `pat`: the connection, the buffer
+/// read into and the text read so far.
+async fn exchange(hub: &Hub, req: &[u8], pat: &str) -> (TcpStream, Vec<u8>, String) {
+    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    tcp.write_all(req).await.expect("write");
+    let mut buf = Vec::new();
+    let text = read_until(&mut tcp, &mut buf, pat).await;
+    (tcp, buf, text)
+}
+
 /// How many SSE connections `/v1/connections` lists.
 async fn sse_connections(hub: &Hub) -> u64 {
     let (status, v) = hub.get("/v1/connections?transport=sse").await;
@@ -280,35 +271,19 @@ async fn event_streams_on_their_own_connection_are_served_and_end_with_their_cli
 
     // A stream the hub ends (a replay, after its last event) ends with the last chunk, then
     // the close.
-    let created: serde_json::Value = hub
-        .http
-        .post(hub.url("/v1/replays"))
-        .json(&serde_json::json!({"since": "1h", "speed": "max"}))
-        .send()
-        .await
-        .expect("create a replay")
-        .json()
-        .await
-        .expect("json");
+    let replay = serde_json::json!({"since": "1h", "speed": "max"});
+    let (_, created) = call(&hub, "POST", "/v1/replays", "", Some(&replay)).await;
     let id = created["id"].as_str().expect("replay id");
-    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
     let req = format!("GET /v1/replays/{id}/stream HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    tcp.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    read_until(&mut tcp, &mut buf, "crier.replay_done").await;
+    let (mut tcp, mut buf, _) = exchange(&hub, req.as_bytes(), "crier.replay_done").await;
     let text = read_until(&mut tcp, &mut buf, "\r\n0\r\n\r\n").await;
     assert!(text.ends_with("\r\n0\r\n\r\n"), "{text}");
     closed(&mut tcp).await;
 
     // HTTP/1.0 knows no chunks: the body is delimited by the close.
-    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
-    tcp.write_all(b"GET /v1/stream HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await
-        .expect("write");
-    let mut buf = Vec::new();
-    let text = read_until(&mut tcp, &mut buf, "retry:")
-        .await
-        .to_ascii_lowercase();
+    let req = b"GET /v1/stream HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    let (tcp, _, text) = exchange(&hub, req, "retry:").await;
+    let text = text.to_ascii_lowercase();
     assert!(!text.contains("transfer-encoding"), "{text}");
     assert!(
         text.contains("\r\n\r\nretry:"),
@@ -317,22 +292,14 @@ async fn event_streams_on_their_own_connection_are_served_and_end_with_their_cli
     drop(tcp);
 
     // Lines may end in a bare LF, as HTTP/1.1 parsers accept.
-    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
-    tcp.write_all(b"GET /v1/stream HTTP/1.1\nHost: localhost\n\n")
-        .await
-        .expect("write");
-    let mut buf = Vec::new();
-    let text = read_until(&mut tcp, &mut buf, "retry:").await;
+    let req = b"GET /v1/stream HTTP/1.1\nHost: localhost\n\n";
+    let (tcp, _, text) = exchange(&hub, req, "retry:").await;
     assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
     drop(tcp);
 
     // An error is a complete answer with its length, then the connection closes.
-    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
-    tcp.write_all(b"GET /v1/stream?after=x HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .expect("write");
-    let mut buf = Vec::new();
-    let text = read_until(&mut tcp, &mut buf, "}}").await;
+    let req = b"GET /v1/stream?after=x HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let (mut tcp, _, text) = exchange(&hub, req, "}}").await;
     assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
     assert!(
         text.to_ascii_lowercase().contains("content-length: "),

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crier_testkit::checks::{pruned_to, retention};
 use crier_testkit::{ev, Hub};
 use serde_json::{json, Value};
 
@@ -183,25 +184,14 @@ async fn cursor_above_head_resets_and_goes_live() {
 
 #[tokio::test]
 async fn retention_resets_readers_behind_it() {
-    let hub = Hub::start_with(|s| {
-        s.retention_max_events = Some(5);
-        s.retention_interval = Duration::from_millis(50);
-    })
-    .await;
+    let hub = Hub::start_with(|s| retention(s, 5, Duration::from_millis(50))).await;
     let seqs = hub
         .publish(Value::from(
             (0..20).map(|i| ev(&format!("t.{i}"))).collect::<Vec<_>>(),
         ))
         .await;
     assert_eq!(seqs.last(), Some(&20));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while hub.history_seqs("").await.len() > 5 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "retention did not prune"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pruned_to(&hub, 5).await;
     assert_eq!(hub.history_seqs("").await, (16..=20).collect::<Vec<_>>());
     let mut sse = hub.sse("after=3", None).await;
     let m = sse.next().await.unwrap();

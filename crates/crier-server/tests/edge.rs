@@ -3,6 +3,7 @@
 //! validator (`openapi-spec-validator`, which `.ci/run` installs; the check skips with a
 //! notice when it is absent, except under `CI=true`).
 
+use crier_testkit::checks::{get_status, raw};
 use crier_testkit::Hub;
 use serde_json::Value;
 
@@ -13,16 +14,13 @@ fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
     assert!(!msg.is_empty(), "a message a person can read: {body}");
 }
 
+/// Sends `req`: its status, headers and body, which must be JSON unless it is empty.
 async fn send(req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, Value) {
-    let res = req.send().await.expect("request");
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
+    let (status, headers, text) = raw(req).await;
     let ct = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let text = res.text().await.expect("body");
+        .unwrap_or("");
     let body = if text.is_empty() {
         Value::Null
     } else {
@@ -30,6 +28,14 @@ async fn send(req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap,
         serde_json::from_str(&text).expect("JSON body")
     };
     (status, headers, body)
+}
+
+/// A CORS preflight for `POST /v1/events` from `origin`.
+fn preflight(hub: &Hub, origin: &str) -> reqwest::RequestBuilder {
+    hub.http
+        .request(reqwest::Method::OPTIONS, hub.url("/v1/events"))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
 }
 
 #[tokio::test]
@@ -61,13 +67,7 @@ async fn every_error_is_json() {
     assert!(b["error"]["code"].is_string(), "{b}");
 
     // Without allowed_origins there is no CORS: OPTIONS is just a wrong method.
-    let (s, h, b) = send(
-        hub.http
-            .request(reqwest::Method::OPTIONS, hub.url("/v1/events"))
-            .header("origin", "https://app.example")
-            .header("access-control-request-method", "POST"),
-    )
-    .await;
+    let (s, h, b) = send(preflight(&hub, "https://app.example")).await;
     assert_error(s, &b, 405, "method_not_allowed");
     assert!(h.get("access-control-allow-origin").is_none());
 
@@ -81,16 +81,10 @@ async fn every_error_is_json() {
 async fn cors_for_allowed_origins() {
     let hub = Hub::start_with(|s| s.allowed_origins = vec!["https://app.example".into()]).await;
 
-    let (s, h, b) = send(
-        hub.http
-            .request(reqwest::Method::OPTIONS, hub.url("/v1/events"))
-            .header("origin", "https://app.example")
-            .header("access-control-request-method", "POST")
-            .header(
-                "access-control-request-headers",
-                "authorization, content-type, last-event-id, if-match",
-            ),
-    )
+    let (s, h, b) = send(preflight(&hub, "https://app.example").header(
+        "access-control-request-headers",
+        "authorization, content-type, last-event-id, if-match",
+    ))
     .await;
     assert_eq!(s, 204, "{b}");
     assert_eq!(b, Value::Null, "a preflight answer has no body");
@@ -117,13 +111,7 @@ async fn cors_for_allowed_origins() {
     assert!(max_age > 0);
 
     // A preflight from an origin outside the list is refused, with a reason.
-    let (s, h, b) = send(
-        hub.http
-            .request(reqwest::Method::OPTIONS, hub.url("/v1/events"))
-            .header("origin", "https://evil.example")
-            .header("access-control-request-method", "POST"),
-    )
-    .await;
+    let (s, h, b) = send(preflight(&hub, "https://evil.example")).await;
     assert_error(s, &b, 403, "origin_not_allowed");
     assert!(h.get("access-control-allow-origin").is_none());
 
@@ -185,13 +173,7 @@ fn validator() -> Option<std::path::PathBuf> {
 #[tokio::test]
 async fn openapi_is_valid_and_versioned() {
     let hub = Hub::start().await;
-    let res = hub
-        .http
-        .get(hub.url("/openapi.json"))
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(res.status().as_u16(), 200);
+    let res = get_status(&hub, "/openapi.json", "", 200).await;
     let text = res.text().await.expect("body");
     let doc: Value = serde_json::from_str(&text).expect("JSON");
     assert_eq!(doc["openapi"], "3.1.0");

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crier_testkit::checks::expect;
+use crier_testkit::http::check;
 use crier_testkit::{Hub, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -23,34 +25,17 @@ async fn start() -> Hub {
 }
 
 async fn gql(hub: &Hub, tok: &str, query: &str, variables: Value) -> Value {
-    let res = hub
-        .http
-        .post(hub.url("/graphql"))
-        .bearer_auth(tok)
-        .json(&json!({"query": query, "variables": variables}))
-        .send()
-        .await
-        .expect("POST /graphql");
-    assert_eq!(res.status(), 200);
-    res.json().await.expect("json")
+    let body = json!({"query": query, "variables": variables});
+    expect(hub, "POST", "/graphql", tok, Some(&body), 200, "").await
+}
+
+/// A GraphQL request without variables, as [`gql`] sends it.
+async fn ask(hub: &Hub, tok: &str, query: &str) -> Value {
+    gql(hub, tok, query, json!({})).await
 }
 
 fn err_code(v: &Value) -> &str {
     v["errors"][0]["extensions"]["code"].as_str().unwrap_or("")
-}
-
-async fn rest(
-    hub: &Hub,
-    tok: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> u16 {
-    let mut req = hub.http.request(method, hub.url(path)).bearer_auth(tok);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    req.send().await.expect("request").status().as_u16()
 }
 
 /// A tenant's events without the fields that differ between two equal histories.
@@ -75,90 +60,21 @@ async fn shape(hub: &Hub, tenant: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutations_emit_the_same_events_as_rest() {
     let hub = start().await;
-    use reqwest::Method;
     // Tenant "rest" through REST...
     let r = token("rest", "publisher");
-    assert_eq!(
-        rest(
-            &hub,
-            &r,
-            Method::PUT,
-            "/v1/entities/site/nyc",
-            Some(json!({"name": "NYC", "floors": 3}))
-        )
-        .await,
-        201
-    );
-    assert_eq!(
-        rest(
-            &hub,
-            &r,
-            Method::PATCH,
-            "/v1/entities/site/nyc",
-            Some(json!({"floors": null}))
-        )
-        .await,
-        200
-    );
-    assert_eq!(
-        rest(
-            &hub,
-            &r,
-            Method::PUT,
-            "/v1/entities/site/nyc",
-            Some(json!({"name": "NYC"}))
-        )
-        .await,
-        200
-    );
-    assert_eq!(
-        rest(
-            &hub,
-            &r,
-            Method::PUT,
-            "/v1/entities/group/ops",
-            Some(json!({}))
-        )
-        .await,
-        201
-    );
-    assert_eq!(
-        rest(
-            &hub,
-            &r,
-            Method::PUT,
-            "/v1/links/in/site/nyc/group/ops",
-            Some(json!({"w": 1}))
-        )
-        .await,
-        201
-    );
-    assert_eq!(
-        rest(
-            &hub,
-            &r,
-            Method::PUT,
-            "/v1/links/owns/group/ops/site/nyc",
-            None
-        )
-        .await,
-        201
-    );
-    assert_eq!(
-        rest(
-            &hub,
-            &r,
-            Method::DELETE,
-            "/v1/links/owns/group/ops/site/nyc",
-            None
-        )
-        .await,
-        200
-    );
-    assert_eq!(
-        rest(&hub, &r, Method::DELETE, "/v1/entities/site/nyc", None).await,
-        200
-    );
+    let nyc = "/v1/entities/site/nyc";
+    let owns = "/v1/links/owns/group/ops/site/nyc";
+    #[rustfmt::skip]
+    check(&hub, &[
+        ("PUT", nyc, "", Some(r#"{"name": "NYC", "floors": 3}"#), &r, 201, ""),
+        ("PATCH", nyc, "", Some(r#"{"floors": null}"#), &r, 200, ""),
+        ("PUT", nyc, "", Some(r#"{"name": "NYC"}"#), &r, 200, ""),
+        ("PUT", "/v1/entities/group/ops", "", Some("{}"), &r, 201, ""),
+        ("PUT", "/v1/links/in/site/nyc/group/ops", "", Some(r#"{"w": 1}"#), &r, 201, ""),
+        ("PUT", owns, "", None, &r, 201, ""),
+        ("DELETE", owns, "", None, &r, 200, ""),
+        ("DELETE", nyc, "", None, &r, 200, ""),
+    ]).await;
     // ...and tenant "gql" through GraphQL, the same steps.
     let g = token("gql", "publisher");
     let steps = [
@@ -223,15 +139,14 @@ async fn mutations_emit_the_same_events_as_rest() {
     assert_eq!(a, b, "GraphQL and REST emit the same events");
 
     // Queries read the same stores.
-    let v = gql(&hub, &g, r#"{ entity(kind: "group", id: "ops") { kind id version value } missing: entity(kind: "site", id: "nyc") { id } entities(kind: "group") { id } }"#, json!({})).await;
+    let v = ask(&hub, &g, r#"{ entity(kind: "group", id: "ops") { kind id version value } missing: entity(kind: "site", id: "nyc") { id } entities(kind: "group") { id } }"#).await;
     assert_eq!(
         v["data"]["entity"],
         json!({"kind": "group", "id": "ops", "version": 1, "value": {}})
     );
     assert_eq!(v["data"]["missing"], Value::Null);
     assert_eq!(v["data"]["entities"], json!([{"id": "ops"}]));
-    let first = gql(&hub, &g, "{ events(limit: 1) { seq } }", json!({})).await["data"]["events"][0]
-        ["seq"]
+    let first = ask(&hub, &g, "{ events(limit: 1) { seq } }").await["data"]["events"][0]["seq"]
         .as_u64()
         .expect("first seq");
     let v = gql(&hub, &g, r#"query($f: EventFilter, $a: Seq) { events(filter: $f, after: $a, limit: 3) { seq type subject data } }"#, json!({"f": {"type": ["site.*", "link.*"]}, "a": first})).await;
@@ -242,25 +157,14 @@ async fn mutations_emit_the_same_events_as_rest() {
         "after is exclusive: {v}"
     );
     assert_eq!(evs[0]["type"], "site.updated");
-    let v = gql(
-        &hub,
-        &token("rest", "subscriber"),
-        r#"{ entity(kind: "group", id: "ops") { id } }"#,
-        json!({}),
-    )
-    .await;
+    let ops = r#"{ entity(kind: "group", id: "ops") { id } }"#;
+    let v = ask(&hub, &token("rest", "subscriber"), ops).await;
     assert_eq!(v["data"]["entity"]["id"], "ops");
 
     // Another tenant's entity does not exist here; publish works and answers the event.
-    let v = gql(
-        &hub,
-        &token("other", "admin"),
-        r#"{ entity(kind: "group", id: "ops") { id } }"#,
-        json!({}),
-    )
-    .await;
+    let v = ask(&hub, &token("other", "admin"), ops).await;
     assert_eq!(v["data"]["entity"], Value::Null);
-    let v = gql(&hub, &g, r#"mutation { publish(event: {type: "monitor.failed", severity: "error", tags: ["nyc"], data: {n: 1}}) { seq type severity tags data actor tenant source } }"#, json!({})).await;
+    let v = ask(&hub, &g, r#"mutation { publish(event: {type: "monitor.failed", severity: "error", tags: ["nyc"], data: {n: 1}}) { seq type severity tags data actor tenant source } }"#).await;
     assert_eq!(v["data"]["publish"]["type"], "monitor.failed");
     assert_eq!(v["data"]["publish"]["actor"], "publisher@gql");
     assert_eq!(v["data"]["publish"]["tenant"], "gql");
@@ -274,11 +178,10 @@ async fn errors_carry_codes_and_limits_hold() {
     let hub = start().await;
     let w = token("acme", "publisher");
     let s = token("acme", "subscriber");
-    let v = gql(
+    let v = ask(
         &hub,
         &w,
         r#"mutation { putEntity(kind: "site", id: "a", value: {}) { version } }"#,
-        json!({}),
     )
     .await;
     assert_eq!(v["data"]["putEntity"]["version"], 1);
@@ -335,12 +238,12 @@ async fn errors_carry_codes_and_limits_hold() {
         ),
         (&w, r#"{ events(limit: 5000) { seq } }"#, "invalid_query"),
     ] {
-        let v = gql(&hub, tok, q, json!({})).await;
+        let v = ask(&hub, tok, q).await;
         assert_eq!(err_code(&v), code, "{q}: {v}");
     }
     // A query nested deeper than the limit is refused before it runs.
     let deep = format!("{{ __schema {{ types {{ {} name {} }} }} }}", "fields { type { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType {", "} } } } } } } } } } }");
-    let v = gql(&hub, &w, &deep, json!({})).await;
+    let v = ask(&hub, &w, &deep).await;
     let msg = v["errors"][0]["message"].as_str().unwrap_or("");
     assert!(msg.contains("too deep"), "{v}");
     // Many aliased lists exceed the complexity limit: a list costs its `limit` times its
@@ -348,15 +251,14 @@ async fn errors_carry_codes_and_limits_hold() {
     let wide: String = (0..40)
         .map(|i| format!("a{i}: entities(kind: \"site\", limit: 1000) {{ id }} "))
         .collect();
-    let v = gql(&hub, &w, &format!("{{ {wide} }}"), json!({})).await;
+    let v = ask(&hub, &w, &format!("{{ {wide} }}")).await;
     let msg = v["errors"][0]["message"].as_str().unwrap_or("");
     assert!(msg.to_lowercase().contains("complex"), "{v}");
     // Standard introspection works (tools rely on it).
-    let v = gql(
+    let v = ask(
         &hub,
         &w,
         "{ __schema { queryType { name } subscriptionType { name } } }",
-        json!({}),
     )
     .await;
     assert_eq!(
@@ -364,42 +266,15 @@ async fn errors_carry_codes_and_limits_hold() {
         "Subscription"
     );
     // Transport errors are the REST ones.
-    let res = hub
-        .http
-        .post(hub.url("/graphql"))
-        .json(&json!({"query": "{ entities(kind: \"x\") { id } }"}))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(res.status(), 401);
-    let res = hub
-        .http
-        .post(hub.url("/graphql"))
-        .bearer_auth(&w)
-        .header("content-type", "text/plain")
-        .body("{}")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(res.status(), 415);
-    let res = hub
-        .http
-        .post(hub.url("/graphql"))
-        .bearer_auth(&w)
-        .header("content-type", "application/json")
-        .body("{nope")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(res.status(), 400);
-    let res = hub
-        .http
-        .get(hub.url("/graphql"))
-        .bearer_auth(&w)
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(res.status(), 400);
+    let q = json!({"query": "{ entities(kind: \"x\") { id } }"}).to_string();
+    let g = "/graphql";
+    #[rustfmt::skip]
+    check(&hub, &[
+        ("POST", g, "", Some(&q), "", 401, ""),
+        ("POST", g, "content-type: text/plain", Some("{}"), &w, 415, ""),
+        ("POST", g, "content-type: application/json", Some("{nope"), &w, 400, ""),
+        ("GET", g, "", None, &w, 400, ""),
+    ]).await;
     hub.stop().await;
 }
 
@@ -475,21 +350,19 @@ async fn subscription_delivers_in_order_and_resumes() {
             r#"mutation {{ putEntity(kind: "site", id: "s{}", value: {{n: {i}}}) {{ version }} }}"#,
             i % 4
         );
-        let v = gql(&hub, &w, &q, json!({})).await;
+        let v = ask(&hub, &w, &q).await;
         assert!(v["errors"].is_null(), "{v}");
         // Noise another filter and another tenant must not see.
-        gql(
+        ask(
             &hub,
             &w,
             r#"mutation { putEntity(kind: "user", id: "u", value: {x: 1}) { version } }"#,
-            json!({}),
         )
         .await;
-        gql(
+        ask(
             &hub,
             &token("beta", "publisher"),
             r#"mutation { putEntity(kind: "site", id: "b", value: {}) { version } }"#,
-            json!({}),
         )
         .await;
     }
@@ -520,11 +393,10 @@ async fn subscription_delivers_in_order_and_resumes() {
         resumed.push(v["payload"]["data"]["events"]["seq"].as_u64().expect("seq"));
     }
     assert_eq!(resumed, seqs[10..]);
-    let v = gql(
+    let v = ask(
         &hub,
         &w,
         r#"mutation { deleteEntity(kind: "site", id: "s0") }"#,
-        json!({}),
     )
     .await;
     assert_eq!(v["data"]["deleteEntity"], true);

@@ -7,11 +7,12 @@ mod harden;
 
 use std::time::Duration;
 
+use crier_testkit::checks::stream;
 use crier_testkit::Hub;
-use futures_util::SinkExt;
-use harden::{call, gql_recv, gql_ws, hub_with, post_json, token, ws, Receiver};
+use harden::{
+    call, gql_recv, gql_subscribe, hub_with, json_call, post_json, token, ws, ws_refused, Receiver,
+};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
 const NARROW: &[&str] = &["public.*"];
 
@@ -20,6 +21,12 @@ fn no_secret(what: &str, text: &str) {
         !text.contains("secret.") && !text.contains("hunter2"),
         "{what} leaked a secret event: {text}"
     );
+}
+
+/// Creates a subscription of `body` with `tok`: the status and the answer.
+async fn subscribe(hub: &Hub, tok: &str, body: Value) -> (u16, Value) {
+    let (s, v, _) = post_json(hub, "/v1/subscriptions", tok, body).await;
+    (s, v)
 }
 
 async fn publish_as_admin(hub: &Hub, events: Value) {
@@ -35,22 +42,15 @@ async fn webhook_subscriptions_keep_the_narrowing_of_whoever_made_or_changed_the
     let narrow = token("n", "publisher", Some(NARROW));
     let wide = token("w", "publisher", None);
     // Made by the narrowed credential with an empty filter: narrowed when stored.
-    let (s, mine, _) = post_json(
-        &hub,
-        "/v1/subscriptions",
-        &narrow,
-        json!({"webhook": {"url": format!("{}/mine", rx.base)}}),
-    )
-    .await;
+    let (s, mine) = subscribe(&hub, &narrow, json!({"webhook": {"url": rx.url("mine")}})).await;
     assert_eq!(s, 201, "{mine}");
     assert_eq!(mine["narrowed_to"], json!(["public.*"]), "{mine}");
     assert_eq!(mine["filter"], json!({}), "{mine}");
     // A filter wholly outside the credential's patterns: 403.
-    let (s, v, _) = post_json(
+    let (s, v) = subscribe(
         &hub,
-        "/v1/subscriptions",
         &narrow,
-        json!({"filter": {"type": ["secret.*"]}, "webhook": {"url": format!("{}/x", rx.base)}}),
+        json!({"filter": {"type": ["secret.*"]}, "webhook": {"url": rx.url("x")}}),
     )
     .await;
     assert_eq!(
@@ -59,13 +59,7 @@ async fn webhook_subscriptions_keep_the_narrowing_of_whoever_made_or_changed_the
         "{v}"
     );
     // Made wide, then pointed elsewhere by the narrowed credential: narrowed by the change.
-    let (s, theirs, _) = post_json(
-        &hub,
-        "/v1/subscriptions",
-        &wide,
-        json!({"webhook": {"url": format!("{}/wide", rx.base)}}),
-    )
-    .await;
+    let (s, theirs) = subscribe(&hub, &wide, json!({"webhook": {"url": rx.url("wide")}})).await;
     assert_eq!(s, 201, "{theirs}");
     assert_eq!(theirs["narrowed_to"], Value::Null);
     let id = theirs["id"].as_str().expect("id");
@@ -76,7 +70,7 @@ async fn webhook_subscriptions_keep_the_narrowing_of_whoever_made_or_changed_the
         &narrow,
         Some((
             "application/json",
-            json!({"webhook": {"url": format!("{}/moved", rx.base)}}).to_string(),
+            json!({"webhook": {"url": rx.url("moved")}}).to_string(),
         )),
     )
     .await;
@@ -99,11 +93,10 @@ async fn webhook_subscriptions_keep_the_narrowing_of_whoever_made_or_changed_the
     }
     // Deliveries name events: a narrowed credential lists them only for a subscription
     // that reads nothing beyond its patterns.
-    let (s, other, _) = post_json(
+    let (s, other) = subscribe(
         &hub,
-        "/v1/subscriptions",
         &wide,
-        json!({"webhook": {"url": format!("{}/other", rx.base)}, "paused": true}),
+        json!({"webhook": {"url": rx.url("other")}, "paused": true}),
     )
     .await;
     assert_eq!(s, 201, "{other}");
@@ -211,15 +204,7 @@ async fn a_duplicate_publish_never_answers_the_stored_event() {
 
 /// Reads a replay stream to its end: the events' types, the raw text and the final status.
 async fn replay_stream(hub: &Hub, id: &str, token: &str) -> (Vec<String>, String, Value) {
-    let res = hub
-        .http
-        .get(hub.url(&format!("/v1/replays/{id}/stream")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(res.status(), 200);
-    let mut sse = crier_testkit::Sse::from_response(res);
+    let mut sse = stream(hub, &format!("/v1/replays/{id}/stream"), token).await;
     let mut types = Vec::new();
     let mut text = String::new();
     let mut done = Value::Null;
@@ -376,14 +361,7 @@ async fn every_other_read_path_holds_the_narrowing() {
         200
     );
     // SSE from the start.
-    let res = hub
-        .http
-        .get(hub.url("/v1/stream?after=0"))
-        .bearer_auth(&narrow)
-        .send()
-        .await
-        .expect("sse");
-    let mut sse = crier_testkit::Sse::from_response(res);
+    let mut sse = stream(&hub, "/v1/stream?after=0", &narrow).await;
     assert_eq!(sse.seqs(1).await, vec![2]);
     // WebSocket subscription and history op.
     let mut w = ws(&hub, &narrow).await;
@@ -394,14 +372,8 @@ async fn every_other_read_path_holds_the_narrowing() {
     let (_, v, text) = post_json(&hub, "/graphql", &narrow, q).await;
     assert_eq!(v["data"]["events"].as_array().map(Vec::len), Some(1), "{v}");
     no_secret("graphql events", &text);
-    let mut g = gql_ws(&hub, &narrow).await;
-    assert_eq!(gql_recv(&mut g).await["type"], "connection_ack");
-    g.send(Message::text(
-        json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { events(after: 0) { seq type } }"}})
-            .to_string(),
-    ))
-    .await
-    .expect("send");
+    let sub = "subscription { events(after: 0) { seq type } }";
+    let mut g = gql_subscribe(&hub, &narrow, sub).await;
     let first = gql_recv(&mut g).await;
     assert_eq!(
         first["payload"]["data"]["events"]["type"], "public.b",
@@ -422,14 +394,8 @@ async fn every_other_read_path_holds_the_narrowing() {
     assert_eq!(sse.seqs(1).await, vec![4]);
     // Entities: a value is read only with the right to read its created and updated events.
     let admin = token("root", "admin", None);
-    let (s, v, _) = call(
-        &hub,
-        "PUT",
-        "/v1/entities/vault/v1",
-        &admin,
-        Some(("application/json", json!({"pw": "hunter2"}).to_string())),
-    )
-    .await;
+    let secret = json!({"pw": "hunter2"});
+    let (s, v, _) = json_call(&hub, "PUT", "/v1/entities/vault/v1", &admin, secret).await;
     assert_eq!(s, 201, "{v}");
     for pats in [&["public.*"][..], &["vault.deleted"][..]] {
         let t = token("e", "subscriber", Some(pats));
@@ -448,14 +414,8 @@ async fn every_other_read_path_holds_the_narrowing() {
     );
     // A writer that may not read the kind learns the new version, not the merged value.
     let writer = token("w", "publisher", Some(NARROW));
-    let (s, v, text) = call(
-        &hub,
-        "PATCH",
-        "/v1/entities/vault/v1",
-        &writer,
-        Some(("application/json", json!({"note": "n"}).to_string())),
-    )
-    .await;
+    let note = json!({"note": "n"});
+    let (s, v, text) = json_call(&hub, "PATCH", "/v1/entities/vault/v1", &writer, note).await;
     assert_eq!(s, 200, "{text}");
     assert_eq!(v["version"], 2, "{text}");
     assert!(
@@ -491,14 +451,9 @@ async fn a_websocket_refresh_cannot_narrow_what_its_subscriptions_read() {
     w.send(json!({"op": "auth", "ref": "a", "token": token("w", "subscriber", None)}))
         .await;
     assert_eq!(w.recv().await["op"], "authed");
-    w.send(json!({"op": "auth", "ref": "b", "token": token("n", "subscriber", Some(NARROW))}))
-        .await;
-    let m = w.recv().await;
-    assert_eq!(
-        (&m["op"], &m["code"]),
-        (&json!("error"), &json!("forbidden")),
-        "{m}"
-    );
+    let narrowing = token("n", "subscriber", Some(NARROW));
+    let auth = json!({"op": "auth", "ref": "b", "token": narrowing});
+    ws_refused(&mut w, auth, "forbidden").await;
     // A connection opened narrowed may refresh with the same patterns.
     let narrow = token("n", "subscriber", Some(NARROW));
     let mut n = ws(&hub, &narrow).await;

@@ -5,9 +5,10 @@
 mod harden;
 
 use base64::Engine;
+use crier_testkit::checks::get_status;
 use crier_testkit::Hub;
 use futures_util::SinkExt;
-use harden::{call, gql_recv, gql_ws, hub_with, post_json, token, ws};
+use harden::{call, gql_recv, gql_subscribe, gql_ws, hub_with, post_json, token, ws, ws_refused};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -65,14 +66,8 @@ async fn reserved_names_are_refused_on_every_transport() {
     }
     let admin = token("root", "admin", None);
     let mut w = ws(&hub, &admin).await;
-    w.send(json!({"op": "publish", "ref": "r", "event": {"type": "crier.reset"}}))
-        .await;
-    let m = w.recv().await;
-    assert_eq!(
-        (&m["op"], &m["code"]),
-        (&json!("error"), &json!("reserved")),
-        "{m}"
-    );
+    let reset = json!({"op": "publish", "ref": "r", "event": {"type": "crier.reset"}});
+    ws_refused(&mut w, reset, "reserved").await;
     let q = json!({"query": "mutation { publish(event: {type: \"x\", source: \"entities\"}) { seq } }"});
     let (_, v, _) = post_json(&hub, "/graphql", &admin, q).await;
     assert_eq!(gql_code(&v), Some("reserved"), "{v}");
@@ -289,13 +284,7 @@ async fn a_jwt_with_crit_is_refused() {
             "{v}"
         );
         // The same on a WebSocket upgrade and in a GraphQL connection_init.
-        let res = hub
-            .http
-            .get(hub.url(&format!("/v1/ws?token={t}")))
-            .send()
-            .await
-            .expect("get");
-        assert_eq!(res.status(), 401);
+        get_status(&hub, &format!("/v1/ws?token={t}"), "", 401).await;
         let mut g = gql_ws(&hub, &t).await;
         let m = gql_recv(&mut g).await;
         assert_ne!(m["type"], "connection_ack", "{m}");
@@ -319,13 +308,7 @@ async fn graphql_documents_repeat_no_input_field() {
         json!({"query": "mutation { publish(event: {type: \"a\", data: {k: 1, k: 2}}) { seq } }"});
     let (s, v, _) = post_json(&hub, "/graphql", &admin, q).await;
     assert_eq!((s, code(&v)), (400, Some("invalid_json")), "{v}");
-    let mut g = gql_ws(&hub, &admin).await;
-    assert_eq!(gql_recv(&mut g).await["type"], "connection_ack");
-    g.send(Message::text(
-        json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { events(filter: {type: [\"a\"], type: [\"b\"]}) { seq } }"}})
-            .to_string(),
-    ))
-    .await
-    .expect("send");
+    let sub = "subscription { events(filter: {type: [\"a\"], type: [\"b\"]}) { seq } }";
+    let mut g = gql_subscribe(&hub, &admin, sub).await;
     assert_eq!(gql_recv(&mut g).await["closed"], 4400);
 }

@@ -4,37 +4,20 @@
 
 #[allow(dead_code)]
 mod harden;
+#[allow(dead_code)]
+mod logs;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crier_testkit::checks::get_status;
 use futures_util::SinkExt;
 use harden::{gql_recv, gql_ws, hub_with, token};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn percent_encoded_token_names_are_redacted_at_every_level() {
-    let buf = Captured::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("trace")
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
+    let (buf, subscriber) = logs::capture("trace");
     tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
     let hub = hub_with(|s| s.access_log = false).await;
     let jwt = token("logme", "admin", None);
@@ -58,13 +41,7 @@ async fn percent_encoded_token_names_are_redacted_at_every_level() {
         }
     }
     // The percent-encoded name authenticates, as it decodes to `token`.
-    let res = hub
-        .http
-        .get(hub.url(&format!("/v1/events?tok%65n={jwt}")))
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(res.status(), 200);
+    get_status(&hub, &format!("/v1/events?tok%65n={jwt}"), "", 200).await;
     // Credentials inside WebSocket messages: `/v1/ws` auth ops and GraphQL connection_init.
     let (mut w, _) =
         tokio_tungstenite::connect_async(format!("ws://{}/v1/ws?tok%65n={jwt}", hub.addr))
@@ -90,7 +67,7 @@ async fn percent_encoded_token_names_are_redacted_at_every_level() {
     let mut g = gql_ws(&hub, &jwt).await;
     let _ = gql_recv(&mut g).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let logs = String::from_utf8_lossy(&buf.0.lock().expect("lock")).to_string();
+    let logs = buf.text();
     assert!(logs.contains("REDACTED"), "requests are logged: {logs}");
     for line in logs
         .lines()

@@ -3,31 +3,18 @@
 //! subscriptions are bounded. No test here makes the hub send anything to a non-loopback
 //! address: the public targets are created paused and deleted at once.
 
+use crier_testkit::checks::{answered, call, metrics, request};
 use crier_testkit::Hub;
 use serde_json::{json, Value};
 
 async fn create(hub: &Hub, url: &str) -> (u16, Value) {
-    let res = hub
-        .http
-        .post(hub.url("/v1/subscriptions"))
-        .json(&json!({"webhook": {"url": url}, "paused": true}))
-        .send()
-        .await
-        .expect("POST");
-    (
-        res.status().as_u16(),
-        res.json().await.unwrap_or(Value::Null),
-    )
+    let body = json!({"webhook": {"url": url}, "paused": true});
+    call(hub, "POST", "/v1/subscriptions", "", Some(&body)).await
 }
 
 async fn delete(hub: &Hub, id: &str) {
-    let res = hub
-        .http
-        .delete(hub.url(&format!("/v1/subscriptions/{id}")))
-        .send()
-        .await
-        .expect("DELETE");
-    assert_eq!(res.status(), 204);
+    let path = format!("/v1/subscriptions/{id}");
+    answered(request(hub, "DELETE", &path, "", None), 204).await;
 }
 
 #[tokio::test]
@@ -124,14 +111,9 @@ async fn every_internal_address_form_is_refused_by_name() {
     // A PATCH to an internal address is refused as well.
     let (_, v) = create(&hub, "http://93.184.215.14/hook").await;
     let id = v["id"].as_str().expect("id").to_string();
-    let res = hub
-        .http
-        .patch(hub.url(&format!("/v1/subscriptions/{id}")))
-        .json(&json!({"webhook": {"url": "http://[2002:7f00:1::]/"}}))
-        .send()
-        .await
-        .expect("PATCH");
-    assert_eq!(res.status(), 400);
+    let path = format!("/v1/subscriptions/{id}");
+    let change = json!({"webhook": {"url": "http://[2002:7f00:1::]/"}});
+    answered(request(&hub, "PATCH", &path, "", Some(&change)), 400).await;
     delete(&hub, &id).await;
 }
 
@@ -159,17 +141,7 @@ async fn webhook_subscriptions_per_tenant_are_bounded() {
             .contains("limits.max_subscriptions_per_tenant"),
         "{v}"
     );
-    let (_, metrics) = (
-        0,
-        hub.http
-            .get(hub.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .unwrap_or_default(),
-    );
+    let metrics = metrics(&hub, "").await;
     assert!(
         metrics.contains("limit=\"max_subscriptions_per_tenant\""),
         "the hit is counted"

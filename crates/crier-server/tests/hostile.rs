@@ -36,9 +36,44 @@ const PIECES: &[&str] = &[
     "0",
 ];
 
+/// The content types a random publish is sent with.
+const CONTENT_TYPES: &[&str] = &[
+    "application/json",
+    "application/x-ndjson",
+    "application/cloudevents+json",
+    "application/cloudevents-batch+json",
+    "text/plain",
+    "",
+    "application/json; charset=utf-8",
+];
+
+/// The query keys a random history or stream request is made of.
+const QUERY_KEYS: &[&str] = &[
+    "type", "after", "before", "limit", "since", "until", "order", "last", "severity", "tag",
+    "tenant", "x",
+];
+
+/// The ops a random WebSocket frame names.
+const WS_OPS: &[&str] = &[
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "history",
+    "replay",
+    "replay_stop",
+    "ping",
+    "auth",
+    "nope",
+];
+
+/// One of `list`, at random.
+fn pick(rng: &mut StdRng, list: &[&'static str]) -> &'static str {
+    list[rng.random_range(0..list.len())]
+}
+
 fn noise(rng: &mut StdRng) -> String {
     (0..rng.random_range(0..24))
-        .map(|_| PIECES[rng.random_range(0..PIECES.len())])
+        .map(|_| pick(rng, PIECES))
         .collect()
 }
 
@@ -46,22 +81,13 @@ fn noise(rng: &mut StdRng) -> String {
 async fn random_requests_get_client_errors_never_server_errors() {
     let hub = Hub::start_with(|s| s.limits.max_body_bytes = 2048).await;
     let mut rng = StdRng::seed_from_u64(7400);
-    let types = [
-        "application/json",
-        "application/x-ndjson",
-        "application/cloudevents+json",
-        "application/cloudevents-batch+json",
-        "text/plain",
-        "",
-        "application/json; charset=utf-8",
-    ];
     for i in 0..400 {
         let body = if i % 50 == 0 {
             "x".repeat(3000)
         } else {
             noise(&mut rng)
         };
-        let ct = types[rng.random_range(0..types.len())];
+        let ct = pick(&mut rng, CONTENT_TYPES);
         let (status, v) = hub.post_raw(body.clone(), ct).await;
         assert!(
             status == 201 || (400..500).contains(&status),
@@ -74,16 +100,12 @@ async fn random_requests_get_client_errors_never_server_errors() {
             );
         }
     }
-    let keys = [
-        "type", "after", "before", "limit", "since", "until", "order", "last", "severity", "tag",
-        "tenant", "x",
-    ];
     for _ in 0..300 {
         let q: Vec<String> = (0..rng.random_range(0..4))
             .map(|_| {
                 format!(
                     "{}={}",
-                    keys[rng.random_range(0..keys.len())],
+                    pick(&mut rng, QUERY_KEYS),
                     urlencode(&noise(&mut rng))
                 )
             })
@@ -121,24 +143,13 @@ async fn random_websocket_frames_get_error_ops_and_the_socket_lives() {
     let hub = Hub::start().await;
     let mut ws = hub.ws().await;
     let mut rng = StdRng::seed_from_u64(4001);
-    let ops = [
-        "subscribe",
-        "unsubscribe",
-        "publish",
-        "history",
-        "replay",
-        "replay_stop",
-        "ping",
-        "auth",
-        "nope",
-    ];
     for i in 0..300 {
         let frame = if i % 3 == 0 {
             noise(&mut rng)
         } else {
             format!(
                 "{{\"op\":\"{}\",\"ref\":{i},{}\"x\":1}}",
-                ops[rng.random_range(0..ops.len())],
+                pick(&mut rng, WS_OPS),
                 noise(&mut rng).replace('}', "")
             )
         };

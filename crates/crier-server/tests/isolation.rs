@@ -1,6 +1,7 @@
 //! Property: random events across random tenants, random subscribers on every path; no
 //! subscriber ever sees, counts or can fetch another tenant's event.
 
+use crier_testkit::checks::{answered, call, get_status, request, stream};
 use crier_testkit::Hub;
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -19,20 +20,13 @@ async fn check(events: Vec<(usize, usize)>, subscribers: Vec<(usize, Option<usiz
     })
     .await;
     let admin = token("ops", "admin");
-    let batch: Vec<Value> = events
+    let batch: Value = events
         .iter()
         .enumerate()
         .map(|(i, (t, ty))| json!({"type": TYPES[*ty], "tenant": TENANTS[*t], "id": format!("e{i}")}))
         .collect();
-    let res = hub
-        .http
-        .post(hub.url("/v1/events"))
-        .bearer_auth(&admin)
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 201);
+    let publish = request(&hub, "POST", "/v1/events", &admin, Some(&batch));
+    answered(publish, 201).await;
     // Every stored event as (tenant, type, id), sentinels included as they are added.
     let mut log: Vec<(usize, usize, String)> = events
         .iter()
@@ -73,43 +67,20 @@ async fn check(events: Vec<(usize, usize)>, subscribers: Vec<(usize, Option<usiz
             .all(|e| e["tenant"] == tenant));
         // Asking for another tenant is refused, not answered.
         for other in TENANTS.iter().filter(|o| **o != tenant) {
-            let r = hub
-                .http
-                .get(hub.url(&format!("/v1/events?tenant={other}")))
-                .bearer_auth(&tok)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status().as_u16(), 403);
+            get_status(&hub, &format!("/v1/events?tenant={other}"), &tok, 403).await;
         }
         // Lookups by id: own found, others not found (never forbidden).
         for (et, _, id) in &log {
-            let r = hub
-                .http
-                .get(hub.url(&format!("/v1/events/{id}")))
-                .bearer_auth(&tok)
-                .send()
-                .await
-                .unwrap();
+            let (status, _) = call(&hub, "GET", &format!("/v1/events/{id}"), &tok, None).await;
             assert_eq!(
-                r.status().as_u16(),
+                status,
                 if *et == t { 200 } else { 404 },
                 "lookup {id} as {tenant}"
             );
         }
         // SSE and WebSocket from the start, then a live sentinel per tenant: the first
         // live event a subscriber sees must be its own tenant's.
-        let mut sse = {
-            let res = hub
-                .http
-                .get(hub.url(&format!("/v1/stream?after=0&{q}")))
-                .bearer_auth(&tok)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status().as_u16(), 200);
-            crier_testkit::Sse::from_response(res)
-        };
+        let mut sse = stream(&hub, &format!("/v1/stream?after=0&{q}"), &tok).await;
         let (stream, _) =
             tokio_tungstenite::connect_async(format!("ws://{}/v1/ws?token={tok}", hub.addr))
                 .await
@@ -123,25 +94,13 @@ async fn check(events: Vec<(usize, usize)>, subscribers: Vec<(usize, Option<usiz
             if *other != tenant {
                 let id = format!("x{k}-{}", log.len());
                 let e = json!({"type": TYPES[sentinel], "tenant": other, "id": id});
-                hub.http
-                    .post(hub.url("/v1/events"))
-                    .bearer_auth(&admin)
-                    .json(&e)
-                    .send()
-                    .await
-                    .unwrap();
+                call(&hub, "POST", "/v1/events", &admin, Some(&e)).await;
                 log.push((k, sentinel, id));
             }
         }
         let own = format!("own-{t}-{}", log.len());
         let e = json!({"type": TYPES[sentinel], "tenant": tenant, "id": own});
-        hub.http
-            .post(hub.url("/v1/events"))
-            .bearer_auth(&admin)
-            .json(&e)
-            .send()
-            .await
-            .unwrap();
+        call(&hub, "POST", "/v1/events", &admin, Some(&e)).await;
         log.push((t, sentinel, own.clone()));
         let mut expected = want.clone();
         expected.push(own);

@@ -2,6 +2,7 @@
 //! latency histograms by route template, process metrics, and `metrics_token` scraping
 //! without an admin credential.
 
+use crier_testkit::checks::get_status;
 use crier_testkit::Hub;
 
 const SECRET: &str = "test-secret-of-at-least-32-characters!!";
@@ -33,23 +34,10 @@ async fn metrics_are_described_registered_and_scrapable_with_a_token() {
     let (status, _) = scrape(Some(&admin_token())).await;
     assert_eq!(status, 200, "admins may scrape");
     // The metrics token opens /metrics and nothing else.
-    let res = hub
-        .http
-        .get(hub.url("/v1/events"))
-        .bearer_auth(METRICS_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
+    get_status(&hub, "/v1/events", METRICS_TOKEN, 401).await;
 
-    let res = hub
-        .http
-        .get(hub.url("/v1/events/0193a5c2-0000-7000-8000-000000000000"))
-        .bearer_auth(admin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 404);
+    let missing = "/v1/events/0193a5c2-0000-7000-8000-000000000000";
+    get_status(&hub, missing, &admin_token(), 404).await;
 
     let (status, text) = scrape(Some(METRICS_TOKEN)).await;
     assert_eq!(status, 200);

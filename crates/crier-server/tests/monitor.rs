@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crier_server::pusher::apps::{AppConfig, PusherConfig};
+use crier_testkit::checks::{answered, call, get_status, metrics, pusher_app, request, stream};
 use crier_testkit::{Hub, Sse, Ws, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -31,21 +31,7 @@ fn token(sub: &str, tenant: &str, role: &str) -> String {
 async fn hub_with(tweak: impl FnOnce(&mut crier_server::Settings)) -> Hub {
     Hub::start_with(|s| {
         crier_testkit::auth::with_hs256(s, SECRET);
-        s.pusher = PusherConfig {
-            apps: vec![AppConfig {
-                id: APP_ID.into(),
-                key: APP_KEY.into(),
-                secret: APP_SECRET.into(),
-                tenant: "acme".into(),
-                client_events: false,
-                activity_timeout: 120,
-                webhooks: vec![],
-                max_data_bytes: 10_240,
-            }],
-            ..PusherConfig::default()
-        }
-        .validate()
-        .expect("app");
+        s.pusher = pusher_app(APP_ID, APP_KEY, APP_SECRET, "acme");
         tweak(s);
     })
     .await
@@ -53,15 +39,7 @@ async fn hub_with(tweak: impl FnOnce(&mut crier_server::Settings)) -> Hub {
 
 /// `GET path` with a bearer token: status and JSON body.
 async fn get(hub: &Hub, path: &str, tok: &str) -> (u16, Value) {
-    let res = hub
-        .http
-        .get(hub.url(path))
-        .bearer_auth(tok)
-        .send()
-        .await
-        .expect("GET");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    call(hub, "GET", path, tok, None).await
 }
 
 /// Polls `GET path` until `check` holds for the answer; fails with the last answer after
@@ -107,15 +85,7 @@ fn local_addr(ws: &Socket) -> SocketAddr {
 }
 
 async fn sse(hub: &Hub, query: &str, tok: &str) -> Sse {
-    let res = hub
-        .http
-        .get(hub.url(&format!("/v1/stream?{query}")))
-        .bearer_auth(tok)
-        .send()
-        .await
-        .expect("GET /v1/stream");
-    assert_eq!(res.status().as_u16(), 200);
-    Sse::from_response(res)
+    stream(hub, &format!("/v1/stream?{query}"), tok).await
 }
 
 async fn ws(hub: &Hub, tok: &str) -> Ws {
@@ -396,13 +366,7 @@ async fn only_admins_look_and_only_at_their_tenant_unless_they_ask() {
             assert!(body["error"]["message"].is_string(), "{body}");
         }
     }
-    let res = hub
-        .http
-        .get(hub.url("/v1/connections"))
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(res.status().as_u16(), 401);
+    get_status(&hub, "/v1/connections", "", 401).await;
 
     let actors = |v: &Value| -> Vec<String> {
         let mut a: Vec<String> = conns(v)
@@ -473,22 +437,17 @@ async fn lag_grows_for_a_reader_that_does_not_read() {
     // Large events fill the stalled reader's socket buffers; from then on its position stays
     // and each publish adds to its lag. Observed after each batch, never slept on.
     let blob = "x".repeat(60_000);
-    let batch: Vec<Value> = (0..10)
-        .map(|_| json!({"type": "bulk.item", "data": {"blob": blob}}))
-        .collect();
+    let batch = Value::Array(
+        (0..10)
+            .map(|_| json!({"type": "bulk.item", "data": {"blob": blob}}))
+            .collect(),
+    );
     let mut seen: Option<(u64, u64)> = None; // (lag, delivered_seq) while stalled
     let mut grew = false;
     let mut published = 0u64;
     for _ in 0..200 {
-        let res = hub
-            .http
-            .post(hub.url("/v1/events"))
-            .bearer_auth(&publisher)
-            .json(&batch)
-            .send()
-            .await
-            .expect("publish");
-        assert_eq!(res.status().as_u16(), 201);
+        let publish = request(&hub, "POST", "/v1/events", &publisher, Some(&batch));
+        answered(publish, 201).await;
         published += 10;
         let (_, v) = get(&hub, "/v1/connections?transport=sse", &admin).await;
         let slow = sse_of(&v, "slow");
@@ -547,14 +506,8 @@ async fn pusher_connections_count_against_the_tenant_limit_and_in_metrics() {
     let refusal = recv(&mut third).await;
     assert_eq!(refusal["event"], "pusher:error", "{refusal}");
     assert_eq!(refusal["data"]["code"], 4100, "{refusal}");
-    let res = hub
-        .http
-        .get(hub.url("/v1/stream"))
-        .bearer_auth(token("alice", "acme", "subscriber"))
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(res.status().as_u16(), 429);
+    let alice = token("alice", "acme", "subscriber");
+    get_status(&hub, "/v1/stream", &alice, 429).await;
 
     // Both open ones are listed; the gauge has a pusher series counting this one.
     let (status, v) = get(&hub, "/v1/connections", &admin).await;
@@ -567,16 +520,7 @@ async fn pusher_connections_count_against_the_tenant_limit_and_in_metrics() {
     )
     .await;
     assert_eq!(status, 200, "an admin of another tenant may ask by name");
-    let metrics = hub
-        .http
-        .get(hub.url("/metrics"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics(&hub, &admin).await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with("crier_connections{") && l.contains("transport=\"pusher\""))

@@ -3,50 +3,13 @@
 //! one test: it installs a thread's log subscriber, and tracing's per-callsite interest cache
 //! can race with other tests of the same process.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod logs;
 
-use crier_testkit::{Hub, WAIT};
+use std::time::Duration;
+
+use crier_testkit::checks::{answered, request};
+use crier_testkit::Hub;
 use serde_json::json;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// Waits until a log line holds every one of `parts`, and returns it.
-    async fn line_with(&self, parts: &[&str]) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(l) = self
-                .text()
-                .lines()
-                .find(|l| parts.iter().all(|p| l.contains(p)))
-            {
-                return l.to_string();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {parts:?} in:\n{}",
-                self.text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// A webhook receiver on loopback that answers every delivery with 500.
 async fn failing_receiver() -> std::net::SocketAddr {
@@ -57,13 +20,7 @@ async fn failing_receiver() -> std::net::SocketAddr {
 
 #[tokio::test]
 async fn request_ids_reach_the_answer_and_every_log_line() {
-    let buf = Captured::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("info")
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
+    let (buf, subscriber) = logs::capture("info");
     let _guard = tracing::subscriber::set_default(subscriber);
     let hub = Hub::start_with(|s| {
         s.webhooks.allow_private = true;
@@ -72,14 +29,8 @@ async fn request_ids_reach_the_answer_and_every_log_line() {
     .await;
 
     // The client's own id is echoed and names the access log line, at info level.
-    let res = hub
-        .http
-        .get(hub.url("/v1/events?type=a.*&token=hide-me"))
-        .header("x-request-id", "trace-7f3a.1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let req = request(&hub, "GET", "/v1/events?type=a.*&token=hide-me", "", None);
+    let res = answered(req.header("x-request-id", "trace-7f3a.1"), 200).await;
     assert_eq!(res.headers()["x-request-id"], "trace-7f3a.1");
     let line = buf.line_with(&["trace-7f3a.1", "request"]).await;
     assert!(line.contains(" INFO "), "{line}");

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crier_testkit::auth::now;
+use crier_testkit::checks::{answered, get_status, replay, request};
 use crier_testkit::Hub;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -28,6 +29,17 @@ async fn hub(heartbeat: Duration) -> Hub {
         s.heartbeat = heartbeat;
     })
     .await
+}
+
+/// An API key of tenant `acme` with `role`, stored in `hub`'s database: a call that revokes
+/// it, and its secret.
+fn api_key(hub: &Hub, role: crier_core::Role, name: &str) -> (impl FnOnce(), String) {
+    let keys = crier_store::SqliteKeys::open(&hub.dir.join("crier.db")).expect("keys");
+    let (key, secret) = keys.create("acme", role, name).expect("key");
+    let revoke = move || {
+        keys.revoke(&key.id).expect("revoke");
+    };
+    (revoke, secret)
 }
 
 /// Publishes a `live.tick` every 50 ms until dropped, so streams always have events to send.
@@ -66,48 +78,22 @@ async fn slow_replay(hub: &Hub, token: &str) -> reqwest::Response {
     let events: Vec<Value> = (0..5)
         .map(|i| json!({"type": "old.tick", "time": t(i * 10)}))
         .collect();
-    let res = hub
-        .http
-        .post(hub.url("/v1/events"))
-        .bearer_auth(jwt("admin", 600))
-        .json(&events)
-        .send()
-        .await
-        .expect("publish");
-    assert_eq!(res.status(), 201);
-    let r: Value = hub
-        .http
-        .post(hub.url("/v1/replays"))
-        .bearer_auth(token)
-        .json(&json!({"filter": {"type": ["old.*"]}, "since": t(0), "until": t(100), "speed": 1}))
-        .send()
-        .await
-        .expect("replay")
-        .json()
-        .await
-        .expect("json");
-    let id = r["id"].as_str().expect("replay id");
-    let res = hub
-        .http
-        .get(hub.url(&format!("/v1/replays/{id}/stream")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("replay stream");
-    assert_eq!(res.status(), 200);
-    res
+    let admin = jwt("admin", 600);
+    let publish = request(
+        hub,
+        "POST",
+        "/v1/events",
+        &admin,
+        Some(&Value::from(events)),
+    );
+    answered(publish, 201).await;
+    let spec = json!({"filter": {"type": ["old.*"]}, "since": t(0), "until": t(100), "speed": 1});
+    let id = replay(hub, token, &spec).await;
+    get_status(hub, &format!("/v1/replays/{id}/stream"), token, 200).await
 }
 
 async fn sse(hub: &Hub, token: &str) -> reqwest::Response {
-    let res = hub
-        .http
-        .get(hub.url("/v1/stream"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(res.status(), 200);
-    res
+    get_status(hub, "/v1/stream", token, 200).await
 }
 
 async fn ws(hub: &Hub, token: &str) -> Socket {
@@ -176,14 +162,15 @@ async fn drain(res: reqwest::Response) -> usize {
     n
 }
 
-/// Runs the four transports' ends concurrently; each must end within `within`.
+/// Runs the four transports' ends concurrently; each must end within `within`, `/v1/ws`
+/// with 4001 and GraphQL with 4403.
 async fn all_end(
     within: Duration,
     sse: reqwest::Response,
     replay: reqwest::Response,
     mut ws: Socket,
     mut gql: Socket,
-) -> (u16, u16) {
+) {
     let started = Instant::now();
     let (s, r, w, g) = tokio::time::timeout(
         within,
@@ -198,10 +185,10 @@ async fn all_end(
     .expect("every open connection ended in time");
     assert!(s > 0 && r > 0, "the streams had started");
     assert!(started.elapsed() <= within);
-    (
-        w.0.expect("a /v1/ws close code"),
-        g.0.expect("a GraphQL close code"),
-    )
+    let ws_code = w.0.expect("a /v1/ws close code");
+    let gql_code = g.0.expect("a GraphQL close code");
+    assert_eq!(ws_code, 4001);
+    assert_eq!(gql_code, 4403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,19 +199,14 @@ async fn expired_jwt_ends_every_open_connection_while_events_flow() {
     let (s, r) = (sse(&hub, &token).await, slow_replay(&hub, &token).await);
     let (w, g) = (ws(&hub, &token).await, gql_ws(&hub, &token).await);
     // The heartbeat (30 s) is far away: only the token's `exp` can end them this soon.
-    let (ws_code, gql_code) = all_end(Duration::from_secs(8), s, r, w, g).await;
-    assert_eq!(ws_code, 4001);
-    assert_eq!(gql_code, 4403);
+    all_end(Duration::from_secs(8), s, r, w, g).await;
     hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_key_ends_every_open_connection_while_events_flow() {
     let hub = hub(Duration::from_millis(500)).await;
-    let keys = crier_store::SqliteKeys::open(&hub.dir.join("crier.db")).expect("keys");
-    let (key, secret) = keys
-        .create("acme", crier_core::Role::Subscriber, "reader")
-        .expect("key");
+    let (revoke, secret) = api_key(&hub, crier_core::Role::Subscriber, "reader");
     let _flow = ticker(&hub);
     let (s, r) = (sse(&hub, &secret).await, slow_replay(&hub, &secret).await);
     let (mut w, mut g) = (ws(&hub, &secret).await, gql_ws(&hub, &secret).await);
@@ -240,11 +222,9 @@ async fn revoked_key_ends_every_open_connection_while_events_flow() {
         .await
         .expect("an event before revocation");
     }
-    keys.revoke(&key.id).expect("revoke");
+    revoke();
     // Events keep flowing every 50 ms; a re-check each 500 ms heartbeat still ends them.
-    let (ws_code, gql_code) = all_end(Duration::from_secs(3), s, r, w, g).await;
-    assert_eq!(ws_code, 4001);
-    assert_eq!(gql_code, 4403);
+    all_end(Duration::from_secs(3), s, r, w, g).await;
     hub.stop().await;
 }
 
@@ -283,10 +263,7 @@ async fn stored(hub: &Hub, kind: &str) -> usize {
 async fn nothing_is_served_after_revocation_even_before_the_next_recheck() {
     // A heartbeat of a minute: the periodic re-check cannot be what stops these.
     let hub = hub(Duration::from_secs(60)).await;
-    let keys = crier_store::SqliteKeys::open(&hub.dir.join("crier.db")).expect("keys");
-    let (key, secret) = keys
-        .create("acme", crier_core::Role::Publisher, "writer")
-        .expect("key");
+    let (revoke, secret) = api_key(&hub, crier_core::Role::Publisher, "writer");
     let mut w = ws(&hub, &secret).await;
     let mut g = gql_ws(&hub, &secret).await;
     // Both sockets work while the key holds.
@@ -307,7 +284,7 @@ async fn nothing_is_served_after_revocation_even_before_the_next_recheck() {
     .expect("published");
     assert_eq!(stored(&hub, "before.ws").await, 1);
 
-    keys.revoke(&key.id).expect("revoke");
+    revoke();
     w.send(Message::text(
         json!({"op": "publish", "ref": "late", "event": {"type": "after.ws"}}).to_string(),
     ))

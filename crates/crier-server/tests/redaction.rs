@@ -2,7 +2,9 @@
 //! thread's log subscriber, and tracing's per-callsite interest cache can race with other
 //! tests of the same process hitting the same log statements first.
 
-use std::sync::{Arc, Mutex};
+#[allow(dead_code)]
+mod logs;
+
 use std::time::Duration;
 
 use crier_testkit::auth::claims;
@@ -22,28 +24,9 @@ async fn hs_hub() -> Hub {
     .await
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn tokens_in_query_strings_never_reach_the_logs() {
-    let buf = Captured::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("debug")
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
+    let (buf, subscriber) = logs::capture("debug");
     let _guard = tracing::subscriber::set_default(subscriber);
     let hub = hs_hub().await;
     let good = hs(&claims("logme", "acme", "admin"));
@@ -61,7 +44,7 @@ async fn tokens_in_query_strings_never_reach_the_logs() {
             .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let logs = buf.text();
     assert!(
         logs.contains("/v1/events") && logs.contains("token=REDACTED"),
         "requests are logged: {logs}"

@@ -1,6 +1,7 @@
 //! Times given to history and replays may be a duration before now (`15m`, `2h`, `7d`) as
 //! well as RFC 3339, on HTTP and WebSocket alike (§10).
 
+use crier_testkit::checks::expect;
 use crier_testkit::Hub;
 use serde_json::json;
 
@@ -36,15 +37,8 @@ async fn history_and_replays_take_durations_before_now() {
     let h = ws.recv().await;
     assert_eq!(h["events"].as_array().map(Vec::len), Some(0), "{h}");
 
-    let res = hub
-        .http
-        .post(hub.url("/v1/replays"))
-        .json(&json!({"since": "15m", "speed": "max"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let v: serde_json::Value = res.json().await.unwrap();
+    let spec = json!({"since": "15m", "speed": "max"});
+    let v = expect(&hub, "POST", "/v1/replays", "", Some(&spec), 201, "").await;
     assert_eq!(v["total"], 2, "{v}");
     hub.stop().await;
 }

@@ -4,19 +4,13 @@
 
 use std::time::Duration;
 
+use crier_testkit::checks::{call, replay, stream};
 use crier_testkit::{Hub, WAIT};
 use serde_json::{json, Value};
 
 async fn create(hub: &Hub) -> (u16, Value) {
-    let res = hub
-        .http
-        .post(hub.url("/v1/replays"))
-        .json(&json!({"since": "2020-01-01T00:00:00Z", "speed": "max"}))
-        .send()
-        .await
-        .expect("create");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    let spec = json!({"since": "2020-01-01T00:00:00Z", "speed": "max"});
+    call(hub, "POST", "/v1/replays", "", Some(&spec)).await
 }
 
 async fn list(hub: &Hub) -> Vec<Value> {
@@ -25,13 +19,18 @@ async fn list(hub: &Hub) -> Vec<Value> {
     v["replays"].as_array().expect("replays").clone()
 }
 
+/// A hub whose replays stop after `idle` without a reader, at most `max` per tenant.
+async fn slots_hub(idle: Duration, max: usize) -> Hub {
+    Hub::start_with(|s| {
+        s.limits.replay_idle_timeout = idle;
+        s.max_replays_per_tenant = max;
+    })
+    .await
+}
+
 #[tokio::test]
 async fn unstreamed_replays_stop_after_the_idle_timeout_and_free_their_slots() {
-    let hub = Hub::start_with(|s| {
-        s.limits.replay_idle_timeout = Duration::from_millis(800);
-        s.max_replays_per_tenant = 3;
-    })
-    .await;
+    let hub = slots_hub(Duration::from_millis(800), 3).await;
     hub.publish(json!([{"type": "a.b"}, {"type": "a.c"}])).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -81,38 +80,17 @@ async fn unstreamed_replays_stop_after_the_idle_timeout_and_free_their_slots() {
 
 #[tokio::test]
 async fn a_dropped_replay_stream_frees_its_slot() {
-    let hub = Hub::start_with(|s| {
-        s.limits.replay_idle_timeout = Duration::from_secs(600);
-        s.max_replays_per_tenant = 1;
-    })
-    .await;
+    let hub = slots_hub(Duration::from_secs(600), 1).await;
     // Events an hour apart: at speed 1 this replay would run for hours.
     hub.publish(json!([
         {"type": "slow.a", "time": "2026-01-01T00:00:00Z"},
         {"type": "slow.b", "time": "2026-01-01T01:00:00Z"}
     ]))
     .await;
-    let res = hub
-        .http
-        .post(hub.url("/v1/replays"))
-        .json(
-            &json!({"since": "2025-12-31T00:00:00Z", "until": "2026-01-02T00:00:00Z", "speed": 1}),
-        )
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(res.status(), 201);
-    let id = res.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let stream = hub
-        .http
-        .get(hub.url(&format!("/v1/replays/{id}/stream")))
-        .send()
-        .await
-        .expect("stream");
-    let mut sse = crier_testkit::Sse::from_response(stream);
+    let spec =
+        json!({"since": "2025-12-31T00:00:00Z", "until": "2026-01-02T00:00:00Z", "speed": 1});
+    let id = replay(&hub, "", &spec).await;
+    let mut sse = stream(&hub, &format!("/v1/replays/{id}/stream"), "").await;
     let first = sse.next().await.expect("first event");
     assert_eq!(first.event, "slow.a");
     assert_eq!(create(&hub).await.0, 429, "the one slot is taken");

@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use crier_testkit::Hub;
+use crier_testkit::checks::{call, request, retention};
+use crier_testkit::{Hub, Sse};
 use serde_json::{json, Value};
 
 const BASE: &str = "2026-01-01T00:00:00";
@@ -12,17 +13,16 @@ fn at(ms: u64) -> String {
 }
 
 async fn post(hub: &Hub, path: &str, body: Value) -> (u16, Value) {
-    let res = hub
-        .http
-        .post(hub.url(path))
-        .json(&body)
+    call(hub, "POST", path, "", Some(&body)).await
+}
+
+/// Opens the stream of replay `id`, whatever it answers.
+async fn open_replay(hub: &Hub, id: &str) -> reqwest::Response {
+    let path = format!("/v1/replays/{id}/stream");
+    request(hub, "GET", &path, "", None)
         .send()
         .await
-        .unwrap();
-    (
-        res.status().as_u16(),
-        res.json().await.unwrap_or(Value::Null),
-    )
+        .expect("stream")
 }
 
 async fn spaced(hub: &Hub, n: u64, gap_ms: u64) -> Vec<u64> {
@@ -51,13 +51,7 @@ async fn replay_at_speed_4_keeps_spacing_seq_and_time() {
         (Some(6), Some("running"))
     );
     let id = r["id"].as_str().unwrap();
-    let res = hub
-        .http
-        .get(hub.url(&format!("/v1/replays/{id}/stream")))
-        .send()
-        .await
-        .unwrap();
-    let mut sse = crier_testkit::Sse::from_response(res);
+    let mut sse = Sse::from_response(open_replay(&hub, id).await);
     let mut arrivals = Vec::new();
     for (i, want) in seqs.iter().enumerate() {
         let m = sse.next().await.unwrap();
@@ -90,12 +84,7 @@ async fn replay_at_speed_4_keeps_spacing_seq_and_time() {
         st,
         json!({"id": id, "state": "done", "sent": 6, "total": 6, "speed": 4})
     );
-    let again = hub
-        .http
-        .get(hub.url(&format!("/v1/replays/{id}/stream")))
-        .send()
-        .await
-        .unwrap();
+    let again = open_replay(&hub, id).await;
     assert_eq!(again.status().as_u16(), 409, "one stream per replay");
 }
 
@@ -115,13 +104,8 @@ async fn replay_max_stop_and_limits() {
     .await;
     assert_eq!(r["total"], 2000);
     let started = Instant::now();
-    let res = hub
-        .http
-        .get(hub.url(&format!("/v1/replays/{}/stream", r["id"].as_str().unwrap())))
-        .send()
-        .await
-        .unwrap();
-    let mut sse = crier_testkit::Sse::from_response(res);
+    let id = r["id"].as_str().unwrap();
+    let mut sse = Sse::from_response(open_replay(&hub, id).await);
     let got = sse.seqs(2000).await;
     assert_eq!(got, (1..=2000).collect::<Vec<_>>());
     assert_eq!(sse.next().await.unwrap().event, "crier.replay_done");
@@ -141,13 +125,7 @@ async fn replay_max_stop_and_limits() {
     )
     .await;
     let id = r["id"].as_str().unwrap().to_string();
-    let res = hub2
-        .http
-        .get(hub2.url(&format!("/v1/replays/{id}/stream")))
-        .send()
-        .await
-        .unwrap();
-    let mut sse = crier_testkit::Sse::from_response(res);
+    let mut sse = Sse::from_response(open_replay(&hub2, &id).await);
     assert_eq!(sse.next().await.unwrap().event, "r.tick");
     let (s, st) = post(&hub2, &format!("/v1/replays/{id}/stop"), json!({})).await;
     assert_eq!((s, st["state"].as_str()), (200, Some("stopped")));
@@ -267,11 +245,7 @@ async fn websocket_replay_ops() {
 
 #[tokio::test]
 async fn stats_match_what_was_published() {
-    let hub = Hub::start_with(|s| {
-        s.retention_max_events = Some(8);
-        s.retention_interval = Duration::from_secs(3600);
-    })
-    .await;
+    let hub = Hub::start_with(|s| retention(s, 8, Duration::from_secs(3600))).await;
     hub.publish(json!([
         {"type": "site.created", "category": "config", "severity": "info", "source": "dash"},
         {"type": "site.created", "category": "config", "severity": "warning", "source": "dash"},

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crier_server::Config;
+use crier_testkit::checks::{answered, status_json};
 use crier_testkit::{Hub, Sse, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -109,12 +110,7 @@ async fn https_sse_and_wss_on_the_listen_address() {
     drop(stream);
 
     // An SSE stream over TLS, opened before the publish: it sees it live.
-    let res = http
-        .get(url(&hub, "/v1/stream?type=tls.*"))
-        .send()
-        .await
-        .expect("GET /v1/stream over https");
-    assert_eq!(res.status().as_u16(), 200);
+    let res = answered(http.get(url(&hub, "/v1/stream?type=tls.*")), 200).await;
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     let mut sse = Sse::from_response(res);
 
@@ -175,14 +171,7 @@ async fn https_sse_and_wss_on_the_listen_address() {
     assert_eq!(m.event, "tls.from_ws");
 
     // History reads over HTTPS too.
-    let v: Value = http
-        .get(url(&hub, "/v1/events?type=tls.*"))
-        .send()
-        .await
-        .expect("history")
-        .json()
-        .await
-        .expect("json");
+    let (_, v) = status_json(http.get(url(&hub, "/v1/events?type=tls.*"))).await;
     assert_eq!(v["events"].as_array().map(Vec::len), Some(2), "{v}");
     hub.stop().await;
 }
@@ -234,12 +223,7 @@ async fn plaintext_garbage_and_stalled_handshakes_do_not_get_through() {
     assert!(untrusting.get(url(&hub, "/healthz")).send().await.is_err());
 
     // Meanwhile, with the stalled socket still open, a good client is served.
-    let res = http
-        .get(url(&hub, "/healthz"))
-        .send()
-        .await
-        .expect("healthz");
-    assert_eq!(res.status().as_u16(), 200);
+    answered(http.get(url(&hub, "/healthz")), 200).await;
     hub.stop().await;
 }
 

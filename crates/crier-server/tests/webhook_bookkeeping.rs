@@ -248,36 +248,19 @@ impl Node {
 /// A receiver that answers 200, or 500 for events whose type is `x.refused`; it keeps the
 /// `webhook-id` of every request.
 async fn receiver() -> (Arc<Mutex<Vec<String>>>, String) {
-    let got: Arc<Mutex<Vec<String>>> = Arc::default();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post({
-            let got = got.clone();
-            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let got = got.clone();
-                async move {
-                    let id = headers
-                        .get("webhook-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string();
-                    got.lock().expect("lock").push(id);
-                    let ev: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    if ev["type"] == "x.refused" {
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
-                    } else {
-                        axum::http::StatusCode::OK
-                    }
-                }
-            }
-        }),
-    );
-    let url = format!("http://{}/hook", crier_testkit::hooks::serve(app).await);
-    (got, url)
+    crier_testkit::hooks::recording(|ev| async move {
+        if ev["type"] == "x.refused" {
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            axum::http::StatusCode::OK
+        }
+    })
+    .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_records_and_cursor_writes_lose_and_double_nothing() {
+/// A node over a fresh directory with a subscription to `x.*` delivering to [`receiver`]:
+/// the directory, the ids the receiver got, the node and the subscription's id.
+async fn subscribed() -> (tempfile::TempDir, Arc<Mutex<Vec<String>>>, Node, String) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (got, url) = receiver().await;
     let node = Node::start(tmp.path()).await;
@@ -288,6 +271,12 @@ async fn failing_records_and_cursor_writes_lose_and_double_nothing() {
         )
         .await;
     let id = sub["id"].as_str().expect("id").to_string();
+    (tmp, got, node, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_records_and_cursor_writes_lose_and_double_nothing() {
+    let (tmp, got, node, id) = subscribed().await;
     let mut ids = Vec::new();
     for i in 0..3 {
         let v = node
@@ -345,16 +334,7 @@ async fn failing_records_and_cursor_writes_lose_and_double_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_pause_is_written_before_the_task_ends() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (got, url) = receiver().await;
-    let node = Node::start(tmp.path()).await;
-    let sub = node
-        .post(
-            "/v1/subscriptions",
-            json!({"webhook": {"url": url}, "filter": {"type": ["x.*"]}}),
-        )
-        .await;
-    let id = sub["id"].as_str().expect("id").to_string();
+    let (_tmp, got, node, id) = subscribed().await;
     node.subs.arm("set_status", 2);
     node.subs.arm("record", 1);
     // Refused on both attempts of the schedule: dead, and the subscription pauses.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use base64::Engine;
+use crier_testkit::checks::{call, eventually, pruned_to, retention};
 use crier_testkit::Hub;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -81,20 +82,22 @@ impl Receiver {
     }
 
     async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
-        let deadline = Instant::now() + within;
-        loop {
+        eventually(within, || async move {
             let got = self.got();
-            if got.len() >= n {
-                return got;
+            match got.len() {
+                len if len >= n => Ok(got),
+                len => Err(format!("receiver got {len} of {n} requests")),
             }
-            assert!(
-                Instant::now() < deadline,
-                "receiver got {} of {n} requests",
-                got.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
+}
+
+/// The `webhook-id` of each request `got`, in order.
+fn ids(got: &[Received]) -> Vec<&str> {
+    got.iter()
+        .map(|r| r.headers["webhook-id"].to_str().unwrap())
+        .collect()
 }
 
 /// Standard Webhooks verification, written from the specification.
@@ -130,32 +133,35 @@ async fn hook_hub(backoff: &[u64], on_dead_skip: bool) -> Hub {
 }
 
 async fn post(hub: &Hub, path: &str, body: Value) -> (u16, Value) {
-    let res = hub
-        .http
-        .post(hub.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (
-        res.status().as_u16(),
-        res.json().await.unwrap_or(Value::Null),
-    )
+    call(hub, "POST", path, "", Some(&body)).await
+}
+
+/// Polls the subscription `id` until `holds` for its view, which it returns; after `within`
+/// fails saying `what` and the last view.
+async fn sub_until(
+    hub: &Hub,
+    id: &str,
+    within: Duration,
+    what: &str,
+    holds: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(within, || async {
+        let (_, v) = hub.get(&format!("/v1/subscriptions/{id}")).await;
+        if holds(&v) {
+            Ok(v)
+        } else {
+            Err(format!("{what}: {v}"))
+        }
+    })
+    .await
 }
 
 async fn sub_status(hub: &Hub, id: &str, want: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, v) = hub.get(&format!("/v1/subscriptions/{id}")).await;
-        if v["status"] == want {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "subscription never became {want}: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("subscription never became {want}");
+    sub_until(hub, id, Duration::from_secs(10), &what, |v| {
+        v["status"] == want
+    })
+    .await
 }
 
 #[tokio::test]
@@ -182,12 +188,8 @@ async fn retries_follow_the_schedule_keep_order_and_sign() {
     let id = sub["id"].as_str().unwrap().to_string();
     hub.publish(json!([{"type": "order.created", "id": "o1"}, {"type": "noise"}, {"type": "order.paid", "id": "o2"}, {"type": "order.shipped", "id": "o3"}])).await;
     let got = rx.wait_for(8, Duration::from_secs(15)).await;
-    let ids: Vec<&str> = got
-        .iter()
-        .map(|r| r.headers["webhook-id"].to_str().unwrap())
-        .collect();
     assert_eq!(
-        ids,
+        ids(&got),
         vec!["o1", "o1", "o1", "o1", "o1", "o1", "o2", "o3"],
         "retries keep the webhook-id; order is kept; nothing skipped"
     );
@@ -231,14 +233,12 @@ async fn retries_follow_the_schedule_keep_order_and_sign() {
         (Some("o1"), Some("order.created"))
     );
     // Records and cursor.
-    let v = sub_status(&hub, &id, "active").await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut v = v;
-    while v["cursor"] != 4 {
-        assert!(Instant::now() < deadline, "cursor did not reach 4: {v}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        v = hub.get(&format!("/v1/subscriptions/{id}")).await.1;
-    }
+    sub_status(&hub, &id, "active").await;
+    let within = Duration::from_secs(5);
+    let v = sub_until(&hub, &id, within, "cursor did not reach 4", |v| {
+        v["cursor"] == 4
+    })
+    .await;
     assert!(
         v["webhook"].get("secret").is_none(),
         "the secret is never shown again"
@@ -310,11 +310,7 @@ async fn gone_disables_and_dead_pauses_or_skips_and_redeliver_retries() {
     .await;
     assert_eq!(s, 200);
     let got = rx.wait_for(5, Duration::from_secs(5)).await;
-    let ids: Vec<&str> = got[3..]
-        .iter()
-        .map(|r| r.headers["webhook-id"].to_str().unwrap())
-        .collect();
-    assert_eq!(ids, vec!["b1", "b2"]);
+    assert_eq!(ids(&got[3..]), vec!["b1", "b2"]);
 
     let skip = hook_hub(&[20], true).await;
     let (rx, url) = Receiver::start(
@@ -326,12 +322,8 @@ async fn gone_disables_and_dead_pauses_or_skips_and_redeliver_retries() {
     skip.publish(json!([{"type": "c", "id": "c1"}, {"type": "c", "id": "c2"}]))
         .await;
     let got = rx.wait_for(3, Duration::from_secs(5)).await;
-    let ids: Vec<&str> = got
-        .iter()
-        .map(|r| r.headers["webhook-id"].to_str().unwrap())
-        .collect();
     assert_eq!(
-        ids,
+        ids(&got),
         vec!["c1", "c1", "c2"],
         "with on_dead = skip the next event follows"
     );
@@ -397,27 +389,10 @@ async fn subscription_crud_and_validation() {
         (v["name"].as_str(), v["filter"]["severity"].as_str()),
         (Some("renamed"), Some("error"))
     );
-    assert_eq!(
-        hub.http
-            .delete(hub.url(&format!("/v1/subscriptions/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        204
-    );
-    assert_eq!(hub.get(&format!("/v1/subscriptions/{id}")).await.0, 404);
-    assert_eq!(
-        hub.http
-            .delete(hub.url(&format!("/v1/subscriptions/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        404
-    );
+    let path = format!("/v1/subscriptions/{id}");
+    assert_eq!(call(&hub, "DELETE", &path, "", None).await.0, 204);
+    assert_eq!(hub.get(&path).await.0, 404);
+    assert_eq!(call(&hub, "DELETE", &path, "", None).await.0, 404);
 }
 
 #[tokio::test]
@@ -484,8 +459,7 @@ async fn a_subscription_behind_retention_records_it_and_continues() {
     let (rx, url) = Receiver::start(vec![], Answer::Status(200)).await;
     let hub = Hub::start_with(|s| {
         s.webhooks.allow_private = true;
-        s.retention_max_events = Some(5);
-        s.retention_interval = Duration::from_millis(50);
+        retention(s, 5, Duration::from_millis(50));
     })
     .await;
     let (_, sub) = post(
@@ -501,11 +475,7 @@ async fn a_subscription_behind_retention_records_it_and_continues() {
             .collect::<Vec<_>>(),
     ))
     .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while hub.history_seqs("").await.len() > 5 {
-        assert!(Instant::now() < deadline, "retention did not prune");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pruned_to(&hub, 5).await;
     let res = hub
         .http
         .patch(hub.url(&format!("/v1/subscriptions/{id}")))
@@ -515,11 +485,7 @@ async fn a_subscription_behind_retention_records_it_and_continues() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 200);
     let got = rx.wait_for(5, Duration::from_secs(5)).await;
-    let ids: Vec<&str> = got
-        .iter()
-        .map(|r| r.headers["webhook-id"].to_str().unwrap())
-        .collect();
-    assert_eq!(ids, vec!["r15", "r16", "r17", "r18", "r19"]);
+    assert_eq!(ids(&got), vec!["r15", "r16", "r17", "r18", "r19"]);
     let v = sub_status(&hub, &id, "active").await;
     assert!(
         v["note"].as_str().unwrap_or("").contains("retention"),

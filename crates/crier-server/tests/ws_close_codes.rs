@@ -6,6 +6,7 @@
 //! frame is answered (the closing handshake completes) on `/v1/ws`, the GraphQL WebSocket and
 //! a Pusher connection, and an oversized Pusher message gets 1009 as well.
 
+use crier_testkit::checks::pusher_app;
 use crier_testkit::{Hub, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -160,24 +161,9 @@ async fn a_graphql_socket_without_connection_init_is_closed() {
 
 /// A hub with one Pusher app, key `close-key`.
 async fn hub_with_pusher() -> Hub {
-    use crier_server::pusher::apps::{AppConfig, PusherConfig};
     Hub::start_with(|s| {
         s.limits.max_ws_frame_bytes = MAX_FRAME;
-        s.pusher = PusherConfig {
-            apps: vec![AppConfig {
-                id: "77".into(),
-                key: "close-key".into(),
-                secret: "close-secret-of-some-length".into(),
-                tenant: "default".into(),
-                client_events: false,
-                activity_timeout: 120,
-                webhooks: vec![],
-                max_data_bytes: 10_240,
-            }],
-            ..PusherConfig::default()
-        }
-        .validate()
-        .expect("pusher app");
+        s.pusher = pusher_app("77", "close-key", "close-secret-of-some-length", "default");
     })
     .await
 }

@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use crier_testkit::Hub;
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::{close_code, hs, hs_hub, req, ws_connect, SECRET};
+use crate::{close_code, hs, hs_hub, hs_hub_with, req, ws_connect};
 
 #[tokio::test]
 async fn expiry_closes_websocket_and_ends_sse_refresh_keeps_it_open() {
@@ -61,11 +60,7 @@ async fn expiry_closes_websocket_and_ends_sse_refresh_keeps_it_open() {
 
 #[tokio::test]
 async fn revoked_key_stops_open_streams_within_a_heartbeat() {
-    let hub = Hub::start_with(|s| {
-        crier_testkit::auth::with_hs256(s, SECRET);
-        s.heartbeat = Duration::from_millis(500);
-    })
-    .await;
+    let hub = hs_hub_with(|s| s.heartbeat = Duration::from_millis(500)).await;
     let keys = crier_store::SqliteKeys::open(&hub.dir.join("crier.db")).expect("keys");
     let (key, secret) = keys
         .create("acme", crier_core::Role::Subscriber, "reader")

@@ -3,21 +3,18 @@
 
 use std::time::Duration;
 
+use crier_testkit::checks::wait_until;
 use crier_testkit::http::{check, Row};
 use crier_testkit::Hub;
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{claims, hs, req, ws_connect, SECRET};
+use crate::{claims, hs, hs_hub_with, req, ws_connect};
 
 #[tokio::test]
 async fn publish_rate_limit_and_recovery() {
-    let hub = Hub::start_with(|s| {
-        crier_testkit::auth::with_hs256(s, SECRET);
-        s.limits.publish_rate_per_tenant = 5;
-    })
-    .await;
+    let hub = hs_hub_with(|s| s.limits.publish_rate_per_tenant = 5).await;
     let a = hs(&claims("p", "acme", "publisher"));
     let b = hs(&claims("p", "beta", "publisher"));
     let batch = |n: usize| Value::from(vec![json!({"type": "r"}); n]).to_string();
@@ -63,11 +60,7 @@ async fn publish_rate_limit_and_recovery() {
 
 #[tokio::test]
 async fn connection_limit_per_tenant_and_recovery() {
-    let hub = Hub::start_with(|s| {
-        crier_testkit::auth::with_hs256(s, SECRET);
-        s.limits.max_connections_per_tenant = 2;
-    })
-    .await;
+    let hub = hs_hub_with(|s| s.limits.max_connections_per_tenant = 2).await;
     let a = hs(&claims("s", "acme", "subscriber"));
     let open = |t: String| {
         let hub = &hub;
@@ -94,18 +87,12 @@ async fn connection_limit_per_tenant_and_recovery() {
     );
     drop(first);
     drop(ws);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let r = open(a.clone()).await;
-        if r.status() == 200 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "slots were not released"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "slots were not released",
+        Duration::from_secs(5),
+        || async { open(a.clone()).await.status() == 200 },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -52,7 +52,16 @@ fn sign(alg: Algorithm, kid: Option<&str>, c: &Value) -> String {
 
 /// A hub checking HS256 credentials over [`SECRET`].
 async fn hs_hub() -> Hub {
-    Hub::start_with(|s| crier_testkit::auth::with_hs256(s, SECRET)).await
+    hs_hub_with(|_| {}).await
+}
+
+/// A hub checking HS256 credentials over [`SECRET`], its settings then changed by `tweak`.
+async fn hs_hub_with(tweak: impl FnOnce(&mut crier_server::Settings)) -> Hub {
+    Hub::start_with(|s| {
+        crier_testkit::auth::with_hs256(s, SECRET);
+        tweak(s);
+    })
+    .await
 }
 
 /// One request with an optional credential and JSON body.

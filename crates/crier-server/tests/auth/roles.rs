@@ -1,11 +1,11 @@
 //! What each role may do, that the tenant and actor come from the credential, that narrowed
 //! tokens cannot widen, and that subscriptions, replays and stats are scoped to a tenant.
 
+use crier_testkit::checks::texts;
 use crier_testkit::http::{check, Row};
-use crier_testkit::Hub;
 use serde_json::json;
 
-use crate::{claims, hs, hs_hub, req, ws_connect, SECRET};
+use crate::{claims, hs, hs_hub, hs_hub_with, req, ws_connect};
 
 #[tokio::test]
 async fn role_table() {
@@ -128,12 +128,7 @@ async fn narrowed_tokens_cannot_widen() {
         ("POST", "/v1/events", "", Some(r#"{"type":"site.moved"}"#), &narrow, 201, ""),
     ];
     let a = check(&hub, rows).await;
-    let types: Vec<&str> = a[0].body["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["type"].as_str())
-        .collect();
+    let types = texts(&a[0].body, "events", "type");
     assert_eq!(types, vec!["site.created", "site.deleted"]);
     assert_eq!(a[1].body["events"], json!([]));
     let mut ws = ws_connect(&hub, &narrow).await.expect("connect");
@@ -151,11 +146,7 @@ async fn narrowed_tokens_cannot_widen() {
 
 #[tokio::test]
 async fn subscriptions_replays_and_stats_are_tenant_scoped() {
-    let hub = Hub::start_with(|s| {
-        crier_testkit::auth::with_hs256(s, SECRET);
-        s.webhooks.allow_private = true;
-    })
-    .await;
+    let hub = hs_hub_with(|s| s.webhooks.allow_private = true).await;
     let a = hs(&claims("pa", "acme", "publisher"));
     let b = hs(&claims("pb", "beta", "publisher"));
     let sub_a = hs(&claims("sa", "acme", "subscriber"));

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use crier_testkit::http::{check, Row};
-use crier_testkit::services::{drop_schema, pg_reachable};
+use crier_testkit::checks::{pg_schema, texts};
+use crier_testkit::http::{check, Answer, Row};
+use crier_testkit::services::drop_schema;
 use crier_testkit::{Hub, Sse};
 use serde_json::{json, Value};
 
@@ -13,18 +14,15 @@ use crate::{call, ids, start, stored, token, Backend};
 
 const NYC: &str = "/v1/entities/site/nyc";
 
+/// PUT `body` to site/nyc with the credential `w` and the precondition header `cond`.
+async fn put_nyc(hub: &Hub, w: &str, cond: &str, body: &str) -> Answer {
+    call(hub, "PUT", NYC, w, cond, Some(body)).await
+}
+
 /// Creates site/nyc, reads it and walks preconditions, merge patch and replace; the
 /// changes are seen on `stream`.
 async fn entity_lifecycle(hub: &Hub, stream: &mut Sse, w: &str, sub: &str) {
-    let r = call(
-        hub,
-        "PUT",
-        NYC,
-        w,
-        "if-none-match: *",
-        Some(r#"{"name":"NYC","floors":3}"#),
-    )
-    .await;
+    let r = put_nyc(hub, w, "if-none-match: *", r#"{"name":"NYC","floors":3}"#).await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.etag().as_deref(), Some("\"1\""));
     assert_eq!(r.body["kind"], "site");
@@ -72,15 +70,7 @@ async fn entity_lifecycle(hub: &Hub, stream: &mut Sse, w: &str, sub: &str) {
     );
 
     // The same value again: 200, same version, no event.
-    let r = call(
-        hub,
-        "PUT",
-        NYC,
-        w,
-        "if-match: 1",
-        Some(r#"{"floors":3,"name":"NYC"}"#),
-    )
-    .await;
+    let r = put_nyc(hub, w, "if-match: 1", r#"{"floors":3,"name":"NYC"}"#).await;
     assert_eq!((r.status, r.body["version"].as_i64()), (200, Some(1)));
     assert!(r.seqs().is_empty());
 
@@ -117,7 +107,7 @@ async fn entity_lifecycle(hub: &Hub, stream: &mut Sse, w: &str, sub: &str) {
     assert_eq!(e["data"]["version"], 3);
 
     // Replace drops fields not given.
-    let r = call(hub, "PUT", NYC, w, "", Some(r#"{"name":"New York"}"#)).await;
+    let r = put_nyc(hub, w, "", r#"{"name":"New York"}"#).await;
     assert_eq!((r.status, r.body["version"].as_i64()), (200, Some(4)));
     assert_eq!(r.body["value"], json!({"name": "New York"}));
     let e = stream.next().await.expect("event").json();
@@ -313,12 +303,7 @@ async fn roles_and_tenants(hub: &Hub, sub: &str) {
         json!({"name": "New York"}),
         "acme's site is untouched"
     );
-    let subjects: Vec<&str> = a[9].body["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["subject"].as_str())
-        .collect();
+    let subjects = texts(&a[9].body, "events", "subject");
     assert_eq!(subjects, ["site/nyc"], "beta sees only its own change");
 }
 
@@ -374,11 +359,9 @@ async fn rest_paths_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_paths_on_postgres() {
-    if !pg_reachable("the PostgreSQL entity tests").await {
+    let Some(schema) = pg_schema("the PostgreSQL entity tests", "crier_ent").await else {
         return;
-    }
-    let schema = format!("crier_ent_{}", std::process::id());
-    drop_schema(&schema).await;
+    };
     rest_paths(Backend::Postgres, &schema).await;
     drop_schema(&schema).await;
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crier_testkit::{Hub, WAIT};
 use jsonwebtoken::Header;
-use serde_json::Value;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 pub const SECRET: &str = "test-secret-of-at-least-32-characters!!";
 
@@ -57,15 +58,20 @@ pub async fn call(
     )
 }
 
+/// A request with a bearer token and a JSON body: status, JSON answer, raw text.
+pub async fn json_call(
+    hub: &Hub,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> (u16, Value, String) {
+    let body = Some(("application/json", body.to_string()));
+    call(hub, method, path, token, body).await
+}
+
 pub async fn post_json(hub: &Hub, path: &str, token: &str, body: Value) -> (u16, Value, String) {
-    call(
-        hub,
-        "POST",
-        path,
-        token,
-        Some(("application/json", body.to_string())),
-    )
-    .await
+    json_call(hub, "POST", path, token, body).await
 }
 
 /// A webhook receiver on loopback recording every body it gets, per path.
@@ -93,6 +99,11 @@ impl Receiver {
         );
         let base = format!("http://{}", crier_testkit::hooks::serve(app).await);
         Receiver { got, base }
+    }
+
+    /// The receiver's URL for `/{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.base)
     }
 
     /// The bodies posted to `/{path}`.
@@ -131,6 +142,28 @@ pub async fn gql_ws(hub: &Hub, token: &str) -> Socket {
 }
 
 pub use crier_testkit::graphql::recv as gql_recv;
+
+/// A `graphql-transport-ws` socket of `token`, acknowledged, that subscribed (as `"1"`) with
+/// `query`.
+pub async fn gql_subscribe(hub: &Hub, token: &str, query: &str) -> Socket {
+    use futures_util::SinkExt;
+    let mut g = gql_ws(hub, token).await;
+    assert_eq!(gql_recv(&mut g).await["type"], "connection_ack");
+    let sub = json!({"id": "1", "type": "subscribe", "payload": {"query": query}});
+    g.send(Message::text(sub.to_string())).await.expect("send");
+    g
+}
+
+/// Sends `frame` on `w` and checks that the answer is an error with `code`.
+pub async fn ws_refused(w: &mut crier_testkit::Ws, frame: Value, code: &str) {
+    w.send(frame).await;
+    let m = w.recv().await;
+    assert_eq!(
+        (&m["op"], &m["code"]),
+        (&json!("error"), &json!(code)),
+        "{m}"
+    );
+}
 
 /// A `/v1/ws` socket authenticated by `?token=`.
 pub async fn ws(hub: &Hub, token: &str) -> crier_testkit::Ws {
