@@ -17,11 +17,8 @@
 //!   bounded by [`crate::tls::HANDSHAKE_TIMEOUT`], so a client that stalls its handshake
 //!   delays nobody else and counts against the limit like any other connection.
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -32,8 +29,8 @@ use hyper::body::Incoming;
 use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -86,53 +83,6 @@ pub fn plan(explicit: Option<usize>) -> Result<Capacity, String> {
     })
 }
 
-/// A socket holding its connection slot: the slot is free again when the socket is dropped,
-/// whether by hyper or, after an upgrade, by the WebSocket that took it over.
-struct Counted {
-    tcp: TcpStream,
-    _slot: OwnedSemaphorePermit,
-}
-
-impl AsyncRead for Counted {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Counted {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
-    }
-}
-
 /// How connections are served.
 #[derive(Clone)]
 pub struct Serving {
@@ -182,23 +132,26 @@ pub async fn serve(
         }
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
-                let io = Counted { tcp, _slot: slot };
                 let (router, shutdown) = (router.clone(), shutdown.clone());
+                let conn = Conn {
+                    slot,
+                    router,
+                    peer,
+                    head_timeout: header_read_timeout,
+                    shutdown,
+                };
                 match tls.clone() {
                     None => {
-                        conns.spawn(connection(io, router, peer, header_read_timeout, shutdown));
+                        conns.spawn(connection(tcp, conn));
                     }
                     Some(acceptor) => {
                         conns.spawn(async move {
                             let handshake = tokio::time::timeout(
                                 crate::tls::HANDSHAKE_TIMEOUT,
-                                acceptor.accept(io),
+                                acceptor.accept(tcp),
                             );
                             match handshake.await {
-                                Ok(Ok(stream)) => {
-                                    connection(stream, router, peer, header_read_timeout, shutdown)
-                                        .await;
-                                }
+                                Ok(Ok(stream)) => connection(stream, conn).await,
                                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                                 Err(_) => tracing::debug!("TLS handshake timed out"),
                             }
@@ -238,18 +191,32 @@ pub async fn serve(
     conns.wait().await;
 }
 
-async fn connection<I>(
-    io: I,
+/// One accepted connection: its slot under `max_connections` and what serving it needs.
+struct Conn {
+    /// Free again when the socket is dropped, whether by hyper or, after an upgrade, by the
+    /// WebSocket that took it over: the socket carries it.
+    slot: OwnedSemaphorePermit,
     router: Router,
     peer: SocketAddr,
     head_timeout: Duration,
     shutdown: CancellationToken,
-) where
+}
+
+async fn connection<I>(io: I, conn: Conn)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Conn {
+        slot,
+        router,
+        peer,
+        head_timeout,
+        shutdown,
+    } = conn;
     // The first head is due `head_timeout` after the accept, whichever path serves it.
     let first_head_due = tokio::time::Instant::now() + head_timeout;
-    let io = match crate::stream_conn::first_request(io, &router, peer, head_timeout).await {
+    let first = crate::stream_conn::first_request(io, slot, &router, peer, head_timeout);
+    let io = match first.await {
         crate::stream_conn::First::Hyper(io) => io,
         crate::stream_conn::First::Served | crate::stream_conn::First::Gone => return,
     };

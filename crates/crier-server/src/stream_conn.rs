@@ -31,6 +31,7 @@ use futures_util::{FutureExt, StreamExt};
 use hyper::service::Service as _;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// The most an event stream's request head may take (browsers' cookies included); a larger
 /// one is answered 431.
@@ -59,6 +60,7 @@ const STREAM_PREFIXES: [&[u8]; 2] = [b"GET /v1/stream", b"GET /v1/replays/"];
 /// of an event stream request goes to hyper at once.
 pub async fn first_request<I>(
     mut io: I,
+    slot: OwnedSemaphorePermit,
     router: &Router,
     peer: SocketAddr,
     head_timeout: Duration,
@@ -86,7 +88,7 @@ where
         Ok(Ok(HeadRead::NotAStream | HeadRead::Closed)) => None,
     };
     let Some(mut req) = req else {
-        return First::Hyper(Rewind::new(head, io));
+        return First::Hyper(Rewind::new(head, io, slot));
     };
     req.extensions_mut().insert(ConnectInfo(peer));
     let http10 = req.version() == Version::HTTP_10;
@@ -367,19 +369,23 @@ fn push(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
     }
 }
 
-/// A socket with bytes already read from it put back in front.
+/// A socket with bytes already read from it put back in front, holding its connection's
+/// slot (free again when the socket is dropped, by hyper or by the WebSocket that took it
+/// over after an upgrade).
 pub struct Rewind<I> {
     prefix: Vec<u8>,
     at: usize,
     inner: I,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl<I> Rewind<I> {
-    fn new(prefix: Vec<u8>, inner: I) -> Self {
+    fn new(prefix: Vec<u8>, inner: I, slot: OwnedSemaphorePermit) -> Self {
         Rewind {
             prefix,
             at: 0,
             inner,
+            _slot: slot,
         }
     }
 }

@@ -54,6 +54,26 @@ pub(super) struct Conn {
 }
 
 impl Conn {
+    /// A connection with no subscription, replay or publish task yet.
+    pub(super) fn new(
+        state: AppState,
+        principal: Principal,
+        out: mpsc::Sender<Message>,
+        cancel: CancellationToken,
+        info: Arc<ConnInfo>,
+    ) -> Conn {
+        Conn {
+            state,
+            principal,
+            out,
+            subs: HashMap::new(),
+            replays: HashMap::new(),
+            publisher: None,
+            cancel,
+            info,
+        }
+    }
+
     /// Serves an upgraded socket until it closes, then ends what it started.
     pub(super) async fn run(
         state: AppState,
@@ -86,16 +106,8 @@ impl Conn {
             })
             .to_string(),
         );
-        let mut conn = Conn {
-            state,
-            principal,
-            out,
-            subs: HashMap::new(),
-            replays: HashMap::new(),
-            publisher: None,
-            cancel,
-            info: guard.info().clone(),
-        };
+        let info = guard.info().clone();
+        let mut conn = Conn::new(state, principal, out, cancel, info);
         if conn.out.send(welcome).await.is_ok() {
             conn.read_loop(&mut stream, &last_seen, started).await;
         }

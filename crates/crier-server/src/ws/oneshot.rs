@@ -5,7 +5,6 @@
 //! instead of a socket; after the message it is torn down as `Conn::run` tears a
 //! closed connection down, so subscriptions, replays and publishes it started end with it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::ws::Message;
@@ -41,16 +40,7 @@ pub async fn answer(state: AppState, principal: Principal, text: &str) -> Vec<St
         &principal.subject,
         None,
     ));
-    let mut conn = Conn {
-        state,
-        principal,
-        out,
-        subs: HashMap::new(),
-        replays: HashMap::new(),
-        publisher: None,
-        cancel,
-        info,
-    };
+    let mut conn = Conn::new(state, principal, out, cancel, info);
     let answer = conn.handle(text).await;
     conn.cancel.cancel();
     conn.stop_tasks().await;
