@@ -6,8 +6,10 @@ use crier_core::entity::{
     EntityKey, EntityRow, LinkKey, LinkQuery, LinkRow, Loaded, Mutation, Write,
 };
 use crier_core::LogError;
-use serde_json::{Map, Value};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
+
+use crate::rows::{self, LINK_COLUMNS};
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> LogError {
     LogError::backend(e)
@@ -20,62 +22,21 @@ pub(crate) struct EntityNames {
     pub(crate) links: String,
 }
 
-/// The tables (a NULL `value` is the tombstone of a deleted entity, keeping its version).
+/// The tables ([`rows::entity_ddl`]).
 pub(crate) fn migrations(n: &EntityNames) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {entities} (
-    tenant TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    id TEXT NOT NULL,
-    version BIGINT NOT NULL,
-    value TEXT,
-    created_us BIGINT NOT NULL,
-    updated_us BIGINT NOT NULL,
-    PRIMARY KEY (tenant, kind, id)
-);
-CREATE TABLE IF NOT EXISTS {links} (
-    tenant TEXT NOT NULL,
-    type TEXT NOT NULL,
-    source_kind TEXT NOT NULL,
-    source_id TEXT NOT NULL,
-    target_kind TEXT NOT NULL,
-    target_id TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    created_us BIGINT NOT NULL,
-    PRIMARY KEY (tenant, type, source_kind, source_id, target_kind, target_id)
-);
-CREATE INDEX IF NOT EXISTS crier_links_source ON {links} (tenant, source_kind, source_id);
-CREATE INDEX IF NOT EXISTS crier_links_target ON {links} (tenant, target_kind, target_id);",
-        entities = n.entities,
-        links = n.links,
-    )
+    rows::entity_ddl(&n.entities, &n.links, "BIGINT", "", "crier_")
 }
 
-fn parse_value(text: Option<String>) -> Result<Option<Map<String, Value>>, LogError> {
-    text.map(|t| serde_json::from_str(&t).map_err(backend))
-        .transpose()
-}
-
-const LINK_COLUMNS: &str =
-    "type, source_kind, source_id, target_kind, target_id, metadata, created_us";
-
-fn row_to_link(r: &tokio_postgres::Row) -> Result<LinkRow, LogError> {
-    let metadata: String = r.get(5);
-    Ok(LinkRow {
-        key: LinkKey {
-            kind: r.get(0),
-            source: EntityKey {
-                kind: r.get(1),
-                id: r.get(2),
-            },
-            target: EntityKey {
-                kind: r.get(3),
-                id: r.get(4),
-            },
-        },
-        metadata: serde_json::from_str(&metadata).map_err(backend)?,
-        created_us: r.get(6),
-    })
+/// The parameters `$1` to `$6` of a statement that names link `key` of `tenant`.
+fn link_params<'a>(tenant: &'a &str, key: &'a LinkKey) -> [&'a (dyn ToSql + Sync); 6] {
+    [
+        tenant,
+        &key.kind,
+        &key.source.kind,
+        &key.source.id,
+        &key.target.kind,
+        &key.target.id,
+    ]
 }
 
 /// The row of one entity, tombstones included.
@@ -96,16 +57,7 @@ pub(crate) async fn entity_row(
         )
         .await
         .map_err(backend)?;
-    row.map(|r| {
-        Ok(EntityRow {
-            key: key.clone(),
-            version: r.get(0),
-            value: parse_value(r.get(1))?,
-            created_us: r.get(2),
-            updated_us: r.get(3),
-        })
-    })
-    .transpose()
+    row.map(|r| rows::entity(&r, key.clone(), 0)).transpose()
 }
 
 async fn live(
@@ -132,18 +84,11 @@ async fn link_row(
                  AND source_id = $4 AND target_kind = $5 AND target_id = $6",
                 n.links
             ),
-            &[
-                &tenant,
-                &key.kind,
-                &key.source.kind,
-                &key.source.id,
-                &key.target.kind,
-                &key.target.id,
-            ],
+            &link_params(&tenant, key),
         )
         .await
         .map_err(backend)?;
-    row.map(|r| row_to_link(&r)).transpose()
+    row.as_ref().map(rows::link).transpose()
 }
 
 /// Loads what `m` needs to be planned.
@@ -173,7 +118,7 @@ pub(crate) async fn load(
                 )
                 .await
                 .map_err(backend)?;
-            l.links = rows.iter().map(row_to_link).collect::<Result<_, _>>()?;
+            l.links = rows.iter().map(rows::link).collect::<Result<_, _>>()?;
         }
         Mutation::Link { key, .. } => {
             l.source_exists = live(c, n, tenant, &key.source).await?;
@@ -197,12 +142,7 @@ pub(crate) async fn apply(
     for w in writes {
         match w {
             Write::Entity(row) => {
-                let value = row
-                    .value
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()
-                    .map_err(backend)?;
+                let value = rows::value_text(row).map_err(backend)?;
                 c.execute(
                     &format!(
                         "INSERT INTO {} (tenant, kind, id, version, value, created_us, updated_us)
@@ -254,14 +194,7 @@ pub(crate) async fn apply(
                          AND source_id = $4 AND target_kind = $5 AND target_id = $6",
                         n.links
                     ),
-                    &[
-                        &tenant,
-                        &key.kind,
-                        &key.source.kind,
-                        &key.source.id,
-                        &key.target.kind,
-                        &key.target.id,
-                    ],
+                    &link_params(&tenant, key),
                 )
                 .await
                 .map_err(backend)?;
@@ -295,16 +228,15 @@ pub(crate) async fn list(
         .map_err(backend)?;
     rows.iter()
         .map(|r| {
-            Ok(EntityRow {
-                key: EntityKey {
+            let id = r.try_get(0).map_err(backend)?;
+            rows::entity(
+                r,
+                EntityKey {
                     kind: kind.to_string(),
-                    id: r.get(0),
+                    id,
                 },
-                version: r.get(1),
-                value: parse_value(r.get(2))?,
-                created_us: r.get(3),
-                updated_us: r.get(4),
-            })
+                1,
+            )
         })
         .collect()
 }
@@ -350,5 +282,5 @@ pub(crate) async fn links(
         )
         .await
         .map_err(backend)?;
-    rows.iter().map(row_to_link).collect()
+    rows.iter().map(rows::link).collect()
 }

@@ -13,6 +13,7 @@ use crier_core::log::BoxFuture;
 use crier_core::LogError;
 use rusqlite::{params, OptionalExtension};
 
+use crate::rows::{self, FILTER_COLUMNS};
 use crate::sqlite::{SideConn, SqliteLog};
 
 pub(crate) const FILTERS_SCHEMA: &str = "
@@ -95,36 +96,19 @@ pub struct SqliteFilters {
     side: SideConn,
 }
 
-const COLUMNS: &str = "tenant, name, filter, description, created_by, created_us, updated_us";
-
-fn row_to_filter(r: &rusqlite::Row<'_>) -> rusqlite::Result<SavedFilter> {
-    Ok(SavedFilter {
-        tenant: r.get(0)?,
-        name: r.get(1)?,
-        filter: r.get(2)?,
-        description: r.get(3)?,
-        created_by: r.get(4)?,
-        created_us: r.get(5)?,
-        updated_us: r.get(6)?,
-    })
-}
-
 impl SqliteFilters {
     /// Opens the saved-filter table of the store at `path` (creating it if needed) with a
     /// connection of its own: for a file no log runs on (a hub uses
     /// [`SqliteFilters::with_log`]).
     pub fn open(path: &Path) -> Result<SqliteFilters, LogError> {
-        Ok(SqliteFilters {
-            side: SideConn::standalone(path, FILTERS_SCHEMA)?,
-        })
+        SideConn::standalone(path, FILTERS_SCHEMA).map(|side| SqliteFilters { side })
     }
 
     /// The saved-filter table of `log`'s file: writes go through the log's writer thread,
     /// reads use a read-only connection.
     pub async fn with_log(log: &SqliteLog) -> Result<SqliteFilters, LogError> {
-        Ok(SqliteFilters {
-            side: SideConn::on_log(log, FILTERS_SCHEMA).await?,
-        })
+        let side = SideConn::on_log(log, FILTERS_SCHEMA).await?;
+        Ok(SqliteFilters { side })
     }
 }
 
@@ -153,7 +137,7 @@ impl FilterStore for SqliteFilters {
             }
             tx.execute(
                 &format!(
-                    "INSERT INTO saved_filters ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                    "INSERT INTO saved_filters ({FILTER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
                 ),
                 params![
                     f.tenant,
@@ -176,9 +160,11 @@ impl FilterStore for SqliteFilters {
     ) -> BoxFuture<'static, Result<Option<SavedFilter>, LogError>> {
         self.side.read(move |c| {
             c.query_row(
-                &format!("SELECT {COLUMNS} FROM saved_filters WHERE tenant = ?1 AND name = ?2"),
+                &format!(
+                    "SELECT {FILTER_COLUMNS} FROM saved_filters WHERE tenant = ?1 AND name = ?2"
+                ),
                 [&tenant, &name],
-                row_to_filter,
+                |r| rows::saved_filter(r),
             )
             .optional()
         })
@@ -187,9 +173,9 @@ impl FilterStore for SqliteFilters {
     fn list(&self, tenant: String) -> BoxFuture<'static, Result<Vec<SavedFilter>, LogError>> {
         self.side.read(move |c| {
             let mut stmt = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM saved_filters WHERE tenant = ?1 ORDER BY name"
+                "SELECT {FILTER_COLUMNS} FROM saved_filters WHERE tenant = ?1 ORDER BY name"
             ))?;
-            let rows = stmt.query_map([&tenant], row_to_filter)?;
+            let rows = stmt.query_map([&tenant], |r| rows::saved_filter(r))?;
             rows.collect()
         })
     }
@@ -206,10 +192,10 @@ impl FilterStore for SqliteFilters {
             c.query_row(
                 &format!(
                     "UPDATE saved_filters SET filter = ?3, description = ?4, updated_us = ?5
-                     WHERE tenant = ?1 AND name = ?2 RETURNING {COLUMNS}"
+                     WHERE tenant = ?1 AND name = ?2 RETURNING {FILTER_COLUMNS}"
                 ),
                 params![tenant, name, filter, description, updated_us],
-                row_to_filter,
+                |r| rows::saved_filter(r),
             )
             .optional()
         })
