@@ -51,6 +51,18 @@ async fn reachable() -> bool {
     ok
 }
 
+/// This run's schema prefix, or `None` (after the notice) when PostgreSQL is unreachable
+/// and the test is to pass without running.
+async fn start() -> Option<String> {
+    reachable().await.then(run_prefix)
+}
+
+/// A log on `schema`, as one hub node opens it.
+async fn open_log(schema: &str) -> Arc<PostgresLog> {
+    let log = PostgresLog::open(&url(), Some(schema)).await;
+    Arc::new(log.expect("open postgres log"))
+}
+
 async fn drop_schemas(prefix: &str) {
     let Ok((client, conn)) = tokio_postgres::connect(&url(), tokio_postgres::NoTls).await else {
         return;
@@ -73,19 +85,14 @@ async fn drop_schemas(prefix: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_conforms() {
-    if !reachable().await {
+    let Some(prefix) = start().await else {
         return;
-    }
-    let prefix = run_prefix();
+    };
     let p = prefix.clone();
     let opener: Opener = Arc::new(move |name: String| {
         let schema = format!("{p}_{}", name.replace('-', "_"));
         Box::pin(async move {
-            let log: Arc<dyn EventLog> = Arc::new(
-                PostgresLog::open(&url(), Some(&schema))
-                    .await
-                    .expect("open postgres log"),
-            );
+            let log: Arc<dyn EventLog> = open_log(&schema).await;
             log
         })
     });
@@ -95,25 +102,16 @@ async fn postgres_conforms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_on_one_log_commit_gapless_in_order() {
-    if !reachable().await {
+    let Some(prefix) = start().await else {
         return;
-    }
-    let prefix = run_prefix();
+    };
     let schema = format!("{prefix}_nodes");
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        nodes.push(Arc::new(
-            PostgresLog::open(&url(), Some(&schema))
-                .await
-                .expect("open"),
-        ));
+        nodes.push(open_log(&schema).await);
     }
     // A reader tails the log from another instance while the three write.
-    let reader = Arc::new(
-        PostgresLog::open(&url(), Some(&schema))
-            .await
-            .expect("open reader"),
-    );
+    let reader = open_log(&schema).await;
     let total = 3 * 8 * 25;
     let tail = {
         let reader = reader.clone();
@@ -150,29 +148,15 @@ async fn concurrent_writers_on_one_log_commit_gapless_in_order() {
             seen
         })
     };
-    let mut tasks = Vec::new();
-    for (k, node) in nodes.iter().enumerate() {
-        for w in 0..8 {
-            let node = node.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut acked = Vec::new();
-                for i in 0..25 {
-                    let id = format!("n{k}-w{w}-{i}");
-                    let r = node
-                        .append(vec![event("a", Some(&id), "t", &[])])
-                        .await
-                        .expect("append");
-                    acked.push(r[0].seq);
-                }
-                acked
-            }));
-        }
-    }
-    let mut acked = Vec::new();
-    for t in tasks {
-        acked.extend(t.await.expect("writer"));
-    }
-    acked.sort_unstable();
+    // Eight writers per node.
+    let writers = (0..24)
+        .map(|w| -> Arc<dyn EventLog> { nodes[w / 8].clone() })
+        .collect();
+    let acked = conformance::appended_seqs(writers, 25, |w, i| {
+        let id = format!("n{}-w{}-{i}", w / 8, w % 8);
+        vec![event("a", Some(&id), "t", &[])]
+    })
+    .await;
     assert_eq!(
         acked,
         (1..=total as u64).collect::<Vec<_>>(),
@@ -193,15 +177,11 @@ async fn concurrent_writers_on_one_log_commit_gapless_in_order() {
 
 #[tokio::test]
 async fn refuses_a_newer_schema() {
-    if !reachable().await {
+    let Some(prefix) = start().await else {
         return;
-    }
-    let prefix = run_prefix();
+    };
     let schema = format!("{prefix}_version");
-    let log = PostgresLog::open(&url(), Some(&schema))
-        .await
-        .expect("open");
-    log.close().await.expect("close");
+    open_log(&schema).await.close().await.expect("close");
     let (client, conn) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
         .await
         .expect("connect");
@@ -223,10 +203,9 @@ async fn refuses_a_newer_schema() {
 
 #[tokio::test]
 async fn postgres_subscriptions_conform() {
-    if !reachable().await {
+    let Some(prefix) = start().await else {
         return;
-    }
-    let prefix = run_prefix();
+    };
     let store = crier_store::PgSubs::open(&url(), Some(&format!("{prefix}_subs")))
         .await
         .expect("open");
@@ -322,10 +301,9 @@ async fn the_lease_is_held_by_one_contender_and_moves_when_it_goes() {
 #[tokio::test]
 async fn postgres_keys_create_find_revoke() {
     use crier_core::keys::KeyStore;
-    if !reachable().await {
+    let Some(prefix) = start().await else {
         return;
-    }
-    let prefix = run_prefix();
+    };
     let keys = crier_store::PgKeys::open(&url(), Some(&format!("{prefix}_keys")))
         .await
         .expect("open");
@@ -355,15 +333,10 @@ async fn postgres_keys_create_find_revoke() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_entities_conform() {
-    if !reachable().await {
+    let Some(prefix) = start().await else {
         return;
-    }
-    let prefix = run_prefix();
-    let log = Arc::new(
-        PostgresLog::open(&url(), Some(&format!("{prefix}_entities")))
-            .await
-            .expect("open postgres log"),
-    );
+    };
+    let log = open_log(&format!("{prefix}_entities")).await;
     conformance::entities(log.clone(), log.clone()).await;
     log.close().await.expect("close");
     drop_schemas(&prefix).await;
@@ -374,21 +347,11 @@ async fn postgres_entities_conform() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conditional_updates_race_across_nodes() {
     use crier_core::entity::{EntityError, EntityKey, EntityStore, Mutation, Precondition};
-    if !reachable().await {
+    let Some(prefix) = start().await else {
         return;
-    }
-    let prefix = run_prefix();
+    };
     let schema = format!("{prefix}_race");
-    let x = Arc::new(
-        PostgresLog::open(&url(), Some(&schema))
-            .await
-            .expect("open"),
-    );
-    let y = Arc::new(
-        PostgresLog::open(&url(), Some(&schema))
-            .await
-            .expect("open"),
-    );
+    let (x, y) = (open_log(&schema).await, open_log(&schema).await);
     let p = crier_core::Principal::anonymous_admin();
     let key = EntityKey::new("policy", "p1").expect("key");
     let put = |v: i64, cond| Mutation::Put {
@@ -439,10 +402,9 @@ async fn conditional_updates_race_across_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_saved_filters_conform() {
-    if !reachable().await {
+    let Some(prefix) = start().await else {
         return;
-    }
-    let prefix = run_prefix();
+    };
     let store = crier_store::PgFilters::open(&url(), Some(&format!("{prefix}_filters")))
         .await
         .expect("open");
