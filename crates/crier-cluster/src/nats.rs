@@ -35,22 +35,33 @@ impl NatsBroker {
     }
 }
 
+impl NatsBroker {
+    /// Publishes `payload` on `subject` and flushes; refused at once while disconnected.
+    async fn publish(&self, subject: &str, payload: Vec<u8>) -> Result<(), BrokerError> {
+        if !self.connected() {
+            return Err(BrokerError::Unavailable("not connected to NATS".into()));
+        }
+        self.client
+            .publish(subject.to_string(), payload.into())
+            .await
+            .map_err(unavailable)?;
+        self.client.flush().await.map_err(unavailable)
+    }
+
+    /// The messages on `subject` from now on.
+    async fn messages(&self, subject: &str) -> Result<async_nats::Subscriber, BrokerError> {
+        let subject = subject.to_string();
+        self.client.subscribe(subject).await.map_err(unavailable)
+    }
+}
+
 impl Broker for NatsBroker {
     fn name(&self) -> &'static str {
         "nats"
     }
 
     fn announce(&self, a: Announcement) -> BoxFuture<'_, Result<(), BrokerError>> {
-        Box::pin(async move {
-            if !self.connected() {
-                return Err(BrokerError::Unavailable("not connected to NATS".into()));
-            }
-            self.client
-                .publish(self.subject.clone(), a.encode().into())
-                .await
-                .map_err(unavailable)?;
-            self.client.flush().await.map_err(unavailable)
-        })
+        Box::pin(self.publish(&self.subject, a.encode()))
     }
 
     fn connected(&self) -> bool {
@@ -59,36 +70,19 @@ impl Broker for NatsBroker {
 
     fn subscribe(&self) -> BoxFuture<'_, Result<Announcements, BrokerError>> {
         Box::pin(async move {
-            let sub = self
-                .client
-                .subscribe(self.subject.clone())
-                .await
-                .map_err(unavailable)?;
+            let sub = self.messages(&self.subject).await?;
             let s = sub.filter_map(|m| async move { Announcement::decode(&m.payload) });
             Ok(Box::pin(s) as Announcements)
         })
     }
 
     fn signal(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<(), BrokerError>> {
-        Box::pin(async move {
-            if !self.connected() {
-                return Err(BrokerError::Unavailable("not connected to NATS".into()));
-            }
-            self.client
-                .publish(self.presence.clone(), payload.into())
-                .await
-                .map_err(unavailable)?;
-            self.client.flush().await.map_err(unavailable)
-        })
+        Box::pin(self.publish(&self.presence, payload))
     }
 
     fn signals(&self) -> BoxFuture<'_, Result<Signals, BrokerError>> {
         Box::pin(async move {
-            let sub = self
-                .client
-                .subscribe(self.presence.clone())
-                .await
-                .map_err(unavailable)?;
+            let sub = self.messages(&self.presence).await?;
             let s = sub.map(|m| m.payload.to_vec());
             Ok(Box::pin(s) as Signals)
         })
