@@ -3,7 +3,7 @@
 //! the followers poll the log. Presence signals travel on `<subject>.presence`.
 
 use crier_core::log::BoxFuture;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 
 use crate::broker::{Announcement, Announcements, Broker, BrokerError, Signals};
 
@@ -48,10 +48,11 @@ impl NatsBroker {
         self.client.flush().await.map_err(unavailable)
     }
 
-    /// The messages on `subject` from now on.
-    async fn messages(&self, subject: &str) -> Result<async_nats::Subscriber, BrokerError> {
+    /// The payloads published on `subject` from now on.
+    async fn payloads(&self, subject: &str) -> Result<impl Stream<Item = Vec<u8>>, BrokerError> {
         let subject = subject.to_string();
-        self.client.subscribe(subject).await.map_err(unavailable)
+        let sub = self.client.subscribe(subject).await.map_err(unavailable)?;
+        Ok(sub.map(|m| m.payload.to_vec()))
     }
 }
 
@@ -70,8 +71,8 @@ impl Broker for NatsBroker {
 
     fn subscribe(&self) -> BoxFuture<'_, Result<Announcements, BrokerError>> {
         Box::pin(async move {
-            let sub = self.messages(&self.subject).await?;
-            let s = sub.filter_map(|m| async move { Announcement::decode(&m.payload) });
+            let payloads = self.payloads(&self.subject).await?;
+            let s = payloads.filter_map(|p| async move { Announcement::decode(&p) });
             Ok(Box::pin(s) as Announcements)
         })
     }
@@ -82,9 +83,8 @@ impl Broker for NatsBroker {
 
     fn signals(&self) -> BoxFuture<'_, Result<Signals, BrokerError>> {
         Box::pin(async move {
-            let sub = self.messages(&self.presence).await?;
-            let s = sub.map(|m| m.payload.to_vec());
-            Ok(Box::pin(s) as Signals)
+            let payloads = self.payloads(&self.presence).await;
+            payloads.map(|s| Box::pin(s) as Signals)
         })
     }
 }
