@@ -223,6 +223,13 @@ pub(crate) fn entity<R: Columns>(r: &R, key: EntityKey, at: usize) -> Result<Ent
     })
 }
 
+/// The values that name link `key` of `tenant`, in the order of the links table's key:
+/// tenant, type, source kind and id, target kind and id.
+pub(crate) fn link_key<'a>(tenant: &'a str, key: &'a LinkKey) -> [&'a str; 6] {
+    let (s, t) = (&key.source, &key.target);
+    [tenant, &key.kind, &s.kind, &s.id, &t.kind, &t.id]
+}
+
 /// The link columns, in the order [`link`] reads them.
 pub(crate) const LINK_COLUMNS: &str =
     "type, source_kind, source_id, target_kind, target_id, metadata, created_us";

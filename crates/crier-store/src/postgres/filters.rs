@@ -5,9 +5,21 @@ use crier_core::log::BoxFuture;
 use crier_core::LogError;
 
 use super::backend;
-use super::side::{Params, Side};
+use super::side::{Params, Side, Tables};
 use crate::filters::{Created, FilterStore, SavedFilter};
 use crate::rows;
+
+/// The saved-filter table; creates serialise on advisory lock 7403 (and the tenant).
+const TABLES: Tables = Tables {
+    max: 4,
+    lock: 7403,
+    tables: &[("table", "crier_saved_filters")],
+    ddl: "CREATE TABLE IF NOT EXISTS {table} (
+    tenant TEXT NOT NULL, name TEXT NOT NULL, filter TEXT NOT NULL, description TEXT,
+    created_by TEXT NOT NULL, created_us BIGINT NOT NULL, updated_us BIGINT NOT NULL,
+    PRIMARY KEY (tenant, name)
+);",
+};
 
 /// Saved filters stored in PostgreSQL.
 #[derive(Clone)]
@@ -18,19 +30,7 @@ pub struct PgFilters {
 impl PgFilters {
     /// Connects and creates the table in `schema` (default `public`) if needed.
     pub async fn open(url: &str, schema: Option<&str>) -> Result<PgFilters, LogError> {
-        let side = Side::open(
-            url,
-            schema,
-            4,
-            7403,
-            &[("table", "crier_saved_filters")],
-            "CREATE TABLE IF NOT EXISTS {table} (
-    tenant TEXT NOT NULL, name TEXT NOT NULL, filter TEXT NOT NULL, description TEXT,
-    created_by TEXT NOT NULL, created_us BIGINT NOT NULL, updated_us BIGINT NOT NULL,
-    PRIMARY KEY (tenant, name)
-);",
-        )
-        .await?;
+        let side = Side::open(url, schema, &TABLES).await?;
         Ok(PgFilters { side })
     }
 }
@@ -41,7 +41,7 @@ impl FilterStore for PgFilters {
         Box::pin(async move {
             let mut c = side.client().await?;
             let tx = c.transaction().await.map_err(backend)?;
-            let n = side.count_locked(&tx, 7403, "{table}", &f.tenant).await?;
+            let n = side.count_locked(&tx, "{table}", &f.tenant).await?;
             let sql = "SELECT 1 FROM {table} WHERE tenant = $1 AND name = $2";
             if !side
                 .stmt(sql, &[&f.tenant, &f.name])

@@ -6,8 +6,19 @@ use crier_core::keys::ApiKey;
 use crier_core::log::BoxFuture;
 use crier_core::LogError;
 
-use super::side::{Params, Side};
+use super::side::{Params, Side, Tables};
 use crate::rows;
+
+/// The key table.
+const TABLES: Tables = Tables {
+    max: 4,
+    lock: 7402,
+    tables: &[("table", "crier_api_keys")],
+    ddl: "CREATE TABLE IF NOT EXISTS {table} (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, tenant TEXT NOT NULL, role TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE, created_us BIGINT NOT NULL, revoked_us BIGINT
+);",
+};
 
 /// API keys in PostgreSQL (the same contract as [`crate::SqliteKeys`]), for hubs that share
 /// one log: a key created or revoked on any node holds on every node at once.
@@ -19,18 +30,7 @@ pub struct PgKeys {
 impl PgKeys {
     /// Connects and creates the key table in `schema` (default `public`) if needed.
     pub async fn open(url: &str, schema: Option<&str>) -> Result<PgKeys, LogError> {
-        let side = Side::open(
-            url,
-            schema,
-            4,
-            7402,
-            &[("table", "crier_api_keys")],
-            "CREATE TABLE IF NOT EXISTS {table} (
-    id TEXT PRIMARY KEY, name TEXT NOT NULL, tenant TEXT NOT NULL, role TEXT NOT NULL,
-    hash TEXT NOT NULL UNIQUE, created_us BIGINT NOT NULL, revoked_us BIGINT
-);",
-        )
-        .await?;
+        let side = Side::open(url, schema, &TABLES).await?;
         Ok(PgKeys { side })
     }
 

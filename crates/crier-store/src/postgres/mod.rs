@@ -34,7 +34,7 @@ use crier_core::{
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
-use entities::EntityNames;
+use entities::{Entities, EntityNames};
 use writer::writer_loop;
 
 use crate::group_commit::{MutateReq, Pending};
@@ -301,8 +301,8 @@ impl EntityStore for PostgresLog {
         let (tenant, key) = (tenant.to_string(), key.clone());
         Box::pin(async move {
             let client = self.shared.pool.get().await.map_err(pool_err)?;
-            let row =
-                entities::entity_row(&**client, &self.shared.names.entities, &tenant, &key).await?;
+            let tables = Entities::new(&**client, &self.shared.names.entities);
+            let row = tables.entity_row(&tenant, &key).await?;
             Ok(row.filter(EntityRow::live))
         })
     }
@@ -318,15 +318,8 @@ impl EntityStore for PostgresLog {
         let after = after.map(str::to_string);
         Box::pin(async move {
             let client = self.shared.pool.get().await.map_err(pool_err)?;
-            entities::list(
-                &**client,
-                &self.shared.names.entities,
-                &tenant,
-                &kind,
-                after.as_deref(),
-                limit,
-            )
-            .await
+            let tables = Entities::new(&**client, &self.shared.names.entities);
+            tables.list(&tenant, &kind, after.as_deref(), limit).await
         })
     }
 
@@ -334,7 +327,8 @@ impl EntityStore for PostgresLog {
         let tenant = tenant.to_string();
         Box::pin(async move {
             let client = self.shared.pool.get().await.map_err(pool_err)?;
-            entities::links(&**client, &self.shared.names.entities, &tenant, &q).await
+            let tables = Entities::new(&**client, &self.shared.names.entities);
+            tables.links(&tenant, &q).await
         })
     }
 }

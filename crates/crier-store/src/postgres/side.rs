@@ -72,27 +72,40 @@ async fn migrate(pool: &Pool, lock: i64, ddl: &str) -> Result<(), LogError> {
     tx.commit().await.map_err(backend)
 }
 
+/// What a side store keeps in PostgreSQL: its `tables` (placeholder, table name) and the
+/// `ddl` that creates them, where each `{placeholder}` stands for its table; the `ddl` runs
+/// under advisory `lock` after the schema is created. Its pool holds `max` connections.
+pub(crate) struct Tables {
+    pub(crate) max: usize,
+    pub(crate) lock: i32,
+    pub(crate) tables: &'static [(&'static str, &'static str)],
+    pub(crate) ddl: &'static str,
+}
+
 /// A side store's pool and the names its statements use: `{name}` in a statement stands
 /// for the schema-qualified table registered as `name`, `{sub_columns}` and the like for
 /// the column lists of [`crate::rows`].
 #[derive(Clone)]
 pub(crate) struct Side {
     pool: Pool,
+    lock: i32,
     names: Arc<Vec<(String, String)>>,
 }
 
 impl Side {
-    /// Connects with `max` connections and creates the tables in `schema` (default
-    /// `public`): `ddl`, whose `{name}`s stand for the `tables` (placeholder, table name),
-    /// runs under advisory lock `lock` after the schema is created.
+    /// Connects with `spec.max` connections and creates `spec`'s tables in `schema`
+    /// (default `public`) if needed.
     pub(crate) async fn open(
         url: &str,
         schema: Option<&str>,
-        max: usize,
-        lock: i64,
-        tables: &[(&str, &str)],
-        ddl: &str,
+        spec: &Tables,
     ) -> Result<Side, LogError> {
+        let Tables {
+            max,
+            lock,
+            tables,
+            ddl,
+        } = *spec;
         let pool = pool(url, max)?;
         let schema = checked_schema(schema)?;
         let names = tables
@@ -102,13 +115,14 @@ impl Side {
             .collect();
         let side = Side {
             pool,
+            lock,
             names: Arc::new(names),
         };
         let ddl = format!(
             "CREATE SCHEMA IF NOT EXISTS \"{schema}\";\n{}",
             side.stmt(ddl, &[]).sql
         );
-        migrate(&side.pool, lock, &ddl).await?;
+        migrate(&side.pool, i64::from(lock), &ddl).await?;
         Ok(side)
     }
 
@@ -143,17 +157,17 @@ impl Side {
     }
 
     /// How many rows of `table` (a placeholder) `tenant` holds, counted in `c` after taking
-    /// the tenant's advisory lock `lock` for the rest of the transaction: one creator per
-    /// tenant at a time, on every node, so the count and an insert after it see the same rows.
+    /// the tenant's advisory lock (the store's lock and the tenant) for the rest of the
+    /// transaction: one creator per tenant at a time, on every node, so the count and an
+    /// insert after it see the same rows.
     pub(crate) async fn count_locked(
         &self,
         c: &impl GenericClient,
-        lock: i32,
         table: &str,
         tenant: &str,
     ) -> Result<usize, LogError> {
         let sql = "SELECT pg_advisory_xact_lock($1, hashtext($2))";
-        self.stmt(sql, &[&lock, &tenant]).exec(c).await?;
+        self.stmt(sql, &[&self.lock, &tenant]).exec(c).await?;
         let sql = format!("SELECT COUNT(*) FROM {table} WHERE tenant = $1");
         let n = self.stmt(&sql, &[&tenant]).rows(c).await?;
         let n = n.first().map(|r| r.int(0)).transpose()?;

@@ -13,29 +13,19 @@ use crier_core::webhook::{
 use crier_core::LogError;
 
 use super::backend;
-use super::side::{Params, Side};
+use super::side::{Params, Side, Tables};
 use crate::rows::{self, i, u, Columns};
 
-/// Subscriptions stored in PostgreSQL.
-#[derive(Clone)]
-pub struct PgSubs {
-    side: Side,
-}
-
-impl PgSubs {
-    /// Connects and creates the tables in `schema` (default `public`) if needed.
-    pub async fn open(url: &str, schema: Option<&str>) -> Result<PgSubs, LogError> {
-        let tables = [
-            ("subs", "crier_subscriptions"),
-            ("deliveries", "crier_deliveries"),
-        ];
-        let side = Side::open(
-            url,
-            schema,
-            8,
-            7401,
-            &tables,
-            "CREATE TABLE IF NOT EXISTS {subs} (
+/// The subscription and delivery tables; creates serialise on advisory lock 7401 (and the
+/// tenant).
+const TABLES: Tables = Tables {
+    max: 8,
+    lock: 7401,
+    tables: &[
+        ("subs", "crier_subscriptions"),
+        ("deliveries", "crier_deliveries"),
+    ],
+    ddl: "CREATE TABLE IF NOT EXISTS {subs} (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, filter TEXT NOT NULL, url TEXT NOT NULL,
     secret TEXT NOT NULL, cursor BIGINT NOT NULL, status TEXT NOT NULL, expires_us BIGINT, created_us BIGINT NOT NULL, note TEXT
 );
@@ -46,8 +36,18 @@ CREATE TABLE IF NOT EXISTS {deliveries} (
     PRIMARY KEY (sub_id, seq)
 );
 CREATE INDEX IF NOT EXISTS crier_deliveries_tenant_status ON {deliveries} (tenant, status);",
-        )
-        .await?;
+};
+
+/// Subscriptions stored in PostgreSQL.
+#[derive(Clone)]
+pub struct PgSubs {
+    side: Side,
+}
+
+impl PgSubs {
+    /// Connects and creates the tables in `schema` (default `public`) if needed.
+    pub async fn open(url: &str, schema: Option<&str>) -> Result<PgSubs, LogError> {
+        let side = Side::open(url, schema, &TABLES).await?;
         Ok(PgSubs { side })
     }
 
@@ -90,12 +90,7 @@ impl WebhookStore for PgSubs {
             let mut c = self.side.client().await?;
             let tx = c.transaction().await.map_err(backend)?;
             if let Some(max) = max {
-                if self
-                    .side
-                    .count_locked(&tx, 7401, "{subs}", &s.tenant)
-                    .await?
-                    >= max
-                {
+                if self.side.count_locked(&tx, "{subs}", &s.tenant).await? >= max {
                     return Err(WebhookError::TooMany { max });
                 }
             }

@@ -4,8 +4,7 @@
 use crier_core::entity::{
     EntityKey, EntityRow, LinkKey, LinkQuery, LinkRow, Loaded, Mutation, Write,
 };
-use rusqlite::types::ToSql;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use crate::rows::{self, LINK_COLUMNS};
 
@@ -17,18 +16,6 @@ pub(super) fn entity_schema() -> String {
 
 fn bad_json(e: serde_json::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
-}
-
-/// The parameters `?1` to `?6` of a statement that names link `key` of `tenant`.
-fn link_params<'a>(tenant: &'a &str, key: &'a LinkKey) -> [&'a dyn ToSql; 6] {
-    [
-        tenant,
-        &key.kind,
-        &key.source.kind,
-        &key.source.id,
-        &key.target.kind,
-        &key.target.id,
-    ]
 }
 
 /// The row of one entity, tombstones included.
@@ -56,7 +43,9 @@ fn link_row(conn: &Connection, tenant: &str, key: &LinkKey) -> rusqlite::Result<
         "SELECT {LINK_COLUMNS} FROM links WHERE tenant = ?1 AND type = ?2 AND source_kind = ?3
          AND source_id = ?4 AND target_kind = ?5 AND target_id = ?6"
     ))?
-    .query_row(link_params(&tenant, key).as_slice(), |r| rows::link(r))
+    .query_row(params_from_iter(rows::link_key(tenant, key)), |r| {
+        rows::link(r)
+    })
     .optional()
 }
 
@@ -136,7 +125,7 @@ pub(super) fn apply(conn: &Connection, tenant: &str, writes: &[Write]) -> rusqli
                     "DELETE FROM links WHERE tenant = ?1 AND type = ?2 AND source_kind = ?3
                      AND source_id = ?4 AND target_kind = ?5 AND target_id = ?6",
                 )?
-                .execute(link_params(&tenant, key).as_slice())?;
+                .execute(params_from_iter(rows::link_key(tenant, key)))?;
             }
         }
     }

@@ -16,22 +16,6 @@ pub(super) fn severity_key(s: Severity) -> &'static str {
 
 pub(super) use crate::rows::i as to_i64;
 
-/// The `agg` (`MIN` or `MAX`) seq of `tenant`'s events (everyone's for `None`) whose time
-/// is `cmp` `time_us`: where a time range starts or ends in seqs.
-fn seq_at(
-    c: &Connection,
-    agg: &str,
-    cmp: &str,
-    tenant: Option<&str>,
-    time_us: i64,
-) -> rusqlite::Result<Option<i64>> {
-    let sql = match tenant {
-        Some(_) => format!("SELECT {agg}(seq) FROM events WHERE tenant = ?1 AND time_us {cmp} ?2"),
-        None => format!("SELECT {agg}(seq) FROM events WHERE time_us {cmp} ?2"),
-    };
-    c.query_row(&sql, params![tenant, time_us], |r| r.get(0))
-}
-
 pub(super) fn read_blocking(conn: &mut Connection, q: &ReadQuery) -> rusqlite::Result<ReadPage> {
     let tx = conn.transaction()?;
     let head: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
@@ -41,14 +25,24 @@ pub(super) fn read_blocking(conn: &mut Connection, q: &ReadQuery) -> rusqlite::R
         Scope::Tenant(t) => Some(t.as_str()),
         Scope::All => None,
     };
+    // The `agg` (`MIN` or `MAX`) seq of the scope's events whose time is `cmp` `time_us`.
+    let seq_at = |agg: &str, cmp: &str, time_us: i64| -> rusqlite::Result<Option<i64>> {
+        let sql = match tenant {
+            Some(_) => {
+                format!("SELECT {agg}(seq) FROM events WHERE tenant = ?1 AND time_us {cmp} ?2")
+            }
+            None => format!("SELECT {agg}(seq) FROM events WHERE time_us {cmp} ?2"),
+        };
+        tx.query_row(&sql, params![tenant, time_us], |r| r.get(0))
+    };
     // Narrow the seq range with the time index: every event in [since, until) has a seq
     // within [min seq with time >= since, max seq with time < until].
     if let Some(since) = q.since_us {
-        let first = seq_at(&tx, "MIN", ">=", tenant, since)?;
+        let first = seq_at("MIN", ">=", since)?;
         lo = lo.max(first.map_or(head, |f| f - 1));
     }
     if let Some(until) = q.until_us {
-        let last = seq_at(&tx, "MAX", "<", tenant, until)?;
+        let last = seq_at("MAX", "<", until)?;
         hi = hi.min(last.map_or(0, |l| l + 1));
     }
     let empty_range = lo.saturating_add(1) >= hi;
