@@ -74,6 +74,30 @@ impl PgSubs {
         tx.commit().await.map_err(backend)
     }
 
+    /// Runs `sql` in `tx` with the columns of `s` as `$1` to `$11`, in `{sub_columns}` order.
+    async fn write_sub(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        sql: &str,
+        s: &WebhookSub,
+    ) -> Result<u64, LogError> {
+        let (cursor, status) = (i(s.cursor), s.status.as_str());
+        let params: Params = &[
+            &s.id,
+            &s.tenant,
+            &s.name,
+            &s.filter,
+            &s.url,
+            &s.secret,
+            &cursor,
+            &status,
+            &s.expires_us,
+            &s.created_us,
+            &s.note,
+        ];
+        self.side.stmt(sql, params).exec(tx).await
+    }
+
     /// Runs statement `sql` on a connection of its own, for what it does alone.
     async fn set(&self, sql: &str, params: Params<'_>) -> Result<(), LogError> {
         self.side.run(sql, params).await.map(drop)
@@ -95,20 +119,7 @@ impl WebhookStore for PgSubs {
                 }
             }
             let sql = "INSERT INTO {subs} ({sub_columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-            let params: Params = &[
-                &s.id,
-                &s.tenant,
-                &s.name,
-                &s.filter,
-                &s.url,
-                &s.secret,
-                &i(s.cursor),
-                &s.status.as_str(),
-                &s.expires_us,
-                &s.created_us,
-                &s.note,
-            ];
-            self.side.stmt(sql, params).exec(&tx).await?;
+            self.write_sub(&tx, sql, s).await?;
             tx.commit().await.map_err(backend)?;
             Ok(())
         })
@@ -154,18 +165,10 @@ impl WebhookStore for PgSubs {
                 return Ok(None);
             };
             p.apply(&mut s);
-            let sql = "UPDATE {subs} SET name = $2, filter = $3, url = $4, secret = $5, status = $6, expires_us = $7, note = $8 WHERE id = $1";
-            let params: Params = &[
-                &s.id,
-                &s.name,
-                &s.filter,
-                &s.url,
-                &s.secret,
-                &s.status.as_str(),
-                &s.expires_us,
-                &s.note,
-            ];
-            self.side.stmt(sql, params).exec(&tx).await?;
+            // The row is locked since the SELECT, so what it writes back of the columns a
+            // patch leaves alone (the cursor among them) is what they hold.
+            let sql = "UPDATE {subs} SET ({sub_columns}) = ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) WHERE id = $1";
+            self.write_sub(&tx, sql, &s).await?;
             tx.commit().await.map_err(backend)?;
             Ok(Some(s))
         })
