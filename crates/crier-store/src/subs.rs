@@ -5,8 +5,6 @@
 //! log's writer thread (see `sqlite/side.rs`), so they never compete with group commit. A tenant's cap is checked in
 //! the same write transaction as the insert, so simultaneous creates never pass it together.
 
-use std::path::Path;
-
 use crier_core::event::now_us;
 use crier_core::log::BoxFuture;
 use crier_core::webhook::{
@@ -17,7 +15,7 @@ use crier_core::LogError;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::rows::{self, i, DELIVERY_COLUMNS, SUB_COLUMNS};
-use crate::sqlite::{SideConn, SqliteLog};
+use crate::sqlite::{SideStore, SideTables};
 
 pub(crate) const SUBS_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS subscriptions (
@@ -50,26 +48,18 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_tenant_status ON deliveries (tenant, status);
 ";
 
-/// Webhook subscriptions stored in a SQLite file.
-#[derive(Clone)]
-pub struct SqliteSubs {
-    side: SideConn,
+/// The `subscriptions` and `deliveries` tables.
+pub struct Subscriptions;
+
+impl SideTables for Subscriptions {
+    const SCHEMA: &'static str = SUBS_SCHEMA;
 }
 
+/// Webhook subscriptions stored in a SQLite file: opened with [`SideStore::open`], or
+/// [`SideStore::with_log`] in a hub.
+pub type SqliteSubs = SideStore<Subscriptions>;
+
 impl SqliteSubs {
-    /// Opens the subscription tables of the store at `path` with a connection of their own:
-    /// for a file no log runs on (a hub uses [`SqliteSubs::with_log`]).
-    pub fn open(path: &Path) -> Result<SqliteSubs, LogError> {
-        SideConn::standalone(path, SUBS_SCHEMA).map(|side| SqliteSubs { side })
-    }
-
-    /// The subscription tables of `log`'s file: writes go through the log's writer thread,
-    /// reads use a read-only connection.
-    pub async fn with_log(log: &SqliteLog) -> Result<SqliteSubs, LogError> {
-        let side = SideConn::on_log(log, SUBS_SCHEMA).await?;
-        Ok(SqliteSubs { side })
-    }
-
     fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,

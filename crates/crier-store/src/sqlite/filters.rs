@@ -7,14 +7,12 @@
 //! tenant, and a tenant holds at most the number of filters the caller passes to
 //! [`FilterStore::create`]; both are checked in the same transaction as the insert.
 
-use std::path::Path;
-
 use crier_core::log::BoxFuture;
 use crier_core::LogError;
 use rusqlite::{params, OptionalExtension};
 
 use crate::rows::{self, FILTER_COLUMNS};
-use crate::sqlite::{SideConn, SqliteLog};
+use crate::sqlite::{SideStore, SideTables};
 
 pub(crate) const FILTERS_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS saved_filters (
@@ -90,27 +88,16 @@ pub trait FilterStore: Send + Sync + 'static {
     fn delete(&self, tenant: String, name: String) -> BoxFuture<'static, Result<bool, LogError>>;
 }
 
-/// Saved filters in a SQLite file.
-#[derive(Clone)]
-pub struct SqliteFilters {
-    side: SideConn,
+/// The `saved_filters` table.
+pub struct SavedFilters;
+
+impl SideTables for SavedFilters {
+    const SCHEMA: &'static str = FILTERS_SCHEMA;
 }
 
-impl SqliteFilters {
-    /// Opens the saved-filter table of the store at `path` (creating it if needed) with a
-    /// connection of its own: for a file no log runs on (a hub uses
-    /// [`SqliteFilters::with_log`]).
-    pub fn open(path: &Path) -> Result<SqliteFilters, LogError> {
-        SideConn::standalone(path, FILTERS_SCHEMA).map(|side| SqliteFilters { side })
-    }
-
-    /// The saved-filter table of `log`'s file: writes go through the log's writer thread,
-    /// reads use a read-only connection.
-    pub async fn with_log(log: &SqliteLog) -> Result<SqliteFilters, LogError> {
-        let side = SideConn::on_log(log, FILTERS_SCHEMA).await?;
-        Ok(SqliteFilters { side })
-    }
-}
+/// Saved filters in a SQLite file: opened with [`SideStore::open`], or
+/// [`SideStore::with_log`] in a hub.
+pub type SqliteFilters = SideStore<SavedFilters>;
 
 impl FilterStore for SqliteFilters {
     fn create(&self, f: SavedFilter, max: usize) -> BoxFuture<'static, Result<Created, LogError>> {

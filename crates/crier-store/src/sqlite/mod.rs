@@ -41,13 +41,14 @@ mod writer_tests;
 
 use crate::rows::{committed, EVENT_COLUMNS as COLUMNS};
 use read::{last_received_before, read_blocking, to_i64};
-pub(crate) use side::{read_only, SideConn};
+pub(crate) use side::read_only;
 use writer::Writer;
 
 use crate::group_commit::{MutateReq, Reply};
 
 pub use filters::SqliteFilters;
 pub use keys::SqliteKeys;
+pub use side::{SideStore, SideTables};
 
 /// The schema version this build writes and understands.
 const SCHEMA_VERSION: i64 = 1;
