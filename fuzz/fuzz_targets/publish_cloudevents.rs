@@ -2,7 +2,7 @@
 //! `Content-Type` header itself. The first byte picks the content type, the rest is the body.
 #![no_main]
 
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::HeaderValue;
 use crier_core::Principal;
 use libfuzzer_sys::fuzz_target;
 
@@ -17,8 +17,6 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, body)) = data.split_first() else {
         return;
     };
-    let f = crier_fuzz::fixture();
-    let mut headers = HeaderMap::new();
     let ct = match TYPES.get(usize::from(first & 0x7f)) {
         Some(t) => HeaderValue::from_static(t),
         // Any other first byte: the leading bytes up to a NUL are the header value itself.
@@ -30,11 +28,5 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     };
-    headers.insert(header::CONTENT_TYPE, ct);
-    let _ = crier_server::events::decode_publish(
-        &f.state,
-        &Principal::anonymous_admin(),
-        &headers,
-        body,
-    );
+    crier_fuzz::decode_publish(&Principal::anonymous_admin(), ct, body);
 });

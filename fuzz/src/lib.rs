@@ -9,6 +9,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use axum::http::{header, HeaderMap, HeaderValue};
 use crier_core::{EventLog, Hub, Principal, Role};
 use crier_server::{AppState, Config, Settings};
 use crier_store::{SqliteFilters, SqliteKeys, SqliteLog, SqliteSubs};
@@ -111,4 +112,12 @@ pub fn principal(role: Role, narrowed: bool) -> Principal {
         expires_at: None,
         key_hash: None,
     }
+}
+
+/// Decodes and validates `body` as a publish of `content_type` by `who`, as the hub does
+/// before anything is stored; the outcome (events or a refusal) is dropped.
+pub fn decode_publish(who: &Principal, content_type: HeaderValue, body: &[u8]) {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, content_type);
+    let _ = crier_server::events::decode_publish(&fixture().state, who, &headers, body);
 }

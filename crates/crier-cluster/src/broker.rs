@@ -108,6 +108,20 @@ impl Default for LocalBroker {
     }
 }
 
+/// What `rx` receives, as a stream: a lagging receiver skips what it missed, and the
+/// stream ends when the channel closes.
+fn received<T: Clone + Send + 'static>(rx: broadcast::Receiver<T>) -> impl Stream<Item = T> {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(v) => return Some((v, rx)),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
 impl Broker for LocalBroker {
     fn name(&self) -> &'static str {
         "local"
@@ -120,19 +134,8 @@ impl Broker for LocalBroker {
     }
 
     fn subscribe(&self) -> BoxFuture<'_, Result<Announcements, BrokerError>> {
-        let rx = self.tx.subscribe();
-        Box::pin(async move {
-            let s = futures_util::stream::unfold(rx, |mut rx| async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(a) => return Some((a, rx)),
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            });
-            Ok(Box::pin(s) as Announcements)
-        })
+        let s = received(self.tx.subscribe());
+        Box::pin(async move { Ok(Box::pin(s) as Announcements) })
     }
 
     fn signal(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<(), BrokerError>> {
@@ -141,18 +144,7 @@ impl Broker for LocalBroker {
     }
 
     fn signals(&self) -> BoxFuture<'_, Result<Signals, BrokerError>> {
-        let rx = self.signals.subscribe();
-        Box::pin(async move {
-            let s = futures_util::stream::unfold(rx, |mut rx| async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(p) => return Some((p, rx)),
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            });
-            Ok(Box::pin(s) as Signals)
-        })
+        let s = received(self.signals.subscribe());
+        Box::pin(async move { Ok(Box::pin(s) as Signals) })
     }
 }

@@ -3,7 +3,7 @@
 //! the followers poll the log. Presence signals travel on `<subject>.presence`.
 
 use crier_core::log::BoxFuture;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 
 use crate::broker::{Announcement, Announcements, Broker, BrokerError, Signals};
 
@@ -35,22 +35,34 @@ impl NatsBroker {
     }
 }
 
+impl NatsBroker {
+    /// Publishes `payload` on `subject` and flushes; refused at once while disconnected.
+    async fn publish(&self, subject: &str, payload: Vec<u8>) -> Result<(), BrokerError> {
+        if !self.connected() {
+            return Err(BrokerError::Unavailable("not connected to NATS".into()));
+        }
+        self.client
+            .publish(subject.to_string(), payload.into())
+            .await
+            .map_err(unavailable)?;
+        self.client.flush().await.map_err(unavailable)
+    }
+
+    /// The payloads published on `subject` from now on.
+    async fn payloads(&self, subject: &str) -> Result<impl Stream<Item = Vec<u8>>, BrokerError> {
+        let subject = subject.to_string();
+        let sub = self.client.subscribe(subject).await.map_err(unavailable)?;
+        Ok(sub.map(|m| m.payload.to_vec()))
+    }
+}
+
 impl Broker for NatsBroker {
     fn name(&self) -> &'static str {
         "nats"
     }
 
     fn announce(&self, a: Announcement) -> BoxFuture<'_, Result<(), BrokerError>> {
-        Box::pin(async move {
-            if !self.connected() {
-                return Err(BrokerError::Unavailable("not connected to NATS".into()));
-            }
-            self.client
-                .publish(self.subject.clone(), a.encode().into())
-                .await
-                .map_err(unavailable)?;
-            self.client.flush().await.map_err(unavailable)
-        })
+        Box::pin(self.publish(&self.subject, a.encode()))
     }
 
     fn connected(&self) -> bool {
@@ -59,38 +71,20 @@ impl Broker for NatsBroker {
 
     fn subscribe(&self) -> BoxFuture<'_, Result<Announcements, BrokerError>> {
         Box::pin(async move {
-            let sub = self
-                .client
-                .subscribe(self.subject.clone())
-                .await
-                .map_err(unavailable)?;
-            let s = sub.filter_map(|m| async move { Announcement::decode(&m.payload) });
+            let payloads = self.payloads(&self.subject).await?;
+            let s = payloads.filter_map(|p| async move { Announcement::decode(&p) });
             Ok(Box::pin(s) as Announcements)
         })
     }
 
     fn signal(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<(), BrokerError>> {
-        Box::pin(async move {
-            if !self.connected() {
-                return Err(BrokerError::Unavailable("not connected to NATS".into()));
-            }
-            self.client
-                .publish(self.presence.clone(), payload.into())
-                .await
-                .map_err(unavailable)?;
-            self.client.flush().await.map_err(unavailable)
-        })
+        Box::pin(self.publish(&self.presence, payload))
     }
 
     fn signals(&self) -> BoxFuture<'_, Result<Signals, BrokerError>> {
         Box::pin(async move {
-            let sub = self
-                .client
-                .subscribe(self.presence.clone())
-                .await
-                .map_err(unavailable)?;
-            let s = sub.map(|m| m.payload.to_vec());
-            Ok(Box::pin(s) as Signals)
+            let payloads = self.payloads(&self.presence).await;
+            payloads.map(|s| Box::pin(s) as Signals)
         })
     }
 }

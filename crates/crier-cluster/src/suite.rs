@@ -4,6 +4,7 @@
 //!
 //! Failures panic with a message naming the broken property, as tests do.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,15 +77,36 @@ fn nodes(
     }
 }
 
-async fn wait_up(f: &Follower) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !f.broker_up() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the follower never subscribed to the broker"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+/// Waits, checking every `every_ms` milliseconds, until `done` holds; fails with `what`
+/// after `secs` seconds.
+async fn wait_until(secs: u64, every_ms: u64, what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(every_ms)).await;
     }
+}
+
+/// Appends ten events for each `k` of `ks` (seqs from `k * 10`), pausing `pause_ms`
+/// milliseconds after each batch when it is not zero; a failed append fails with `what`.
+async fn append_tens(log: &Arc<dyn EventLog>, ks: Range<usize>, pause_ms: u64, what: &str) {
+    for k in ks {
+        log.append(events(k * 10, 10)).await.expect(what);
+        if pause_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        }
+    }
+}
+
+async fn wait_up(f: &Follower) {
+    let what = "the follower never subscribed to the broker";
+    wait_until(10, 10, what, || f.broker_up()).await;
+}
+
+/// A task that expects `hub` to deliver the `n` events after `from` within `within`.
+fn spawn_reader(hub: &Hub, from: u64, n: u64, within: Duration) -> tokio::task::JoinHandle<()> {
+    let hub = hub.clone();
+    tokio::spawn(async move { expect_seqs(&hub, from, n, within).await })
 }
 
 async fn expect_seqs(hub: &Hub, from: u64, n: u64, within: Duration) {
@@ -124,25 +146,27 @@ pub async fn run(
     broker: impl Fn() -> BoxFuture<'static, Arc<dyn Broker>>,
     outage: impl Fn(bool) -> BoxFuture<'static, ()>,
 ) {
+    // A fresh log and two nodes on working brokers, polling the log once a minute.
+    let (fresh_log, broker) = (&fresh_log, &broker);
+    let cluster = move || async move {
+        let log = fresh_log().await;
+        let n = nodes(
+            log.clone(),
+            broker().await,
+            broker().await,
+            Duration::from_secs(60),
+        );
+        (log, n)
+    };
+
     // 1. Live delivery through the broker: polling is set to a minute, so only the broker
     //    can bring the events to B in time.
-    let log = fresh_log().await;
-    let n = nodes(
-        log.clone(),
-        broker().await,
-        broker().await,
-        Duration::from_secs(60),
-    );
+    let (log, n) = cluster().await;
     wait_up(&n.a).await;
     wait_up(&n.b).await;
-    let reader = {
-        let hub = n.hub_b.clone();
-        tokio::spawn(async move { expect_seqs(&hub, 0, 300, Duration::from_secs(10)).await })
-    };
+    let reader = spawn_reader(&n.hub_b, 0, 300, Duration::from_secs(10));
     tokio::time::sleep(Duration::from_millis(50)).await;
-    for k in 0..30 {
-        log.append(events(k * 10, 10)).await.expect("append");
-    }
+    append_tens(&log, 0..30, 0, "append").await;
     reader.await.expect("reader");
     n.cancel.cancel();
 
@@ -156,65 +180,26 @@ pub async fn run(
     let n = nodes(log.clone(), broker().await, lossy, Duration::from_secs(60));
     wait_up(&n.a).await;
     wait_up(&n.b).await;
-    let reader = {
-        let hub = n.hub_b.clone();
-        tokio::spawn(async move { expect_seqs(&hub, 0, 200, Duration::from_secs(10)).await })
-    };
-    for k in 0..20 {
-        log.append(events(k * 10, 10)).await.expect("append");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let reader = spawn_reader(&n.hub_b, 0, 200, Duration::from_secs(10));
+    append_tens(&log, 0..20, 2, "append").await;
     reader.await.expect("reader");
     n.cancel.cancel();
 
     // 3. Broker outage: B keeps delivering by polling; when the broker returns it goes live
     //    again.
-    let log = fresh_log().await;
-    let n = nodes(
-        log.clone(),
-        broker().await,
-        broker().await,
-        Duration::from_secs(60),
-    );
+    let (log, n) = cluster().await;
     wait_up(&n.b).await;
     outage(true).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while n.b.broker_up() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the follower did not notice the outage"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let reader = {
-        let hub = n.hub_b.clone();
-        tokio::spawn(async move { expect_seqs(&hub, 0, 100, Duration::from_secs(15)).await })
-    };
-    for k in 0..10 {
-        log.append(events(k * 10, 10))
-            .await
-            .expect("append during the outage");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = "the follower did not notice the outage";
+    wait_until(10, 20, what, || !n.b.broker_up()).await;
+    let reader = spawn_reader(&n.hub_b, 0, 100, Duration::from_secs(15));
+    append_tens(&log, 0..10, 20, "append during the outage").await;
     reader.await.expect("delivery through the outage");
     outage(false).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !(n.a.broker_up() && n.b.broker_up()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the followers did not resubscribe after the outage"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let reader = {
-        let hub = n.hub_b.clone();
-        tokio::spawn(async move { expect_seqs(&hub, 100, 50, Duration::from_secs(10)).await })
-    };
-    for k in 10..15 {
-        log.append(events(k * 10, 10))
-            .await
-            .expect("append after the outage");
-    }
+    let what = "the followers did not resubscribe after the outage";
+    wait_until(20, 50, what, || n.a.broker_up() && n.b.broker_up()).await;
+    let reader = spawn_reader(&n.hub_b, 100, 50, Duration::from_secs(10));
+    append_tens(&log, 10..15, 0, "append after the outage").await;
     reader.await.expect("delivery after the outage");
     n.cancel.cancel();
 }

@@ -15,7 +15,9 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::principal::{Principal, Role};
-use crate::validate::{check_charset, check_text, is_source_char, is_type_char, ValidationError};
+use crate::validate::{
+    check_charset, check_text, check_type_chars, is_source_char, ValidationError,
+};
 
 /// Event severity, ordered from least to most severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -279,13 +281,7 @@ impl EventInput {
             "letters, digits and . _ : / -",
         )?;
         if let Some(c) = &self.category {
-            check_charset(
-                "category",
-                c,
-                128,
-                is_type_char,
-                "letters, digits and . _ : -",
-            )?;
+            check_type_chars("category", c, 128)?;
         }
         if let Some(s) = &self.subject {
             check_text("subject", s, 256)?;
@@ -370,13 +366,7 @@ impl EventInput {
 
 /// Checks a `type`: the charset, 1 to 128 characters, dot-separated non-empty segments.
 pub fn check_type(field: &str, value: &str) -> Result<(), ValidationError> {
-    check_charset(
-        field,
-        value,
-        128,
-        is_type_char,
-        "letters, digits and . _ : -",
-    )?;
+    check_type_chars(field, value, 128)?;
     if value.split('.').any(str::is_empty) {
         return Err(ValidationError::bad(
             "invalid_event",
@@ -388,13 +378,7 @@ pub fn check_type(field: &str, value: &str) -> Result<(), ValidationError> {
 
 /// Checks a tenant name: `[A-Za-z0-9._:-]{1,64}`.
 pub fn check_tenant(value: &str) -> Result<(), ValidationError> {
-    check_charset(
-        "tenant",
-        value,
-        64,
-        is_type_char,
-        "letters, digits and . _ : -",
-    )
+    check_type_chars("tenant", value, 64)
 }
 
 /// A committed event: its stored JSON bytes plus the fields filters look at.

@@ -117,6 +117,21 @@ pub(crate) fn check_charset(
     Ok(())
 }
 
+/// Checks a string of the `type` charset ([`is_type_char`]) of 1 to `max` characters.
+pub(crate) fn check_type_chars(
+    field: &str,
+    value: &str,
+    max: usize,
+) -> Result<(), ValidationError> {
+    check_charset(
+        field,
+        value,
+        max,
+        is_type_char,
+        "letters, digits and . _ : -",
+    )
+}
+
 /// Checks a free-text field: non-empty, at most `max` characters, no control characters.
 pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
     if value.is_empty() {

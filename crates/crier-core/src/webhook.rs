@@ -307,32 +307,28 @@ mod tests {
         }
     }
 
+    /// Each of `names` parses to a status that `as_str` and serde spell as that name.
+    fn spelled_as_the_api_does<T: Copy + Serialize>(
+        names: &[&str],
+        as_str: fn(T) -> &'static str,
+        parse: fn(&str) -> Option<T>,
+    ) {
+        for &name in names {
+            let s = parse(name).unwrap_or_else(|| panic!("{name:?} is a status"));
+            assert_eq!(as_str(s), name);
+            assert_eq!(
+                serde_json::to_value(s).ok(),
+                Some(serde_json::Value::from(name))
+            );
+        }
+    }
+
     #[test]
     fn statuses_spell_as_the_api_does() {
-        for s in [
-            WebhookStatus::Active,
-            WebhookStatus::Paused,
-            WebhookStatus::Disabled,
-            WebhookStatus::Expired,
-        ] {
-            assert_eq!(WebhookStatus::parse(s.as_str()), Some(s));
-            assert_eq!(
-                serde_json::to_value(s).ok(),
-                Some(serde_json::Value::from(s.as_str()))
-            );
-        }
-        for s in [
-            DeliveryStatus::Pending,
-            DeliveryStatus::Delivered,
-            DeliveryStatus::Failed,
-            DeliveryStatus::Dead,
-        ] {
-            assert_eq!(DeliveryStatus::parse(s.as_str()), Some(s));
-            assert_eq!(
-                serde_json::to_value(s).ok(),
-                Some(serde_json::Value::from(s.as_str()))
-            );
-        }
+        let webhook = ["active", "paused", "disabled", "expired"];
+        spelled_as_the_api_does(&webhook, WebhookStatus::as_str, WebhookStatus::parse);
+        let delivery = ["pending", "delivered", "failed", "dead"];
+        spelled_as_the_api_does(&delivery, DeliveryStatus::as_str, DeliveryStatus::parse);
         assert_eq!(WebhookStatus::parse("Active"), None);
         assert_eq!(DeliveryStatus::parse(""), None);
     }

@@ -23,6 +23,8 @@ pub mod conformance;
 mod group_commit;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod rows;
+mod scan;
 pub mod sqlite;
 pub mod subs;
 

@@ -5,8 +5,6 @@
 //! log's writer thread (see `sqlite/side.rs`), so they never compete with group commit. A tenant's cap is checked in
 //! the same write transaction as the insert, so simultaneous creates never pass it together.
 
-use std::path::Path;
-
 use crier_core::event::now_us;
 use crier_core::log::BoxFuture;
 use crier_core::webhook::{
@@ -14,10 +12,10 @@ use crier_core::webhook::{
     WebhookStore, WebhookSub,
 };
 use crier_core::LogError;
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use crate::sqlite::{SideConn, SqliteLog};
+use crate::rows::{self, i, DELIVERY_COLUMNS, SUB_COLUMNS};
+use crate::sqlite::{SideStore, SideTables};
 
 pub(crate) const SUBS_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS subscriptions (
@@ -50,109 +48,18 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_tenant_status ON deliveries (tenant, status);
 ";
 
-/// Webhook subscriptions stored in a SQLite file.
-#[derive(Clone)]
-pub struct SqliteSubs {
-    side: SideConn,
+/// The `subscriptions` and `deliveries` tables.
+pub struct Subscriptions;
+
+impl SideTables for Subscriptions {
+    const SCHEMA: &'static str = SUBS_SCHEMA;
 }
 
-/// A status column: its text, refused on read when it is no known status.
-struct Status<T>(T);
-
-fn status_sql<T>(v: ValueRef<'_>, parse: fn(&str) -> Option<T>) -> FromSqlResult<Status<T>> {
-    let s = v.as_str()?;
-    parse(s)
-        .map(Status)
-        .ok_or_else(|| FromSqlError::Other(format!("unknown status {s:?}").into()))
-}
-
-impl FromSql for Status<WebhookStatus> {
-    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
-        status_sql(v, WebhookStatus::parse)
-    }
-}
-
-impl FromSql for Status<DeliveryStatus> {
-    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
-        status_sql(v, DeliveryStatus::parse)
-    }
-}
-
-impl ToSql for Status<WebhookStatus> {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.0.as_str()))
-    }
-}
-
-impl ToSql for Status<DeliveryStatus> {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.0.as_str()))
-    }
-}
-
-const SUB_COLUMNS: &str =
-    "id, tenant, name, filter, url, secret, cursor, status, expires_us, created_us, note";
-
-fn row_to_sub(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookSub> {
-    let cursor: i64 = r.get(6)?;
-    let status: Status<WebhookStatus> = r.get(7)?;
-    Ok(WebhookSub {
-        id: r.get(0)?,
-        tenant: r.get(1)?,
-        name: r.get(2)?,
-        filter: r.get(3)?,
-        url: r.get(4)?,
-        secret: r.get(5)?,
-        cursor: u64::try_from(cursor).unwrap_or(0),
-        status: status.0,
-        expires_us: r.get(8)?,
-        created_us: r.get(9)?,
-        note: r.get(10)?,
-    })
-}
-
-const DELIVERY_COLUMNS: &str =
-    "sub_id, seq, event_id, status, attempts, last_status_code, last_error, next_attempt_us, updated_us";
-
-fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
-    let seq: i64 = r.get(1)?;
-    let status: Status<DeliveryStatus> = r.get(3)?;
-    let attempts: i64 = r.get(4)?;
-    let code: Option<i64> = r.get(5)?;
-    Ok(Delivery {
-        sub_id: r.get(0)?,
-        seq: u64::try_from(seq).unwrap_or(0),
-        event_id: r.get(2)?,
-        status: status.0,
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        last_status_code: code.and_then(|c| u16::try_from(c).ok()),
-        last_error: r.get(6)?,
-        next_attempt_us: r.get(7)?,
-        updated_us: r.get(8)?,
-    })
-}
-
-fn i(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
+/// Webhook subscriptions stored in a SQLite file: opened with [`SideStore::open`], or
+/// [`SideStore::with_log`] in a hub.
+pub type SqliteSubs = SideStore<Subscriptions>;
 
 impl SqliteSubs {
-    /// Opens the subscription tables of the store at `path` with a connection of their own:
-    /// for a file no log runs on (a hub uses [`SqliteSubs::with_log`]).
-    pub fn open(path: &Path) -> Result<SqliteSubs, LogError> {
-        Ok(SqliteSubs {
-            side: SideConn::standalone(path, SUBS_SCHEMA)?,
-        })
-    }
-
-    /// The subscription tables of `log`'s file: writes go through the log's writer thread,
-    /// reads use a read-only connection.
-    pub async fn with_log(log: &SqliteLog) -> Result<SqliteSubs, LogError> {
-        Ok(SqliteSubs {
-            side: SideConn::on_log(log, SUBS_SCHEMA).await?,
-        })
-    }
-
     fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -193,7 +100,7 @@ impl WebhookStore for SqliteSubs {
             }
             tx.execute(
                 &format!("INSERT INTO subscriptions ({SUB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
-                params![s.id, s.tenant, s.name, s.filter, s.url, s.secret, i(s.cursor), Status(s.status), s.expires_us, s.created_us, s.note],
+                params![s.id, s.tenant, s.name, s.filter, s.url, s.secret, i(s.cursor), s.status.as_str(), s.expires_us, s.created_us, s.note],
             )?;
             Ok(true)
         });
@@ -215,7 +122,7 @@ impl WebhookStore for SqliteSubs {
             c.query_row(
                 &format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = ?1"),
                 [&id],
-                row_to_sub,
+                |r| rows::sub(r),
             )
             .optional()
             .map(|s| s.filter(|s| tenant.as_ref().is_none_or(|t| *t == s.tenant)))
@@ -231,7 +138,7 @@ impl WebhookStore for SqliteSubs {
             let mut stmt = c.prepare(&format!(
                 "SELECT {SUB_COLUMNS} FROM subscriptions WHERE (?1 IS NULL OR tenant = ?1) ORDER BY created_us, id"
             ))?;
-            let rows = stmt.query_map([tenant], row_to_sub)?;
+            let rows = stmt.query_map([tenant], |r| rows::sub(r))?;
             rows.collect()
         })
     }
@@ -245,7 +152,7 @@ impl WebhookStore for SqliteSubs {
         let (tenant, id, p) = (tenant.to_owned(), id.to_owned(), p.clone());
         self.write(move |tx| {
             let Some(mut s) = tx
-                .query_row(&format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = ?1 AND tenant = ?2"), [&id, &tenant], row_to_sub)
+                .query_row(&format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = ?1 AND tenant = ?2"), [&id, &tenant], |r| rows::sub(r))
                 .optional()?
             else {
                 return Ok(None);
@@ -253,7 +160,7 @@ impl WebhookStore for SqliteSubs {
             p.apply(&mut s);
             tx.execute(
                 "UPDATE subscriptions SET name = ?2, filter = ?3, url = ?4, secret = ?5, status = ?6, expires_us = ?7, note = ?8 WHERE id = ?1",
-                params![s.id, s.name, s.filter, s.url, s.secret, Status(s.status), s.expires_us, s.note],
+                params![s.id, s.name, s.filter, s.url, s.secret, s.status.as_str(), s.expires_us, s.note],
             )?;
             Ok(Some(s))
         })
@@ -295,7 +202,7 @@ impl WebhookStore for SqliteSubs {
         self.write(move |tx| {
             tx.execute(
                 "UPDATE subscriptions SET status = ?2, note = ?3 WHERE id = ?1",
-                params![id, Status(status), note],
+                params![id, status.as_str(), note],
             )?;
             Ok(())
         })
@@ -325,7 +232,7 @@ impl WebhookStore for SqliteSubs {
                  ON CONFLICT (sub_id, seq) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
                    last_status_code = excluded.last_status_code, last_error = excluded.last_error,
                    next_attempt_us = excluded.next_attempt_us, updated_us = excluded.updated_us",
-                params![d.sub_id, i(d.seq), tenant, d.event_id, Status(d.status), i64::from(d.attempts), d.last_status_code.map(i64::from), d.last_error, d.next_attempt_us, d.updated_us],
+                params![d.sub_id, i(d.seq), tenant, d.event_id, d.status.as_str(), i64::from(d.attempts), d.last_status_code.map(i64::from), d.last_error, d.next_attempt_us, d.updated_us],
             )?;
             Ok(())
         })
@@ -343,7 +250,7 @@ impl WebhookStore for SqliteSubs {
                     "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE sub_id = ?1 AND seq = ?2"
                 ),
                 params![sub_id, i(seq)],
-                row_to_delivery,
+                |r| rows::delivery(r),
             )
             .optional()
         })
@@ -360,7 +267,7 @@ impl WebhookStore for SqliteSubs {
             let mut stmt = c.prepare(&format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE sub_id = ?1 AND (?2 IS NULL OR status = ?2) ORDER BY seq DESC LIMIT ?3"
             ))?;
-            let rows = stmt.query_map(params![sub_id, status.map(Status), i64::try_from(limit).unwrap_or(i64::MAX)], row_to_delivery)?;
+            let rows = stmt.query_map(params![sub_id, status.map(DeliveryStatus::as_str), i64::try_from(limit).unwrap_or(i64::MAX)], |r| rows::delivery(r))?;
             rows.collect()
         })
     }
@@ -384,7 +291,7 @@ impl WebhookStore for SqliteSubs {
                 "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_us = NULL, updated_us = ?3 WHERE sub_id = ?1 AND seq > ?2 AND status = 'dead'",
                 params![id, i(after), now_us()],
             )?;
-            let s = tx.query_row(&format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = ?1"), [&id], row_to_sub)?;
+            let s = tx.query_row(&format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = ?1"), [&id], |r| rows::sub(r))?;
             Ok(Some(s))
         })
     }

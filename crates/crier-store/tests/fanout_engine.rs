@@ -86,17 +86,11 @@ fn reader_strategy() -> impl Strategy<Value = ReaderSpec> {
         )
 }
 
-fn new_event(e: &Ev, n: usize) -> NewEvent {
+/// `fields` (an event as published) validated as published by `tenant`.
+fn validated(tenant: &str, fields: serde_json::Value) -> NewEvent {
     let mut p = Principal::anonymous_admin();
-    p.tenant = TENANTS[e.tenant].to_string();
-    let input: EventInput = serde_json::from_value(serde_json::json!({
-        "id": format!("e{n}"),
-        "type": TYPES[e.kind],
-        "severity": SEVERITIES[e.severity],
-        "tags": e.tags.iter().map(|t| TAGS[*t]).collect::<Vec<_>>(),
-        "data": {"pad": "x".repeat(e.pad)},
-    }))
-    .expect("event input");
+    p.tenant = tenant.to_string();
+    let input: EventInput = serde_json::from_value(fields).expect("event input");
     input
         .validate(&PublishContext {
             principal: &p,
@@ -104,6 +98,17 @@ fn new_event(e: &Ev, n: usize) -> NewEvent {
             now_us: crier_core::event::now_us(),
         })
         .expect("valid event")
+}
+
+fn new_event(e: &Ev, n: usize) -> NewEvent {
+    let fields = serde_json::json!({
+        "id": format!("e{n}"),
+        "type": TYPES[e.kind],
+        "severity": SEVERITIES[e.severity],
+        "tags": e.tags.iter().map(|t| TAGS[*t]).collect::<Vec<_>>(),
+        "data": {"pad": "x".repeat(e.pad)},
+    });
+    validated(TENANTS[e.tenant], fields)
 }
 
 fn filter(r: &ReaderSpec) -> Filter {
@@ -286,18 +291,10 @@ proptest! {
 }
 
 fn typed(tenant: &str, kind: &str, n: usize) -> NewEvent {
-    let mut p = Principal::anonymous_admin();
-    p.tenant = tenant.to_string();
-    let input: EventInput =
-        serde_json::from_value(serde_json::json!({"id": format!("{tenant}{n}"), "type": kind}))
-            .expect("event input");
-    input
-        .validate(&PublishContext {
-            principal: &p,
-            max_event_bytes: 65536,
-            now_us: crier_core::event::now_us(),
-        })
-        .expect("valid event")
+    validated(
+        tenant,
+        serde_json::json!({"id": format!("{tenant}{n}"), "type": kind}),
+    )
 }
 
 /// Tenant B's readers hold the most expensive filters the limits allow and B publishes

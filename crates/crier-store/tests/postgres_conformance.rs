@@ -51,6 +51,31 @@ async fn reachable() -> bool {
     ok
 }
 
+/// This run's schema prefix, or `None` (after the notice) when PostgreSQL is unreachable
+/// and the test is to pass without running.
+async fn start() -> Option<String> {
+    reachable().await.then(run_prefix)
+}
+
+/// Runs `test` with a schema of its own (this run's prefix and `name`), then drops the
+/// run's schemas; passes at once (after the notice) when PostgreSQL is unreachable.
+async fn with_schema<F: std::future::Future<Output = ()>>(
+    name: &str,
+    test: impl FnOnce(String) -> F,
+) {
+    let Some(prefix) = start().await else {
+        return;
+    };
+    test(format!("{prefix}_{name}")).await;
+    drop_schemas(&prefix).await;
+}
+
+/// A log on `schema`, as one hub node opens it.
+async fn open_log(schema: &str) -> Arc<PostgresLog> {
+    let log = PostgresLog::open(&url(), Some(schema)).await;
+    Arc::new(log.expect("open postgres log"))
+}
+
 async fn drop_schemas(prefix: &str) {
     let Ok((client, conn)) = tokio_postgres::connect(&url(), tokio_postgres::NoTls).await else {
         return;
@@ -73,19 +98,14 @@ async fn drop_schemas(prefix: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_conforms() {
-    if !reachable().await {
+    let Some(prefix) = start().await else {
         return;
-    }
-    let prefix = run_prefix();
+    };
     let p = prefix.clone();
     let opener: Opener = Arc::new(move |name: String| {
         let schema = format!("{p}_{}", name.replace('-', "_"));
         Box::pin(async move {
-            let log: Arc<dyn EventLog> = Arc::new(
-                PostgresLog::open(&url(), Some(&schema))
-                    .await
-                    .expect("open postgres log"),
-            );
+            let log: Arc<dyn EventLog> = open_log(&schema).await;
             log
         })
     });
@@ -95,143 +115,110 @@ async fn postgres_conforms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_on_one_log_commit_gapless_in_order() {
-    if !reachable().await {
-        return;
-    }
-    let prefix = run_prefix();
-    let schema = format!("{prefix}_nodes");
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(Arc::new(
-            PostgresLog::open(&url(), Some(&schema))
-                .await
-                .expect("open"),
-        ));
-    }
-    // A reader tails the log from another instance while the three write.
-    let reader = Arc::new(
-        PostgresLog::open(&url(), Some(&schema))
-            .await
-            .expect("open reader"),
-    );
-    let total = 3 * 8 * 25;
-    let tail = {
-        let reader = reader.clone();
-        tokio::spawn(async move {
-            let mut seen: Vec<u64> = Vec::new();
-            let mut after = 0;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            while seen.len() < total && tokio::time::Instant::now() < deadline {
-                let page = reader
-                    .read(ReadQuery::after(
-                        Scope::All,
-                        Arc::new(Filter::default()),
-                        after,
-                        1000,
-                    ))
-                    .await
-                    .expect("read");
-                for e in &page.events {
-                    assert!(
-                        e.seq > after,
-                        "seq {} appeared behind the reader's cursor {after}",
-                        e.seq
-                    );
-                    assert_eq!(
-                        e.seq,
-                        seen.last().copied().unwrap_or(0) + 1,
-                        "a gap: the reader must never see n+1 before n"
-                    );
-                    after = e.seq;
-                    seen.push(e.seq);
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            seen
-        })
-    };
-    let mut tasks = Vec::new();
-    for (k, node) in nodes.iter().enumerate() {
-        for w in 0..8 {
-            let node = node.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut acked = Vec::new();
-                for i in 0..25 {
-                    let id = format!("n{k}-w{w}-{i}");
-                    let r = node
-                        .append(vec![event("a", Some(&id), "t", &[])])
-                        .await
-                        .expect("append");
-                    acked.push(r[0].seq);
-                }
-                acked
-            }));
+    with_schema("nodes", |schema| async move {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(open_log(&schema).await);
         }
-    }
-    let mut acked = Vec::new();
-    for t in tasks {
-        acked.extend(t.await.expect("writer"));
-    }
-    acked.sort_unstable();
-    assert_eq!(
-        acked,
-        (1..=total as u64).collect::<Vec<_>>(),
-        "every seq once, gapless, across three writers"
-    );
-    let seen = tail.await.expect("reader");
-    assert_eq!(
-        seen,
-        (1..=total as u64).collect::<Vec<_>>(),
-        "the reader saw every seq in order"
-    );
-    for n in nodes {
-        n.close().await.expect("close");
-    }
-    reader.close().await.expect("close");
-    drop_schemas(&prefix).await;
+        // A reader tails the log from another instance while the three write.
+        let reader = open_log(&schema).await;
+        let total = 3 * 8 * 25;
+        let tail = {
+            let reader = reader.clone();
+            tokio::spawn(async move {
+                let mut seen: Vec<u64> = Vec::new();
+                let mut after = 0;
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                while seen.len() < total && tokio::time::Instant::now() < deadline {
+                    let page = reader
+                        .read(ReadQuery::after(
+                            Scope::All,
+                            Arc::new(Filter::default()),
+                            after,
+                            1000,
+                        ))
+                        .await
+                        .expect("read");
+                    for e in &page.events {
+                        assert!(
+                            e.seq > after,
+                            "seq {} appeared behind the reader's cursor {after}",
+                            e.seq
+                        );
+                        assert_eq!(
+                            e.seq,
+                            seen.last().copied().unwrap_or(0) + 1,
+                            "a gap: the reader must never see n+1 before n"
+                        );
+                        after = e.seq;
+                        seen.push(e.seq);
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                seen
+            })
+        };
+        // Eight writers per node.
+        let writers = (0..24)
+            .map(|w| -> Arc<dyn EventLog> { nodes[w / 8].clone() })
+            .collect();
+        let acked = conformance::appended_seqs(writers, 25, |w, i| {
+            let id = format!("n{}-w{}-{i}", w / 8, w % 8);
+            vec![event("a", Some(&id), "t", &[])]
+        })
+        .await;
+        assert_eq!(
+            acked,
+            (1..=total as u64).collect::<Vec<_>>(),
+            "every seq once, gapless, across three writers"
+        );
+        let seen = tail.await.expect("reader");
+        assert_eq!(
+            seen,
+            (1..=total as u64).collect::<Vec<_>>(),
+            "the reader saw every seq in order"
+        );
+        for n in nodes {
+            n.close().await.expect("close");
+        }
+        reader.close().await.expect("close");
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn refuses_a_newer_schema() {
-    if !reachable().await {
-        return;
-    }
-    let prefix = run_prefix();
-    let schema = format!("{prefix}_version");
-    let log = PostgresLog::open(&url(), Some(&schema))
-        .await
-        .expect("open");
-    log.close().await.expect("close");
-    let (client, conn) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    client
-        .execute(
-            &format!("UPDATE \"{schema}\".crier_meta SET value = 99 WHERE key = 'schema_version'"),
-            &[],
-        )
-        .await
-        .expect("bump");
-    match PostgresLog::open(&url(), Some(&schema)).await {
-        Err(crier_core::LogError::SchemaTooNew { found: 99, .. }) => {}
-        Err(e) => panic!("unexpected error {e}"),
-        Ok(_) => panic!("opened a store with a newer schema"),
-    }
-    drop_schemas(&prefix).await;
+    with_schema("version", |schema| async move {
+        open_log(&schema).await.close().await.expect("close");
+        let (client, conn) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client
+            .execute(
+                &format!(
+                    "UPDATE \"{schema}\".crier_meta SET value = 99 WHERE key = 'schema_version'"
+                ),
+                &[],
+            )
+            .await
+            .expect("bump");
+        match PostgresLog::open(&url(), Some(&schema)).await {
+            Err(crier_core::LogError::SchemaTooNew { found: 99, .. }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("opened a store with a newer schema"),
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn postgres_subscriptions_conform() {
-    if !reachable().await {
-        return;
-    }
-    let prefix = run_prefix();
-    let store = crier_store::PgSubs::open(&url(), Some(&format!("{prefix}_subs")))
-        .await
-        .expect("open");
-    conformance::subs(Arc::new(store)).await;
-    drop_schemas(&prefix).await;
+    with_schema("subs", |schema| async move {
+        let store = crier_store::PgSubs::open(&url(), Some(&schema)).await;
+        conformance::subs(Arc::new(store.expect("open"))).await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,51 +309,43 @@ async fn the_lease_is_held_by_one_contender_and_moves_when_it_goes() {
 #[tokio::test]
 async fn postgres_keys_create_find_revoke() {
     use crier_core::keys::KeyStore;
-    if !reachable().await {
-        return;
-    }
-    let prefix = run_prefix();
-    let keys = crier_store::PgKeys::open(&url(), Some(&format!("{prefix}_keys")))
-        .await
-        .expect("open");
-    let (k, secret) = keys
-        .create("acme", crier_core::Role::Publisher, "ci")
-        .await
-        .expect("create");
-    let hash = crier_store::keys::hash_secret(&secret);
-    assert_eq!(keys.find(&hash).await.expect("find"), Some(k.clone()));
-    assert!(keys
-        .find(&crier_store::keys::hash_secret("crier_nope"))
-        .await
-        .expect("find")
-        .is_none());
-    assert!(keys.revoke(&k.id).await.expect("revoke"));
-    assert!(!keys.revoke("key_missing").await.expect("revoke"));
-    assert!(keys
-        .find(&hash)
-        .await
-        .expect("find")
-        .expect("still listed")
-        .revoked_us
-        .is_some());
-    assert_eq!(keys.list().await.expect("list").len(), 1);
-    drop_schemas(&prefix).await;
+    with_schema("keys", |schema| async move {
+        let keys = crier_store::PgKeys::open(&url(), Some(&schema))
+            .await
+            .expect("open");
+        let (k, secret) = keys
+            .create("acme", crier_core::Role::Publisher, "ci")
+            .await
+            .expect("create");
+        let hash = crier_store::keys::hash_secret(&secret);
+        assert_eq!(keys.find(&hash).await.expect("find"), Some(k.clone()));
+        assert!(keys
+            .find(&crier_store::keys::hash_secret("crier_nope"))
+            .await
+            .expect("find")
+            .is_none());
+        assert!(keys.revoke(&k.id).await.expect("revoke"));
+        assert!(!keys.revoke("key_missing").await.expect("revoke"));
+        assert!(keys
+            .find(&hash)
+            .await
+            .expect("find")
+            .expect("still listed")
+            .revoked_us
+            .is_some());
+        assert_eq!(keys.list().await.expect("list").len(), 1);
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_entities_conform() {
-    if !reachable().await {
-        return;
-    }
-    let prefix = run_prefix();
-    let log = Arc::new(
-        PostgresLog::open(&url(), Some(&format!("{prefix}_entities")))
-            .await
-            .expect("open postgres log"),
-    );
-    conformance::entities(log.clone(), log.clone()).await;
-    log.close().await.expect("close");
-    drop_schemas(&prefix).await;
+    with_schema("entities", |schema| async move {
+        let log = open_log(&schema).await;
+        conformance::entities(log.clone(), log.clone()).await;
+        log.close().await.expect("close");
+    })
+    .await;
 }
 
 /// Two nodes (two log instances on one schema) race conditional updates of one entity:
@@ -374,78 +353,62 @@ async fn postgres_entities_conform() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conditional_updates_race_across_nodes() {
     use crier_core::entity::{EntityError, EntityKey, EntityStore, Mutation, Precondition};
-    if !reachable().await {
-        return;
-    }
-    let prefix = run_prefix();
-    let schema = format!("{prefix}_race");
-    let x = Arc::new(
-        PostgresLog::open(&url(), Some(&schema))
+    with_schema("race", |schema| async move {
+        let (x, y) = (open_log(&schema).await, open_log(&schema).await);
+        let p = crier_core::Principal::anonymous_admin();
+        let key = EntityKey::new("policy", "p1").expect("key");
+        let put = |v: i64, cond| Mutation::Put {
+            key: key.clone(),
+            value: serde_json::json!({"v": v})
+                .as_object()
+                .cloned()
+                .expect("object"),
+            cond,
+        };
+        x.mutate(put(0, Precondition::Absent), p.clone(), 65536)
             .await
-            .expect("open"),
-    );
-    let y = Arc::new(
-        PostgresLog::open(&url(), Some(&schema))
-            .await
-            .expect("open"),
-    );
-    let p = crier_core::Principal::anonymous_admin();
-    let key = EntityKey::new("policy", "p1").expect("key");
-    let put = |v: i64, cond| Mutation::Put {
-        key: key.clone(),
-        value: serde_json::json!({"v": v})
-            .as_object()
-            .cloned()
-            .expect("object"),
-        cond,
-    };
-    x.mutate(put(0, Precondition::Absent), p.clone(), 65536)
-        .await
-        .expect("create");
-    for round in 1..=20 {
-        let version = x
-            .entity("default", &key)
-            .await
-            .expect("get")
-            .expect("row")
-            .version;
-        let head = x.refresh().await.expect("head");
-        let (a, b) = tokio::join!(
-            x.mutate(put(round, Precondition::Version(version)), p.clone(), 65536),
-            y.mutate(
-                put(-round, Precondition::Version(version)),
-                p.clone(),
-                65536
-            ),
-        );
-        assert_eq!(
-            [&a, &b].iter().filter(|r| r.is_ok()).count(),
-            1,
-            "round {round}"
-        );
-        assert!([a, b]
-            .into_iter()
-            .any(|r| matches!(r, Err(EntityError::Refused(_)))));
-        assert_eq!(
-            x.refresh().await.expect("head"),
-            head + 1,
-            "round {round}: one event"
-        );
-    }
-    x.close().await.expect("close");
-    y.close().await.expect("close");
-    drop_schemas(&prefix).await;
+            .expect("create");
+        for round in 1..=20 {
+            let version = x
+                .entity("default", &key)
+                .await
+                .expect("get")
+                .expect("row")
+                .version;
+            let head = x.refresh().await.expect("head");
+            let (a, b) = tokio::join!(
+                x.mutate(put(round, Precondition::Version(version)), p.clone(), 65536),
+                y.mutate(
+                    put(-round, Precondition::Version(version)),
+                    p.clone(),
+                    65536
+                ),
+            );
+            assert_eq!(
+                [&a, &b].iter().filter(|r| r.is_ok()).count(),
+                1,
+                "round {round}"
+            );
+            assert!([a, b]
+                .into_iter()
+                .any(|r| matches!(r, Err(EntityError::Refused(_)))));
+            assert_eq!(
+                x.refresh().await.expect("head"),
+                head + 1,
+                "round {round}: one event"
+            );
+        }
+        x.close().await.expect("close");
+        y.close().await.expect("close");
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_saved_filters_conform() {
-    if !reachable().await {
-        return;
-    }
-    let prefix = run_prefix();
-    let store = crier_store::PgFilters::open(&url(), Some(&format!("{prefix}_filters")))
-        .await
-        .expect("open");
-    conformance::filters(Arc::new(store)).await;
-    drop_schemas(&prefix).await;
+    with_schema("filters", |schema| async move {
+        let store = crier_store::PgFilters::open(&url(), Some(&schema)).await;
+        conformance::filters(Arc::new(store.expect("open"))).await;
+    })
+    .await;
 }

@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use crate::event::{format_time, time_from_us, NewEvent};
 use crate::log::LogError;
-use crate::validate::{check_charset, is_type_char, ValidationError};
+use crate::validate::{check_charset, check_type_chars, is_type_char, ValidationError};
 
 /// `source` of every entity and link event.
 pub const SOURCE: &str = "entities";
@@ -31,14 +31,7 @@ fn is_kind_char(c: char) -> bool {
 
 /// Checks an entity `id`: 1–128 characters of `[A-Za-z0-9._:-]`.
 pub fn check_id(field: &str, value: &str) -> Result<(), ValidationError> {
-    check_charset(
-        field,
-        value,
-        128,
-        is_type_char,
-        "letters, digits and . _ : -",
-    )
-    .map_err(|e| ValidationError {
+    check_type_chars(field, value, 128).map_err(|e| ValidationError {
         code: "invalid_entity",
         ..e
     })

@@ -71,6 +71,24 @@ fn event(
     .validate(ctx)
 }
 
+/// A plan of one row write and the one event that reports it.
+fn single(write: Write, ev: NewEvent, outcome: Outcome) -> Plan {
+    Plan {
+        writes: vec![write],
+        events: vec![ev],
+        outcome,
+    }
+}
+
+/// The event (`kind`) that reports a change to link `row`, about the link's source.
+fn link_event(
+    ctx: &PublishContext<'_>,
+    kind: &str,
+    row: &LinkRow,
+) -> Result<NewEvent, ValidationError> {
+    event(ctx, kind.into(), row.key.source.path(), row.event_data())
+}
+
 fn check_value_size(value: &Map<String, Value>, max: usize) -> Result<(), ValidationError> {
     let n = serde_json::to_vec(value)
         .map(|v| v.len())
@@ -190,17 +208,12 @@ pub fn plan(m: Mutation, l: Loaded, ctx: &PublishContext<'_>) -> Result<Plan, Va
                 metadata,
                 created_us: now,
             };
-            let ev = event(
-                ctx,
-                "link.created".into(),
-                row.key.source.path(),
-                row.event_data(),
-            )?;
-            Ok(Plan {
-                writes: vec![Write::InsertLink(row.clone())],
-                events: vec![ev],
-                outcome: Outcome::Linked { row, created: true },
-            })
+            let ev = link_event(ctx, "link.created", &row)?;
+            Ok(single(
+                Write::InsertLink(row.clone()),
+                ev,
+                Outcome::Linked { row, created: true },
+            ))
         }
         Mutation::Unlink { key } => {
             let Some(existing) = l.link else {
@@ -210,17 +223,12 @@ pub fn plan(m: Mutation, l: Loaded, ctx: &PublishContext<'_>) -> Result<Plan, Va
                     format!("no link {}", key.cursor()),
                 ));
             };
-            let ev = event(
-                ctx,
-                "link.deleted".into(),
-                existing.key.source.path(),
-                existing.event_data(),
-            )?;
-            Ok(Plan {
-                writes: vec![Write::DeleteLink(key.clone())],
-                events: vec![ev],
-                outcome: Outcome::Unlinked(key),
-            })
+            let ev = link_event(ctx, "link.deleted", &existing)?;
+            Ok(single(
+                Write::DeleteLink(key.clone()),
+                ev,
+                Outcome::Unlinked(key),
+            ))
         }
     }
 }
@@ -267,14 +275,14 @@ fn write_value(
                     "changed": changed,
                 }),
             )?;
-            Ok(Plan {
-                writes: vec![Write::Entity(row.clone())],
-                events: vec![ev],
-                outcome: Outcome::Entity {
+            Ok(single(
+                Write::Entity(row.clone()),
+                ev,
+                Outcome::Entity {
                     row,
                     created: false,
                 },
-            })
+            ))
         }
         tombstone => {
             let version = tombstone.map_or(1, |t| t.version + 1);
@@ -291,11 +299,11 @@ fn write_value(
                 key.path(),
                 json!({"kind": key.kind, "id": key.id, "version": version, "value": row.value}),
             )?;
-            Ok(Plan {
-                writes: vec![Write::Entity(row.clone())],
-                events: vec![ev],
-                outcome: Outcome::Entity { row, created: true },
-            })
+            Ok(single(
+                Write::Entity(row.clone()),
+                ev,
+                Outcome::Entity { row, created: true },
+            ))
         }
     }
 }

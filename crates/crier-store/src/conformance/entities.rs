@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use crier_core::{read_full, EventLog, Filter, Principal, ReadQuery, Scope};
+use crier_core::entity::{Applied, EntityError, EntityStore, Mutation};
+use crier_core::{read_full, ErrorKind, EventLog, Filter, Principal, ReadQuery, Scope};
 
 use super::event;
 
@@ -18,6 +19,24 @@ fn obj(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
     match v {
         serde_json::Value::Object(m) => m,
         other => panic!("suite values are objects, not {other}"),
+    }
+}
+
+/// Applies `m` as `p`, with the suite's event size limit.
+async fn mutate(
+    store: &Arc<dyn EntityStore>,
+    m: Mutation,
+    p: &Principal,
+) -> Result<Applied, EntityError> {
+    store.mutate(m, p.clone(), 65536).await
+}
+
+/// The kind of refusal `m` as `p` meets; a store error or an applied change fails the suite.
+async fn refused(store: &Arc<dyn EntityStore>, m: Mutation, p: &Principal) -> ErrorKind {
+    match mutate(store, m, p).await {
+        Err(EntityError::Refused(e)) => e.kind,
+        Err(e) => panic!("a store error where a refusal was expected: {e}"),
+        Ok(x) => panic!("applied where a refusal was expected: {x:?}"),
     }
 }
 
@@ -41,40 +60,37 @@ async fn events_after(log: &Arc<dyn EventLog>, tenant: &str, after: u64) -> Vec<
 
 /// The entity-store suite: §11's rules as stored by a backend, with each change's events
 /// committed in the same transaction (read back from the log).
-pub async fn entities(log: Arc<dyn EventLog>, store: Arc<dyn crier_core::entity::EntityStore>) {
-    use crier_core::entity::{
-        EntityError, EntityKey, LinkKey, LinkQuery, Mutation, Outcome, Precondition,
-    };
-    use crier_core::ErrorKind;
+pub async fn entities(log: Arc<dyn EventLog>, store: Arc<dyn EntityStore>) {
+    use crier_core::entity::{EntityKey, LinkKey, LinkQuery, Outcome, Precondition};
     use serde_json::json;
 
     let a = principal("a");
-    let refusal = |r: Result<crier_core::entity::Applied, EntityError>| match r {
-        Err(EntityError::Refused(e)) => e.kind,
-        Err(e) => panic!("a store error where a refusal was expected: {e}"),
-        Ok(x) => panic!("applied where a refusal was expected: {x:?}"),
-    };
+    let by_a = |m| mutate(&store, m, &a);
+    let refused_by_a = |m| refused(&store, m, &a);
     let key = |k: &str, i: &str| EntityKey::new(k, i).expect("key");
     let put = |k: EntityKey, v: serde_json::Value, cond| Mutation::Put {
         key: k,
         value: obj(v),
         cond,
     };
+    let deleting = |key, cond| Mutation::Delete { key, cond };
+    let any_links = |tenant| {
+        let q = LinkQuery {
+            limit: 10,
+            ..LinkQuery::default()
+        };
+        store.links(tenant, q)
+    };
     let site = key("site", "nyc");
 
     // Create, then the event is in the log with the change.
-    let r = store
-        .mutate(
-            put(
-                site.clone(),
-                json!({"name": "NYC", "floors": 3}),
-                Precondition::Absent,
-            ),
-            a.clone(),
-            65536,
-        )
-        .await
-        .expect("create");
+    let r = by_a(put(
+        site.clone(),
+        json!({"name": "NYC", "floors": 3}),
+        Precondition::Absent,
+    ))
+    .await
+    .expect("create");
     assert_eq!(r.seqs.len(), 1, "a create emits one event");
     let Outcome::Entity { row, created: true } = &r.outcome else {
         panic!("create answered {:?}", r.outcome);
@@ -94,41 +110,20 @@ pub async fn entities(log: Arc<dyn EventLog>, store: Arc<dyn crier_core::entity:
 
     // Create-only on an existing entity, a stale If-Match: 412 and no event.
     let head = log.head();
-    let e = refusal(
-        store
-            .mutate(
-                put(site.clone(), json!({"x": 1}), Precondition::Absent),
-                a.clone(),
-                65536,
-            )
-            .await,
-    );
+    let e = refused_by_a(put(site.clone(), json!({"x": 1}), Precondition::Absent)).await;
     assert_eq!(e, ErrorKind::PreconditionFailed);
-    let e = refusal(
-        store
-            .mutate(
-                put(site.clone(), json!({"x": 1}), Precondition::Version(7)),
-                a.clone(),
-                65536,
-            )
-            .await,
-    );
+    let e = refused_by_a(put(site.clone(), json!({"x": 1}), Precondition::Version(7))).await;
     assert_eq!(e, ErrorKind::PreconditionFailed);
     assert_eq!(log.head(), head, "a refused change appends nothing");
 
     // The same value again: no event, same version.
-    let r = store
-        .mutate(
-            put(
-                site.clone(),
-                json!({"floors": 3, "name": "NYC"}),
-                Precondition::Version(1),
-            ),
-            a.clone(),
-            65536,
-        )
-        .await
-        .expect("same put");
+    let r = by_a(put(
+        site.clone(),
+        json!({"floors": 3, "name": "NYC"}),
+        Precondition::Version(1),
+    ))
+    .await
+    .expect("same put");
     assert!(
         r.seqs.is_empty(),
         "an update that changes nothing emits nothing"
@@ -136,18 +131,13 @@ pub async fn entities(log: Arc<dyn EventLog>, store: Arc<dyn crier_core::entity:
     assert!(matches!(&r.outcome, Outcome::Entity { row, .. } if row.version == 1));
 
     // Merge patch: null removes, nested objects merge; `changed` names top-level fields.
-    let r = store
-        .mutate(
-            Mutation::Patch {
-                key: site.clone(),
-                patch: obj(json!({"floors": null, "address": {"city": "New York"}})),
-                cond: Precondition::Version(1),
-            },
-            a.clone(),
-            65536,
-        )
-        .await
-        .expect("patch");
+    let r = by_a(Mutation::Patch {
+        key: site.clone(),
+        patch: obj(json!({"floors": null, "address": {"city": "New York"}})),
+        cond: Precondition::Version(1),
+    })
+    .await
+    .expect("patch");
     assert_eq!(r.seqs.len(), 1);
     let got = store
         .entity("a", &site)
@@ -168,42 +158,19 @@ pub async fn entities(log: Arc<dyn EventLog>, store: Arc<dyn crier_core::entity:
 
     // Patch and delete of a missing entity: 404.
     let missing = key("site", "nowhere");
-    let e = refusal(
-        store
-            .mutate(
-                Mutation::Patch {
-                    key: missing.clone(),
-                    patch: obj(json!({"a": 1})),
-                    cond: Precondition::None,
-                },
-                a.clone(),
-                65536,
-            )
-            .await,
-    );
+    let e = refused_by_a(Mutation::Patch {
+        key: missing.clone(),
+        patch: obj(json!({"a": 1})),
+        cond: Precondition::None,
+    })
+    .await;
     assert_eq!(e, ErrorKind::NotFound);
-    let e = refusal(
-        store
-            .mutate(
-                Mutation::Delete {
-                    key: missing.clone(),
-                    cond: Precondition::None,
-                },
-                a.clone(),
-                65536,
-            )
-            .await,
-    );
+    let e = refused_by_a(deleting(missing.clone(), Precondition::None)).await;
     assert_eq!(e, ErrorKind::NotFound);
 
     // Lists page by id.
     for id in ["b", "a", "d", "c"] {
-        store
-            .mutate(
-                put(key("user", id), json!({"n": id}), Precondition::None),
-                a.clone(),
-                65536,
-            )
+        by_a(put(key("user", id), json!({"n": id}), Precondition::None))
             .await
             .expect("user");
     }
@@ -219,87 +186,57 @@ pub async fn entities(log: Arc<dyn EventLog>, store: Arc<dyn crier_core::entity:
 
     // Links: both ends must exist; idempotent when identical; conflicting metadata refused.
     let group = key("group", "ops");
-    let link = |kind: &str, s: &EntityKey, t: &EntityKey| {
-        LinkKey::new(kind, s.clone(), t.clone()).expect("link key")
+    let linking = |kind: &str, s: &EntityKey, t: &EntityKey, metadata| Mutation::Link {
+        key: LinkKey::new(kind, s.clone(), t.clone()).expect("link key"),
+        metadata,
     };
-    let e = refusal(
-        store
-            .mutate(
-                Mutation::Link {
-                    key: link("member_of", &key("user", "a"), &group),
-                    metadata: json!({}),
-                },
-                a.clone(),
-                65536,
-            )
-            .await,
-    );
+    let e = refused_by_a(linking("member_of", &key("user", "a"), &group, json!({}))).await;
     assert_eq!(
         e,
         ErrorKind::NotFound,
         "linking to a missing entity is a 404"
     );
-    store
-        .mutate(
-            put(group.clone(), json!({"title": "Ops"}), Precondition::None),
-            a.clone(),
-            65536,
-        )
-        .await
-        .expect("group");
+    by_a(put(
+        group.clone(),
+        json!({"title": "Ops"}),
+        Precondition::None,
+    ))
+    .await
+    .expect("group");
     let before_links = log.head();
     for u in ["a", "b"] {
-        let r = store
-            .mutate(
-                Mutation::Link {
-                    key: link("member_of", &key("user", u), &group),
-                    metadata: json!({"since": 2024}),
-                },
-                a.clone(),
-                65536,
-            )
-            .await
-            .expect("link");
-        assert_eq!(r.seqs.len(), 1);
-    }
-    store
-        .mutate(
-            Mutation::Link {
-                key: link("located_in", &group, &site),
-                metadata: json!({}),
-            },
-            a.clone(),
-            65536,
-        )
+        let r = by_a(linking(
+            "member_of",
+            &key("user", u),
+            &group,
+            json!({"since": 2024}),
+        ))
         .await
         .expect("link");
-    let again = store
-        .mutate(
-            Mutation::Link {
-                key: link("member_of", &key("user", "a"), &group),
-                metadata: json!({"since": 2024}),
-            },
-            a.clone(),
-            65536,
-        )
+        assert_eq!(r.seqs.len(), 1);
+    }
+    by_a(linking("located_in", &group, &site, json!({})))
         .await
-        .expect("same link");
+        .expect("link");
+    let again = by_a(linking(
+        "member_of",
+        &key("user", "a"),
+        &group,
+        json!({"since": 2024}),
+    ))
+    .await
+    .expect("same link");
     assert!(
         again.seqs.is_empty(),
         "re-linking identically emits nothing"
     );
-    let e = refusal(
-        store
-            .mutate(
-                Mutation::Link {
-                    key: link("member_of", &key("user", "a"), &group),
-                    metadata: json!({"since": 1999}),
-                },
-                a.clone(),
-                65536,
-            )
-            .await,
-    );
+    let e = refused_by_a(linking(
+        "member_of",
+        &key("user", "a"),
+        &group,
+        json!({"since": 1999}),
+    ))
+    .await;
     assert_eq!(e, ErrorKind::Conflict);
     let evs = events_after(&log, "a", before_links).await;
     assert_eq!(evs.len(), 3);
@@ -347,73 +284,30 @@ pub async fn entities(log: Arc<dyn EventLog>, store: Arc<dyn crier_core::entity:
 
     // Another tenant sees none of it, and cannot link to it.
     let b = principal("b");
+    let by_b = |m| mutate(&store, m, &b);
+    let refused_by_b = |m| refused(&store, m, &b);
     assert!(store.entity("b", &site).await.expect("get").is_none());
     assert!(store
         .entities("b", "user", None, 10)
         .await
         .expect("list")
         .is_empty());
-    assert!(store
-        .links(
-            "b",
-            LinkQuery {
-                limit: 10,
-                ..LinkQuery::default()
-            }
-        )
-        .await
-        .expect("links")
-        .is_empty());
-    store
-        .mutate(
-            put(key("user", "z"), json!({}), Precondition::None),
-            b.clone(),
-            65536,
-        )
+    assert!(any_links("b").await.expect("links").is_empty());
+    by_b(put(key("user", "z"), json!({}), Precondition::None))
         .await
         .expect("b's user");
-    let e = refusal(
-        store
-            .mutate(
-                Mutation::Link {
-                    key: link("member_of", &key("user", "z"), &group),
-                    metadata: json!({}),
-                },
-                b.clone(),
-                65536,
-            )
-            .await,
-    );
+    let e = refused_by_b(linking("member_of", &key("user", "z"), &group, json!({}))).await;
     assert_eq!(
         e,
         ErrorKind::NotFound,
         "another tenant's entity does not exist for b"
     );
-    let e = refusal(
-        store
-            .mutate(
-                Mutation::Delete {
-                    key: site.clone(),
-                    cond: Precondition::None,
-                },
-                b.clone(),
-                65536,
-            )
-            .await,
-    );
+    let e = refused_by_b(deleting(site.clone(), Precondition::None)).await;
     assert_eq!(e, ErrorKind::NotFound);
 
     // Deleting the group takes its three links... two member_of in, one located_in out.
     let before_delete = log.head();
-    let r = store
-        .mutate(
-            Mutation::Delete {
-                key: group.clone(),
-                cond: Precondition::Version(1),
-            },
-            a.clone(),
-            65536,
-        )
+    let r = by_a(deleting(group.clone(), Precondition::Version(1)))
         .await
         .expect("delete");
     assert_eq!(r.seqs.len(), 4, "three link.deleted and one group.deleted");
@@ -433,24 +327,9 @@ pub async fn entities(log: Arc<dyn EventLog>, store: Arc<dyn crier_core::entity:
         json!({"kind": "group", "id": "ops", "version": 2})
     );
     assert!(store.entity("a", &group).await.expect("get").is_none());
-    assert!(store
-        .links(
-            "a",
-            LinkQuery {
-                limit: 10,
-                ..LinkQuery::default()
-            }
-        )
-        .await
-        .expect("links")
-        .is_empty());
+    assert!(any_links("a").await.expect("links").is_empty());
     // Re-created, it continues its version count.
-    let r = store
-        .mutate(
-            put(group.clone(), json!({}), Precondition::Absent),
-            a.clone(),
-            65536,
-        )
+    let r = by_a(put(group.clone(), json!({}), Precondition::Absent))
         .await
         .expect("recreate");
     assert!(matches!(&r.outcome, Outcome::Entity { row, created: true } if row.version == 3));
@@ -460,24 +339,16 @@ pub async fn entities(log: Arc<dyn EventLog>, store: Arc<dyn crier_core::entity:
         let current = store.entity("a", &site).await.expect("get").expect("site");
         let head = log.head();
         let (x, y) = tokio::join!(
-            store.mutate(
-                put(
-                    site.clone(),
-                    json!({"round": round, "by": "x"}),
-                    Precondition::Version(current.version)
-                ),
-                a.clone(),
-                65536
-            ),
-            store.mutate(
-                put(
-                    site.clone(),
-                    json!({"round": round, "by": "y"}),
-                    Precondition::Version(current.version)
-                ),
-                a.clone(),
-                65536
-            ),
+            by_a(put(
+                site.clone(),
+                json!({"round": round, "by": "x"}),
+                Precondition::Version(current.version)
+            )),
+            by_a(put(
+                site.clone(),
+                json!({"round": round, "by": "y"}),
+                Precondition::Version(current.version)
+            )),
         );
         let wins = [&x, &y].iter().filter(|r| r.is_ok()).count();
         assert_eq!(
@@ -505,18 +376,17 @@ pub async fn entities(log: Arc<dyn EventLog>, store: Arc<dyn crier_core::entity:
         tasks.push(tokio::spawn(async move {
             for i in 0..25 {
                 let k = EntityKey::new("device", &format!("d{}", i % 5)).expect("key");
-                store
-                    .mutate(
-                        Mutation::Put {
-                            key: k,
-                            value: obj(json!({"w": w, "i": i})),
-                            cond: Precondition::None,
-                        },
-                        a.clone(),
-                        65536,
-                    )
-                    .await
-                    .expect("put");
+                mutate(
+                    &store,
+                    Mutation::Put {
+                        key: k,
+                        value: obj(json!({"w": w, "i": i})),
+                        cond: Precondition::None,
+                    },
+                    &a,
+                )
+                .await
+                .expect("put");
                 log.append(vec![event("a", None, "noise.made", &[])])
                     .await
                     .expect("append");

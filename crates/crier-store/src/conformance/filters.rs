@@ -15,63 +15,45 @@ pub async fn filters(store: Arc<dyn crate::filters::FilterStore>) {
         created_us: 1_000,
         updated_us: 1_000,
     };
+    let create = |tenant: &str, name: &str, filter: &str| {
+        let created = store.create(saved(tenant, name, filter), 3);
+        async move { created.await.expect("create") }
+    };
+    let get = |tenant: &str, name: &str| {
+        let found = store.get(tenant.into(), name.into());
+        async move { found.await.expect("get") }
+    };
+    let delete = |tenant: &str, name: &str| {
+        let deleted = store.delete(tenant.into(), name.into());
+        async move { deleted.await.expect("delete") }
+    };
     let errors = r#"{"severity":"error"}"#;
     assert_eq!(
-        store
-            .create(saved("a", "errors", errors), 3)
-            .await
-            .expect("create"),
+        create("a", "errors", errors).await,
         Created::Stored(saved("a", "errors", errors))
     );
     assert_eq!(
-        store
-            .create(saved("a", "errors", "{}"), 3)
-            .await
-            .expect("create"),
+        create("a", "errors", "{}").await,
         Created::Exists,
         "a name is unique within a tenant"
     );
     assert_eq!(
-        store
-            .get("a".into(), "errors".into())
-            .await
-            .expect("get")
-            .expect("errors")
-            .filter,
+        get("a", "errors").await.expect("errors").filter,
         errors,
         "a refused duplicate changes nothing"
     );
     assert!(
-        matches!(
-            store
-                .create(saved("b", "errors", "{}"), 3)
-                .await
-                .expect("create"),
-            Created::Stored(_)
-        ),
+        matches!(create("b", "errors", "{}").await, Created::Stored(_)),
         "another tenant may use the same name"
     );
-    store
-        .create(saved("a", "deploys", r#"{"type":["deploy.*"]}"#), 3)
-        .await
-        .expect("create");
-    store
-        .create(saved("a", "audit", "{}"), 3)
-        .await
-        .expect("create");
+    create("a", "deploys", r#"{"type":["deploy.*"]}"#).await;
+    create("a", "audit", "{}").await;
     assert_eq!(
-        store
-            .create(saved("a", "fourth", "{}"), 3)
-            .await
-            .expect("create"),
+        create("a", "fourth", "{}").await,
         Created::Full,
         "the per-tenant cap holds"
     );
-    assert!(store
-        .get("a".into(), "fourth".into())
-        .await
-        .expect("get")
-        .is_none());
+    assert!(get("a", "fourth").await.is_none());
     let names: Vec<String> = store
         .list("a".into())
         .await
@@ -85,11 +67,7 @@ pub async fn filters(store: Arc<dyn crate::filters::FilterStore>) {
         "listed by name, per tenant"
     );
     assert!(
-        store
-            .get("b".into(), "deploys".into())
-            .await
-            .expect("get")
-            .is_none(),
+        get("b", "deploys").await.is_none(),
         "another tenant's filter is absent"
     );
 
@@ -121,31 +99,14 @@ pub async fn filters(store: Arc<dyn crate::filters::FilterStore>) {
         .expect("update")
         .is_none());
     assert_eq!(
-        store
-            .get("b".into(), "errors".into())
-            .await
-            .expect("get")
-            .expect("b's errors")
-            .filter,
+        get("b", "errors").await.expect("b's errors").filter,
         "{}",
         "an update is tenant-scoped"
     );
 
-    assert!(
-        !store
-            .delete("b".into(), "deploys".into())
-            .await
-            .expect("delete"),
-        "delete is tenant-scoped"
-    );
-    assert!(store
-        .delete("a".into(), "deploys".into())
-        .await
-        .expect("delete"));
-    assert!(!store
-        .delete("a".into(), "deploys".into())
-        .await
-        .expect("delete"));
+    assert!(!delete("b", "deploys").await, "delete is tenant-scoped");
+    assert!(delete("a", "deploys").await);
+    assert!(!delete("a", "deploys").await);
     assert_eq!(store.list("a".into()).await.expect("list").len(), 2);
 
     // Concurrent creators racing for the last places never overshoot the cap.

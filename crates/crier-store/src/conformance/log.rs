@@ -4,9 +4,9 @@
 use std::sync::{Arc, Mutex};
 
 use crier_core::log::Order;
-use crier_core::{read_full, Committed, EventLog, Filter, ReadQuery, Scope};
+use crier_core::{read_full, Committed, EventLog, Filter, NewEvent, ReadQuery, Scope};
 
-use super::{event, Opener};
+use super::{appended_seqs, event, Opener};
 
 fn all(scope: Scope) -> ReadQuery {
     ReadQuery::after(scope, Arc::new(Filter::default()), 0, 100_000)
@@ -114,40 +114,29 @@ async fn append_and_read(log: Arc<dyn EventLog>) {
     log.close().await.expect("close");
 }
 
+/// The (seq, duplicate) answer to each event of `batch`.
+async fn outcomes(log: &Arc<dyn EventLog>, batch: Vec<NewEvent>) -> Vec<(u64, bool)> {
+    let r = log.append(batch).await.expect("append");
+    r.iter().map(|a| (a.seq, a.duplicate)).collect()
+}
+
 async fn idempotent(log: Arc<dyn EventLog>) {
-    let r = log
-        .append(vec![event("a", Some("x"), "t", &[])])
-        .await
-        .expect("append");
-    assert_eq!((r[0].seq, r[0].duplicate), (1, false));
-    let r = log
-        .append(vec![
+    let r = outcomes(&log, vec![event("a", Some("x"), "t", &[])]).await;
+    assert_eq!(r, [(1, false)]);
+    let r = outcomes(
+        &log,
+        vec![
             event("a", Some("x"), "t", &[]),
             event("a", Some("y"), "t", &[]),
             event("a", Some("y"), "t", &[]),
-        ])
-        .await
-        .expect("append");
-    assert_eq!(
-        (r[0].seq, r[0].duplicate),
-        (1, true),
-        "existing id is a duplicate"
-    );
-    assert_eq!((r[1].seq, r[1].duplicate), (2, false));
-    assert_eq!(
-        (r[2].seq, r[2].duplicate),
-        (2, true),
-        "a repeat inside one batch is a duplicate"
-    );
-    let r = log
-        .append(vec![event("b", Some("x"), "t", &[])])
-        .await
-        .expect("append");
-    assert_eq!(
-        (r[0].seq, r[0].duplicate),
-        (3, false),
-        "ids are unique per tenant only"
-    );
+        ],
+    )
+    .await;
+    assert_eq!(r[0], (1, true), "existing id is a duplicate");
+    assert_eq!(r[1], (2, false));
+    assert_eq!(r[2], (2, true), "a repeat inside one batch is a duplicate");
+    let r = outcomes(&log, vec![event("b", Some("x"), "t", &[])]).await;
+    assert_eq!(r, [(3, false)], "ids are unique per tenant only");
     assert_eq!(log.head(), 3);
     log.close().await.expect("close");
 }
@@ -160,25 +149,11 @@ async fn concurrent_sink_order(log: Arc<dyn EventLog>) {
             .expect("sink lock")
             .extend(evs.iter().map(|e| e.seq));
     }));
-    let mut tasks = Vec::new();
-    for t in 0..16 {
-        let log = log.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut acked = Vec::new();
-            for i in 0..20 {
-                let id = format!("{t}-{i}");
-                let batch = vec![event("a", Some(&id), "t", &[]), event("a", None, "t", &[])];
-                let r = log.append(batch).await.expect("append");
-                acked.extend(r.iter().map(|x| x.seq));
-            }
-            acked
-        }));
-    }
-    let mut acked = Vec::new();
-    for t in tasks {
-        acked.extend(t.await.expect("task"));
-    }
-    acked.sort_unstable();
+    let acked = appended_seqs(vec![log.clone(); 16], 20, |t, i| {
+        let id = format!("{t}-{i}");
+        vec![event("a", Some(&id), "t", &[]), event("a", None, "t", &[])]
+    })
+    .await;
     let n = 16 * 20 * 2;
     assert_eq!(
         acked,

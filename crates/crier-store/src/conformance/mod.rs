@@ -29,6 +29,36 @@ pub use self::subs::subs;
 /// Opens the log called `name`; opening a name again after `close` reopens the same log.
 pub type Opener = Arc<dyn Fn(String) -> BoxFuture<'static, Arc<dyn EventLog>> + Send + Sync>;
 
+/// Runs one appending task per entry of `writers`, all at once: task `w` appends
+/// `batch(w, i)` for each `i` in `0..rounds` to its log. Returns every acknowledged seq,
+/// sorted.
+pub async fn appended_seqs(
+    writers: Vec<Arc<dyn EventLog>>,
+    rounds: usize,
+    batch: fn(usize, usize) -> Vec<NewEvent>,
+) -> Vec<u64> {
+    let tasks: Vec<_> = writers
+        .into_iter()
+        .enumerate()
+        .map(|(w, log)| {
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..rounds {
+                    let r = log.append(batch(w, i)).await.expect("append");
+                    acked.extend(r.iter().map(|x| x.seq));
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.expect("writer"));
+    }
+    acked.sort_unstable();
+    acked
+}
+
 /// Builds a valid event for the suite.
 pub fn event(tenant: &str, id: Option<&str>, kind: &str, tags: &[&str]) -> NewEvent {
     let mut p = Principal::anonymous_admin();

@@ -2,13 +2,11 @@
 
 use std::sync::Arc;
 
-use crier_core::webhook::WebhookStore;
+use crier_core::webhook::{Delivery, WebhookStatus, WebhookStore, WebhookSub};
 
-/// The subscription-store part of the suite: CRUD scoped by tenant, a cursor that only
-/// advances (except by redeliver), delivery records newest first, and counts.
-pub async fn subs(store: Arc<dyn WebhookStore>) {
-    use crier_core::webhook::{Delivery, DeliveryStatus, WebhookPatch, WebhookStatus, WebhookSub};
-    let sub = |id: &str, tenant: &str| WebhookSub {
+/// An active subscription `id` of `tenant`, at cursor 5.
+fn sub(id: &str, tenant: &str) -> WebhookSub {
+    WebhookSub {
         id: id.into(),
         tenant: tenant.into(),
         name: format!("{id} name"),
@@ -20,7 +18,19 @@ pub async fn subs(store: Arc<dyn WebhookStore>) {
         expires_us: None,
         created_us: crier_core::event::now_us(),
         note: None,
-    };
+    }
+}
+
+/// The delivery record of `sub_id` for `seq`, which must exist.
+async fn record(store: &Arc<dyn WebhookStore>, sub_id: &str, seq: u64) -> Delivery {
+    let found = store.delivery(sub_id, seq).await.expect("delivery");
+    found.unwrap_or_else(|| panic!("no record of {sub_id} for {seq}"))
+}
+
+/// The subscription-store part of the suite: CRUD scoped by tenant, a cursor that only
+/// advances (except by redeliver), delivery records newest first, and counts.
+pub async fn subs(store: Arc<dyn WebhookStore>) {
+    use crier_core::webhook::{DeliveryStatus, WebhookPatch};
     store.create(&sub("s1", "a"), None).await.expect("create");
     store.create(&sub("s2", "a"), None).await.expect("create");
     store.create(&sub("s3", "b"), None).await.expect("create");
@@ -102,15 +112,7 @@ pub async fn subs(store: Arc<dyn WebhookStore>) {
         .await
         .expect("deliveries");
     assert_eq!(dead.len(), 1);
-    assert_eq!(
-        store
-            .delivery("s1", 7)
-            .await
-            .expect("delivery")
-            .expect("7")
-            .last_status_code,
-        Some(500)
-    );
+    assert_eq!(record(&store, "s1", 7).await.last_status_code, Some(500));
 
     let (subs, dels) = store.counts(Some("a")).await.expect("counts");
     let get = |l: &[(String, u64)], k: &str| l.iter().find(|(s, _)| s == k).map_or(0, |(_, n)| *n);
@@ -135,12 +137,7 @@ pub async fn subs(store: Arc<dyn WebhookStore>) {
         "redeliver moves the cursor back and resumes"
     );
     assert_eq!(
-        store
-            .delivery("s1", 7)
-            .await
-            .expect("delivery")
-            .expect("7")
-            .status,
+        record(&store, "s1", 7).await.status,
         DeliveryStatus::Pending,
         "dead records above the cursor are retried"
     );
@@ -170,24 +167,16 @@ pub async fn subs(store: Arc<dyn WebhookStore>) {
 /// A tenant's cap holds under simultaneous creates: of many creators at once exactly `max`
 /// succeed and the rest are refused as over the limit (409 `too_many_subscriptions`).
 async fn subs_cap(store: Arc<dyn WebhookStore>) {
-    use crier_core::webhook::{WebhookError, WebhookStatus, WebhookSub};
+    use crier_core::webhook::WebhookError;
     const MAX: usize = 4;
     let creators: Vec<_> = (0..24)
         .map(|n| {
             let store = store.clone();
             tokio::spawn(async move {
                 let s = WebhookSub {
-                    id: format!("cap{n}"),
-                    tenant: "capped".into(),
                     name: String::new(),
-                    filter: "{}".into(),
-                    url: "https://example.com/hook".into(),
-                    secret: "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=".into(),
                     cursor: 0,
-                    status: WebhookStatus::Active,
-                    expires_us: None,
-                    created_us: crier_core::event::now_us(),
-                    note: None,
+                    ..sub(&format!("cap{n}"), "capped")
                 };
                 store.create(&s, Some(MAX)).await
             })

@@ -6,8 +6,10 @@ use crier_core::entity::{
     EntityKey, EntityRow, LinkKey, LinkQuery, LinkRow, Loaded, Mutation, Write,
 };
 use crier_core::LogError;
-use serde_json::{Map, Value};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
+
+use crate::rows::{self, LINK_COLUMNS};
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> LogError {
     LogError::backend(e)
@@ -20,335 +22,253 @@ pub(crate) struct EntityNames {
     pub(crate) links: String,
 }
 
-/// The tables (a NULL `value` is the tombstone of a deleted entity, keeping its version).
+/// The tables ([`rows::entity_ddl`]).
 pub(crate) fn migrations(n: &EntityNames) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {entities} (
-    tenant TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    id TEXT NOT NULL,
-    version BIGINT NOT NULL,
-    value TEXT,
-    created_us BIGINT NOT NULL,
-    updated_us BIGINT NOT NULL,
-    PRIMARY KEY (tenant, kind, id)
-);
-CREATE TABLE IF NOT EXISTS {links} (
-    tenant TEXT NOT NULL,
-    type TEXT NOT NULL,
-    source_kind TEXT NOT NULL,
-    source_id TEXT NOT NULL,
-    target_kind TEXT NOT NULL,
-    target_id TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    created_us BIGINT NOT NULL,
-    PRIMARY KEY (tenant, type, source_kind, source_id, target_kind, target_id)
-);
-CREATE INDEX IF NOT EXISTS crier_links_source ON {links} (tenant, source_kind, source_id);
-CREATE INDEX IF NOT EXISTS crier_links_target ON {links} (tenant, target_kind, target_id);",
-        entities = n.entities,
-        links = n.links,
-    )
+    rows::entity_ddl(&n.entities, &n.links, "BIGINT", "", "crier_")
 }
 
-fn parse_value(text: Option<String>) -> Result<Option<Map<String, Value>>, LogError> {
-    text.map(|t| serde_json::from_str(&t).map_err(backend))
-        .transpose()
+/// `values` as statement parameters.
+fn params<'a>(values: &'a [&'a str; 6]) -> [&'a (dyn ToSql + Sync); 6] {
+    values.each_ref().map(|v| v as &(dyn ToSql + Sync))
 }
 
-const LINK_COLUMNS: &str =
-    "type, source_kind, source_id, target_kind, target_id, metadata, created_us";
-
-fn row_to_link(r: &tokio_postgres::Row) -> Result<LinkRow, LogError> {
-    let metadata: String = r.get(5);
-    Ok(LinkRow {
-        key: LinkKey {
-            kind: r.get(0),
-            source: EntityKey {
-                kind: r.get(1),
-                id: r.get(2),
-            },
-            target: EntityKey {
-                kind: r.get(3),
-                id: r.get(4),
-            },
-        },
-        metadata: serde_json::from_str(&metadata).map_err(backend)?,
-        created_us: r.get(6),
-    })
+/// The entity tables, read and written through `c` (a connection or the group's
+/// transaction).
+pub(crate) struct Entities<'a, C> {
+    c: &'a C,
+    n: &'a EntityNames,
 }
 
-/// The row of one entity, tombstones included.
-pub(crate) async fn entity_row(
-    c: &impl GenericClient,
-    n: &EntityNames,
-    tenant: &str,
-    key: &EntityKey,
-) -> Result<Option<EntityRow>, LogError> {
-    let row = c
-        .query_opt(
-            &format!(
-                "SELECT version, value, created_us, updated_us FROM {}
-                 WHERE tenant = $1 AND kind = $2 AND id = $3",
-                n.entities
-            ),
-            &[&tenant, &key.kind, &key.id],
-        )
-        .await
-        .map_err(backend)?;
-    row.map(|r| {
-        Ok(EntityRow {
-            key: key.clone(),
-            version: r.get(0),
-            value: parse_value(r.get(1))?,
-            created_us: r.get(2),
-            updated_us: r.get(3),
-        })
-    })
-    .transpose()
-}
-
-async fn live(
-    c: &impl GenericClient,
-    n: &EntityNames,
-    tenant: &str,
-    key: &EntityKey,
-) -> Result<bool, LogError> {
-    Ok(entity_row(c, n, tenant, key)
-        .await?
-        .is_some_and(|r| r.live()))
-}
-
-async fn link_row(
-    c: &impl GenericClient,
-    n: &EntityNames,
-    tenant: &str,
-    key: &LinkKey,
-) -> Result<Option<LinkRow>, LogError> {
-    let row = c
-        .query_opt(
-            &format!(
-                "SELECT {LINK_COLUMNS} FROM {} WHERE tenant = $1 AND type = $2 AND source_kind = $3
-                 AND source_id = $4 AND target_kind = $5 AND target_id = $6",
-                n.links
-            ),
-            &[
-                &tenant,
-                &key.kind,
-                &key.source.kind,
-                &key.source.id,
-                &key.target.kind,
-                &key.target.id,
-            ],
-        )
-        .await
-        .map_err(backend)?;
-    row.map(|r| row_to_link(&r)).transpose()
-}
-
-/// Loads what `m` needs to be planned.
-pub(crate) async fn load(
-    c: &impl GenericClient,
-    n: &EntityNames,
-    tenant: &str,
-    m: &Mutation,
-) -> Result<Loaded, LogError> {
-    let mut l = Loaded::default();
-    match m {
-        Mutation::Put { key, .. } | Mutation::Patch { key, .. } => {
-            l.entity = entity_row(c, n, tenant, key).await?;
-        }
-        Mutation::Delete { key, .. } => {
-            l.entity = entity_row(c, n, tenant, key).await?;
-            let rows = c
-                .query(
-                    &format!(
-                        "SELECT {LINK_COLUMNS} FROM {l} WHERE tenant = $1
-                           AND ((source_kind = $2 AND source_id = $3) OR (target_kind = $2 AND target_id = $3))
-                         ORDER BY type COLLATE \"C\", source_kind COLLATE \"C\", source_id COLLATE \"C\",
-                                  target_kind COLLATE \"C\", target_id COLLATE \"C\"",
-                        l = n.links
-                    ),
-                    &[&tenant, &key.kind, &key.id],
-                )
-                .await
-                .map_err(backend)?;
-            l.links = rows.iter().map(row_to_link).collect::<Result<_, _>>()?;
-        }
-        Mutation::Link { key, .. } => {
-            l.source_exists = live(c, n, tenant, &key.source).await?;
-            l.target_exists = live(c, n, tenant, &key.target).await?;
-            l.link = link_row(c, n, tenant, key).await?;
-        }
-        Mutation::Unlink { key } => {
-            l.link = link_row(c, n, tenant, key).await?;
-        }
+impl<'a, C: GenericClient + Sync> Entities<'a, C> {
+    /// The tables named `n`, through `c`.
+    pub(crate) fn new(c: &'a C, n: &'a EntityNames) -> Self {
+        Entities { c, n }
     }
-    Ok(l)
-}
 
-/// Applies a plan's row writes.
-pub(crate) async fn apply(
-    c: &impl GenericClient,
-    n: &EntityNames,
-    tenant: &str,
-    writes: &[Write],
-) -> Result<(), LogError> {
-    for w in writes {
-        match w {
-            Write::Entity(row) => {
-                let value = row
-                    .value
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()
+    /// The row of one entity, tombstones included.
+    pub(crate) async fn entity_row(
+        &self,
+        tenant: &str,
+        key: &EntityKey,
+    ) -> Result<Option<EntityRow>, LogError> {
+        let row = self
+            .c
+            .query_opt(
+                &format!(
+                    "SELECT version, value, created_us, updated_us FROM {}
+                     WHERE tenant = $1 AND kind = $2 AND id = $3",
+                    self.n.entities
+                ),
+                &[&tenant, &key.kind, &key.id],
+            )
+            .await
+            .map_err(backend)?;
+        row.map(|r| rows::entity(&r, key.clone(), 0)).transpose()
+    }
+
+    async fn live(&self, tenant: &str, key: &EntityKey) -> Result<bool, LogError> {
+        Ok(self
+            .entity_row(tenant, key)
+            .await?
+            .is_some_and(|r| r.live()))
+    }
+
+    async fn link_row(&self, tenant: &str, key: &LinkKey) -> Result<Option<LinkRow>, LogError> {
+        let row = self.c
+            .query_opt(
+                &format!(
+                    "SELECT {LINK_COLUMNS} FROM {} WHERE tenant = $1 AND type = $2 AND source_kind = $3
+                     AND source_id = $4 AND target_kind = $5 AND target_id = $6",
+                    self.n.links
+                ),
+                &params(&rows::link_key(tenant, key)),
+            )
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(rows::link).transpose()
+    }
+
+    /// Loads what `m` needs to be planned.
+    pub(crate) async fn load(&self, tenant: &str, m: &Mutation) -> Result<Loaded, LogError> {
+        let mut l = Loaded::default();
+        match m {
+            Mutation::Put { key, .. } | Mutation::Patch { key, .. } => {
+                l.entity = self.entity_row(tenant, key).await?;
+            }
+            Mutation::Delete { key, .. } => {
+                l.entity = self.entity_row(tenant, key).await?;
+                let rows = self.c
+                    .query(
+                        &format!(
+                            "SELECT {LINK_COLUMNS} FROM {l} WHERE tenant = $1
+                               AND ((source_kind = $2 AND source_id = $3) OR (target_kind = $2 AND target_id = $3))
+                             ORDER BY type COLLATE \"C\", source_kind COLLATE \"C\", source_id COLLATE \"C\",
+                                      target_kind COLLATE \"C\", target_id COLLATE \"C\"",
+                            l = self.n.links
+                        ),
+                        &[&tenant, &key.kind, &key.id],
+                    )
+                    .await
                     .map_err(backend)?;
-                c.execute(
-                    &format!(
-                        "INSERT INTO {} (tenant, kind, id, version, value, created_us, updated_us)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)
-                         ON CONFLICT (tenant, kind, id) DO UPDATE SET version = EXCLUDED.version,
-                           value = EXCLUDED.value, created_us = EXCLUDED.created_us,
-                           updated_us = EXCLUDED.updated_us",
-                        n.entities
-                    ),
-                    &[
-                        &tenant,
-                        &row.key.kind,
-                        &row.key.id,
-                        &row.version,
-                        &value,
-                        &row.created_us,
-                        &row.updated_us,
-                    ],
-                )
-                .await
-                .map_err(backend)?;
+                l.links = rows.iter().map(rows::link).collect::<Result<_, _>>()?;
             }
-            Write::InsertLink(link) => {
-                let metadata = serde_json::to_string(&link.metadata).map_err(backend)?;
-                c.execute(
-                    &format!(
-                        "INSERT INTO {} (tenant, type, source_kind, source_id, target_kind, target_id, metadata, created_us)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                        n.links
-                    ),
-                    &[
-                        &tenant,
-                        &link.key.kind,
-                        &link.key.source.kind,
-                        &link.key.source.id,
-                        &link.key.target.kind,
-                        &link.key.target.id,
-                        &metadata,
-                        &link.created_us,
-                    ],
-                )
-                .await
-                .map_err(backend)?;
+            Mutation::Link { key, .. } => {
+                l.source_exists = self.live(tenant, &key.source).await?;
+                l.target_exists = self.live(tenant, &key.target).await?;
+                l.link = self.link_row(tenant, key).await?;
             }
-            Write::DeleteLink(key) => {
-                c.execute(
-                    &format!(
-                        "DELETE FROM {} WHERE tenant = $1 AND type = $2 AND source_kind = $3
-                         AND source_id = $4 AND target_kind = $5 AND target_id = $6",
-                        n.links
-                    ),
-                    &[
-                        &tenant,
-                        &key.kind,
-                        &key.source.kind,
-                        &key.source.id,
-                        &key.target.kind,
-                        &key.target.id,
-                    ],
-                )
-                .await
-                .map_err(backend)?;
+            Mutation::Unlink { key } => {
+                l.link = self.link_row(tenant, key).await?;
             }
         }
+        Ok(l)
     }
-    Ok(())
-}
 
-/// Live entities of a kind by id (byte order, as in SQLite).
-pub(crate) async fn list(
-    c: &impl GenericClient,
-    n: &EntityNames,
-    tenant: &str,
-    kind: &str,
-    after: Option<&str>,
-    limit: usize,
-) -> Result<Vec<EntityRow>, LogError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = c
-        .query(
-            &format!(
-                "SELECT id, version, value, created_us, updated_us FROM {}
-                 WHERE tenant = $1 AND kind = $2 AND id COLLATE \"C\" > $3 AND value IS NOT NULL
-                 ORDER BY id COLLATE \"C\" LIMIT $4",
-                n.entities
-            ),
-            &[&tenant, &kind, &after.unwrap_or(""), &limit],
-        )
-        .await
-        .map_err(backend)?;
-    rows.iter()
-        .map(|r| {
-            Ok(EntityRow {
-                key: EntityKey {
-                    kind: kind.to_string(),
-                    id: r.get(0),
-                },
-                version: r.get(1),
-                value: parse_value(r.get(2))?,
-                created_us: r.get(3),
-                updated_us: r.get(4),
+    /// Applies a plan's row writes.
+    pub(crate) async fn apply(&self, tenant: &str, writes: &[Write]) -> Result<(), LogError> {
+        for w in writes {
+            match w {
+                Write::Entity(row) => {
+                    let value = rows::value_text(row).map_err(backend)?;
+                    self.c.execute(
+                        &format!(
+                            "INSERT INTO {} (tenant, kind, id, version, value, created_us, updated_us)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7)
+                             ON CONFLICT (tenant, kind, id) DO UPDATE SET version = EXCLUDED.version,
+                               value = EXCLUDED.value, created_us = EXCLUDED.created_us,
+                               updated_us = EXCLUDED.updated_us",
+                            self.n.entities
+                        ),
+                        &[
+                            &tenant,
+                            &row.key.kind,
+                            &row.key.id,
+                            &row.version,
+                            &value,
+                            &row.created_us,
+                            &row.updated_us,
+                        ],
+                    )
+                    .await
+                    .map_err(backend)?;
+                }
+                Write::InsertLink(link) => {
+                    let metadata = serde_json::to_string(&link.metadata).map_err(backend)?;
+                    self.c.execute(
+                        &format!(
+                            "INSERT INTO {} (tenant, type, source_kind, source_id, target_kind, target_id, metadata, created_us)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                            self.n.links
+                        ),
+                        &[
+                            &tenant,
+                            &link.key.kind,
+                            &link.key.source.kind,
+                            &link.key.source.id,
+                            &link.key.target.kind,
+                            &link.key.target.id,
+                            &metadata,
+                            &link.created_us,
+                        ],
+                    )
+                    .await
+                    .map_err(backend)?;
+                }
+                Write::DeleteLink(key) => {
+                    self.c
+                        .execute(
+                            &format!(
+                            "DELETE FROM {} WHERE tenant = $1 AND type = $2 AND source_kind = $3
+                             AND source_id = $4 AND target_kind = $5 AND target_id = $6",
+                            self.n.links
+                        ),
+                            &params(&rows::link_key(tenant, key)),
+                        )
+                        .await
+                        .map_err(backend)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Live entities of a kind by id (byte order, as in SQLite).
+    pub(crate) async fn list(
+        &self,
+        tenant: &str,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<EntityRow>, LogError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .c
+            .query(
+                &format!(
+                    "SELECT id, version, value, created_us, updated_us FROM {}
+                     WHERE tenant = $1 AND kind = $2 AND id COLLATE \"C\" > $3 AND value IS NOT NULL
+                     ORDER BY id COLLATE \"C\" LIMIT $4",
+                    self.n.entities
+                ),
+                &[&tenant, &kind, &after.unwrap_or(""), &limit],
+            )
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                let id = r.try_get(0).map_err(backend)?;
+                rows::entity(
+                    r,
+                    EntityKey {
+                        kind: kind.to_string(),
+                        id,
+                    },
+                    1,
+                )
             })
-        })
-        .collect()
-}
+            .collect()
+    }
 
-/// Links matching a query, in (type, source, target) byte order.
-pub(crate) async fn links(
-    c: &impl GenericClient,
-    n: &EntityNames,
-    tenant: &str,
-    q: &LinkQuery,
-) -> Result<Vec<LinkRow>, LogError> {
-    let after = q.after.as_ref();
-    let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
-    let rows = c
-        .query(
-            &format!(
-                "SELECT {LINK_COLUMNS} FROM {} WHERE tenant = $1
-                   AND ($2::TEXT IS NULL OR type = $2)
-                   AND ($3::TEXT IS NULL OR (source_kind = $3 AND source_id = $4))
-                   AND ($5::TEXT IS NULL OR (target_kind = $5 AND target_id = $6))
-                   AND ($7::TEXT IS NULL OR
-                        (type COLLATE \"C\", source_kind COLLATE \"C\", source_id COLLATE \"C\",
-                         target_kind COLLATE \"C\", target_id COLLATE \"C\") > ($7, $8, $9, $10, $11))
-                 ORDER BY type COLLATE \"C\", source_kind COLLATE \"C\", source_id COLLATE \"C\",
-                          target_kind COLLATE \"C\", target_id COLLATE \"C\"
-                 LIMIT $12",
-                n.links
-            ),
-            &[
-                &tenant,
-                &q.kind,
-                &q.source.as_ref().map(|s| s.kind.as_str()),
-                &q.source.as_ref().map(|s| s.id.as_str()),
-                &q.target.as_ref().map(|s| s.kind.as_str()),
-                &q.target.as_ref().map(|s| s.id.as_str()),
-                &after.map(|a| a.kind.as_str()),
-                &after.map(|a| a.source.kind.as_str()),
-                &after.map(|a| a.source.id.as_str()),
-                &after.map(|a| a.target.kind.as_str()),
-                &after.map(|a| a.target.id.as_str()),
-                &limit,
-            ],
-        )
-        .await
-        .map_err(backend)?;
-    rows.iter().map(row_to_link).collect()
+    /// Links matching a query, in (type, source, target) byte order.
+    pub(crate) async fn links(
+        &self,
+        tenant: &str,
+        q: &LinkQuery,
+    ) -> Result<Vec<LinkRow>, LogError> {
+        let after = q.after.as_ref();
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+        let rows = self.c
+            .query(
+                &format!(
+                    "SELECT {LINK_COLUMNS} FROM {} WHERE tenant = $1
+                       AND ($2::TEXT IS NULL OR type = $2)
+                       AND ($3::TEXT IS NULL OR (source_kind = $3 AND source_id = $4))
+                       AND ($5::TEXT IS NULL OR (target_kind = $5 AND target_id = $6))
+                       AND ($7::TEXT IS NULL OR
+                            (type COLLATE \"C\", source_kind COLLATE \"C\", source_id COLLATE \"C\",
+                             target_kind COLLATE \"C\", target_id COLLATE \"C\") > ($7, $8, $9, $10, $11))
+                     ORDER BY type COLLATE \"C\", source_kind COLLATE \"C\", source_id COLLATE \"C\",
+                              target_kind COLLATE \"C\", target_id COLLATE \"C\"
+                     LIMIT $12",
+                    self.n.links
+                ),
+                &[
+                    &tenant,
+                    &q.kind,
+                    &q.source.as_ref().map(|s| s.kind.as_str()),
+                    &q.source.as_ref().map(|s| s.id.as_str()),
+                    &q.target.as_ref().map(|s| s.kind.as_str()),
+                    &q.target.as_ref().map(|s| s.id.as_str()),
+                    &after.map(|a| a.kind.as_str()),
+                    &after.map(|a| a.source.kind.as_str()),
+                    &after.map(|a| a.source.id.as_str()),
+                    &after.map(|a| a.target.kind.as_str()),
+                    &after.map(|a| a.target.id.as_str()),
+                    &limit,
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        rows.iter().map(rows::link).collect()
+    }
 }

@@ -5,7 +5,9 @@
 use crier_core::LogError;
 
 use super::entities::migrations as entity_migrations;
+use super::side::exec;
 use super::{backend, Names};
+use crate::rows::schema_check;
 
 /// The schema version this build writes and understands.
 const SCHEMA_VERSION: i64 = 1;
@@ -74,25 +76,12 @@ pub(super) async fn migrate(
         .await
         .map_err(backend)?
         .map(|r| r.get(0));
-    match version {
-        Some(v) if v > SCHEMA_VERSION => {
-            return Err(LogError::SchemaTooNew {
-                found: v,
-                known: SCHEMA_VERSION,
-            })
-        }
-        Some(_) => {}
-        None => {
-            tx.execute(
-                &format!(
-                    "INSERT INTO {} (key, value) VALUES ('schema_version', $1)",
-                    names.meta
-                ),
-                &[&SCHEMA_VERSION],
-            )
-            .await
-            .map_err(backend)?;
-        }
+    if schema_check(version, SCHEMA_VERSION)? {
+        let sql = format!(
+            "INSERT INTO {} (key, value) VALUES ('schema_version', $1)",
+            names.meta
+        );
+        exec(&tx, &sql, &[&SCHEMA_VERSION]).await?;
     }
     tx.commit().await.map_err(backend)?;
     Ok(())

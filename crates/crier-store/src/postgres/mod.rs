@@ -31,16 +31,16 @@ use crier_core::log::{BoxFuture, CommitSink, EventCounts};
 use crier_core::{
     AppendResult, Committed, EventLog, LogError, NewEvent, Principal, ReadPage, ReadQuery, Scope,
 };
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::NoTls;
 
-use entities::EntityNames;
-use read::{row_to_committed, COLUMNS};
+use entities::{Entities, EntityNames};
 use writer::writer_loop;
 
 use crate::group_commit::{MutateReq, Pending};
+use crate::rows::{committed, i, u, EVENT_COLUMNS as COLUMNS};
 
+mod columns;
 mod entities;
 mod filters;
 mod keys;
@@ -104,27 +104,22 @@ fn quote_ident(s: &str) -> Result<String, LogError> {
     Ok(format!("\"{s}\""))
 }
 
-fn u(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn i(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 impl PostgresLog {
+    /// Hands `p` to this node's writer task; `Closed` once the log is closed.
+    async fn to_writer(&self, p: Pending) -> Result<(), LogError> {
+        let tx = self
+            .tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(LogError::Closed)?;
+        tx.send(p).await.map_err(|_| LogError::Closed)
+    }
+
     /// Connects to `url` (`postgres://user@host:port/db`), migrates the tables in `schema`
     /// (default `public`) and starts this node's writer task.
     pub async fn open(url: &str, schema: Option<&str>) -> Result<PostgresLog, LogError> {
-        let pg: tokio_postgres::Config = url.parse().map_err(backend)?;
-        let mgr = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr).max_size(16).build().map_err(backend)?;
+        let pool = side::pool(url, 16)?;
         let schema = quote_ident(schema.unwrap_or("public"))?;
         let names = Names {
             meta: format!("{schema}.crier_meta"),
@@ -198,16 +193,8 @@ impl EventLog for PostgresLog {
                 return Ok(Vec::new());
             }
             let t0 = Instant::now();
-            let tx = self
-                .tx
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-                .ok_or(LogError::Closed)?;
             let (reply, rx) = oneshot::channel();
-            tx.send(Pending::Append { batch, reply })
-                .await
-                .map_err(|_| LogError::Closed)?;
+            self.to_writer(Pending::Append { batch, reply }).await?;
             let out = rx.await.map_err(|_| LogError::Closed)?;
             metrics::histogram!("crier_log_append_seconds").record(t0.elapsed().as_secs_f64());
             out
@@ -236,8 +223,7 @@ impl EventLog for PostgresLog {
                 )
                 .await
                 .map_err(backend)?;
-            row.map(|r| row_to_committed(&r).map_err(backend))
-                .transpose()
+            row.as_ref().map(committed).transpose()
         })
     }
 
@@ -295,12 +281,6 @@ impl EntityStore for PostgresLog {
         max_event_bytes: usize,
     ) -> BoxFuture<'_, Result<Applied, EntityError>> {
         Box::pin(async move {
-            let tx = self
-                .tx
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-                .ok_or(LogError::Closed)?;
             let (reply, rx) = oneshot::channel();
             let req = MutateReq {
                 mutation,
@@ -308,9 +288,7 @@ impl EntityStore for PostgresLog {
                 max_event_bytes,
                 reply,
             };
-            tx.send(Pending::Mutate(Box::new(req)))
-                .await
-                .map_err(|_| LogError::Closed)?;
+            self.to_writer(Pending::Mutate(Box::new(req))).await?;
             rx.await.map_err(|_| LogError::Closed)?
         })
     }
@@ -323,8 +301,8 @@ impl EntityStore for PostgresLog {
         let (tenant, key) = (tenant.to_string(), key.clone());
         Box::pin(async move {
             let client = self.shared.pool.get().await.map_err(pool_err)?;
-            let row =
-                entities::entity_row(&**client, &self.shared.names.entities, &tenant, &key).await?;
+            let tables = Entities::new(&**client, &self.shared.names.entities);
+            let row = tables.entity_row(&tenant, &key).await?;
             Ok(row.filter(EntityRow::live))
         })
     }
@@ -340,15 +318,8 @@ impl EntityStore for PostgresLog {
         let after = after.map(str::to_string);
         Box::pin(async move {
             let client = self.shared.pool.get().await.map_err(pool_err)?;
-            entities::list(
-                &**client,
-                &self.shared.names.entities,
-                &tenant,
-                &kind,
-                after.as_deref(),
-                limit,
-            )
-            .await
+            let tables = Entities::new(&**client, &self.shared.names.entities);
+            tables.list(&tenant, &kind, after.as_deref(), limit).await
         })
     }
 
@@ -356,7 +327,8 @@ impl EntityStore for PostgresLog {
         let tenant = tenant.to_string();
         Box::pin(async move {
             let client = self.shared.pool.get().await.map_err(pool_err)?;
-            entities::links(&**client, &self.shared.names.entities, &tenant, &q).await
+            let tables = Entities::new(&**client, &self.shared.names.entities);
+            tables.links(&tenant, &q).await
         })
     }
 }

@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use crier_core::event::now_us;
 use crier_core::LogError;
 
-use super::{backend, i, pool_err, read_bounds, u, PostgresLog};
+use super::side::exec;
+use super::{backend, pool_err, read_bounds, PostgresLog};
+use crate::rows::{i, u};
 
 /// At most this many rows are deleted by one retention step.
 const PRUNE_CHUNK: u64 = 10_000;
@@ -53,39 +55,23 @@ impl PostgresLog {
                 ("'severity'", "severity::TEXT", "TRUE", "tenant, severity"),
                 ("'source'", "source", "TRUE", "tenant, source"),
             ] {
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {s} (tenant, dim, key, n) SELECT tenant, {dim}, {key}, -COUNT(*) FROM {e} WHERE seq <= $1 AND {cond} GROUP BY {group}
-                         ON CONFLICT (tenant, dim, key) DO UPDATE SET n = {s}.n + EXCLUDED.n",
-                        s = n.stats,
-                        e = n.events
-                    ),
-                    &[&upto],
-                )
-                .await
-                .map_err(backend)?;
+                let sql = format!(
+                    "INSERT INTO {s} (tenant, dim, key, n) SELECT tenant, {dim}, {key}, -COUNT(*) FROM {e} WHERE seq <= $1 AND {cond} GROUP BY {group}
+                     ON CONFLICT (tenant, dim, key) DO UPDATE SET n = {s}.n + EXCLUDED.n",
+                    s = n.stats,
+                    e = n.events
+                );
+                exec(&tx, &sql, &[&upto]).await?;
             }
-            tx.execute(
-                &format!("DELETE FROM {} WHERE n <= 0 AND dim <> 'total'", n.stats),
-                &[],
-            )
-            .await
-            .map_err(backend)?;
-            tx.execute(
-                &format!("DELETE FROM {} WHERE seq <= $1", n.events),
-                &[&upto],
-            )
-            .await
-            .map_err(backend)?;
-            tx.execute(
-                &format!(
-                    "UPDATE {} SET value = GREATEST(value, $1) WHERE key = 'pruned_through'",
-                    n.meta
-                ),
-                &[&upto],
-            )
-            .await
-            .map_err(backend)?;
+            let sql = format!("DELETE FROM {} WHERE n <= 0 AND dim <> 'total'", n.stats);
+            exec(&tx, &sql, &[]).await?;
+            let sql = format!("DELETE FROM {} WHERE seq <= $1", n.events);
+            exec(&tx, &sql, &[&upto]).await?;
+            let sql = format!(
+                "UPDATE {} SET value = GREATEST(value, $1) WHERE key = 'pruned_through'",
+                n.meta
+            );
+            exec(&tx, &sql, &[&upto]).await?;
             tx.commit().await.map_err(backend)?;
             pruned = u(upto);
             self.shared.pruned.fetch_max(pruned, Ordering::AcqRel);

@@ -18,7 +18,7 @@ use crier_core::{
 use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 
-use super::entities::{apply as entity_apply, load as entity_load};
+use super::entities::Entities;
 use super::{backend, i, pool_err, u, Names, Shared};
 use crate::group_commit::{gather, Answer, MutateReply, MutateReq, Pending, Reply};
 
@@ -81,14 +81,15 @@ async fn apply_mutation(
     max_event_bytes: usize,
 ) -> Result<(Vec<NewEvent>, Outcome), EntityError> {
     let tenant = &principal.tenant;
-    let loaded = entity_load(&**tx, &n.entities, tenant, &mutation).await?;
+    let tables = Entities::new(&**tx, &n.entities);
+    let loaded = tables.load(tenant, &mutation).await?;
     let ctx = PublishContext {
         principal,
         max_event_bytes,
         now_us: now_us(),
     };
     let plan = entity::plan(mutation, loaded, &ctx)?;
-    entity_apply(&**tx, &n.entities, tenant, &plan.writes).await?;
+    tables.apply(tenant, &plan.writes).await?;
     Ok((plan.events, plan.outcome))
 }
 

@@ -4,84 +4,19 @@
 use crier_core::entity::{
     EntityKey, EntityRow, LinkKey, LinkQuery, LinkRow, Loaded, Mutation, Write,
 };
-use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::{Map, Value};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
-/// Entity rows (a NULL `value` is the tombstone of a deleted entity, keeping its version)
-/// and links. Created with the log: the entity rows and their events share one database,
-/// so one transaction holds both.
-pub(super) const ENTITY_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS entities (
-    tenant TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    id TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    value TEXT,
-    created_us INTEGER NOT NULL,
-    updated_us INTEGER NOT NULL,
-    PRIMARY KEY (tenant, kind, id)
-) STRICT, WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS links (
-    tenant TEXT NOT NULL,
-    type TEXT NOT NULL,
-    source_kind TEXT NOT NULL,
-    source_id TEXT NOT NULL,
-    target_kind TEXT NOT NULL,
-    target_id TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    created_us INTEGER NOT NULL,
-    PRIMARY KEY (tenant, type, source_kind, source_id, target_kind, target_id)
-) STRICT, WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS links_source ON links (tenant, source_kind, source_id);
-CREATE INDEX IF NOT EXISTS links_target ON links (tenant, target_kind, target_id);
-";
+use crate::rows::{self, LINK_COLUMNS};
+
+/// Entity rows and links ([`rows::entity_ddl`]). Created with the log: the entity rows and
+/// their events share one database, so one transaction holds both.
+pub(super) fn entity_schema() -> String {
+    rows::entity_ddl("entities", "links", "INTEGER", " STRICT, WITHOUT ROWID", "")
+}
 
 fn bad_json(e: serde_json::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
 }
-
-fn parse_value(text: Option<String>) -> rusqlite::Result<Option<Map<String, Value>>> {
-    match text {
-        None => Ok(None),
-        Some(t) => serde_json::from_str(&t).map(Some).map_err(bad_json),
-    }
-}
-
-fn row_to_entity(
-    tenant_kind_id: (String, String),
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<EntityRow> {
-    let (kind, id) = tenant_kind_id;
-    Ok(EntityRow {
-        key: EntityKey { kind, id },
-        version: r.get("version")?,
-        value: parse_value(r.get("value")?)?,
-        created_us: r.get("created_us")?,
-        updated_us: r.get("updated_us")?,
-    })
-}
-
-fn row_to_link(r: &rusqlite::Row<'_>) -> rusqlite::Result<LinkRow> {
-    let metadata: String = r.get("metadata")?;
-    Ok(LinkRow {
-        key: LinkKey {
-            kind: r.get("type")?,
-            source: EntityKey {
-                kind: r.get("source_kind")?,
-                id: r.get("source_id")?,
-            },
-            target: EntityKey {
-                kind: r.get("target_kind")?,
-                id: r.get("target_id")?,
-            },
-        },
-        metadata: serde_json::from_str(&metadata).map_err(bad_json)?,
-        created_us: r.get("created_us")?,
-    })
-}
-
-const LINK_COLUMNS: &str =
-    "type, source_kind, source_id, target_kind, target_id, metadata, created_us";
 
 /// The row of one entity, tombstones included.
 pub(super) fn entity_row(
@@ -94,7 +29,7 @@ pub(super) fn entity_row(
          WHERE tenant = ?1 AND kind = ?2 AND id = ?3",
     )?
     .query_row(params![tenant, key.kind, key.id], |r| {
-        row_to_entity((key.kind.clone(), key.id.clone()), r)
+        rows::entity(r, key.clone(), 0)
     })
     .optional()
 }
@@ -108,17 +43,9 @@ fn link_row(conn: &Connection, tenant: &str, key: &LinkKey) -> rusqlite::Result<
         "SELECT {LINK_COLUMNS} FROM links WHERE tenant = ?1 AND type = ?2 AND source_kind = ?3
          AND source_id = ?4 AND target_kind = ?5 AND target_id = ?6"
     ))?
-    .query_row(
-        params![
-            tenant,
-            key.kind,
-            key.source.kind,
-            key.source.id,
-            key.target.kind,
-            key.target.id
-        ],
-        row_to_link,
-    )
+    .query_row(params_from_iter(rows::link_key(tenant, key)), |r| {
+        rows::link(r)
+    })
     .optional()
 }
 
@@ -138,7 +65,7 @@ pub(super) fn load(conn: &Connection, tenant: &str, m: &Mutation) -> rusqlite::R
                  ORDER BY 1, 2, 3, 4, 5"
             ))?;
             l.links = stmt
-                .query_map(params![tenant, key.kind, key.id], row_to_link)?
+                .query_map(params![tenant, key.kind, key.id], |r| rows::link(r))?
                 .collect::<rusqlite::Result<_>>()?;
         }
         Mutation::Link { key, .. } => {
@@ -158,12 +85,7 @@ pub(super) fn apply(conn: &Connection, tenant: &str, writes: &[Write]) -> rusqli
     for w in writes {
         match w {
             Write::Entity(row) => {
-                let value = row
-                    .value
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()
-                    .map_err(bad_json)?;
+                let value = rows::value_text(row).map_err(bad_json)?;
                 conn.prepare_cached(
                     "INSERT INTO entities (tenant, kind, id, version, value, created_us, updated_us)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -203,14 +125,7 @@ pub(super) fn apply(conn: &Connection, tenant: &str, writes: &[Write]) -> rusqli
                     "DELETE FROM links WHERE tenant = ?1 AND type = ?2 AND source_kind = ?3
                      AND source_id = ?4 AND target_kind = ?5 AND target_id = ?6",
                 )?
-                .execute(params![
-                    tenant,
-                    key.kind,
-                    key.source.kind,
-                    key.source.id,
-                    key.target.kind,
-                    key.target.id
-                ])?;
+                .execute(params_from_iter(rows::link_key(tenant, key)))?;
             }
         }
     }
@@ -232,7 +147,15 @@ pub(super) fn list(
     )?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = stmt.query_map(params![tenant, kind, after.unwrap_or(""), limit], |r| {
-        row_to_entity((kind.to_string(), r.get("id")?), r)
+        let id = r.get(0)?;
+        rows::entity(
+            r,
+            EntityKey {
+                kind: kind.to_string(),
+                id,
+            },
+            1,
+        )
     })?;
     rows.collect()
 }
@@ -278,7 +201,7 @@ pub(super) fn links(
             ati,
             limit
         ],
-        row_to_link,
+        |r| rows::link(r),
     )?;
     rows.collect()
 }

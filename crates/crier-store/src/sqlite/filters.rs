@@ -7,13 +7,12 @@
 //! tenant, and a tenant holds at most the number of filters the caller passes to
 //! [`FilterStore::create`]; both are checked in the same transaction as the insert.
 
-use std::path::Path;
-
 use crier_core::log::BoxFuture;
 use crier_core::LogError;
 use rusqlite::{params, OptionalExtension};
 
-use crate::sqlite::{SideConn, SqliteLog};
+use crate::rows::{self, FILTER_COLUMNS};
+use crate::sqlite::{SideStore, SideTables};
 
 pub(crate) const FILTERS_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS saved_filters (
@@ -89,44 +88,16 @@ pub trait FilterStore: Send + Sync + 'static {
     fn delete(&self, tenant: String, name: String) -> BoxFuture<'static, Result<bool, LogError>>;
 }
 
-/// Saved filters in a SQLite file.
-#[derive(Clone)]
-pub struct SqliteFilters {
-    side: SideConn,
+/// The `saved_filters` table.
+pub struct SavedFilters;
+
+impl SideTables for SavedFilters {
+    const SCHEMA: &'static str = FILTERS_SCHEMA;
 }
 
-const COLUMNS: &str = "tenant, name, filter, description, created_by, created_us, updated_us";
-
-fn row_to_filter(r: &rusqlite::Row<'_>) -> rusqlite::Result<SavedFilter> {
-    Ok(SavedFilter {
-        tenant: r.get(0)?,
-        name: r.get(1)?,
-        filter: r.get(2)?,
-        description: r.get(3)?,
-        created_by: r.get(4)?,
-        created_us: r.get(5)?,
-        updated_us: r.get(6)?,
-    })
-}
-
-impl SqliteFilters {
-    /// Opens the saved-filter table of the store at `path` (creating it if needed) with a
-    /// connection of its own: for a file no log runs on (a hub uses
-    /// [`SqliteFilters::with_log`]).
-    pub fn open(path: &Path) -> Result<SqliteFilters, LogError> {
-        Ok(SqliteFilters {
-            side: SideConn::standalone(path, FILTERS_SCHEMA)?,
-        })
-    }
-
-    /// The saved-filter table of `log`'s file: writes go through the log's writer thread,
-    /// reads use a read-only connection.
-    pub async fn with_log(log: &SqliteLog) -> Result<SqliteFilters, LogError> {
-        Ok(SqliteFilters {
-            side: SideConn::on_log(log, FILTERS_SCHEMA).await?,
-        })
-    }
-}
+/// Saved filters in a SQLite file: opened with [`SideStore::open`], or
+/// [`SideStore::with_log`] in a hub.
+pub type SqliteFilters = SideStore<SavedFilters>;
 
 impl FilterStore for SqliteFilters {
     fn create(&self, f: SavedFilter, max: usize) -> BoxFuture<'static, Result<Created, LogError>> {
@@ -153,7 +124,7 @@ impl FilterStore for SqliteFilters {
             }
             tx.execute(
                 &format!(
-                    "INSERT INTO saved_filters ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                    "INSERT INTO saved_filters ({FILTER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
                 ),
                 params![
                     f.tenant,
@@ -176,9 +147,11 @@ impl FilterStore for SqliteFilters {
     ) -> BoxFuture<'static, Result<Option<SavedFilter>, LogError>> {
         self.side.read(move |c| {
             c.query_row(
-                &format!("SELECT {COLUMNS} FROM saved_filters WHERE tenant = ?1 AND name = ?2"),
+                &format!(
+                    "SELECT {FILTER_COLUMNS} FROM saved_filters WHERE tenant = ?1 AND name = ?2"
+                ),
                 [&tenant, &name],
-                row_to_filter,
+                |r| rows::saved_filter(r),
             )
             .optional()
         })
@@ -187,9 +160,9 @@ impl FilterStore for SqliteFilters {
     fn list(&self, tenant: String) -> BoxFuture<'static, Result<Vec<SavedFilter>, LogError>> {
         self.side.read(move |c| {
             let mut stmt = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM saved_filters WHERE tenant = ?1 ORDER BY name"
+                "SELECT {FILTER_COLUMNS} FROM saved_filters WHERE tenant = ?1 ORDER BY name"
             ))?;
-            let rows = stmt.query_map([&tenant], row_to_filter)?;
+            let rows = stmt.query_map([&tenant], |r| rows::saved_filter(r))?;
             rows.collect()
         })
     }
@@ -206,10 +179,10 @@ impl FilterStore for SqliteFilters {
             c.query_row(
                 &format!(
                     "UPDATE saved_filters SET filter = ?3, description = ?4, updated_us = ?5
-                     WHERE tenant = ?1 AND name = ?2 RETURNING {COLUMNS}"
+                     WHERE tenant = ?1 AND name = ?2 RETURNING {FILTER_COLUMNS}"
                 ),
                 params![tenant, name, filter, description, updated_us],
-                row_to_filter,
+                |r| rows::saved_filter(r),
             )
             .optional()
         })

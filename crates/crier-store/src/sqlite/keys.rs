@@ -17,6 +17,7 @@ use rand::RngCore;
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
+use crate::rows::{self, KEY_COLUMNS};
 use crate::sqlite::SqliteLog;
 
 /// The prefix of every API key secret.
@@ -62,20 +63,6 @@ pub struct SqliteKeys {
 fn backend(e: rusqlite::Error) -> LogError {
     LogError::backend(e)
 }
-
-fn row_to_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKey> {
-    let role: String = r.get(3)?;
-    Ok(ApiKey {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        tenant: r.get(2)?,
-        role: Role::parse(&role).unwrap_or(Role::Subscriber),
-        created_us: r.get(4)?,
-        revoked_us: r.get(5)?,
-    })
-}
-
-const COLUMNS: &str = "id, name, tenant, role, created_us, revoked_us";
 
 impl SqliteKeys {
     /// Opens the key table of the store at `path` (creating it if needed).
@@ -130,10 +117,10 @@ impl SqliteKeys {
         let conn = self.lock();
         let mut stmt = conn
             .prepare(&format!(
-                "SELECT {COLUMNS} FROM api_keys ORDER BY created_us DESC, id"
+                "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_us DESC, id"
             ))
             .map_err(backend)?;
-        let rows = stmt.query_map([], row_to_key).map_err(backend)?;
+        let rows = stmt.query_map([], |r| rows::api_key(r)).map_err(backend)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(backend)
     }
 
@@ -151,9 +138,11 @@ impl SqliteKeys {
 
     fn find_blocking(conn: &Mutex<Connection>, hash: &str) -> Result<Option<ApiKey>, LogError> {
         let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys WHERE hash = ?1"))
-            .and_then(|mut s| s.query_row([hash], row_to_key).optional())
-            .map_err(backend)
+        conn.prepare_cached(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = ?1"
+        ))
+        .and_then(|mut s| s.query_row([hash], |r| rows::api_key(r)).optional())
+        .map_err(backend)
     }
 }
 

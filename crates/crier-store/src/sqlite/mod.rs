@@ -39,14 +39,16 @@ mod writer;
 #[cfg(test)]
 mod writer_tests;
 
-use read::{last_received_before, read_blocking, row_to_committed, to_i64, COLUMNS};
-pub(crate) use side::{read_only, SideConn};
+use crate::rows::{committed, EVENT_COLUMNS as COLUMNS};
+use read::{last_received_before, read_blocking, to_i64};
+pub(crate) use side::read_only;
 use writer::Writer;
 
 use crate::group_commit::{MutateReq, Reply};
 
 pub use filters::SqliteFilters;
 pub use keys::SqliteKeys;
+pub use side::{SideStore, SideTables};
 
 /// The schema version this build writes and understands.
 const SCHEMA_VERSION: i64 = 1;
@@ -211,7 +213,7 @@ INSERT INTO stats (tenant, dim, key, n) SELECT tenant, 'source', source, -COUNT(
 ";
 
 /// Tags are stored joined by U+001F, a control character tags may not contain.
-const TAG_SEP: char = '\u{1f}';
+pub(crate) const TAG_SEP: char = '\u{1f}';
 
 fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
     conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
@@ -252,7 +254,8 @@ impl SqliteLog {
         tx.execute_batch(SCHEMA).map_err(backend)?;
         tx.execute_batch(KEYS_SCHEMA).map_err(backend)?;
         tx.execute_batch(STATS_SCHEMA).map_err(backend)?;
-        tx.execute_batch(entities::ENTITY_SCHEMA).map_err(backend)?;
+        tx.execute_batch(&entities::entity_schema())
+            .map_err(backend)?;
         if meta_get(&tx, "stats_ready").map_err(backend)?.is_none() {
             tx.execute_batch(STATS_REBUILD).map_err(backend)?;
             tx.execute(
@@ -261,21 +264,13 @@ impl SqliteLog {
             )
             .map_err(backend)?;
         }
-        match meta_get(&tx, "schema_version").map_err(backend)? {
-            Some(v) if v > SCHEMA_VERSION => {
-                return Err(LogError::SchemaTooNew {
-                    found: v,
-                    known: SCHEMA_VERSION,
-                })
-            }
-            Some(_) => {}
-            None => {
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
-                    [SCHEMA_VERSION],
-                )
-                .map_err(backend)?;
-            }
+        let version = meta_get(&tx, "schema_version").map_err(backend)?;
+        if crate::rows::schema_check(version, SCHEMA_VERSION)? {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                [SCHEMA_VERSION],
+            )
+            .map_err(backend)?;
         }
         tx.commit().map_err(backend)?;
         let pruned = meta_get(&conn, "pruned_through")
@@ -393,7 +388,7 @@ impl EventLog for SqliteLog {
             conn.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM events WHERE tenant = ?1 AND id = ?2"
             ))?
-            .query_row(params![tenant, id], row_to_committed)
+            .query_row(params![tenant, id], |r| committed(r))
             .optional()
         }))
     }

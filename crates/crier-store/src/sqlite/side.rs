@@ -9,6 +9,7 @@
 //! Without a running log (the conformance suite, tools) a side store owns one read-write
 //! connection instead; the data-directory lock keeps a hub from opening the same file then.
 
+use std::marker::PhantomData;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +30,49 @@ pub(super) type SideJob = Box<dyn FnOnce(&mut Connection) + Send>;
 pub(crate) struct SideConn {
     conn: Arc<Mutex<Connection>>,
     writer: Option<mpsc::Sender<WriteReq>>,
+}
+
+/// Tables a [`SideStore`] keeps in a SQLite file, beside the log's own.
+pub trait SideTables: 'static {
+    /// The statements that create them if needed.
+    const SCHEMA: &'static str;
+}
+
+/// The side tables `T` of a SQLite file ([`crate::SqliteSubs`], [`crate::SqliteFilters`]).
+pub struct SideStore<T> {
+    pub(crate) side: SideConn,
+    tables: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for SideStore<T> {
+    fn clone(&self) -> Self {
+        SideStore {
+            side: self.side.clone(),
+            tables: PhantomData,
+        }
+    }
+}
+
+impl<T: SideTables> SideStore<T> {
+    /// Opens the tables of the store at `path` (creating them if needed) with a connection
+    /// of their own: for a file no log runs on (a hub uses [`SideStore::with_log`]).
+    pub fn open(path: &Path) -> Result<Self, LogError> {
+        let side = SideConn::standalone(path, T::SCHEMA)?;
+        Ok(SideStore {
+            side,
+            tables: PhantomData,
+        })
+    }
+
+    /// The tables of `log`'s file: writes go through the log's writer thread, reads use a
+    /// read-only connection.
+    pub async fn with_log(log: &SqliteLog) -> Result<Self, LogError> {
+        let side = SideConn::on_log(log, T::SCHEMA).await?;
+        Ok(SideStore {
+            side,
+            tables: PhantomData,
+        })
+    }
 }
 
 /// Runs `f` in one `IMMEDIATE` transaction on `conn` and commits when it succeeds.

@@ -252,6 +252,24 @@ impl Writer {
         }
     }
 
+    /// Rolls back the group that started at `start_seq` and answers each of its requests,
+    /// those done (`answers`) and those not reached (`rest`), with the error `msg`.
+    fn fail_group(
+        &mut self,
+        start_seq: u64,
+        msg: &str,
+        answers: Vec<Answer>,
+        rest: impl IntoIterator<Item = Pending>,
+    ) {
+        self.abort(start_seq);
+        for a in answers {
+            a.fail(msg);
+        }
+        for p in rest {
+            p.fail(msg);
+        }
+    }
+
     fn commit_group(&mut self, group: Vec<Pending>) {
         let t0 = Instant::now();
         let recv = now_us().max(self.last_recv);
@@ -334,31 +352,22 @@ impl Writer {
         }
         if let Some(msg) = broken {
             tracing::error!(error = %msg, "a savepoint statement failed; the whole group is rolled back");
-            self.abort(start_seq);
-            for a in answers {
-                a.fail(&msg);
-            }
-            for p in rest {
-                p.fail(&msg);
-            }
+            self.fail_group(start_seq, &msg, answers, rest);
             return;
         }
-        if let Err(e) = self.add_counts(&committed, recv) {
-            tracing::error!(error = %e, "updating event counters failed; the group is rolled back");
-            self.abort(start_seq);
-            let msg = e.to_string();
-            for a in answers {
-                a.fail(&msg);
-            }
-            return;
-        }
-        if let Err(e) = self.conn.execute_batch("COMMIT") {
-            tracing::error!(error = %e, "group commit failed");
-            self.abort(start_seq);
-            let msg = e.to_string();
-            for a in answers {
-                a.fail(&msg);
-            }
+        let done = match self.add_counts(&committed, recv) {
+            Err(e) => Err((
+                e,
+                "updating event counters failed; the group is rolled back",
+            )),
+            Ok(()) => self
+                .conn
+                .execute_batch("COMMIT")
+                .map_err(|e| (e, "group commit failed")),
+        };
+        if let Err((e, what)) = done {
+            tracing::error!(error = %e, "{what}");
+            self.fail_group(start_seq, &e.to_string(), answers, Vec::new());
             return;
         }
         self.last_recv = recv;
