@@ -525,7 +525,9 @@ pub struct SubscriptionRoot;
 /// closes (ending every subscription) when the credential ends.
 struct EventStream {
     cursor: crier_core::Cursor,
-    state: AppState,
+    /// The hub's shutdown through a token of the stream's own, one wait for its life.
+    shutdown: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    sent_total: metrics::Counter,
     done: bool,
     /// The subscription's reader in the connection registry (none over POST).
     reader: Option<crate::monitor::ReaderSlot>,
@@ -569,7 +571,8 @@ impl SubscriptionRoot {
             .map(|g| g.info().reader(None, &filter, cursor.position()));
         let sub = EventStream {
             cursor,
-            state: state.clone(),
+            shutdown: Box::pin(state.shutdown.child_token().cancelled_owned()),
+            sent_total: metrics::counter!("crier_stream_events_sent_total", "transport" => "graphql"),
             done: false,
             reader,
             _slot: slot,
@@ -588,14 +591,14 @@ async fn next_item(mut s: EventStream) -> Option<(async_graphql::Result<Event>, 
     }
     tokio::select! {
         biased;
-        () = s.state.shutdown.cancelled() => None,
+        () = s.shutdown.as_mut() => None,
         item = s.cursor.next() => {
             if let (Some(r), Ok(i)) = (&s.reader, &item) {
                 r.sent(i);
             }
             match item {
                 Ok(CursorItem::Event(e)) => {
-                    metrics::counter!("crier_stream_events_sent_total", "transport" => "graphql").increment(1);
+                    s.sent_total.increment(1);
                     Some((Ok(Event::from(e.as_ref())), s))
                 }
                 Ok(CursorItem::Reset(r)) => {

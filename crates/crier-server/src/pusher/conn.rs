@@ -231,37 +231,31 @@ impl Conn {
         let activity = Duration::from_secs(self.app.activity_timeout);
         let mut deadline = Instant::now() + activity;
         let mut awaiting_pong = false;
-        let shutdown = self.state.shutdown.clone();
-        let evict = self.evict.clone();
+        // One future each for the connection's life, polled per wake without taking a lock
+        // that other connections share (a child token of the hub's shutdown), and one timer
+        // moved only when the deadline moves.
+        let shutdown = self.state.shutdown.child_token().cancelled_owned();
+        let evict = self.evict.clone().cancelled_owned();
+        let timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(shutdown, evict, timer);
         loop {
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            // A fixed order, the outbound queue last, so that a queue that never empties
+            // starves neither the ping timer nor the client's frames.
             tokio::select! {
-                _ = shutdown.cancelled() => {
+                biased;
+                _ = &mut shutdown => {
                     let _ = socket.send(close(4200, "server shutting down")).await;
                     return;
                 }
-                _ = evict.cancelled() => {
+                _ = &mut evict => {
                     let _ = socket.send(text(protocol::error_frame(Some(4200), "this connection fell too far behind its channels; reconnect"))).await;
                     let _ = socket.send(close(4200, "too slow")).await;
                     return;
                 }
-                f = rx.recv() => {
-                    let Some(f) = f else { return };
-                    if socket.feed(Message::Text(f)).await.is_err() {
-                        return;
-                    }
-                    let mut n = 1;
-                    while n < BATCH {
-                        let Ok(f) = rx.try_recv() else { break };
-                        if socket.feed(Message::Text(f)).await.is_err() {
-                            return;
-                        }
-                        n += 1;
-                    }
-                    if socket.flush().await.is_err() {
-                        return;
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut timer => {
                     if awaiting_pong {
                         let _ = socket.send(close(4201, "pong reply not received")).await;
                         return;
@@ -303,6 +297,23 @@ impl Conn {
                         if socket.send(text(a)).await.is_err() {
                             return;
                         }
+                    }
+                }
+                f = rx.recv() => {
+                    let Some(f) = f else { return };
+                    if socket.feed(Message::Text(f)).await.is_err() {
+                        return;
+                    }
+                    let mut n = 1;
+                    while n < BATCH {
+                        let Ok(f) = rx.try_recv() else { break };
+                        if socket.feed(Message::Text(f)).await.is_err() {
+                            return;
+                        }
+                        n += 1;
+                    }
+                    if socket.flush().await.is_err() {
+                        return;
                     }
                 }
             }
