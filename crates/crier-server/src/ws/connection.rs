@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use axum::extract::ws::{Message, WebSocket};
 use crier_core::Principal;
+use futures_util::stream::AbortHandle;
 use futures_util::StreamExt;
 use serde_json::{json, Map};
 use tokio::sync::mpsc;
@@ -17,24 +18,25 @@ use tokio_util::sync::CancellationToken;
 use super::protocol::{
     self, close_frame, error_frame, reply, text, ClientOp, OpError, PublishReq, Request,
 };
-use super::tasks::write_loop;
+use super::tasks::{write_loop, Out};
 use super::OUTBOUND_QUEUE;
 use crate::lifetime::Lifetime;
 use crate::monitor::ConnInfo;
 use crate::service::replays::Replay;
 use crate::state::{AppState, ConnGuard};
 
-/// One `subscribe` of the connection: the task over its cursor. (Not a webhook
-/// subscription, nor GraphQL's `Subscription` type: a live reader on this socket.)
+/// One `subscribe` of the connection: what ends the stream of its cursor that the writer
+/// polls. (Not a webhook subscription, nor GraphQL's `Subscription` type: a live reader on
+/// this socket.)
 pub(super) struct LiveSub {
-    pub(super) task: JoinHandle<()>,
+    pub(super) abort: AbortHandle,
 }
 
 impl LiveSub {
-    /// Stops the task and waits until it is gone: nothing of it is queued after this.
-    pub(super) async fn stop(self) {
-        self.task.abort();
-        let _ = self.task.await;
+    /// Ends the subscription: the writer takes no frame of it after this, and drops its
+    /// cursor at its next wake.
+    pub(super) fn stop(self) {
+        self.abort.abort();
     }
 }
 
@@ -43,7 +45,7 @@ impl LiveSub {
 pub(super) struct Conn {
     pub(super) state: AppState,
     pub(super) principal: Principal,
-    pub(super) out: mpsc::Sender<Message>,
+    pub(super) out: mpsc::Sender<Out>,
     pub(super) subs: HashMap<String, LiveSub>,
     pub(super) replays: HashMap<String, (Arc<Replay>, JoinHandle<()>)>,
     /// The connection's publish task, started by its first publish.
@@ -58,7 +60,7 @@ impl Conn {
     pub(super) fn new(
         state: AppState,
         principal: Principal,
-        out: mpsc::Sender<Message>,
+        out: mpsc::Sender<Out>,
         cancel: CancellationToken,
         info: Arc<ConnInfo>,
     ) -> Conn {
@@ -82,7 +84,7 @@ impl Conn {
         socket: WebSocket,
     ) {
         let (sink, mut stream) = socket.split();
-        let (out, out_rx) = mpsc::channel::<Message>(OUTBOUND_QUEUE);
+        let (out, out_rx) = mpsc::channel::<Out>(OUTBOUND_QUEUE);
         let cancel = state.shutdown.child_token();
         let last_seen = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
@@ -108,7 +110,7 @@ impl Conn {
         );
         let info = guard.info().clone();
         let mut conn = Conn::new(state, principal, out, cancel, info);
-        if conn.out.send(welcome).await.is_ok() {
+        if conn.out.send(welcome.into()).await.is_ok() {
             conn.read_loop(&mut stream, &last_seen, started).await;
         }
         conn.stop_tasks().await;
@@ -125,7 +127,7 @@ impl Conn {
             let _ = task.await;
         }
         for (_, sub) in self.subs.drain() {
-            sub.stop().await;
+            sub.stop();
         }
         if let Some((tx, task)) = self.publisher.take() {
             drop(tx);
@@ -145,7 +147,7 @@ impl Conn {
             let msg = tokio::select! {
                 _ = self.cancel.cancelled() => return,
                 ended = lifetime.ended() => {
-                    let _ = self.out.send(close_frame(4001, ended.message())).await;
+                    let _ = self.out.send(close_frame(4001, ended.message()).into()).await;
                     return;
                 }
                 m = stream.next() => m,
@@ -155,7 +157,7 @@ impl Conn {
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "websocket read ended");
                     if let Some((code, reason)) = crate::transport::close::for_read_error(&e) {
-                        let _ = self.out.send(close_frame(code, reason)).await;
+                        let _ = self.out.send(close_frame(code, reason).into()).await;
                     }
                     return;
                 }
@@ -164,7 +166,10 @@ impl Conn {
             // No operation is served once the credential has ended, even between re-checks.
             if matches!(msg, Message::Text(_) | Message::Binary(_)) {
                 if let Err(ended) = crate::lifetime::check(&self.state, &self.principal).await {
-                    let _ = self.out.send(close_frame(4001, ended.message())).await;
+                    let _ = self
+                        .out
+                        .send(close_frame(4001, ended.message()).into())
+                        .await;
                     return;
                 }
             }
@@ -191,7 +196,7 @@ impl Conn {
                 Message::Ping(_) | Message::Pong(_) => None,
             };
             if let Some(a) = answer {
-                if self.out.send(a).await.is_err() {
+                if self.out.send(a.into()).await.is_err() {
                     return;
                 }
             }

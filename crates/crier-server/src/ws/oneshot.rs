@@ -12,6 +12,7 @@ use crier_core::Principal;
 use tokio::sync::mpsc;
 
 use super::connection::Conn;
+use super::tasks::Out;
 use super::OUTBOUND_QUEUE;
 use crate::monitor::ConnInfo;
 use crate::state::{AppState, Transport};
@@ -20,12 +21,13 @@ use crate::state::{AppState, Transport};
 /// frames it answered with (replies and errors; events of subscriptions it opened too, if
 /// any arrived before the connection closed).
 pub async fn answer(state: AppState, principal: Principal, text: &str) -> Vec<String> {
-    let (out, mut out_rx) = mpsc::channel::<Message>(OUTBOUND_QUEUE);
-    // Read while the connection works, as the writer task would: producers never block.
+    let (out, mut out_rx) = mpsc::channel::<Out>(OUTBOUND_QUEUE);
+    // Read while the connection works, as the writer task would: producers never block. A
+    // subscription it opened is dropped unread: the connection ends after this message.
     let reader = tokio::spawn(async move {
         let mut frames = Vec::new();
-        while let Some(m) = out_rx.recv().await {
-            if let Message::Text(t) = m {
+        while let Some(o) = out_rx.recv().await {
+            if let Out::Frame(Message::Text(t)) = o {
                 frames.push(t.to_string());
             }
         }

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::connection::{Conn, LiveSub};
 use super::protocol::{self, reply, text, OpError};
-use super::tasks::{publish_loop, replay_loop, sub_loop};
+use super::tasks::{publish_loop, replay_loop, sub_stream, Out};
 use super::PUBLISH_QUEUE;
 use crate::auth::{narrow, read_scope, require};
 use crate::error::ApiError;
@@ -88,7 +88,10 @@ impl Conn {
             ("replay".into(), replay.id.clone().into()),
             ("total".into(), replay.total.into()),
         ]);
-        let _ = self.out.send(reply("replay_started", r, started)).await;
+        let _ = self
+            .out
+            .send(reply("replay_started", r, started).into())
+            .await;
         let task = tokio::spawn(replay_loop(
             self.state.clone(),
             replay.clone(),
@@ -172,18 +175,17 @@ impl Conn {
             .await
             .map_err(ApiError::from)?;
         let reader = self.info.reader(Some(id), &filter, cursor.position());
-        // `subscribed` goes through the outbound queue before the task starts, so it precedes
-        // the subscription's first event.
-        let _ = self
-            .out
-            .send(reply(
-                "subscribed",
-                r,
-                Map::from_iter([("id".into(), id.into()), ("head".into(), head.into())]),
-            ))
-            .await;
-        let task = tokio::spawn(sub_loop(id.to_string(), cursor, reader, self.out.clone()));
-        self.subs.insert(id.to_string(), LiveSub { task });
+        // `subscribed` goes through the outbound queue before the subscription, so it
+        // precedes the subscription's first event.
+        let subscribed = reply(
+            "subscribed",
+            r,
+            Map::from_iter([("id".into(), id.into()), ("head".into(), head.into())]),
+        );
+        let (stream, abort) = sub_stream(id, cursor, reader);
+        let _ = self.out.send(subscribed.into()).await;
+        let _ = self.out.send(Out::Subscribe(stream)).await;
+        self.subs.insert(id.to_string(), LiveSub { abort });
         Ok(None)
     }
 
@@ -200,8 +202,8 @@ impl Conn {
                 format!("no subscription {id:?} on this connection"),
             )
         })?;
-        // Wait for the task to stop so no event of this subscription follows `unsubscribed`.
-        sub.stop().await;
+        // Stopped before `unsubscribed` is queued: no event of it follows the answer.
+        sub.stop();
         Ok(Some(reply(
             "unsubscribed",
             r,

@@ -1,6 +1,10 @@
-//! The tasks of a WebSocket connection besides its reader: one per subscription (a cursor
-//! feeding the outbound queue), one per replay, the publish task that commits a connection's
-//! publishes in order, and the writer that owns the socket's sending half.
+//! The tasks of a WebSocket connection besides its reader: the writer that owns the socket's
+//! sending half and every live subscription's cursor, one task per replay, and the publish
+//! task that commits a connection's publishes in order.
+//!
+//! Subscriptions are streams polled by the writer itself, not tasks of their own: an event
+//! wakes one task per connection, which writes every frame that is ready (from the outbound
+//! queue and from each subscription) and flushes once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,8 +12,13 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use crier_core::{Cursor, CursorItem};
-use futures_util::SinkExt;
+use futures_util::future::FutureExt;
+use futures_util::stream::{AbortHandle, BoxStream, SelectAll};
+use futures_util::Stream;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -19,65 +28,94 @@ use crate::service::publish::{admit, append, prepare, result_json};
 use crate::service::replays::{Pacer, Replay};
 use crate::state::AppState;
 
-/// Feeds one subscription's cursor into the connection's outbound queue until the writer
-/// is gone. Stopped by aborting its task (`unsubscribe`, the connection's end): it holds no
-/// state that must outlive an await, and so needs no cancellation token polled per event.
-pub(super) async fn sub_loop(
+/// What the connection's ops hand to its writer, in order.
+pub(super) enum Out {
+    /// A frame to send.
+    Frame(Message),
+    /// A subscription whose events the writer sends from now on (after the frames queued
+    /// before it, so `subscribed` precedes its first event).
+    Subscribe(LiveStream),
+}
+
+impl From<Message> for Out {
+    fn from(m: Message) -> Out {
+        Out::Frame(m)
+    }
+}
+
+/// A subscription's frames, until its cursor fails or it is aborted.
+pub(super) type LiveStream = futures_util::stream::Abortable<BoxStream<'static, Message>>;
+
+struct SubState {
     id: String,
-    mut cursor: Cursor,
+    cursor: Cursor,
     reader: ReaderSlot,
-    out: mpsc::Sender<Message>,
-) {
-    let prefix = format!(
-        "{{\"op\":\"event\",\"sub\":{},\"event\":",
-        Value::from(id.as_str())
-    );
-    // Looked up once, not per event.
-    let sent_total = metrics::counter!("crier_stream_events_sent_total", "transport" => "ws");
-    loop {
-        // Waiting on a live cursor with nothing buffered: caught up (lag 0).
-        reader.waiting(cursor.is_live());
-        let item = cursor.next().await;
-        let sent = item.as_ref().ok().map(position_after);
-        let frame = match item {
-            Ok(CursorItem::Event(e)) => {
-                let frame = e.frames.ws(&id, prefix.as_bytes(), &e.json);
-                // The stored JSON is UTF-8 (it was encoded from a string); a frame that were
-                // not would be skipped rather than sent broken.
-                let Ok(frame) = Utf8Bytes::try_from(frame) else {
-                    tracing::error!(seq = e.seq, "stored event is not UTF-8; not sent");
-                    continue;
-                };
-                sent_total.increment(1);
-                Message::Text(frame)
-            }
-            Ok(CursorItem::Reset(r)) => {
-                let mut v = r.to_json();
-                if let Value::Object(m) = &mut v {
-                    m.insert("op".into(), "reset".into());
-                    m.insert("sub".into(), id.as_str().into());
+    /// `{"op":"event","sub":<id>,"event":`, the start of each event frame.
+    prefix: String,
+    sent_total: metrics::Counter,
+}
+
+/// One subscription's cursor as a stream of frames, and the handle that ends it: once
+/// `abort` has returned, the stream yields nothing more (`unsubscribe` relies on it, its
+/// answer being queued after the abort).
+pub(super) fn sub_stream(
+    id: &str,
+    cursor: Cursor,
+    reader: ReaderSlot,
+) -> (LiveStream, AbortHandle) {
+    let st = SubState {
+        prefix: format!("{{\"op\":\"event\",\"sub\":{},\"event\":", Value::from(id)),
+        id: id.to_string(),
+        cursor,
+        reader,
+        // Looked up once, not per event.
+        sent_total: metrics::counter!("crier_stream_events_sent_total", "transport" => "ws"),
+    };
+    let frames = futures_util::stream::unfold(Some(st), |st| async move {
+        let mut st = st?;
+        loop {
+            // Waiting on a live cursor with nothing buffered: caught up (lag 0).
+            st.reader.waiting(st.cursor.is_live());
+            let item = st.cursor.next().await;
+            let sent = item.as_ref().ok().map(position_after);
+            let frame = match item {
+                Ok(CursorItem::Event(e)) => {
+                    let frame = e.frames.ws(&st.id, st.prefix.as_bytes(), &e.json);
+                    // The stored JSON is UTF-8 (it was encoded from a string); a frame that
+                    // were not would be skipped rather than sent broken.
+                    let Ok(frame) = Utf8Bytes::try_from(frame) else {
+                        tracing::error!(seq = e.seq, "stored event is not UTF-8; not sent");
+                        continue;
+                    };
+                    st.sent_total.increment(1);
+                    Message::Text(frame)
                 }
-                text(v.to_string())
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, sub = %id, "subscription ended: the log could not be read");
-                let _ = out
-                    .send(text(
-                        json!({"op": "error", "sub": id, "code": "store_unavailable",
+                Ok(CursorItem::Reset(r)) => {
+                    let mut v = r.to_json();
+                    if let Value::Object(m) = &mut v {
+                        m.insert("op".into(), "reset".into());
+                        m.insert("sub".into(), st.id.as_str().into());
+                    }
+                    text(v.to_string())
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, sub = %st.id, "subscription ended: the log could not be read");
+                    let frame = text(
+                        json!({"op": "error", "sub": st.id, "code": "store_unavailable",
                                "message": "the event log could not be read; subscribe again with `after`"})
                         .to_string(),
-                    ))
-                    .await;
-                return;
+                    );
+                    return Some((frame, None));
+                }
+            };
+            // Taken by the writer as soon as it is yielded: handed to the socket.
+            if let Some(seq) = sent {
+                st.reader.delivered(seq);
             }
-        };
-        if out.send(frame).await.is_err() {
-            return;
+            return Some((frame, Some(st)));
         }
-        if let Some(seq) = sent {
-            reader.delivered(seq);
-        }
-    }
+    });
+    futures_util::stream::abortable(frames.boxed())
 }
 
 fn replay_status(replay: &Replay) -> Message {
@@ -89,7 +127,7 @@ fn replay_status(replay: &Replay) -> Message {
     reply("replay_status", None, status)
 }
 
-pub(super) async fn replay_loop(state: AppState, replay: Arc<Replay>, out: mpsc::Sender<Message>) {
+pub(super) async fn replay_loop(state: AppState, replay: Arc<Replay>, out: mpsc::Sender<Out>) {
     let prefix = format!(
         "{{\"op\":\"event\",\"sub\":{},\"replay\":true,\"event\":",
         Value::from(replay.id.as_str())
@@ -121,23 +159,23 @@ pub(super) async fn replay_loop(state: AppState, replay: Arc<Replay>, out: mpsc:
         s.push('}');
         tokio::select! {
             _ = replay.cancel.cancelled() => break,
-            r = out.send(text(s)) => if r.is_err() { return },
+            r = out.send(text(s).into()) => if r.is_err() { return },
         }
         let sent = pacer.sent();
         if sent.is_multiple_of(step) || last_status.elapsed() >= Duration::from_secs(1) {
             last_status = tokio::time::Instant::now();
-            if sent < replay.total && out.send(replay_status(&replay)).await.is_err() {
+            if sent < replay.total && out.send(replay_status(&replay).into()).await.is_err() {
                 return;
             }
         }
     }
-    let _ = out.send(replay_status(&replay)).await;
+    let _ = out.send(replay_status(&replay).into()).await;
 }
 
 pub(super) async fn publish_loop(
     state: AppState,
     mut rx: mpsc::Receiver<Box<PublishReq>>,
-    out: mpsc::Sender<Message>,
+    out: mpsc::Sender<Out>,
 ) {
     while let Some(req) = rx.recv().await {
         let (r, event, principal) = *req;
@@ -158,15 +196,96 @@ pub(super) async fn publish_loop(
                 Err(e) => error_frame(r.as_ref(), e.code(), e.message()),
             },
         };
-        if out.send(answer).await.is_err() {
+        if out.send(answer.into()).await.is_err() {
             return;
         }
     }
 }
 
+/// The connection's live subscriptions. Most connections hold one: it is polled directly,
+/// and only the others go through a `SelectAll`, whose bookkeeping per wake costs more than
+/// the event.
+#[derive(Default)]
+struct Subs {
+    first: Option<LiveStream>,
+    more: SelectAll<LiveStream>,
+    /// Which of the two is polled first on the next poll, turn about.
+    more_first: bool,
+}
+
+impl Subs {
+    fn push(&mut self, s: LiveStream) {
+        if self.first.is_none() {
+            self.first = Some(s);
+        } else {
+            self.more.push(s);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.more.is_empty()
+    }
+
+    fn poll_first(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        let Some(s) = self.first.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match s.poll_next_unpin(cx) {
+            Poll::Ready(None) => {
+                self.first = None;
+                Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
+
+    fn poll_more(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        if self.more.is_empty() {
+            return Poll::Ready(None);
+        }
+        self.more.poll_next_unpin(cx)
+    }
+}
+
+type PollSubs = fn(&mut Subs, &mut Context<'_>) -> Poll<Option<Message>>;
+
+impl Stream for Subs {
+    type Item = Message;
+
+    /// The next frame of any subscription; `None` only once every one has ended.
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        let this = &mut *self;
+        this.more_first = !this.more_first;
+        let order: [PollSubs; 2] = if this.more_first {
+            [Subs::poll_more, Subs::poll_first]
+        } else {
+            [Subs::poll_first, Subs::poll_more]
+        };
+        let mut pending = false;
+        for poll in order {
+            match poll(this, cx) {
+                Poll::Ready(Some(m)) => return Poll::Ready(Some(m)),
+                Poll::Ready(None) => {}
+                Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(None)
+        }
+    }
+}
+
+/// Frames written between two flushes at most, so a subscription reading a long history
+/// does not hold off the heartbeat or the shutdown.
+const BURST: usize = 256;
+
+/// Owns the socket's sending half and the connection's subscriptions: writes what the ops
+/// queue and every subscription's events, all that is ready at each wake, then flushes once.
 pub(super) async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: mpsc::Receiver<Out>,
     cancel: CancellationToken,
     heartbeat: Duration,
     last_seen: Arc<AtomicU64>,
@@ -174,13 +293,14 @@ pub(super) async fn write_loop(
 ) {
     let mut tick = tokio::time::interval(heartbeat);
     tick.tick().await;
+    let mut subs = Subs::default();
     // One wait on the token for the connection's life, not one made and dropped per frame.
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
     loop {
-        tokio::select! {
-            // A fixed order (no random start per wake), the token and the timer first, so a
-            // queue that never empties cannot starve them.
+        let first = tokio::select! {
+            // A fixed order (no random start per wake), the token and the timer first, so
+            // frames that never stop coming cannot starve them.
             biased;
             _ = &mut cancelled => {
                 let _ = sink.send(close_frame(1001, "server shutting down")).await;
@@ -194,25 +314,17 @@ pub(super) async fn write_loop(
                     break;
                 }
                 if sink.send(Message::Ping(Default::default())).await.is_err() { break }
-            },
-            msg = rx.recv() => match msg {
-                Some(m) => {
-                    // Queue what is waiting and flush once: one write for a burst of frames.
-                    let mut closing = matches!(m, Message::Close(_));
-                    let mut ok = sink.feed(m).await.is_ok();
-                    while ok && !closing {
-                        match rx.try_recv() {
-                            Ok(next) => {
-                                closing = matches!(next, Message::Close(_));
-                                ok = sink.feed(next).await.is_ok();
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    if !ok || sink.flush().await.is_err() || closing { break }
-                }
+                continue;
+            }
+            out = rx.recv() => match out {
+                Some(o) => o,
                 None => { let _ = sink.send(close_frame(1000, "bye")).await; break }
             },
+            Some(frame) = subs.next(), if !subs.is_empty() => Out::Frame(frame),
+        };
+        match burst(&mut sink, first, &mut rx, &mut subs).await {
+            Burst::Written => {}
+            Burst::Closing | Burst::Failed => break,
         }
     }
     // Ends the closing handshake: after a close frame of the peer the library only queued its
@@ -220,4 +332,51 @@ pub(super) async fn write_loop(
     // ours this is a flush.
     let _ = sink.close().await;
     cancel.cancel();
+}
+
+enum Burst {
+    Written,
+    /// A close frame went out: the connection is done.
+    Closing,
+    Failed,
+}
+
+/// Writes `first` and whatever else is ready (queued frames, subscriptions' events), up to
+/// [`BURST`] frames, in the order taken, then flushes once.
+async fn burst(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    first: Out,
+    rx: &mut mpsc::Receiver<Out>,
+    subs: &mut Subs,
+) -> Burst {
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(out) = next.take() {
+        match out {
+            Out::Subscribe(stream) => subs.push(stream),
+            Out::Frame(m) => {
+                let closing = matches!(m, Message::Close(_));
+                if sink.feed(m).await.is_err() {
+                    return Burst::Failed;
+                }
+                if closing {
+                    let _ = sink.flush().await;
+                    return Burst::Closing;
+                }
+                written += 1;
+            }
+        }
+        if written >= BURST {
+            break;
+        }
+        next = match rx.try_recv() {
+            Ok(o) => Some(o),
+            Err(_) if subs.is_empty() => None,
+            Err(_) => subs.next().now_or_never().flatten().map(Out::Frame),
+        };
+    }
+    if sink.flush().await.is_err() {
+        return Burst::Failed;
+    }
+    Burst::Written
 }
