@@ -3,8 +3,9 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 
 /// Serves `app` on 127.0.0.1 on a free port, in a task; returns its address.
 pub async fn serve(app: axum::Router) -> SocketAddr {
@@ -19,23 +20,5 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
 /// A receiver at `http://<addr>/hook` answering `status` and recording each delivery's
 /// `webhook-id`, in arrival order.
 pub async fn webhook_ids(status: StatusCode) -> (Arc<Mutex<Vec<String>>>, String) {
-    let got: Arc<Mutex<Vec<String>>> = Arc::default();
-    let g = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap| {
-            let g = g.clone();
-            async move {
-                let id = headers
-                    .get("webhook-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                g.lock().expect("lock").push(id);
-                status
-            }
-        }),
-    );
-    let addr = serve(app).await;
-    (got, format!("http://{addr}/hook"))
+    crate::embed_checks::paced_webhook_ids(status, || Duration::ZERO).await
 }

@@ -7,6 +7,7 @@
 //! Only ever a dev-dependency.
 
 pub mod auth;
+pub mod embed_checks;
 pub mod graphql;
 pub mod hooks;
 pub mod http;
