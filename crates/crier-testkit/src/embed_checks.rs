@@ -88,6 +88,15 @@ pub async fn next_within<T>(
         .unwrap_or_else(|| panic!("{what}: the stream ended"))
 }
 
+/// The `webhook-id` header of a delivery ("" when it has none).
+pub fn webhook_id(headers: &HeaderMap) -> String {
+    headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 /// A receiver at `http://<addr>/hook` that waits `pause()` before it records a delivery's
 /// `webhook-id` (in arrival order) and answers `status`.
 pub async fn paced_webhook_ids(
@@ -105,12 +114,7 @@ pub async fn paced_webhook_ids(
                 if !pause.is_zero() {
                     tokio::time::sleep(pause).await;
                 }
-                let id = headers
-                    .get("webhook-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                g.lock().expect("lock").push(id);
+                g.lock().expect("lock").push(webhook_id(&headers));
                 status
             }
         }),
