@@ -52,15 +52,9 @@ pub(crate) async fn catchup(a: &Args) -> anyhow::Result<Vec<Row>> {
         let keep = tail.len().min(4);
         tail.drain(..tail.len() - keep);
     }
-    let secs = started.elapsed().as_secs_f64();
-    let rate = total as f64 / secs;
-    rows.push(Row {
-        scenario: format!("catch-up from the log, one SSE client, {total} events"),
-        figure: format!("{rate:.0} events/s"),
-        target: "≥ 200,000 events/s".into(),
-        met: Some(rate >= 200_000.0),
-        notes: format!("{:.1} s, {} MiB", secs, bytes / (1024 * 1024)),
-    });
+    rows.push(catch_up_row("SSE", total, started, |secs| {
+        format!("{:.1} s, {} MiB", secs, bytes / (1024 * 1024))
+    }));
     // WebSocket.
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/v1/ws", hub.port)).await?;
@@ -82,14 +76,27 @@ pub(crate) async fn catchup(a: &Args) -> anyhow::Result<Vec<Row>> {
             }
         }
     }
+    rows.push(catch_up_row("WebSocket", total, started, |secs| {
+        format!("{secs:.1} s")
+    }));
+    Ok(rows)
+}
+
+/// The row of one `client` ("SSE", "WebSocket") that caught up on `total` events since
+/// `started`; `notes` from the seconds it took.
+fn catch_up_row(
+    client: &str,
+    total: u64,
+    started: Instant,
+    notes: impl FnOnce(f64) -> String,
+) -> Row {
     let secs = started.elapsed().as_secs_f64();
     let rate = total as f64 / secs;
-    rows.push(Row {
-        scenario: format!("catch-up from the log, one WebSocket client, {total} events"),
+    Row {
+        scenario: format!("catch-up from the log, one {client} client, {total} events"),
         figure: format!("{rate:.0} events/s"),
         target: "≥ 200,000 events/s".into(),
         met: Some(rate >= 200_000.0),
-        notes: format!("{secs:.1} s"),
-    });
-    Ok(rows)
+        notes: notes(secs),
+    }
 }

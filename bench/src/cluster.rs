@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::fanout::{sse_subscriber, FanoutStats, Samples};
-use crate::publish::{publish_batched_on, publish_single_on};
-use crate::{now_us, percentile, publish_batch, Args, Hub, Row};
+use crate::publish::{publish_batched_on, single_requests, Single};
+use crate::stats::{now_us, pct_ms};
+use crate::{publish_batch, Args, Hub, Row};
 
 fn fresh_schema(tag: &str) -> String {
     format!(
@@ -51,11 +52,12 @@ pub(crate) async fn pg_publish(a: &Args) -> anyhow::Result<Vec<Row>> {
             )
             .await
         } else {
-            publish_single_on(
+            single_requests(
                 a,
                 &env,
                 "durable publish to PostgreSQL, single-event requests (64 clients)",
                 0.0,
+                Single::Publish,
             )
             .await
         };
@@ -117,10 +119,7 @@ pub(crate) async fn cross_node(a: &Args, broker: &str, name: &str) -> anyhow::Re
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .clone();
     lat.sort_unstable();
-    let (p50, p99) = (
-        percentile(&lat, 0.5) as f64 / 1000.0,
-        percentile(&lat, 0.99) as f64 / 1000.0,
-    );
+    let (p50, p99) = (pct_ms(&lat, 0.5), pct_ms(&lat, 0.99));
     drop(node_a);
     drop(node_b);
     drop_schema(a, &schema);

@@ -9,7 +9,8 @@ use anyhow::bail;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
-use crate::{now_us, percentile, publish_batch, Args, Hub, Row};
+use crate::stats::{now_us, pct_ms};
+use crate::{publish_batch, Args, Hub, Row};
 
 /// Finds `"t":<digits>` in a frame.
 fn stamp(frame: &str) -> Option<u64> {
@@ -168,8 +169,8 @@ pub(crate) async fn fanout(a: &Args, ws: bool, subscribers: usize) -> anyhow::Re
         );
     }
     lat.sort_unstable();
-    let p50 = percentile(&lat, 0.5) as f64 / 1000.0;
-    let p99 = percentile(&lat, 0.99) as f64 / 1000.0;
+    let p50 = pct_ms(&lat, 0.5);
+    let p99 = pct_ms(&lat, 0.99);
     let rate = received as f64 / total_secs.max(publish_secs);
     let transport = if ws { "WebSocket" } else { "SSE" };
     Ok(Row {

@@ -13,7 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{percentile, publish_batch, Args, Hub, Row};
+use crate::publish::timed_requests;
+use crate::stats::pct_ms;
+use crate::{publish_batch, Args, Hub, Row};
 
 const SECRET: &str = "crier-bench-isolation-secret-0123456789";
 
@@ -38,36 +40,24 @@ fn token(a: &Args, tenant: &str) -> anyhow::Result<String> {
 /// p50 of tenant A's single-event publishes (16 keep-alive clients) for `secs`.
 async fn single_p50(url: &str, token: &str, secs: u64) -> anyhow::Result<(f64, usize)> {
     let until = Instant::now() + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for c in 0..16 {
-        let (url, token) = (url.to_string(), token.to_string());
-        tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let mut lat = Vec::new();
-            let mut i = 0u64;
-            while Instant::now() < until {
-                let t0 = Instant::now();
-                let res = client
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&json!({"type": "a.single", "data": {"c": c, "i": i}}))
-                    .send()
-                    .await?;
-                if res.status().as_u16() != 201 {
-                    bail!("tenant A's publish answered {}", res.status());
-                }
-                lat.push(t0.elapsed().as_micros() as u64);
-                i += 1;
+    let (url, token) = (url.to_string(), token.to_string());
+    let all = timed_requests(16, until, move |client, c, i| {
+        let (url, token) = (url.clone(), token.clone());
+        async move {
+            let res = client
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&json!({"type": "a.single", "data": {"c": c, "i": i}}))
+                .send()
+                .await?;
+            if res.status().as_u16() != 201 {
+                bail!("tenant A's publish answered {}", res.status());
             }
-            anyhow::Ok(lat)
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    all.sort_unstable();
-    Ok((percentile(&all, 0.5) as f64 / 1000.0, all.len()))
+            Ok(())
+        }
+    })
+    .await?;
+    Ok((pct_ms(&all, 0.5), all.len()))
 }
 
 /// Tenant B: 20 WebSockets, each with 64 subscriptions of 64 near-miss glob patterns (the

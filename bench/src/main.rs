@@ -4,7 +4,6 @@
 //! Markdown file with the date, the machine and the command line.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
 use clap::Parser;
@@ -16,6 +15,7 @@ mod hub;
 mod idle;
 mod isolation;
 mod publish;
+mod stats;
 
 use catchup::catchup;
 use cluster::{cross_node, pg_publish};
@@ -68,21 +68,6 @@ struct Args {
     /// Append results to this Markdown file.
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// One result line.

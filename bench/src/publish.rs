@@ -2,13 +2,14 @@
 //! from several clients for a fixed time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use serde_json::{json, Value};
 
-use crate::{percentile, Args, Hub, Row};
+use crate::stats::pct_ms;
+use crate::{Args, Hub, Row};
 
 pub(crate) async fn publish_batch(
     client: &reqwest::Client,
@@ -82,11 +83,12 @@ pub(crate) async fn publish_batched_on(
 }
 
 pub(crate) async fn publish_single(a: &Args) -> anyhow::Result<Row> {
-    publish_single_on(
+    single_requests(
         a,
         &[],
         "durable publish, single-event requests (64 keep-alive clients, fsync)",
         10_000.0,
+        Single::Publish,
     )
     .await
 }
@@ -99,27 +101,30 @@ pub(crate) async fn entity_put(a: &Args) -> anyhow::Result<Row> {
         &[],
         "entity changes, PUT /v1/entities (64 keep-alive clients, fsync)",
         0.0,
-        true,
+        Single::EntityPut,
     )
     .await
 }
 
-pub(crate) async fn publish_single_on(
-    a: &Args,
-    env: &[(&str, &str)],
-    label: &str,
-    target: f64,
-) -> anyhow::Result<Row> {
-    single_requests(a, env, label, target, false).await
+/// What each request of [`single_requests`] does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Single {
+    /// `POST /v1/events` with one event.
+    Publish,
+    /// `PUT /v1/entities/device/d{client}` with a new value.
+    EntityPut,
 }
 
+/// 64 keep-alive clients sending one request after another for `a.duration` seconds:
+/// requests/s against `target` (0: no target) and latency.
 pub(crate) async fn single_requests(
     a: &Args,
     env: &[(&str, &str)],
     label: &str,
     target: f64,
-    entities: bool,
+    single: Single,
 ) -> anyhow::Result<Row> {
+    let entities = single == Single::EntityPut;
     let hub = Hub::start(&a.crier_bin, env).await?;
     let url = hub.url(if entities {
         "/v1/entities/device"
@@ -127,48 +132,27 @@ pub(crate) async fn single_requests(
         "/v1/events"
     });
     let until = Instant::now() + Duration::from_secs(a.duration);
-    let lat: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let mut tasks = Vec::new();
-    for c in 0..64 {
-        let (url, lat) = (url.clone(), lat.clone());
-        tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let mut mine = Vec::new();
-            let mut i = 0u64;
-            while Instant::now() < until {
-                let t0 = Instant::now();
-                if entities {
-                    let res = client
-                        .put(format!("{url}/d{c}"))
-                        .json(&json!({"c": c, "i": i}))
-                        .send()
-                        .await?;
-                    if !res.status().is_success() {
-                        bail!("PUT answered {}", res.status());
-                    }
-                } else {
-                    publish_batch(
-                        &client,
-                        &url,
-                        &json!({"type": "bench.single", "data": {"c": c, "i": i}}),
-                    )
-                    .await?;
-                }
-                mine.push(t0.elapsed().as_micros() as u64);
-                i += 1;
-            }
-            lat.lock()
-                .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .extend(mine);
-            anyhow::Ok(())
-        }));
-    }
     let started = Instant::now();
-    for t in tasks {
-        t.await??;
-    }
-    let mut lat = lat.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
-    lat.sort_unstable();
+    let lat = timed_requests(64, until, move |client, c, i| {
+        let url = url.clone();
+        async move {
+            if entities {
+                let res = client
+                    .put(format!("{url}/d{c}"))
+                    .json(&json!({"c": c, "i": i}))
+                    .send()
+                    .await?;
+                if !res.status().is_success() {
+                    bail!("PUT answered {}", res.status());
+                }
+                Ok(())
+            } else {
+                let event = json!({"type": "bench.single", "data": {"c": c, "i": i}});
+                publish_batch(&client, &url, &event).await
+            }
+        }
+    })
+    .await?;
     let rate = lat.len() as f64 / started.elapsed().as_secs_f64();
     Ok(Row {
         scenario: label.into(),
@@ -181,8 +165,43 @@ pub(crate) async fn single_requests(
         met: (target > 0.0).then_some(rate >= target),
         notes: format!(
             "latency p50 {:.2} ms, p99 {:.2} ms",
-            percentile(&lat, 0.5) as f64 / 1000.0,
-            percentile(&lat, 0.99) as f64 / 1000.0
+            pct_ms(&lat, 0.5),
+            pct_ms(&lat, 0.99)
         ),
     })
+}
+
+/// `clients` keep-alive clients, numbered from 0, each sending `request(client, c, i)` for
+/// i = 0, 1, … until `until`: the latency of every request in µs, sorted.
+pub(crate) async fn timed_requests<F, Fut>(
+    clients: u64,
+    until: Instant,
+    request: F,
+) -> anyhow::Result<Vec<u64>>
+where
+    F: Fn(reqwest::Client, u64, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let request = request.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < until {
+                let t0 = Instant::now();
+                request(client.clone(), c, i).await?;
+                lat.push(t0.elapsed().as_micros() as u64);
+                i += 1;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    all.sort_unstable();
+    Ok(all)
 }

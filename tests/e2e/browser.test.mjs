@@ -13,9 +13,8 @@ import { createServer } from "node:http";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import PusherClient from "pusher-js";
-import PusherServer from "pusher";
-import { startHub, token } from "./hub.mjs";
+import { hubFor, startHub, token } from "./hub.mjs";
+import { pusherClient, serverSdk, subscribed } from "./pusher-target.mjs";
 
 const SHOTS = process.env.SCREENSHOT_DIR ?? fileURLToPath(new URL("../../target/screenshots", import.meta.url));
 const CHROMIUM = process.env.CRIER_CHROMIUM ?? "/usr/bin/chromium";
@@ -57,6 +56,13 @@ async function openPage(hub, path = "/", { viewport = LAPTOP, colorScheme = "lig
   });
   await page.goto(hub.url + path);
   return { page, context, errors };
+}
+
+/** {@link openPage} for test `t`, its browser context closed after the test. */
+async function pageFor(t, ...args) {
+  const opened = await openPage(...args);
+  t.after(() => opened.context.close());
+  return opened;
 }
 
 async function post(hub, events, tok) {
@@ -198,10 +204,8 @@ async function variants(t, hub, path, name, ready) {
 }
 
 test("live monitor: events appear within a second, filters narrow, pause holds, detail and export", async (t) => {
-  const hub = await startHub();
-  t.after(() => hub.stop());
-  const { page, context, errors } = await openPage(hub);
-  t.after(() => context.close());
+  const hub = await hubFor(t);
+  const { page, context, errors } = await pageFor(t, hub);
   await conn(page, "Connected");
 
   const started = Date.now();
@@ -337,8 +341,7 @@ test("a hub restart shows reconnecting, then every event once", async (t) => {
   let hub = await startHub();
   const { dir, port } = hub;
   t.after(() => hub.stop());
-  const { page, context, errors } = await openPage(hub);
-  t.after(() => context.close());
+  const { page, context, errors } = await pageFor(t, hub);
   await conn(page, "Connected");
   const before = await post(hub, Array.from({ length: 5 }, (_, i) => ({ type: "before.restart", data: { i } })));
   await count(page, "5 events");
@@ -363,12 +366,10 @@ test("a hub restart shows reconnecting, then every event once", async (t) => {
 });
 
 test("replay shows progress to 100% and can be stopped", async (t) => {
-  const hub = await startHub();
-  t.after(() => hub.stop());
+  const hub = await hubFor(t);
   await post(hub, Array.from({ length: 40 }, (_, i) => ({ type: i % 2 ? "order.created" : "order.paid", severity: i % 10 ? "info" : "warning", data: { i } })));
   await post(hub, [{ type: "user.created" }]);
-  const { page, context, errors } = await openPage(hub, "/#/replay");
-  t.after(() => context.close());
+  const { page, context, errors } = await pageFor(t, hub, "/#/replay");
   const replay = page.locator("#page-replay");
   await replay.getByLabel("Type").fill("order.*");
   await replay.getByLabel("Speed").selectOption("max");
@@ -431,10 +432,8 @@ test("a webhook subscription is created (secret shown once) and its deliveries s
   await new Promise((r) => receiver.listen(0, "127.0.0.1", r));
   t.after(() => receiver.close());
   const hookUrl = `http://127.0.0.1:${receiver.address().port}/hook`;
-  const hub = await startHub({ CRIER_WEBHOOKS_ALLOW_PRIVATE: "true" });
-  t.after(() => hub.stop());
-  const { page, context, errors } = await openPage(hub, "/#/subscriptions");
-  t.after(() => context.close());
+  const hub = await hubFor(t, { CRIER_WEBHOOKS_ALLOW_PRIVATE: "true" });
+  const { page, context, errors } = await pageFor(t, hub, "/#/subscriptions");
   const subs = page.locator("#page-subscriptions");
   await subs.getByText("No subscriptions yet.").waitFor();
   await subs.getByLabel("Name").fill("orders");
@@ -494,10 +493,8 @@ test("a webhook subscription is created (secret shown once) and its deliveries s
 
 test("sign-in with a token when auth is on; hub errors are shown; stats page", async (t) => {
   const secret = "dashboard-secret-of-at-least-32-chars!";
-  const hub = await startHub({ CRIER_AUTH_JWT_SECRET: secret });
-  t.after(() => hub.stop());
-  const { page, context, errors } = await openPage(hub, "/#/stats");
-  t.after(() => context.close());
+  const hub = await hubFor(t, { CRIER_AUTH_JWT_SECRET: secret });
+  const { page, context, errors } = await pageFor(t, hub, "/#/stats");
   await page.getByRole("heading", { name: "Sign in" }).waitFor();
   assert.equal(await page.locator("#page-stats").isVisible(), false, "nothing is shown before signing in");
   await shot(page, "signin");
@@ -558,8 +555,7 @@ test("sign-in with a token when auth is on; hub errors are shown; stats page", a
 });
 
 test("stats page without auth, in every theme and size", async (t) => {
-  const hub = await startHub();
-  t.after(() => hub.stop());
+  const hub = await hubFor(t);
   await post(hub, Array.from({ length: 30 }, (_, i) => ({ type: `t.${i % 4}`, severity: ["info", "warning", "error"][i % 3], category: i % 2 ? "a" : "b" })));
   await variants(t, hub, "/#/stats", "stats", async (p) => {
     await p.locator("#t-total .tile-value").getByText("30", { exact: true }).waitFor();
@@ -568,10 +564,8 @@ test("stats page without auth, in every theme and size", async (t) => {
 });
 
 test("10k events stay smooth: the list holds only the visible rows", async (t) => {
-  const hub = await startHub();
-  t.after(() => hub.stop());
-  const { page, context, errors } = await openPage(hub);
-  t.after(() => context.close());
+  const hub = await hubFor(t);
+  const { page, context, errors } = await pageFor(t, hub);
   await conn(page, "Connected");
   const batches = [];
   for (let b = 0; b < 10; b++) {
@@ -618,8 +612,7 @@ test("10k events stay smooth: the list holds only the visible rows", async (t) =
 });
 
 test("stats chart has the hub's history at once; category and dates; notifications; phone filters", async (t) => {
-  const hub = await startHub();
-  t.after(() => hub.stop());
+  const hub = await hubFor(t);
   // Published before any page is open: only the hub's own series can show it.
   const old = new Date(Date.now() - 3 * 86400e3).toISOString();
   const seqs = await post(hub, [
@@ -628,8 +621,7 @@ test("stats chart has the hub's history at once; category and dates; notificatio
   ]);
   const oldSeq = seqs.at(-1);
 
-  const { page, context, errors } = await openPage(hub, "/#/stats");
-  t.after(() => context.close());
+  const { page, context, errors } = await pageFor(t, hub, "/#/stats");
   // The first answer already carries 41 events over the last 15 minutes.
   await page.waitForFunction(() => document.querySelector("#rate-chart")?.dataset.events === "41", null, { timeout: 3000 });
   const points = Number(await page.locator("#rate-chart").getAttribute("data-points"));
@@ -702,8 +694,7 @@ test("stats chart has the hub's history at once; category and dates; notificatio
 });
 
 test("saved filters: save the monitor's filter, list, apply by name, replace, delete; laptop and phone", async (t) => {
-  const hub = await startHub();
-  t.after(() => hub.stop());
+  const hub = await hubFor(t);
   await post(hub, [
     { type: "deploy.failed", severity: "error", tags: ["prod"], subject: "svc/api" },
     { type: "deploy.done", tags: ["prod"], subject: "svc/api" },
@@ -711,8 +702,7 @@ test("saved filters: save the monitor's filter, list, apply by name, replace, de
     { type: "site.created", subject: "site/nyc" },
   ]);
   const everything = ["deploy.failed", "deploy.done", "test.failed", "site.created"];
-  const { page, context, errors } = await openPage(hub, "/", { viewport: { width: 1280, height: 800 } });
-  t.after(() => context.close());
+  const { page, context, errors } = await pageFor(t, hub, "/", { viewport: { width: 1280, height: 800 } });
   await count(page, "4 events");
   const monitor = page.locator("#page-monitor");
   const field = (label) => monitor.getByLabel(label, { exact: true });
@@ -838,10 +828,9 @@ test("saved filters: save the monitor's filter, list, apply by name, replace, de
 
 test("connections page: an SSE stream and a pusher-js presence member appear live, then leave", async (t) => {
   const app = { id: "5151", key: "dash-key", secret: "dash-secret-of-some-length" };
-  const hub = await startHub({
+  const hub = await hubFor(t, {
     CRIER_PUSHER_APPS: `[{id="${app.id}", key="${app.key}", secret="${app.secret}", tenant="default"}]`,
   });
-  t.after(() => hub.stop());
 
   // An SSE stream with a filter, held open by this process.
   const abort = new AbortController();
@@ -852,28 +841,15 @@ test("connections page: an SSE stream and a pusher-js presence member appear liv
   t.after(() => abort.abort());
 
   // A pusher-js client on a presence channel, authorized by the server SDK's signature.
-  const signer = new PusherServer({ appId: app.id, key: app.key, secret: app.secret, host: "127.0.0.1", port: String(hub.port), useTLS: false });
+  const signer = serverSdk(hub.port, { app });
   const member = { user_id: "ada-7", user_info: { name: "Ada Lovelace" } };
-  const pusher = new PusherClient(app.key, {
-    wsHost: "127.0.0.1",
-    wsPort: hub.port,
-    forceTLS: false,
-    enabledTransports: ["ws"],
-    disableStats: true,
-    cluster: "local",
-    channelAuthorization: {
-      customHandler: ({ socketId, channelName }, cb) => cb(null, signer.authorizeChannel(socketId, channelName, member)),
-    },
-  });
+  const pusher = pusherClient(app.key, hub.port, (socketId, channelName) =>
+    signer.authorizeChannel(socketId, channelName, member),
+  );
   t.after(() => pusher.disconnect());
-  const channel = pusher.subscribe("presence-lobby");
-  await new Promise((resolve, reject) => {
-    channel.bind("pusher:subscription_succeeded", resolve);
-    channel.bind("pusher:subscription_error", (e) => reject(new Error(JSON.stringify(e))));
-  });
+  await subscribed(pusher.subscribe("presence-lobby"));
 
-  const { page, context, errors } = await openPage(hub, "/#/connections", { viewport: { width: 1280, height: 800 } });
-  t.after(() => context.close());
+  const { page, context, errors } = await pageFor(t, hub, "/#/connections", { viewport: { width: 1280, height: 800 } });
   await page.getByRole("heading", { name: "Connections" }).waitFor();
   const sseRow = page.locator("#conns-body tr[data-transport=sse]").filter({ hasText: "type: probe.*" });
   await sseRow.waitFor({ timeout: 10_000 });

@@ -7,7 +7,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createClient } from "graphql-ws";
-import { startHub, token } from "./hub.mjs";
+import { hubFor, token } from "./hub.mjs";
 
 if (typeof WebSocket === "undefined") {
   throw new Error("run with a Node that has WebSocket (node >= 22, or --experimental-websocket)");
@@ -80,8 +80,7 @@ function collect(client, variables, n) {
 }
 
 test("graphql-ws receives mutations in order and resumes with after", async (t) => {
-  const hub = await startHub({ CRIER_AUTH_JWT_SECRET: SECRET });
-  t.after(() => hub.stop());
+  const hub = await hubFor(t, { CRIER_AUTH_JWT_SECRET: SECRET });
   const writer = token(SECRET, { tenant: "acme", role: "publisher", sub: "writer@acme" });
   const reader = token(SECRET, { tenant: "acme", role: "subscriber", sub: "reader@acme" });
   let acks = 0;
@@ -150,8 +149,7 @@ test("graphql-ws receives mutations in order and resumes with after", async (t) 
 });
 
 test("graphql-ws without a valid token is refused", async (t) => {
-  const hub = await startHub({ CRIER_AUTH_JWT_SECRET: SECRET });
-  t.after(() => hub.stop());
+  const hub = await hubFor(t, { CRIER_AUTH_JWT_SECRET: SECRET });
   const client = createClient({
     url: `${hub.url.replace("http", "ws")}/graphql`,
     connectionParams: { token: "not-a-token" },

@@ -21,6 +21,13 @@ export function freePort() {
   });
 }
 
+/** A hub (as {@link startHub} starts it, with `env`) for test `t`, stopped after it. */
+export async function hubFor(t, env = {}) {
+  const hub = await startHub(env);
+  t.after(() => hub.stop());
+  return hub;
+}
+
 /**
  * Starts a hub on a free port over a fresh data directory (or `opts.dir`, `opts.port`), with
  * extra environment `env`. Resolves once /healthz answers.

@@ -12,10 +12,8 @@ import { rmSync } from "node:fs";
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import PusherClient from "pusher-js";
-import PusherServer from "pusher";
 import { startHub } from "./hub.mjs";
-import { APP, until } from "./pusher-target.mjs";
+import { APP, connected, pusherClient, serverSdk, subscribed, until } from "./pusher-target.mjs";
 
 if (typeof WebSocket === "undefined") {
   throw new Error("run with a Node that has WebSocket (node >= 22, or --experimental-websocket)");
@@ -60,38 +58,18 @@ async function node(id, schema, broker, hook) {
       return false;
     }
   }, `node ${id} to be ready with its broker`, 20_000);
-  hub.sdk = new PusherServer({
-    appId: APP.id,
-    key: APP.key,
-    secret: APP.secret,
-    host: "127.0.0.1",
-    port: String(hub.port),
-    useTLS: false,
-  });
+  hub.sdk = serverSdk(hub.port);
   return hub;
 }
 
 /** A pusher-js client of `hub`, present as `user_id`. */
 async function client(hub, user_id) {
-  const c = new PusherClient(APP.key, {
-    wsHost: "127.0.0.1",
-    wsPort: hub.port,
-    forceTLS: false,
-    enabledTransports: ["ws"],
-    disableStats: true,
-    cluster: "local",
-    channelAuthorization: {
-      customHandler: ({ socketId, channelName }, callback) => {
-        const member = { user_id, user_info: { name: user_id.toUpperCase() } };
-        callback(null, hub.sdk.authorizeChannel(socketId, channelName, member));
-      },
-    },
+  const c = pusherClient(APP.key, hub.port, (socketId, channelName) => {
+    const member = { user_id, user_info: { name: user_id.toUpperCase() } };
+    return hub.sdk.authorizeChannel(socketId, channelName, member);
   });
   clients.push(c);
-  await new Promise((resolve, reject) => {
-    c.connection.bind("connected", resolve);
-    c.connection.bind("failed", () => reject(new Error("pusher-js could not connect")));
-  });
+  await connected(c);
   return c;
 }
 
@@ -101,10 +79,7 @@ function join(c, name) {
   const events = [];
   ch.bind("pusher:member_added", (m) => events.push({ added: m.id, info: m.info, at: Date.now() }));
   ch.bind("pusher:member_removed", (m) => events.push({ removed: m.id, at: Date.now() }));
-  return new Promise((resolve, reject) => {
-    ch.bind("pusher:subscription_succeeded", (members) => resolve({ ch, members, events }));
-    ch.bind("pusher:subscription_error", (e) => reject(new Error(`subscription_error: ${JSON.stringify(e)}`)));
-  });
+  return subscribed(ch).then((members) => ({ ch, members, events }));
 }
 
 async function users(hub, channel) {

@@ -5,6 +5,8 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import PusherClient from "pusher-js";
+import PusherServer from "pusher";
 import { freePort, startHub } from "./hub.mjs";
 
 export const APP = { id: "4242", key: "e2e-key", secret: "e2e-secret-of-some-length" };
@@ -20,6 +22,52 @@ export async function until(check, what, ms = 10_000) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** The `pusher` server SDK of `app` (APP unless given) on `port`, signing with `secret`. */
+export function serverSdk(port, { app = APP, secret = app.secret } = {}) {
+  return new PusherServer({
+    appId: app.id,
+    key: app.key,
+    secret,
+    host: "127.0.0.1",
+    port: String(port),
+    useTLS: false,
+  });
+}
+
+/**
+ * A pusher-js client of app `key` on the server at `port`, over WebSocket only, that
+ * authorizes each channel with `authorize(socketId, channelName)`.
+ */
+export function pusherClient(key, port, authorize) {
+  return new PusherClient(key, {
+    wsHost: "127.0.0.1",
+    wsPort: port,
+    forceTLS: false,
+    enabledTransports: ["ws"],
+    disableStats: true,
+    cluster: "local",
+    channelAuthorization: {
+      customHandler: ({ socketId, channelName }, callback) => callback(null, authorize(socketId, channelName)),
+    },
+  });
+}
+
+/** Resolves once pusher-js client `c` is connected; rejects if it fails to. */
+export function connected(c) {
+  return new Promise((resolve, reject) => {
+    c.connection.bind("connected", resolve);
+    c.connection.bind("failed", () => reject(new Error("pusher-js could not connect")));
+  });
+}
+
+/** Resolves with pusher:subscription_succeeded's data on channel `ch`; rejects on an error. */
+export function subscribed(ch) {
+  return new Promise((resolve, reject) => {
+    ch.bind("pusher:subscription_succeeded", resolve);
+    ch.bind("pusher:subscription_error", (e) => reject(new Error(`subscription_error: ${JSON.stringify(e)}`)));
+  });
 }
 
 async function startSockudo(opts) {

@@ -7,9 +7,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import PusherClient from "pusher-js";
-import PusherServer from "pusher";
-import { APP, TARGET, startTarget, until } from "./pusher-target.mjs";
+import { APP, TARGET, connected, pusherClient, serverSdk, startTarget, subscribed, until } from "./pusher-target.mjs";
 
 if (typeof WebSocket === "undefined") {
   throw new Error("run with a Node that has WebSocket (node >= 22, or --experimental-websocket)");
@@ -30,48 +28,25 @@ after(async () => {
 });
 
 function sdk(secret) {
-  return new PusherServer({
-    appId: APP.id,
-    key: APP.key,
-    secret,
-    host: "127.0.0.1",
-    port: String(target.port),
-    useTLS: false,
-  });
+  return serverSdk(target.port, { secret });
 }
 
 /** A connected pusher-js client whose authorizer signs with `secret` and `presence`. */
 async function client({ secret = APP.secret, presence } = {}) {
   const signer = sdk(secret);
-  const c = new PusherClient(APP.key, {
-    wsHost: "127.0.0.1",
-    wsPort: target.port,
-    forceTLS: false,
-    enabledTransports: ["ws"],
-    disableStats: true,
-    cluster: "local",
-    channelAuthorization: {
-      customHandler: ({ socketId, channelName }, callback) => {
-        const member = channelName.startsWith("presence-") ? presence : undefined;
-        callback(null, signer.authorizeChannel(socketId, channelName, member));
-      },
-    },
+  const c = pusherClient(APP.key, target.port, (socketId, channelName) => {
+    const member = channelName.startsWith("presence-") ? presence : undefined;
+    return signer.authorizeChannel(socketId, channelName, member);
   });
   clients.push(c);
-  await new Promise((resolve, reject) => {
-    c.connection.bind("connected", resolve);
-    c.connection.bind("failed", () => reject(new Error("pusher-js could not connect")));
-  });
+  await connected(c);
   return c;
 }
 
 /** Subscribes and waits for pusher:subscription_succeeded; resolves with its data. */
-function subscribe(c, name) {
+async function subscribe(c, name) {
   const ch = c.subscribe(name);
-  return new Promise((resolve, reject) => {
-    ch.bind("pusher:subscription_succeeded", (data) => resolve({ ch, data }));
-    ch.bind("pusher:subscription_error", (e) => reject(new Error(`subscription_error: ${JSON.stringify(e)}`)));
-  });
+  return { ch, data: await subscribed(ch) };
 }
 
 /** The next `event` on `ch`. */

@@ -11,12 +11,16 @@
 //! Results go to stdout as Markdown table rows.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+
+#[path = "../stats.rs"]
+mod stats;
+use stats::{now_us, pct_ms};
 
 #[derive(Parser)]
 #[command(about = "Measures an embedded crier hub: in-process publish and the outbox")]
@@ -33,21 +37,6 @@ struct Args {
     /// PostgreSQL for the outbox (empty: skip it).
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
     postgres: String,
-}
-
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
-fn pct(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
 /// Runs `tasks` publishers for `secs`; returns events/s and sorted latencies in µs.
@@ -114,18 +103,18 @@ async fn publish_compare(hub: &crier::Hub, base: &str, secs: u64) -> anyhow::Res
     .await;
     println!(
         "| single-event publish, in-process `Hub::publish` (64 tasks, fsync) | {inproc:.0} events/s | p50 {:.2} ms, p99 {:.2} ms |",
-        pct(&lat_in, 0.5),
-        pct(&lat_in, 0.99)
+        pct_ms(&lat_in, 0.5),
+        pct_ms(&lat_in, 0.99)
     );
     println!(
         "| single-event publish, HTTP `POST /v1/events` to the same hub (64 clients, fsync) | {http:.0} events/s | p50 {:.2} ms, p99 {:.2} ms |",
-        pct(&lat_http, 0.5),
-        pct(&lat_http, 0.99)
+        pct_ms(&lat_http, 0.5),
+        pct_ms(&lat_http, 0.99)
     );
     println!(
         "| in-process / HTTP, same run | {:.2}× throughput | p50 latency {:.2}× |",
         inproc / http.max(1.0),
-        pct(&lat_in, 0.5) / pct(&lat_http, 0.5).max(0.001)
+        pct_ms(&lat_in, 0.5) / pct_ms(&lat_http, 0.5).max(0.001)
     );
     Ok(())
 }
@@ -188,7 +177,7 @@ async fn outbox(base: &str, pg: &str, table: &str, rows: usize, rate: u64) -> an
         let mut lags = Vec::new();
         sse_until(&base2, |v| {
             if let Some(sent) = v["data"].as_i64() {
-                lags.push((now_us() - sent).max(0) as u64);
+                lags.push((now_us() as i64 - sent).max(0) as u64);
             }
             (lags.len() as u64) < total
         })
@@ -201,7 +190,7 @@ async fn outbox(base: &str, pg: &str, table: &str, rows: usize, rate: u64) -> an
         tick.tick().await;
         db.execute(
             &format!("INSERT INTO {table} (event) VALUES (jsonb_build_object('type', 'bench.outbox', 'data', $1::bigint))"),
-            &[&now_us()],
+            &[&(now_us() as i64)],
         )
         .await?;
     }
@@ -209,8 +198,8 @@ async fn outbox(base: &str, pg: &str, table: &str, rows: usize, rate: u64) -> an
     lags.sort_unstable();
     println!(
         "| outbox lag, commit → SSE delivery ({rate} single-row transactions/s) | p50 {:.1} ms, p99 {:.1} ms | {} rows |",
-        pct(&lags, 0.5),
-        pct(&lags, 0.99),
+        pct_ms(&lags, 0.5),
+        pct_ms(&lags, 0.99),
         lags.len()
     );
     Ok(())

@@ -12,6 +12,7 @@ import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, createClient, publish, history, backoffDelay, readSse, CrierError } from "../crier.js";
+import { freePort } from "../../../tests/e2e/hub.mjs";
 
 const BIN = process.env.CRIER_BIN;
 const SECRET = "js-client-test-secret-of-at-least-32-chars";
@@ -19,17 +20,6 @@ const TRANSPORTS = ["sse", "ws"];
 
 // ---------------------------------------------------------------------------------------
 // Helpers: a hub, tokens, a TCP proxy that can be cut, and ways to wait on a subscription.
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Starts a hub on 127.0.0.1 (a free port and a fresh data dir unless given); waits for /healthz. */
 async function startHub(env = {}, { dir, port } = {}) {

@@ -10,7 +10,7 @@
 // the hub) or deleted. Changing the fields by hand leaves the saved filter.
 
 import { connect } from "../client/crier.js";
-import { $, el, show, alertIn, shortTime, filterFromInputs, describeFilter, download, listenerGroup, copy, badge, confirmAction } from "./util.js";
+import { $, el, show, alertIn, shortTime, filterFromInputs, describeFilter, download, listenerGroup, copy, badge, confirmAction, request } from "./util.js";
 import { notify, mountToasts } from "./toasts.js";
 
 const ROW_H = 34; // px; keep in step with --row-h in style.css
@@ -278,14 +278,8 @@ const canon = (f) =>
 
 const savedFilter = (name) => saved.find((f) => f.name === name);
 
-async function call(method, path, body) {
-  try {
-    return await ctx.client.request(method, path, body);
-  } catch (err) {
-    if (err.status === 401) ctx.onAuthError(err);
-    throw err;
-  }
-}
+/** A request to the hub as this view makes it: see {@link request}. */
+const call = (method, path, body) => request(ctx, method, path, body);
 
 function savedMessage(text) {
   $("#saved-status").textContent = text ?? "";

@@ -1,7 +1,7 @@
 // Webhook subscriptions: list, create (the secret is shown once), pause/resume, delete,
 // deliveries with their status, redeliver. The list refreshes every few seconds.
 
-import { $, el, show, alertIn, shortTime, filterFromInputs, describeFilter, listenerGroup, copy, errorText, confirmAction } from "./util.js";
+import { $, el, show, alertIn, shortTime, filterFromInputs, describeFilter, listenerGroup, copy, errorText, confirmAction, request } from "./util.js";
 
 const REFRESH_MS = 3000;
 
@@ -10,14 +10,8 @@ const ui = listenerGroup();
 let selected; // the subscription whose deliveries are shown
 let refresh;
 
-async function call(method, path, body) {
-  try {
-    return await ctx.client.request(method, path, body);
-  } catch (err) {
-    if (err.status === 401) ctx.onAuthError(err);
-    throw err;
-  }
-}
+/** A request to the hub as this view makes it: see {@link request}. */
+const call = (method, path, body) => request(ctx, method, path, body);
 
 function confirmDelete(text) {
   return confirmAction({ title: "Delete subscription?", text, ok: "Delete" });

@@ -49,6 +49,19 @@ export function errorText(err) {
   return err.code && err.code !== "client_error" ? `${msg} (${err.code})` : msg;
 }
 
+/**
+ * `ctx.client.request(method, path, body)` of a view's context `ctx`; a refused credential
+ * (401) is told to the app (`ctx.onAuthError`) before the error is thrown on.
+ */
+export async function request(ctx, method, path, body) {
+  try {
+    return await ctx.client.request(method, path, body);
+  } catch (err) {
+    if (err.status === 401) ctx.onAuthError(err);
+    throw err;
+  }
+}
+
 /** Shows an error message in an alert element (or hides it with `null`). */
 export function alertIn(node, err) {
   if (!err) {

@@ -8,7 +8,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use crier_core::entity::{
     Applied, EntityKey, LinkKey, LinkQuery, Mutation, Outcome, Precondition, MAX_LIST,
@@ -183,41 +183,38 @@ fn answer(applied: Applied, readable: bool) -> Response {
     with_seqs(res, &applied.seqs)
 }
 
-/// `PUT /v1/entities/{kind}/{id}`: create or replace.
-pub async fn put(
+/// `PUT /v1/entities/{kind}/{id}` (create or replace) and `PATCH` (JSON Merge Patch): the
+/// role, the key, the precondition (`If-None-Match: *` on PUT only) and a JSON object body.
+pub async fn write(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path((kind, id)): Path<(String, String)>,
+    method: Method,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     require(&p, Role::Publisher)?;
     let key = EntityKey::new(&kind, &id)?;
-    let cond = precondition(&headers, true)?;
-    let value = json_object(&state, &headers, body, false)
+    let put = method == Method::PUT;
+    let cond = precondition(&headers, put)?;
+    let object = json_object(&state, &headers, body, false)
         .await?
         .unwrap_or_default();
     let readable = may_read_kind(&p, &key.kind);
-    let applied = mutate(&state, &p, Mutation::Put { key, value, cond }).await?;
-    Ok(answer(applied, readable))
-}
-
-/// `PATCH /v1/entities/{kind}/{id}`: JSON Merge Patch.
-pub async fn patch(
-    State(state): State<AppState>,
-    Auth(p): Auth,
-    Path((kind, id)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    require(&p, Role::Publisher)?;
-    let key = EntityKey::new(&kind, &id)?;
-    let cond = precondition(&headers, false)?;
-    let patch = json_object(&state, &headers, body, false)
-        .await?
-        .unwrap_or_default();
-    let readable = may_read_kind(&p, &key.kind);
-    let applied = mutate(&state, &p, Mutation::Patch { key, patch, cond }).await?;
+    let m = if put {
+        Mutation::Put {
+            key,
+            value: object,
+            cond,
+        }
+    } else {
+        Mutation::Patch {
+            key,
+            patch: object,
+            cond,
+        }
+    };
+    let applied = mutate(&state, &p, m).await?;
     Ok(answer(applied, readable))
 }
 

@@ -167,13 +167,7 @@ pub async fn history(
             "after", "before", "since", "until", "limit", "order", "tenant", "filter",
         ],
     )?;
-    let scope = read_scope(&principal, q.get("tenant"))?;
-    let filter = crate::service::filters::from_query(
-        &state,
-        crate::service::filters::tenant_of(&principal, &scope),
-        &q,
-    )
-    .await?;
+    let (scope, filter) = crate::service::filters::from_query(&state, &principal, &q).await?;
     let filter = Arc::new(narrow(&principal, filter));
     let limit = q.u64("limit")?.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {

@@ -6,10 +6,12 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use crier_core::Principal;
 use serde_json::{json, Value};
 
 use crate::auth::Auth;
@@ -69,33 +71,46 @@ pub async fn list(State(state): State<AppState>, Auth(p): Auth) -> Result<Respon
     Ok(Json(json!({ "replays": replays })).into_response())
 }
 
+/// The replay a request names (`{id}`), among its credential's tenant's, and the credential.
+pub struct Named {
+    replay: Arc<Replay>,
+    p: Principal,
+}
+
+impl FromRequestParts<AppState> for Named {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Auth(p) = Auth::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let replay = state
+            .replays
+            .get(&p.tenant, &id)
+            .map_err(|e| ApiError::from(e).into_response())?;
+        Ok(Named { replay, p })
+    }
+}
+
 /// `GET /v1/replays/{id}`.
-pub async fn status(
-    State(state): State<AppState>,
-    Auth(p): Auth,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    Ok(Json(state.replays.get(&p.tenant, &id)?.status_for(&p)).into_response())
+pub async fn status(Named { replay, p }: Named) -> Result<Response, ApiError> {
+    Ok(Json(replay.status_for(&p)).into_response())
 }
 
 /// `POST /v1/replays/{id}/stop`.
-pub async fn stop(
-    State(state): State<AppState>,
-    Auth(p): Auth,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let r = state.replays.get(&p.tenant, &id)?;
-    r.stop();
-    Ok(Json(r.status_for(&p)).into_response())
+pub async fn stop(Named { replay, p }: Named) -> Result<Response, ApiError> {
+    replay.stop();
+    Ok(Json(replay.status_for(&p)).into_response())
 }
 
 /// `GET /v1/replays/{id}/stream`: the events as SSE, then `event: crier.replay_done`.
 pub async fn stream(
     State(state): State<AppState>,
-    Auth(p): Auth,
-    Path(id): Path<String>,
+    Named { replay: r, p }: Named,
 ) -> Result<Response, ApiError> {
-    let r = state.replays.get(&p.tenant, &id)?;
     if !r.claim_stream() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

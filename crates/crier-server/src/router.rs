@@ -54,8 +54,8 @@ pub fn app_for<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
         .route(
             "/v1/entities/{kind}/{id}",
             get(entities::get)
-                .put(entities::put)
-                .patch(entities::patch)
+                .put(entities::write)
+                .patch(entities::write)
                 .delete(entities::delete),
         )
         .route("/v1/entities/{kind}", get(entities::list))

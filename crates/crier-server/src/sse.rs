@@ -24,7 +24,7 @@ use crier_core::{Cursor, CursorItem};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::auth::{narrow, read_scope, Auth};
+use crate::auth::{narrow, Auth};
 use crate::error::ApiError;
 use crate::lifetime::Lifetime;
 use crate::monitor::{Peer, Reader, ReaderSlot};
@@ -155,13 +155,7 @@ pub async fn stream(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw.as_deref(), &["after", "last", "tenant", "filter"])?;
-    let scope = read_scope(&principal, q.get("tenant"))?;
-    let filter = crate::service::filters::from_query(
-        &state,
-        crate::service::filters::tenant_of(&principal, &scope),
-        &q,
-    )
-    .await?;
+    let (scope, filter) = crate::service::filters::from_query(&state, &principal, &q).await?;
     crate::reader_limits::check_filter(&state.settings.limits, &filter)?;
     let filter = Arc::new(narrow(&principal, filter));
     let last_event_id = headers.get("last-event-id").map(|v| {

@@ -41,12 +41,9 @@ where
             let (g, answer) = (g.clone(), answer.clone());
             async move {
                 let status = answer(serde_json::from_slice(&body).unwrap_or(Value::Null)).await;
-                let id = headers
-                    .get("webhook-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                g.lock().expect("lock").push(id);
+                g.lock()
+                    .expect("lock")
+                    .push(crate::embed_checks::webhook_id(&headers));
                 status
             }
         }),

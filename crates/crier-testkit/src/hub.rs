@@ -107,12 +107,7 @@ impl Hub {
     pub async fn publish(&self, events: Value) -> Vec<u64> {
         let (status, v) = self.post_raw(events.to_string(), "application/json").await;
         assert_eq!(status, 201, "publish failed: {v}");
-        v["events"]
-            .as_array()
-            .expect("events")
-            .iter()
-            .map(|e| e["seq"].as_u64().expect("seq"))
-            .collect()
+        crate::embed_checks::seqs(&v)
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {

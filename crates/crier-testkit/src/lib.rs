@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod checks;
+pub mod embed_checks;
 pub mod graphql;
 pub mod hooks;
 pub mod http;

@@ -79,17 +79,12 @@ pub async fn run(cmd: SubsCmd) -> anyhow::Result<()> {
     match cmd {
         SubsCmd::List { client } => {
             let v = call(&client, reqwest::Method::GET, "/v1/subscriptions", None).await?;
-            let mut t = table::new(&["ID", "STATUS", "CURSOR", "NAME", "URL"], &[2]);
-            for s in v["subscriptions"].as_array().into_iter().flatten() {
-                t.add_row(vec![
-                    table::cell(&s["id"]),
-                    table::cell(&s["status"]),
-                    table::cell(&s["cursor"]),
-                    table::cell(&s["name"]),
-                    table::cell(&s["webhook"]["url"]),
-                ]);
-            }
-            table::print(&t);
+            table::print_json(
+                &["ID", "STATUS", "CURSOR", "NAME", "URL"],
+                &[2],
+                &v["subscriptions"],
+                &["/id", "/status", "/cursor", "/name", "/webhook/url"],
+            );
         }
         SubsCmd::Create {
             webhook,
@@ -142,21 +137,19 @@ pub async fn run(cmd: SubsCmd) -> anyhow::Result<()> {
                 None,
             )
             .await?;
-            let mut t = table::new(
+            table::print_json(
                 &["SEQ", "STATUS", "ATTEMPTS", "CODE", "NEXT ATTEMPT", "ERROR"],
                 &[0, 2, 3],
+                &v["deliveries"],
+                &[
+                    "/seq",
+                    "/status",
+                    "/attempts",
+                    "/last_status_code",
+                    "/next_attempt_at",
+                    "/last_error",
+                ],
             );
-            for d in v["deliveries"].as_array().into_iter().flatten() {
-                t.add_row(vec![
-                    table::cell(&d["seq"]),
-                    table::cell(&d["status"]),
-                    table::cell(&d["attempts"]),
-                    table::cell(&d["last_status_code"]),
-                    table::cell(&d["next_attempt_at"]),
-                    table::cell(&d["last_error"]),
-                ]);
-            }
-            table::print(&t);
         }
     }
     Ok(())

@@ -27,6 +27,22 @@ pub fn print(t: &Table) {
     }
 }
 
+/// Prints a table (`headers` and `right` as in [`new`]) of one row per object of the JSON
+/// array `items` (none when it is not an array), its cells the values at the JSON pointers
+/// `fields` (`/id`, `/webhook/url`) as [`cell`] shows them.
+pub fn print_json(headers: &[&str], right: &[usize], items: &serde_json::Value, fields: &[&str]) {
+    let mut t = new(headers, right);
+    for item in items.as_array().into_iter().flatten() {
+        t.add_row(
+            fields
+                .iter()
+                .map(|f| cell(item.pointer(f).unwrap_or(&serde_json::Value::Null)))
+                .collect::<Vec<_>>(),
+        );
+    }
+    print(&t);
+}
+
 /// A cell from a JSON value: strings bare, numbers as written, null and absence as `-`.
 pub fn cell(v: &serde_json::Value) -> String {
     match v {

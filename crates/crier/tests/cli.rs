@@ -1,8 +1,8 @@
 //! The command line against a real hub: publish (one and NDJSON batches), tail, replay,
 //! subs, token and keys, and configuration errors that name their key.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Lines};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use crier_testkit::process::{free_port, run_with_stdin, serve_cmd, Proc};
@@ -62,12 +62,7 @@ fn publish_tail_replay_and_subs() {
         ],
         &hub.url,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("seq 1"));
+    assert!(ok(&out).contains("seq 1"));
     let bad = crier(&["publish", "bad type"], &hub.url);
     assert!(!bad.status.success());
     assert!(
@@ -82,31 +77,17 @@ fn publish_tail_replay_and_subs() {
         .map(|i| format!("{{\"type\":\"bulk.item\",\"data\":{{\"i\":{i}}}}}\n"))
         .collect();
     let out = run_with_stdin(cmd, lines.as_bytes());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("published 250 events"));
 
     // tail: the last 2 bulk events, then a live one.
-    let mut tail = Command::new(BIN)
-        .args(["tail", "--type", "bulk.*", "--last", "2", "--json"])
-        .env("CRIER_URL", &hub.url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tail");
-    let mut lines = BufReader::new(tail.stdout.take().expect("stdout")).lines();
-    let first: serde_json::Value =
-        serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json");
+    let (mut tail, mut lines) = tail(&["--type", "bulk.*", "--last", "2"], &hub.url);
+    let first = next_json(&mut lines);
     assert_eq!(first["seq"], 250);
-    let second: serde_json::Value =
-        serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json");
+    let second = next_json(&mut lines);
     assert_eq!(second["seq"], 251);
     assert!(crier(&["publish", "bulk.live"], &hub.url).status.success());
-    let live: serde_json::Value =
-        serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json");
+    let live = next_json(&mut lines);
     assert_eq!(live["type"], "bulk.live");
     let _ = tail.kill();
     let _ = tail.wait();
@@ -124,12 +105,7 @@ fn publish_tail_replay_and_subs() {
         ],
         &hub.url,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = ok(&out);
     assert_eq!(text.lines().count(), 1);
     assert!(text.contains("site.created"));
 
@@ -146,12 +122,7 @@ fn publish_tail_replay_and_subs() {
         ],
         &hub.url,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let created: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let created: serde_json::Value = serde_json::from_str(&ok(&out)).expect("json");
     assert!(created["webhook"]["secret"]
         .as_str()
         .expect("secret")
@@ -166,6 +137,30 @@ fn publish_tail_replay_and_subs() {
     assert!(!crier(&["subs", "delete", id], &hub.url).status.success());
 }
 
+/// The lines a `crier tail ... --json` writes.
+type TailLines = Lines<BufReader<ChildStdout>>;
+
+/// `crier tail ARGS --json` against `url`: the process and its stdout.
+fn tail(args: &[&str], url: &str) -> (Child, TailLines) {
+    let mut tail = Command::new(BIN)
+        .arg("tail")
+        .args(args)
+        .arg("--json")
+        .env("CRIER_URL", url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tail");
+    let lines = BufReader::new(tail.stdout.take().expect("stdout")).lines();
+    (tail, lines)
+}
+
+/// The next event a `--json` tail writes.
+fn next_json(lines: &mut TailLines) -> serde_json::Value {
+    serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json")
+}
+
+/// Asserts that the command succeeded (showing its stderr if not); its stdout.
 fn ok(out: &std::process::Output) -> String {
     assert!(
         out.status.success(),
@@ -175,6 +170,7 @@ fn ok(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Asserts that the command failed (showing its stdout if not); its stderr.
 fn refused(out: &std::process::Output) -> String {
     assert!(
         !out.status.success(),
@@ -251,16 +247,8 @@ fn saved_filters_save_list_tail_replay_and_delete() {
     }
 
     // tail --filter NAME: the matching history, then live.
-    let mut tail = Command::new(BIN)
-        .args(["tail", "--filter", "prod-errors", "--last", "10", "--json"])
-        .env("CRIER_URL", &hub.url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tail");
-    let mut lines = BufReader::new(tail.stdout.take().expect("stdout")).lines();
-    let first: serde_json::Value =
-        serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json");
+    let (mut tail, mut lines) = tail(&["--filter", "prod-errors", "--last", "10"], &hub.url);
+    let first = next_json(&mut lines);
     assert_eq!(
         (first["seq"].as_u64(), first["type"].as_str()),
         (Some(2), Some("deploy.failed"))
@@ -276,8 +264,7 @@ fn saved_filters_save_list_tail_replay_and_delete() {
         ],
         &hub.url,
     ));
-    let live: serde_json::Value =
-        serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json");
+    let live = next_json(&mut lines);
     assert_eq!(live["type"], "db.down");
     let _ = tail.kill();
     let _ = tail.wait();
@@ -345,12 +332,7 @@ fn token_and_keys() {
         .env("CRIER_AUTH_JWT_SECRET", SECRET)
         .output()
         .expect("token");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let token = ok(&out).trim().to_string();
     assert_eq!(token.split('.').count(), 3);
     let out = Command::new(BIN)
         .args(["token", "--sub", "ann"])
@@ -375,12 +357,7 @@ fn token_and_keys() {
         ])
         .output()
         .expect("keys create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let key = ok(&out).trim().to_string();
     assert!(key.starts_with("crier_"));
     let hub = start(dir.path(), &[("CRIER_AUTH_JWT_SECRET", SECRET)]);
     let get = |token: &str| {
@@ -426,12 +403,7 @@ fn token_and_keys() {
         "401",
         "revocation is immediate, even from another process"
     );
-    let out = crier(&["publish", "x", "--token", &token], &hub.url);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&crier(&["publish", "x", "--token", &token], &hub.url));
 }
 
 #[test]
@@ -439,34 +411,24 @@ fn bad_configuration_names_the_key_and_exits_non_zero() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("crier.toml");
     std::fs::write(&cfg, "[limits]\nmax_batch = 0\n").expect("write");
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("serve");
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("limits.max_batch"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", "0.0.0.0:7499"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .expect("serve");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
-    let out = Command::new(BIN)
-        .args(["serve"])
-        .env("CRIER_HEARTBEAT", "often")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .expect("serve");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("heartbeat"));
+    let cfg = cfg.to_str().expect("utf8 path");
+    let d = dir.path().to_str().expect("utf8 path");
+    let err = serve_refused(&["--config", cfg], &[]);
+    assert!(err.contains("limits.max_batch"), "{err}");
+    let err = serve_refused(&["--listen", "0.0.0.0:7499", "--data-dir", d], &[]);
+    assert!(err.contains("listen"));
+    let err = serve_refused(&["--data-dir", d], &[("CRIER_HEARTBEAT", "often")]);
+    assert!(err.contains("heartbeat"));
+}
+
+/// `crier serve ARGS` with `env`, which must exit non-zero: its stderr.
+fn serve_refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve").args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    refused(&cmd.output().expect("serve"))
 }
 
 #[test]

@@ -80,6 +80,28 @@ fn follow(
     (got, task)
 }
 
+/// Publishes the events `k{i:03}` for each `i` of `keys`, event `i` on `nodes[on(i)]`,
+/// noting their ids in `ids`.
+async fn publish_keys(
+    nodes: &[Node],
+    keys: std::ops::Range<usize>,
+    on: impl Fn(usize) -> usize,
+    ids: &mut Vec<String>,
+) {
+    for i in keys {
+        let id = format!("k{i:03}");
+        nodes[on(i)].publish(&id).await;
+        ids.push(id);
+    }
+}
+
+/// Waits up to `secs` seconds until a [`follow`]er has received `n` events; fails naming
+/// `what`.
+async fn holds(what: &str, secs: u64, got: &Mutex<Vec<u64>>, n: usize) {
+    let within = Duration::from_secs(secs);
+    until(what, within, || got.lock().expect("lock").len() >= n).await;
+}
+
 async fn cluster(scheme: &str, broker_port: u16, tag: &str) {
     let schema = format!("crier_procs_{tag}_{}", std::process::id());
     drop_schema(&schema).await;
@@ -107,18 +129,9 @@ async fn cluster(scheme: &str, broker_port: u16, tag: &str) {
         .map(|n| follow(n.url("/v1/stream?after=0"), None))
         .collect();
     let mut ids = Vec::new();
-    for i in 0..60 {
-        let id = format!("k{i:03}");
-        nodes[i % 3].publish(&id).await;
-        ids.push(id);
-    }
+    publish_keys(&nodes, 0..60, |i| i % 3, &mut ids).await;
     for (k, (got, _)) in readers.iter().enumerate() {
-        until(
-            &format!("node {k} to deliver 60 events"),
-            Duration::from_secs(15),
-            || got.lock().expect("lock").len() >= 60,
-        )
-        .await;
+        holds(&format!("node {k} to deliver 60 events"), 15, got, 60).await;
     }
     let first: Vec<u64> = readers[0].0.lock().expect("lock").clone();
     assert_eq!(first, (1..=60).collect::<Vec<u64>>());
@@ -151,18 +164,10 @@ async fn cluster(scheme: &str, broker_port: u16, tag: &str) {
     drop(victim); // SIGKILL
     let _ = victim_task.await;
     let last_seen = *victim_got.lock().expect("lock").last().expect("seen");
-    for i in 60..90 {
-        let id = format!("k{i:03}");
-        nodes[i % 2].publish(&id).await;
-        ids.push(id);
-    }
+    publish_keys(&nodes, 60..90, |i| i % 2, &mut ids).await;
     let (resumed, _t) = follow(nodes[0].url("/v1/stream"), Some(last_seen));
-    until(
-        "the resumed client to catch up",
-        Duration::from_secs(15),
-        || resumed.lock().expect("lock").len() >= 90 - last_seen as usize,
-    )
-    .await;
+    let missed = 90 - last_seen as usize;
+    holds("the resumed client to catch up", 15, &resumed, missed).await;
     assert_eq!(
         *resumed.lock().expect("lock"),
         (last_seen + 1..=90).collect::<Vec<u64>>(),
@@ -172,36 +177,15 @@ async fn cluster(scheme: &str, broker_port: u16, tag: &str) {
     // A node joining later serves history and live.
     nodes.push(Node::start(&schema, "n4", &broker).await);
     let (late, _t) = follow(nodes[2].url("/v1/stream?after=0"), None);
-    until("the new node's history", Duration::from_secs(15), || {
-        late.lock().expect("lock").len() >= 90
-    })
-    .await;
+    holds("the new node's history", 15, &late, 90).await;
 
     // The broker goes away: delivery goes on by polling; then it returns.
     proxy.cut();
-    for i in 90..100 {
-        let id = format!("k{i:03}");
-        nodes[0].publish(&id).await;
-        ids.push(id);
-    }
-    until(
-        "delivery during the broker outage",
-        Duration::from_secs(15),
-        || late.lock().expect("lock").len() >= 100,
-    )
-    .await;
+    publish_keys(&nodes, 90..100, |_| 0, &mut ids).await;
+    holds("delivery during the broker outage", 15, &late, 100).await;
     proxy.restore().await;
-    for i in 100..105 {
-        let id = format!("k{i:03}");
-        nodes[1].publish(&id).await;
-        ids.push(id);
-    }
-    until(
-        "delivery after the broker returned",
-        Duration::from_secs(20),
-        || late.lock().expect("lock").len() >= 105,
-    )
-    .await;
+    publish_keys(&nodes, 100..105, |_| 1, &mut ids).await;
+    holds("delivery after the broker returned", 20, &late, 105).await;
     assert_eq!(*late.lock().expect("lock"), (1..=105).collect::<Vec<u64>>());
 
     // Webhook dispatch moved to a surviving node: every event delivered, in order of first delivery.

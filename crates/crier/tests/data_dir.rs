@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crier_testkit::embed_checks::{poll, run_ok, says, types};
 use crier_testkit::process::{free_port, serve_cmd, Proc};
 use serde_json::{json, Value};
 
@@ -39,6 +40,14 @@ impl Hub {
         }
     }
 
+    /// A hub over a fresh data directory that has published an event of type `kind`.
+    async fn start_publishing(kind: &str) -> (tempfile::TempDir, Hub) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let hub = Hub::start(tmp.path()).await;
+        assert_eq!(hub.publish(kind).await.0, 201);
+        (tmp, hub)
+    }
+
     fn url(&self, path: &str) -> String {
         self.0.url(path)
     }
@@ -51,38 +60,25 @@ impl Hub {
     }
 
     async fn publish(&self, kind: &str) -> (u16, Value) {
-        let r = reqwest::Client::new()
-            .post(self.url("/v1/events"))
-            .json(&json!({"type": kind}))
-            .send()
-            .await
-            .expect("POST /v1/events");
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        self.0.post("/v1/events", &json!({"type": kind})).await
     }
 
     /// Polls `/readyz` until it answers `status`; returns its body.
     async fn readyz_becomes(&self, status: u16) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let (s, body) = self.get("/readyz").await;
-            if s == status {
-                return body;
+        poll(WAIT, Duration::from_millis(50), || async {
+            match self.get("/readyz").await {
+                (s, body) if s == status => Ok(body),
+                (s, body) => Err(format!("/readyz stayed {s} ({body}), expected {status}")),
             }
-            assert!(
-                Instant::now() < deadline,
-                "/readyz stayed {s} ({body}), expected {status}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 
 #[tokio::test]
 async fn a_second_hub_on_the_same_directory_refuses_and_the_first_keeps_publishing() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let (tmp, first) = Hub::start_publishing("before.second").await;
     let dir = tmp.path();
-    let first = Hub::start(dir).await;
-    assert_eq!(first.publish("before.second").await.0, 201);
 
     let mut second = serve(dir, free_port(), Stdio::piped());
     let deadline = Instant::now() + WAIT;
@@ -114,24 +110,14 @@ async fn a_second_hub_on_the_same_directory_refuses_and_the_first_keeps_publishi
     assert_eq!(first.readyz_becomes(200).await["store"], "ok");
     let (s, history) = first.get("/v1/events").await;
     assert_eq!(s, 200);
-    let types: Vec<&str> = history["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["type"].as_str())
-        .collect();
-    assert_eq!(types, ["before.second", "after.second"]);
+    assert_eq!(types(&history), ["before.second", "after.second"]);
 
     // `crier keys` works beside the running hub.
-    let keys = Command::new(env!("CARGO_BIN_EXE_crier"))
-        .args(["keys", "list", "--data-dir"])
-        .arg(dir)
-        .output()
-        .expect("crier keys list");
-    assert!(
-        keys.status.success(),
-        "{}",
-        String::from_utf8_lossy(&keys.stderr)
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_crier"))
+            .args(["keys", "list", "--data-dir"])
+            .arg(dir),
+        "crier keys list",
     );
 
     // Once the first hub is gone, the directory is free again.
@@ -177,21 +163,14 @@ impl Drop for Unwritable {
 
 #[tokio::test]
 async fn readyz_is_503_while_the_data_directory_cannot_be_written_and_recovers() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let (tmp, hub) = Hub::start_publishing("while.writable").await;
     let dir = tmp.path();
-    let hub = Hub::start(dir).await;
-    assert_eq!(hub.publish("while.writable").await.0, 201);
 
     let unwritable = Unwritable::make(dir);
     let body = hub.readyz_becomes(503).await;
     assert_eq!(body["status"], "unavailable", "{body}");
     assert_eq!(body["store"], "not_writable", "{body}");
-    assert!(
-        body["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("not writable")),
-        "{body}"
-    );
+    assert!(says(&body, "reason", "not writable"), "{body}");
     // Liveness is another matter: the process is up.
     assert_eq!(hub.get("/healthz").await.0, 200);
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crier_testkit::embed_checks::types;
 use crier_testkit::services::skip;
 use crier_testkit::Sse;
 use futures_util::{SinkExt, StreamExt};
@@ -73,16 +74,23 @@ fn start() -> App {
     }
 }
 
-async fn create_site(http: &reqwest::Client, base: &str, name: &str) -> u64 {
-    let res = http
-        .post(format!("{base}/sites"))
-        .json(&json!({"name": name}))
-        .send()
-        .await
-        .expect("create a site");
-    assert_eq!(res.status(), 201);
+/// Sends a mutation of the example's sites, expects `status`, and gives the seq of the
+/// event it published.
+async fn seq_of(req: reqwest::RequestBuilder, status: u16) -> u64 {
+    let res = req.send().await.expect("send the mutation");
+    assert_eq!(res.status(), status);
     let v: Value = res.json().await.expect("json");
     v["seq"].as_u64().expect("seq")
+}
+
+/// `GET url`, whatever its status.
+async fn get(http: &reqwest::Client, url: String) -> reqwest::Response {
+    http.get(url).send().await.expect("GET")
+}
+
+/// A WebSocket text frame as JSON (`{}`-like null when it is not).
+fn frame_json(m: &Message) -> Value {
+    serde_json::from_str(m.to_text().unwrap_or("{}")).unwrap_or_default()
 }
 
 /// Reads SSE messages until one carries the event of seq `seq`; returns its data.
@@ -105,11 +113,7 @@ async fn in_process_events_reach_http_sse_and_websocket_at_the_prefix() {
     let base = app.base.clone();
 
     // An open SSE stream and a WebSocket subscription at the nested prefix.
-    let res = http
-        .get(format!("{base}/events/v1/stream?type=site.*"))
-        .send()
-        .await
-        .expect("open the stream");
+    let res = get(&http, format!("{base}/events/v1/stream?type=site.*")).await;
     assert_eq!(res.status(), 200);
     let mut sse = Sse::from_response(res);
     let ws_url = format!("{}/events/v1/ws", base.replacen("http", "ws", 1));
@@ -123,33 +127,17 @@ async fn in_process_events_reach_http_sse_and_websocket_at_the_prefix() {
     .expect("subscribe");
     loop {
         let m = ws.next().await.expect("a frame").expect("frame");
-        let v: Value = serde_json::from_str(m.to_text().unwrap_or("{}")).unwrap_or_default();
-        if v["op"] == "subscribed" {
+        if frame_json(&m)["op"] == "subscribed" {
             break;
         }
     }
 
     // Each mutation publishes one event in-process.
-    let created = create_site(&http, &base, "Example").await;
-    let res = http
-        .put(format!("{base}/sites/1"))
-        .json(&json!({"name": "Renamed"}))
-        .send()
-        .await
-        .expect("update");
-    assert_eq!(res.status(), 200);
-    let updated = res.json::<Value>().await.expect("json")["seq"]
-        .as_u64()
-        .expect("seq");
-    let res = http
-        .delete(format!("{base}/sites/1"))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(res.status(), 200);
-    let deleted = res.json::<Value>().await.expect("json")["seq"]
-        .as_u64()
-        .expect("seq");
+    let sites = format!("{base}/sites");
+    let created = seq_of(http.post(&sites).json(&json!({"name": "Example"})), 201).await;
+    let site = format!("{sites}/1");
+    let updated = seq_of(http.put(&site).json(&json!({"name": "Renamed"})), 200).await;
+    let deleted = seq_of(http.delete(&site), 200).await;
     assert!(created < updated && updated < deleted);
     let bad = http
         .post(format!("{base}/sites"))
@@ -160,21 +148,15 @@ async fn in_process_events_reach_http_sse_and_websocket_at_the_prefix() {
     assert_eq!(bad.status(), 400);
 
     // HTTP history at the prefix.
-    let page: Value = http
-        .get(format!("{base}/events/v1/events?type=site.*"))
-        .send()
+    let page: Value = get(&http, format!("{base}/events/v1/events?type=site.*"))
         .await
-        .expect("history")
         .json()
         .await
         .expect("json");
-    let types: Vec<&str> = page["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["type"].as_str())
-        .collect();
-    assert_eq!(types, ["site.created", "site.updated", "site.deleted"]);
+    assert_eq!(
+        types(&page),
+        ["site.created", "site.updated", "site.deleted"]
+    );
     assert_eq!(
         page["events"][1]["data"],
         json!({"id": 1, "name": "Renamed"})
@@ -199,7 +181,7 @@ async fn in_process_events_reach_http_sse_and_websocket_at_the_prefix() {
             .expect("a WebSocket event in time")
             .expect("open")
             .expect("frame");
-        let v: Value = serde_json::from_str(m.to_text().unwrap_or("{}")).unwrap_or_default();
+        let v = frame_json(&m);
         if v["op"] == "event" {
             got.push(v["event"]["seq"].as_u64().expect("seq"));
         }
@@ -207,43 +189,26 @@ async fn in_process_events_reach_http_sse_and_websocket_at_the_prefix() {
     assert_eq!(got, [created, updated, deleted]);
 
     // The dashboard and its assets are served under the prefix, with prefixed asset URLs.
-    let html = http
-        .get(format!("{base}/events"))
-        .send()
+    let html = get(&http, format!("{base}/events"))
         .await
-        .expect("dashboard")
         .text()
         .await
         .expect("html");
     assert!(html.contains("src=\"/events/ui/app.js\""), "{html}");
     // `/events/` leads to the same page (the example redirects it: axum's nest alone
     // would answer 404 there).
-    let slash = http
-        .get(format!("{base}/events/"))
-        .send()
-        .await
-        .expect("dashboard at the prefix with a slash");
+    let slash = get(&http, format!("{base}/events/")).await;
     assert_eq!(slash.status(), 200);
     assert_eq!(slash.text().await.expect("html"), html);
     // Unknown paths under the prefix are still JSON 404s, not the page.
-    let unknown = http
-        .get(format!("{base}/events/no/such/page"))
-        .send()
-        .await
-        .expect("unknown path");
-    assert_eq!(unknown.status(), 404);
-    let js = http
-        .get(format!("{base}/events/ui/app.js"))
-        .send()
-        .await
-        .expect("app.js");
-    assert_eq!(js.status(), 200);
-    let client = http
-        .get(format!("{base}/events/client/crier.js"))
-        .send()
-        .await
-        .expect("crier.js");
-    assert_eq!(client.status(), 200);
+    for (path, status) in [
+        ("/events/no/such/page", 404),
+        ("/events/ui/app.js", 200),
+        ("/events/client/crier.js", 200),
+    ] {
+        let res = get(&http, format!("{base}{path}")).await;
+        assert_eq!(res.status(), status, "{path}");
+    }
 }
 
 #[test]

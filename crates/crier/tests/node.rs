@@ -88,6 +88,15 @@ fn node_test(dir: &Path, files: &[&str], env: &[(&str, String)]) {
     );
 }
 
+/// Runs the suite `file` of `tests/e2e` with `env`, once its npm packages are installed (a
+/// notice and a pass, or a failure under CI, when they cannot be).
+fn e2e_test(file: &str, env: &[(&str, String)]) {
+    if !e2e_packages() {
+        return skip("the npm packages of tests/e2e could not be installed");
+    }
+    node_test(&root().join("tests/e2e"), &[file], env);
+}
+
 #[test]
 fn js_client() {
     let dir = root().join("clients/js");
@@ -108,10 +117,7 @@ fn graphql_ws_subscription() {
     if node_major().is_none() {
         return skip("Node.js is not installed");
     }
-    if !e2e_packages() {
-        return skip("the npm packages of tests/e2e could not be installed");
-    }
-    node_test(&root().join("tests/e2e"), &["graphql.test.mjs"], &[]);
+    e2e_test("graphql.test.mjs", &[]);
 }
 
 #[test]
@@ -119,10 +125,7 @@ fn pusher_js_and_pusher_sdk() {
     if node_major().is_none() {
         return skip("Node.js is not installed");
     }
-    if !e2e_packages() {
-        return skip("the npm packages of tests/e2e could not be installed");
-    }
-    node_test(&root().join("tests/e2e"), &["pusher.test.mjs"], &[]);
+    e2e_test("pusher.test.mjs", &[]);
 }
 
 #[cfg(all(feature = "postgres", feature = "nats", feature = "redis"))]
@@ -197,17 +200,13 @@ fn pusher_presence_across_a_cluster() {
     if brokers.is_empty() {
         return;
     }
-    if !e2e_packages() {
-        return skip("the npm packages of tests/e2e could not be installed");
-    }
     let url = crier_testkit::services::pg_url();
     let schemas = Schemas {
         url: url.clone(),
         prefix: format!("crier_presence_{}", std::process::id()),
     };
-    node_test(
-        &root().join("tests/e2e"),
-        &["pusher-cluster.test.mjs"],
+    e2e_test(
+        "pusher-cluster.test.mjs",
         &[
             ("CRIER_TEST_POSTGRES", url),
             ("PRESENCE_BROKERS", brokers.join(" ")),
@@ -226,14 +225,10 @@ fn dashboard_in_chromium() {
     if !Path::new(&chromium).exists() {
         return skip(&format!("Chromium is not installed at {chromium}"));
     }
-    if !e2e_packages() {
-        return skip("the npm packages of tests/e2e could not be installed");
-    }
     // Kept in the checkout's target/ even when builds go elsewhere (CARGO_TARGET_DIR).
     let shots = root().join("target/screenshots");
-    node_test(
-        &root().join("tests/e2e"),
-        &["browser.test.mjs"],
+    e2e_test(
+        "browser.test.mjs",
         &[
             ("CRIER_CHROMIUM", chromium),
             ("SCREENSHOT_DIR", shots.display().to_string()),

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crier_testkit::embed_checks::{metrics_text, run_ok};
 use crier_testkit::process::{free_port, serve_cmd, Proc};
 use crier_testkit::services::{pg_client, pg_url};
 use serde_json::{json, Value};
@@ -31,15 +32,35 @@ fn unique(prefix: &str) -> String {
 
 /// Creates the outbox with the real `crier outbox init`.
 fn init(table: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_crier"))
-        .args(["outbox", "init", "--url", &pg_url(), "--table", table])
-        .output()
-        .expect("run crier outbox init");
-    assert!(
-        out.status.success(),
-        "crier outbox init: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_crier")).args([
+            "outbox",
+            "init",
+            "--url",
+            &pg_url(),
+            "--table",
+            table,
+        ]),
+        "crier outbox init",
     );
+}
+
+/// What every test starts from: a PostgreSQL client, a fresh outbox table made by `crier
+/// outbox init`, and a data directory.
+struct Setup {
+    db: Client,
+    table: String,
+    dir: tempfile::TempDir,
+}
+
+/// The [`Setup`] of a test whose table names start with `prefix`; `None` (after a notice)
+/// when PostgreSQL is unreachable outside CI.
+async fn setup(prefix: &str) -> Option<Setup> {
+    let db = pg_client(SKIPPING).await?;
+    let table = unique(prefix);
+    init(&table);
+    let dir = tempfile::tempdir().expect("tempdir");
+    Some(Setup { db, table, dir })
 }
 
 /// A `crier serve` node draining an outbox table.
@@ -127,12 +148,9 @@ fn row_id(table: &str, ev: &Value) -> Option<i64> {
 
 #[tokio::test]
 async fn commits_rollbacks_order_and_rejected_rows() {
-    let Some(mut db) = pg_client(SKIPPING).await else {
+    let Some(Setup { mut db, table, dir }) = setup("ob_basic").await else {
         return;
     };
-    let table = unique("ob_basic");
-    init(&table);
-    let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::start(dir.path(), &table, None, "n1").await;
     let insert =
         format!("INSERT INTO {table} (tenant, event) VALUES ($1, $2::text::jsonb) RETURNING id");
@@ -207,24 +225,16 @@ async fn commits_rollbacks_order_and_rejected_rows() {
     assert_eq!(ready["outbox"]["draining"], true, "{ready}");
     assert_eq!(ready["outbox"]["lag_rows"], 0, "{ready}");
     assert_eq!(ready["outbox"]["rejected"], 4, "{ready}");
-    let metrics = reqwest::get(node.0.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&node.0.url("/metrics")).await;
     assert!(metrics.contains("crier_outbox_lag_rows"), "{metrics}");
     assert!(metrics.contains("crier_outbox_lag_seconds"), "{metrics}");
 }
 
 #[tokio::test]
 async fn concurrent_transactions_are_never_lost_or_doubled() {
-    let Some(db) = pg_client(SKIPPING).await else {
+    let Some(Setup { db, table, dir }) = setup("ob_conc").await else {
         return;
     };
-    let table = unique("ob_conc");
-    init(&table);
-    let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::start(dir.path(), &table, None, "n1").await;
     let mut writers = Vec::new();
     for w in 0..8 {
@@ -322,12 +332,9 @@ fn exactly_once(table: &str, events: &[Value], n: usize) {
 
 #[tokio::test]
 async fn a_hub_killed_during_a_burst_publishes_every_row_once() {
-    let Some(db) = pg_client(SKIPPING).await else {
+    let Some(Setup { db, table, dir }) = setup("ob_kill").await else {
         return;
     };
-    let table = unique("ob_kill");
-    init(&table);
-    let dir = tempfile::tempdir().expect("tempdir");
     let mut node = Node::start(dir.path(), &table, None, "n1").await;
     let n = 10_000;
     let writer = tokio::spawn({
@@ -356,13 +363,10 @@ async fn a_hub_killed_during_a_burst_publishes_every_row_once() {
 
 #[tokio::test]
 async fn two_nodes_hand_the_drain_over_when_the_leader_is_killed() {
-    let Some(db) = pg_client(SKIPPING).await else {
+    let Some(Setup { db, table, dir }) = setup("ob_lead").await else {
         return;
     };
-    let table = unique("ob_lead");
     let schema = unique("crier_ob");
-    init(&table);
-    let dir = tempfile::tempdir().expect("tempdir");
     let a = Node::start(dir.path(), &table, Some(&schema), "a").await;
     let b = Node::start(dir.path(), &table, Some(&schema), "b").await;
     // Exactly one of them drains.

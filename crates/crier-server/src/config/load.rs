@@ -312,6 +312,12 @@ impl Config {
     }
 }
 
+/// Loads the defaults with one environment variable set, as the tests of loading need.
+#[cfg(test)]
+pub(crate) fn load_with_var(name: &str, value: &str) -> Result<Config, ConfigError> {
+    Config::load(None, |k| (k == name).then(|| value.into()), &[])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,20 +378,10 @@ mod tests {
 
     #[test]
     fn environment_errors_name_the_variable() {
-        let e = Config::load(
-            None,
-            |k| (k == "CRIER_LIMITS_MAX_BATCH").then(|| "-5".into()),
-            &[],
-        )
-        .unwrap_err();
+        let e = load_with_var("CRIER_LIMITS_MAX_BATCH", "-5").unwrap_err();
         assert_eq!(e.key, "limits.max_batch");
         assert_eq!(e.origin.as_deref(), Some("CRIER_LIMITS_MAX_BATCH"));
-        let c = Config::load(
-            None,
-            |k| (k == "CRIER_HEARTBEAT").then(|| "soon".into()),
-            &[],
-        )
-        .unwrap();
+        let c = load_with_var("CRIER_HEARTBEAT", "soon").unwrap();
         let e = c.locate(c.validate().unwrap_err());
         assert_eq!(e.key, "heartbeat");
         assert_eq!(e.origin.as_deref(), Some("CRIER_HEARTBEAT"));

@@ -72,6 +72,7 @@ pub(crate) fn err(key: &str, message: impl Into<String>) -> ConfigError {
 
 #[cfg(test)]
 mod tests {
+    use super::load::load_with_var;
     use super::*;
 
     #[test]
@@ -103,12 +104,7 @@ mod tests {
         std::fs::write(&file, "[limits]\nmax_batchh = 10\n").unwrap();
         let e = Config::load(Some(&file), |_| None, &[]).unwrap_err();
         assert!(e.to_string().contains("max_batchh"), "{e}");
-        let e = Config::load(
-            None,
-            |k| (k == "CRIER_LIMITS_MAX_BATCH").then(|| "ten".into()),
-            &[],
-        )
-        .unwrap_err();
+        let e = load_with_var("CRIER_LIMITS_MAX_BATCH", "ten").unwrap_err();
         assert_eq!(e.key, "limits.max_batch");
         let c = Config {
             heartbeat: "soon".into(),

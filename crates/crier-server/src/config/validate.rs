@@ -19,49 +19,40 @@ impl Config {
         let durability = match self.durability.as_str() {
             "fsync" => Durability::Fsync,
             "commit" => Durability::Commit,
-            other => {
-                return Err(err(
-                    "durability",
-                    format!("{other:?} is not \"fsync\" or \"commit\""),
-                ))
-            }
+            other => return Err(not_one_of("durability", other, "\"fsync\" or \"commit\"")),
         };
         let store = match self.store.as_str() {
             "sqlite" => StoreKind::Sqlite,
             url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                if !cfg!(feature = "postgres") {
-                    return Err(err("store", missing_feature("postgres")));
-                }
+                needs_feature(cfg!(feature = "postgres"), "store", "postgres")?;
                 #[cfg(feature = "postgres")]
                 url.parse::<crier_store::postgres::PgConfig>()
                     .map_err(|e| err("store", format!("not a PostgreSQL URL: {e}")))?;
                 StoreKind::Postgres(url.to_string())
             }
             other => {
-                return Err(err(
+                return Err(not_one_of(
                     "store",
-                    format!("{other:?} is not \"sqlite\" or a postgres://user@host:5432/db URL"),
+                    other,
+                    "\"sqlite\" or a postgres://user@host:5432/db URL",
                 ))
             }
         };
         let broker = match self.broker.as_str() {
             "local" => BrokerKind::Local,
             url if url.starts_with("nats://") => {
-                if !cfg!(feature = "nats") {
-                    return Err(err("broker", missing_feature("nats")));
-                }
+                needs_feature(cfg!(feature = "nats"), "broker", "nats")?;
                 BrokerKind::Nats(url.to_string())
             }
             url if url.starts_with("redis://") => {
-                if !cfg!(feature = "redis") {
-                    return Err(err("broker", missing_feature("redis")));
-                }
+                needs_feature(cfg!(feature = "redis"), "broker", "redis")?;
                 BrokerKind::Redis(url.to_string())
             }
             other => {
-                return Err(err(
+                return Err(not_one_of(
                     "broker",
-                    format!("{other:?} is not \"local\", a nats:// URL or a redis:// URL"),
+                    other,
+                    "\"local\", a nats:// URL or a redis:// URL",
                 ))
             }
         };
@@ -126,12 +117,7 @@ impl Config {
         let log_json = match self.log_format.as_str() {
             "text" => false,
             "json" => true,
-            other => {
-                return Err(err(
-                    "log_format",
-                    format!("{other:?} is not \"text\" or \"json\""),
-                ))
-            }
+            other => return Err(not_one_of("log_format", other, "\"text\" or \"json\"")),
         };
         let backoff = self
             .webhooks
@@ -294,6 +280,20 @@ pub fn listen_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 /// The refusal of a backend this build was compiled without.
+/// The error of key `key` set to `given`, which is not one of the `expected` values.
+fn not_one_of(key: &str, given: &str, expected: &str) -> ConfigError {
+    err(key, format!("{given:?} is not {expected}"))
+}
+
+/// Refuses key `key` when this build lacks `feature` (`built` is `cfg!(feature = …)`).
+fn needs_feature(built: bool, key: &str, feature: &str) -> Result<(), ConfigError> {
+    if built {
+        Ok(())
+    } else {
+        Err(err(key, missing_feature(feature)))
+    }
+}
+
 fn missing_feature(feature: &str) -> String {
     format!("this build of crier has no {feature} support (build it with the `{feature}` feature)")
 }
@@ -310,9 +310,7 @@ fn outbox_settings(c: &OutboxConfig) -> Result<Option<OutboxSettings>, ConfigErr
             "the outbox lives in PostgreSQL: give a postgres:// URL",
         ));
     }
-    if !cfg!(feature = "postgres") {
-        return Err(err("outbox.url", missing_feature("postgres")));
-    }
+    needs_feature(cfg!(feature = "postgres"), "outbox.url", "postgres")?;
     let t = &c.table;
     let ok = t.len() <= 40
         && t.starts_with(|ch: char| ch.is_ascii_lowercase() || ch == '_')

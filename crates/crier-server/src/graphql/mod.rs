@@ -371,6 +371,23 @@ async fn run(ctx: &Context<'_>, m: Mutation) -> async_graphql::Result<Outcome> {
     Ok(applied.outcome)
 }
 
+/// What `putEntity` and `patchEntity` share: the key `(kind, id)` and its precondition, the
+/// JSON object argument `(name, value)`, applied as the mutation `make` builds.
+async fn write_entity(
+    ctx: &Context<'_>,
+    (kind, id, cond): (&str, &str, Precondition),
+    (field, v): (&str, Json<Value>),
+    make: fn(EntityKey, Map<String, Value>, Precondition) -> Mutation,
+) -> async_graphql::Result<Entity> {
+    let key = EntityKey::new(kind, id).map_err(gql)?;
+    let readable = readable_kind(ctx, &key.kind)?;
+    let object = object(field, v)?;
+    match run(ctx, make(key, object, cond)).await? {
+        Outcome::Entity { row, .. } => Ok(Entity::written(&row, readable)),
+        _ => Err(bad("internal", "unexpected outcome")),
+    }
+}
+
 #[Object(name = "Mutation")]
 impl MutationRoot {
     /// Creates or replaces an entity.
@@ -382,22 +399,11 @@ impl MutationRoot {
         value: Json<Value>,
         if_match: Option<i64>,
     ) -> async_graphql::Result<Entity> {
-        let key = EntityKey::new(&kind, &id).map_err(gql)?;
-        let readable = readable_kind(ctx, &key.kind)?;
-        let value = object("value", value)?;
-        match run(
-            ctx,
-            Mutation::Put {
-                key,
-                value,
-                cond: cond(if_match),
-            },
-        )
-        .await?
-        {
-            Outcome::Entity { row, .. } => Ok(Entity::written(&row, readable)),
-            _ => Err(bad("internal", "unexpected outcome")),
-        }
+        let entity = (kind.as_str(), id.as_str(), cond(if_match));
+        write_entity(ctx, entity, ("value", value), |key, value, cond| {
+            Mutation::Put { key, value, cond }
+        })
+        .await
     }
 
     /// Applies a JSON Merge Patch to an entity.
@@ -409,22 +415,11 @@ impl MutationRoot {
         patch: Json<Value>,
         if_match: Option<i64>,
     ) -> async_graphql::Result<Entity> {
-        let key = EntityKey::new(&kind, &id).map_err(gql)?;
-        let readable = readable_kind(ctx, &key.kind)?;
-        let patch = object("patch", patch)?;
-        match run(
-            ctx,
-            Mutation::Patch {
-                key,
-                patch,
-                cond: cond(if_match),
-            },
-        )
-        .await?
-        {
-            Outcome::Entity { row, .. } => Ok(Entity::written(&row, readable)),
-            _ => Err(bad("internal", "unexpected outcome")),
-        }
+        let entity = (kind.as_str(), id.as_str(), cond(if_match));
+        write_entity(ctx, entity, ("patch", patch), |key, patch, cond| {
+            Mutation::Patch { key, patch, cond }
+        })
+        .await
     }
 
     /// Deletes an entity and its links.

@@ -8,11 +8,13 @@
 //! the body. Triggered events become crier events of the app's tenant (one per channel, one
 //! atomic append per request) and reach subscribers through the log.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use md5::{Digest, Md5};
 use serde_json::{json, Map, Value};
@@ -36,30 +38,74 @@ fn unauthorized(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
 }
 
-/// Checks the signature of a request to app `id`; returns the app and the query parameters.
+/// A request to app `{id}` of the Pusher HTTP API, with the parts its signature covers: the
+/// method, the path and the query.
+pub struct Signed {
+    state: AppState,
+    id: String,
+    method: Method,
+    uri: Uri,
+}
+
+impl FromRequestParts<AppState> for Signed {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Path(path) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Signed {
+            state: state.clone(),
+            id: path.get("id").cloned().unwrap_or_default(),
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+        })
+    }
+}
+
+impl Signed {
+    /// Checks the signature with `body`; gives the hub, the app and the query parameters.
+    fn check(&self, body: &[u8]) -> Result<(&AppState, Arc<App>, Params), ApiError> {
+        let (app, params) = authenticate(&self.state, &self.id, self, body)?;
+        Ok((&self.state, app, params))
+    }
+
+    /// Reads the body, checks the signature with it, and parses the body as JSON; gives the
+    /// hub, the app and the body.
+    async fn json(&self, body: Body) -> Result<(&AppState, Arc<App>, Value), ApiError> {
+        let bytes = read_body(&self.state, body).await?;
+        let (state, app, _) = self.check(&bytes)?;
+        Ok((state, app, body_json(&bytes)?))
+    }
+}
+
+/// The value of query parameter `k`, if given.
+fn param<'a>(params: &'a Params, k: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(pk, _)| pk == k)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Checks the signature of `req`, a request to app `id`, with `body`: the app and the query
+/// parameters.
 fn authenticate(
     state: &AppState,
     id: &str,
-    method: &Method,
-    uri: &Uri,
-    raw: Option<&str>,
+    req: &Signed,
     body: &[u8],
 ) -> Result<(Arc<App>, Params), ApiError> {
+    let (method, uri) = (&req.method, &req.uri);
     let app = state
         .pusher
         .apps
         .by_id(id)
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("Unknown app id {id:?}")))?;
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+    let params: Params = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
         .map(|(k, v)| (k.to_ascii_lowercase(), v.into_owned()))
         .collect();
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(pk, _)| pk == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |k: &str| param(&params, k);
     for (i, (k, _)) in params.iter().enumerate() {
         if params[..i].iter().any(|(pk, _)| pk == k) {
             return Err(unauthorized(format!(
@@ -206,18 +252,12 @@ fn parse_event(app: &App, v: Value, batch: bool) -> Result<Event, ApiError> {
             ))
         }
     };
-    if channels.is_empty() {
-        return Err(ApiError::bad(
-            "invalid_request",
-            "channels must not be empty",
-        ));
-    }
-    if channels.len() > MAX_CHANNELS {
-        return Err(ApiError::bad(
-            "invalid_request",
-            format!("Too many channels: at most {MAX_CHANNELS} per event"),
-        ));
-    }
+    count_within(
+        channels.len(),
+        MAX_CHANNELS,
+        "channels must not be empty",
+        || format!("Too many channels: at most {MAX_CHANNELS} per event"),
+    )?;
     for c in &channels {
         if !protocol::valid_channel(c) {
             return Err(ApiError::bad(
@@ -252,6 +292,23 @@ fn parse_event(app: &App, v: Value, batch: bool) -> Result<Event, ApiError> {
         socket_id,
         info,
     })
+}
+
+/// Refuses `n` items when there are none (saying `empty`) or more than `max` (saying what
+/// `too_many` writes).
+fn count_within(
+    n: usize,
+    max: usize,
+    empty: &str,
+    too_many: impl FnOnce() -> String,
+) -> Result<(), ApiError> {
+    if n == 0 {
+        return Err(ApiError::bad("invalid_request", empty.to_string()));
+    }
+    if n > max {
+        return Err(ApiError::bad("invalid_request", too_many()));
+    }
+    Ok(())
 }
 
 fn parse_info(info: Option<&str>) -> Result<Vec<String>, ApiError> {
@@ -318,18 +375,10 @@ async fn trigger(state: &AppState, app: &App, events: &[Event]) -> Result<(), Ap
 }
 
 /// `POST /apps/{id}/events`.
-pub async fn events(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    RawQuery(raw): RawQuery,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let body = read_body(&state, body).await?;
-    let (app, _) = authenticate(&state, &id, &method, &uri, raw.as_deref(), &body)?;
-    let ev = parse_event(&app, body_json(&body)?, false)?;
-    trigger(&state, &app, std::slice::from_ref(&ev)).await?;
+pub async fn events(req: Signed, body: Body) -> Result<Response, ApiError> {
+    let (state, app, json) = req.json(body).await?;
+    let ev = parse_event(&app, json, false)?;
+    trigger(state, &app, std::slice::from_ref(&ev)).await?;
     if ev.info.is_empty() {
         return Ok(axum::Json(json!({})).into_response());
     }
@@ -339,7 +388,7 @@ pub async fn events(
         .map(|c| {
             (
                 c.clone(),
-                Value::Object(channel_attrs(&state, &app, c, &ev.info)),
+                Value::Object(channel_attrs(state, &app, c, &ev.info)),
             )
         })
         .collect();
@@ -347,34 +396,17 @@ pub async fn events(
 }
 
 /// `POST /apps/{id}/batch_events`.
-pub async fn batch_events(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    RawQuery(raw): RawQuery,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let body = read_body(&state, body).await?;
-    let (app, _) = authenticate(&state, &id, &method, &uri, raw.as_deref(), &body)?;
-    let Some(Value::Array(items)) = body_json(&body)?.get_mut("batch").map(Value::take) else {
+pub async fn batch_events(req: Signed, body: Body) -> Result<Response, ApiError> {
+    let (state, app, mut json) = req.json(body).await?;
+    let Some(Value::Array(items)) = json.get_mut("batch").map(Value::take) else {
         return Err(ApiError::bad(
             "invalid_request",
             "the body is {\"batch\": [events]}",
         ));
     };
-    if items.is_empty() {
-        return Err(ApiError::bad(
-            "invalid_request",
-            "the batch holds no events",
-        ));
-    }
-    if items.len() > MAX_BATCH {
-        return Err(ApiError::bad(
-            "invalid_request",
-            format!("Batch too large: at most {MAX_BATCH} events per batch"),
-        ));
-    }
+    count_within(items.len(), MAX_BATCH, "the batch holds no events", || {
+        format!("Batch too large: at most {MAX_BATCH} events per batch")
+    })?;
     let events = items
         .into_iter()
         .enumerate()
@@ -385,34 +417,22 @@ pub async fn batch_events(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    trigger(&state, &app, &events).await?;
+    trigger(state, &app, &events).await?;
     if events.iter().all(|e| e.info.is_empty()) {
         return Ok(axum::Json(json!({})).into_response());
     }
     let batch: Vec<Value> = events
         .iter()
-        .map(|e| Value::Object(channel_attrs(&state, &app, &e.channels[0], &e.info)))
+        .map(|e| Value::Object(channel_attrs(state, &app, &e.channels[0], &e.info)))
         .collect();
     Ok(axum::Json(json!({"batch": batch})).into_response())
 }
 
 /// `GET /apps/{id}/channels`.
-pub async fn channels(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    let (app, params) = authenticate(&state, &id, &method, &uri, raw.as_deref(), &[])?;
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(pk, _)| pk == k)
-            .map(|(_, v)| v.as_str())
-    };
-    let prefix = get("filter_by_prefix").unwrap_or("");
-    let info = parse_info(get("info"))?;
+pub async fn channels(req: Signed) -> Result<Response, ApiError> {
+    let (state, app, params) = req.check(&[])?;
+    let prefix = param(&params, "filter_by_prefix").unwrap_or("");
+    let info = parse_info(param(&params, "info"))?;
     if info.iter().any(|a| a == "user_count") && !prefix.starts_with("presence-") {
         return Err(ApiError::bad(
             "invalid_request",
@@ -439,25 +459,17 @@ pub async fn channels(
 
 /// `GET /apps/{id}/channels/{channel}`.
 pub async fn channel(
-    State(state): State<AppState>,
-    Path((id, channel)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    RawQuery(raw): RawQuery,
+    req: Signed,
+    Path((_, channel)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let (app, params) = authenticate(&state, &id, &method, &uri, raw.as_deref(), &[])?;
+    let (state, app, params) = req.check(&[])?;
     if !protocol::valid_channel(&channel) {
         return Err(ApiError::bad(
             "invalid_request",
             format!("Invalid channel name {channel:?}"),
         ));
     }
-    let info = parse_info(
-        params
-            .iter()
-            .find(|(k, _)| k == "info")
-            .map(|(_, v)| v.as_str()),
-    )?;
+    let info = parse_info(param(&params, "info"))?;
     if info.iter().any(|a| a == "user_count") && Kind::of(&channel) != Kind::Presence {
         return Err(ApiError::bad(
             "invalid_request",
@@ -465,7 +477,7 @@ pub async fn channel(
         ));
     }
     let c = state.pusher.info(&app.tenant, &channel);
-    let mut m = channel_attrs(&state, &app, &channel, &info);
+    let mut m = channel_attrs(state, &app, &channel, &info);
     // A presence channel with members on another node is occupied there.
     m.insert(
         "occupied".into(),
@@ -476,14 +488,10 @@ pub async fn channel(
 
 /// `GET /apps/{id}/channels/{channel}/users`.
 pub async fn users(
-    State(state): State<AppState>,
-    Path((id, channel)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    RawQuery(raw): RawQuery,
-    _headers: HeaderMap,
+    req: Signed,
+    Path((_, channel)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let (app, _) = authenticate(&state, &id, &method, &uri, raw.as_deref(), &[])?;
+    let (state, app, _) = req.check(&[])?;
     if Kind::of(&channel) != Kind::Presence || !protocol::valid_channel(&channel) {
         return Err(ApiError::bad(
             "invalid_request",

@@ -75,11 +75,16 @@ pub fn tenant_of<'a>(p: &'a Principal, scope: &'a Scope) -> &'a str {
     }
 }
 
-/// The filter of a query string: its filter parameters, or the saved filter named by
-/// `filter=` (never both).
-pub async fn from_query(state: &AppState, tenant: &str, q: &Query) -> Result<Filter, Error> {
+/// The scope (`tenant=`) and the filter of a read's query string: its filter parameters, or
+/// the saved filter named by `filter=` (never both), a name resolved in [`tenant_of`] the scope.
+pub async fn from_query(
+    state: &AppState,
+    p: &Principal,
+    q: &Query,
+) -> Result<(Scope, Filter), Error> {
+    let scope = crate::auth::read_scope(p, q.get("tenant"))?;
     let Some(name) = q.get("filter") else {
-        return q.filter();
+        return Ok((scope, q.filter()?));
     };
     if let Some(k) = q.filter_key() {
         return Err(Error::invalid(
@@ -90,7 +95,8 @@ pub async fn from_query(state: &AppState, tenant: &str, q: &Query) -> Result<Fil
             ),
         ));
     }
-    resolve(state, tenant, name).await
+    let filter = resolve(state, tenant_of(p, &scope), name).await?;
+    Ok((scope, filter))
 }
 
 /// The filter of a JSON body or WebSocket op: an object is a filter, a string names a saved
@@ -100,4 +106,17 @@ pub async fn from_json(state: &AppState, tenant: &str, v: Option<&Value>) -> Res
         Some(Value::String(name)) => resolve(state, tenant, name).await,
         other => Ok(Filter::from_json(other.unwrap_or(&Value::Null))?),
     }
+}
+
+/// The scope (`tenant`) and the filter (`filter`, as in [`from_json`]) of a WebSocket op
+/// that reads the log, a saved name resolved in [`tenant_of`] the scope.
+pub async fn from_op(
+    state: &AppState,
+    p: &Principal,
+    tenant: Option<&str>,
+    filter: Option<&Value>,
+) -> Result<(Scope, Filter), Error> {
+    let scope = crate::auth::read_scope(p, tenant)?;
+    let filter = from_json(state, tenant_of(p, &scope), filter).await?;
+    Ok((scope, filter))
 }

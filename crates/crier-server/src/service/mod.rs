@@ -134,38 +134,8 @@ impl Error {
         }
     }
 
-    /// The stable code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Error::Invalid { code, .. }
-            | Error::Forbidden { code, .. }
-            | Error::NotFound { code, .. }
-            | Error::Conflict { code, .. }
-            | Error::PreconditionFailed { code, .. }
-            | Error::TooLarge { code, .. }
-            | Error::Internal { code, .. }
-            | Error::LimitHit { code, .. }
-            | Error::Unavailable { code, .. } => code,
-        }
-    }
-
-    /// The human message.
-    pub fn message(&self) -> &str {
-        match self {
-            Error::Invalid { message, .. }
-            | Error::Forbidden { message, .. }
-            | Error::NotFound { message, .. }
-            | Error::Conflict { message, .. }
-            | Error::PreconditionFailed { message, .. }
-            | Error::TooLarge { message, .. }
-            | Error::Internal { message, .. }
-            | Error::LimitHit { message, .. }
-            | Error::Unavailable { message, .. } => message,
-        }
-    }
-
-    /// The code and the message, taken apart.
-    pub fn into_parts(self) -> (&'static str, String) {
+    /// The code and the message, borrowed.
+    fn parts(&self) -> (&'static str, &str) {
         match self {
             Error::Invalid { code, message }
             | Error::Forbidden { code, message }
@@ -177,6 +147,22 @@ impl Error {
             | Error::LimitHit { code, message, .. }
             | Error::Unavailable { code, message, .. } => (code, message),
         }
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        self.parts().0
+    }
+
+    /// The human message.
+    pub fn message(&self) -> &str {
+        self.parts().1
+    }
+
+    /// The code and the message, taken apart.
+    pub fn into_parts(self) -> (&'static str, String) {
+        let (code, message) = self.parts();
+        (code, message.to_owned())
     }
 }
 

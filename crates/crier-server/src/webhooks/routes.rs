@@ -1,7 +1,8 @@
 //! `/v1/subscriptions`: durable subscriptions with webhooks (§3). Publishers and admins
 //! manage their tenant's subscriptions; another tenant's are `404`.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -69,9 +70,10 @@ struct WebhookInput {
     secret: Option<String>,
 }
 
+/// The body of `POST /v1/subscriptions`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateInput {
+pub struct CreateInput {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -151,18 +153,47 @@ fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("no subscription {id:?}"))
 }
 
-fn manager(p: &Principal) -> Result<(), ApiError> {
-    require(p, Role::Publisher)
+/// The hub and the principal of a request that manages subscriptions: a publisher or an
+/// admin, refused before anything else is read.
+pub struct Manager {
+    state: AppState,
+    p: Principal,
+}
+
+impl FromRequestParts<AppState> for Manager {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Auth(p) = Auth::from_request_parts(parts, state).await?;
+        require(&p, Role::Publisher)?;
+        Ok(Manager {
+            state: state.clone(),
+            p,
+        })
+    }
+}
+
+/// A subscription request's JSON body, parsed strictly into `T`.
+pub struct SubBody<T>(T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for SubBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        parse_body(&body)
+            .map(SubBody)
+            .map_err(IntoResponse::into_response)
+    }
 }
 
 /// `POST /v1/subscriptions`.
 pub async fn create(
-    State(state): State<AppState>,
-    Auth(p): Auth,
-    body: axum::body::Bytes,
+    Manager { state, p }: Manager,
+    SubBody(input): SubBody<CreateInput>,
 ) -> Result<Response, ApiError> {
-    manager(&p)?;
-    let input: CreateInput = parse_body(&body)?;
     let name = input.name.unwrap_or_default();
     check_name(&name)?;
     let filter = filter_text(&state, &p, input.filter.as_ref())?;
@@ -222,8 +253,7 @@ pub async fn create(
 }
 
 /// `GET /v1/subscriptions`.
-pub async fn list(State(state): State<AppState>, Auth(p): Auth) -> Result<Response, ApiError> {
-    manager(&p)?;
+pub async fn list(Manager { state, p }: Manager) -> Result<Response, ApiError> {
     let subs = state.subs.list(Some(&p.tenant)).await?;
     Ok(
         Json(json!({"subscriptions": subs.iter().map(sub_json).collect::<Vec<_>>()}))
@@ -241,17 +271,16 @@ async fn owned(state: &AppState, p: &Principal, id: &str) -> Result<WebhookSub, 
 
 /// `GET /v1/subscriptions/{id}`.
 pub async fn get(
-    State(state): State<AppState>,
-    Auth(p): Auth,
+    Manager { state, p }: Manager,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    manager(&p)?;
     Ok(Json(sub_json(&owned(&state, &p, &id).await?)).into_response())
 }
 
+/// The body of `PATCH /v1/subscriptions/{id}`: the fields to change.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PatchInput {
+pub struct PatchInput {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -275,13 +304,10 @@ mod double_option {
 
 /// `PATCH /v1/subscriptions/{id}`.
 pub async fn patch(
-    State(state): State<AppState>,
-    Auth(p): Auth,
+    Manager { state, p }: Manager,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    SubBody(input): SubBody<PatchInput>,
 ) -> Result<Response, ApiError> {
-    manager(&p)?;
-    let input: PatchInput = parse_body(&body)?;
     let current = owned(&state, &p, &id).await?;
     let mut patch = WebhookPatch::default();
     if let Some(n) = input.name {
@@ -328,11 +354,9 @@ pub async fn patch(
 
 /// `DELETE /v1/subscriptions/{id}`.
 pub async fn delete(
-    State(state): State<AppState>,
-    Auth(p): Auth,
+    Manager { state, p }: Manager,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    manager(&p)?;
     if !state.subs.delete(&p.tenant, &id).await? {
         return Err(not_found(&id));
     }
@@ -342,12 +366,10 @@ pub async fn delete(
 
 /// `GET /v1/subscriptions/{id}/deliveries`.
 pub async fn deliveries(
-    State(state): State<AppState>,
-    Auth(p): Auth,
+    Manager { state, p }: Manager,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    manager(&p)?;
     let q: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::bad("invalid_query", e.to_string()))?;
     let mut status = None;
@@ -393,21 +415,19 @@ pub async fn deliveries(
     )
 }
 
+/// The body of `POST /v1/subscriptions/{id}/redeliver`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RedeliverInput {
+pub struct RedeliverInput {
     after: u64,
 }
 
 /// `POST /v1/subscriptions/{id}/redeliver`.
 pub async fn redeliver(
-    State(state): State<AppState>,
-    Auth(p): Auth,
+    Manager { state, p }: Manager,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    SubBody(input): SubBody<RedeliverInput>,
 ) -> Result<Response, ApiError> {
-    manager(&p)?;
-    let input: RedeliverInput = parse_body(&body)?;
     let sub = state
         .subs
         .redeliver(&p.tenant, &id, input.after)

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::Message;
-use crier_core::{ReadQuery, Role, Scope};
+use crier_core::{ReadQuery, Role};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
@@ -15,11 +15,16 @@ use super::connection::{Conn, LiveSub};
 use super::protocol::{self, reply, text, OpError};
 use super::tasks::{publish_loop, replay_loop, sub_stream, Out};
 use super::PUBLISH_QUEUE;
-use crate::auth::{narrow, read_scope, require};
+use crate::auth::{narrow, require};
 use crate::error::ApiError;
 use crate::service::history::{self, json_array, MAX_PAGE};
 use crate::service::replays::{ReplaySpec, Speed};
 use crate::transport::start_position;
+
+/// The value of an op's required field `name`.
+fn required<T>(v: Option<T>, name: &str) -> Result<T, OpError> {
+    v.ok_or_else(|| OpError::invalid(format!("`{name}` is required")))
+}
 
 impl Conn {
     pub(super) async fn auth(
@@ -107,9 +112,7 @@ impl Conn {
         m: protocol::ReplayStop,
         r: Option<&Value>,
     ) -> Result<Option<Message>, OpError> {
-        let id = m
-            .replay
-            .ok_or_else(|| OpError::invalid("`replay` is required"))?;
+        let id = required(m.replay, "replay")?;
         let id = id.as_str();
         if let Some((replay, task)) = self.replays.remove(id) {
             // The replay's task answers with its final status once it has stopped.
@@ -132,7 +135,7 @@ impl Conn {
         m: protocol::Subscribe,
         r: Option<&Value>,
     ) -> Result<Option<Message>, OpError> {
-        let id = m.id.ok_or_else(|| OpError::invalid("`id` is required"))?;
+        let id = required(m.id, "id")?;
         let id = id.as_str();
         if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
             return Err(OpError(
@@ -154,10 +157,10 @@ impl Conn {
                 format!("a connection holds at most {max} subscriptions (limits.max_subscriptions_per_connection)"),
             ));
         }
-        let scope = read_scope(&self.principal, m.tenant.as_deref())?;
-        let filter = crate::service::filters::from_json(
+        let (scope, filter) = crate::service::filters::from_op(
             &self.state,
-            crate::service::filters::tenant_of(&self.principal, &scope),
+            &self.principal,
+            m.tenant.as_deref(),
             m.filter.as_ref(),
         )
         .await?;
@@ -194,7 +197,7 @@ impl Conn {
         m: protocol::Unsubscribe,
         r: Option<&Value>,
     ) -> Result<Option<Message>, OpError> {
-        let id = m.id.ok_or_else(|| OpError::invalid("`id` is required"))?;
+        let id = required(m.id, "id")?;
         let id = id.as_str();
         let sub = self.subs.remove(id).ok_or_else(|| {
             OpError(
@@ -217,9 +220,7 @@ impl Conn {
         r: Option<Value>,
     ) -> Result<Option<Message>, OpError> {
         require(&self.principal, Role::Publisher)?;
-        let event = m
-            .event
-            .ok_or_else(|| OpError::invalid("`event` is required"))?;
+        let event = required(m.event, "event")?;
         // Sent to the connection's publish task: committed in the order sent, answered once durable.
         let (tx, _) = self.publisher.get_or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
@@ -237,10 +238,10 @@ impl Conn {
         m: protocol::History,
         r: Option<&Value>,
     ) -> Result<Option<Message>, OpError> {
-        let scope: Scope = read_scope(&self.principal, m.tenant.as_deref())?;
-        let filter = crate::service::filters::from_json(
+        let (scope, filter) = crate::service::filters::from_op(
             &self.state,
-            crate::service::filters::tenant_of(&self.principal, &scope),
+            &self.principal,
+            m.tenant.as_deref(),
             m.filter.as_ref(),
         )
         .await?;

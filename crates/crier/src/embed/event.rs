@@ -4,6 +4,19 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+/// The setters of an event's string fields: `name(value)` sets field `key` to the string.
+/// (Seven methods that differ only in their field; a function cannot define methods.)
+macro_rules! string_fields {
+    ($($(#[$doc:meta])* $name:ident => $key:literal;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(self, $name: impl Into<String>) -> NewEvent {
+                self.with($key, Value::String($name.into()))
+            }
+        )*
+    };
+}
+
 /// An event to publish, built field by field (§1). Only the type is required; everything
 /// else gets the same defaults as over HTTP.
 ///
@@ -46,40 +59,22 @@ impl NewEvent {
         self
     }
 
-    /// The idempotency key (a UUIDv7 when not set): publishing the same id again in the
-    /// same tenant answers the stored event with `duplicate: true`.
-    pub fn id(self, id: impl Into<String>) -> NewEvent {
-        self.with("id", Value::String(id.into()))
-    }
-
-    /// The event time, RFC 3339 (the hub's clock when not set).
-    pub fn time(self, rfc3339: impl Into<String>) -> NewEvent {
-        self.with("time", Value::String(rfc3339.into()))
-    }
-
-    /// `subject`: what the event is about (`site/1`).
-    pub fn subject(self, subject: impl Into<String>) -> NewEvent {
-        self.with("subject", Value::String(subject.into()))
-    }
-
-    /// `source` (default `api`).
-    pub fn source(self, source: impl Into<String>) -> NewEvent {
-        self.with("source", Value::String(source.into()))
-    }
-
-    /// `category`.
-    pub fn category(self, category: impl Into<String>) -> NewEvent {
-        self.with("category", Value::String(category.into()))
-    }
-
-    /// `severity`: `debug`, `info` (default), `warning`, `error` or `critical`.
-    pub fn severity(self, severity: impl Into<String>) -> NewEvent {
-        self.with("severity", Value::String(severity.into()))
-    }
-
-    /// `actor`: who caused the event (default `embedded`).
-    pub fn actor(self, actor: impl Into<String>) -> NewEvent {
-        self.with("actor", Value::String(actor.into()))
+    string_fields! {
+        /// The idempotency key (a UUIDv7 when not set): publishing the same id again in the
+        /// same tenant answers the stored event with `duplicate: true`.
+        id => "id";
+        /// The event time, RFC 3339 (the hub's clock when not set).
+        time => "time";
+        /// `subject`: what the event is about (`site/1`).
+        subject => "subject";
+        /// `source` (default `api`).
+        source => "source";
+        /// `category`.
+        category => "category";
+        /// `severity`: `debug`, `info` (default), `warning`, `error` or `critical`.
+        severity => "severity";
+        /// `actor`: who caused the event (default `embedded`).
+        actor => "actor";
     }
 
     /// Adds one tag.

@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use rand::Rng;
 use serde_json::{json, Value};
@@ -16,12 +15,7 @@ async fn kill_9_never_loses_an_acknowledged_event() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut acked: Vec<(String, u64)> = Vec::new();
     for iteration in 0..10 {
-        let durability = if iteration % 2 == 0 {
-            "fsync"
-        } else {
-            "commit"
-        };
-        let hub = Hub::start(tmp.path(), &[("CRIER_DURABILITY", durability)]).await;
+        let hub = Hub::start_alternating(tmp.path(), iteration).await;
         let got: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
         let mut tasks = Vec::new();
         for p in 0..4 {
@@ -45,12 +39,7 @@ async fn kill_9_never_loses_an_acknowledged_event() {
                 }
             }));
         }
-        let delay = rand::rng().random_range(50..400);
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        let dir = hub.kill9();
-        for t in tasks {
-            let _ = t.await;
-        }
+        let dir = hub.kill9_amid(50..400, tasks).await;
         acked.extend(got.lock().expect("lock").drain(..));
 
         let hub = Hub::start(&dir, &[]).await;
@@ -98,12 +87,7 @@ async fn kill_9_during_mutations_keeps_entities_and_their_events_in_agreement() 
     let mut acked: Vec<u64> = Vec::new();
     let mut acked_changes = 0usize;
     for iteration in 0..6 {
-        let durability = if iteration % 2 == 0 {
-            "fsync"
-        } else {
-            "commit"
-        };
-        let hub = Hub::start(tmp.path(), &[("CRIER_DURABILITY", durability)]).await;
+        let hub = Hub::start_alternating(tmp.path(), iteration).await;
         let got: Arc<Mutex<Vec<u64>>> = Arc::default();
         let changes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut tasks = Vec::new();
@@ -145,12 +129,7 @@ async fn kill_9_during_mutations_keeps_entities_and_their_events_in_agreement() 
                 }
             }));
         }
-        let delay = rand::rng().random_range(100..500);
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        let dir = hub.kill9();
-        for t in tasks {
-            let _ = t.await;
-        }
+        let dir = hub.kill9_amid(100..500, tasks).await;
         acked.extend(got.lock().expect("lock").drain(..));
         acked_changes += changes.load(std::sync::atomic::Ordering::Relaxed);
 

@@ -8,8 +8,12 @@ mod crash;
 mod streams;
 mod webhooks;
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use rand::Rng;
+use tokio::task::JoinHandle;
 
 use crier_testkit::process::{free_port, serve_cmd, Proc};
 use crier_testkit::Sse;
@@ -41,6 +45,17 @@ impl Hub {
         panic!("the hub did not start");
     }
 
+    /// The hub of iteration `iteration` of a crash test over `dir`: `fsync` durability on
+    /// even iterations, `commit` on odd ones.
+    async fn start_alternating(dir: &Path, iteration: usize) -> Hub {
+        let durability = if iteration.is_multiple_of(2) {
+            "fsync"
+        } else {
+            "commit"
+        };
+        Hub::start(dir, &[("CRIER_DURABILITY", durability)]).await
+    }
+
     fn url(&self, path: &str) -> String {
         self.proc.url(path)
     }
@@ -48,6 +63,18 @@ impl Hub {
     fn kill9(mut self) -> PathBuf {
         self.proc.kill9();
         self.dir.clone()
+    }
+
+    /// Lets `tasks` work against the hub for a random number of milliseconds in `ms`, kills
+    /// it with -9 mid-flight and waits for the tasks to notice: the directory.
+    async fn kill9_amid(self, ms: Range<u64>, tasks: Vec<JoinHandle<()>>) -> PathBuf {
+        let delay = rand::rng().random_range(ms);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let dir = self.kill9();
+        for t in tasks {
+            let _ = t.await;
+        }
+        dir
     }
 
     /// SIGTERM: the directory and whether the hub exited 0.

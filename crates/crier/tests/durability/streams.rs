@@ -4,22 +4,21 @@
 
 use std::time::{Duration, Instant};
 
+use crier_testkit::embed_checks::{metrics_text, next_within, seqs};
 use crier_testkit::Sse;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::{read_sse, Hub};
 
+/// How long a reader may wait for its next event.
+const WITHIN: Duration = Duration::from_secs(20);
+
 /// Publishes one event of each type; returns their seqs.
 async fn publish(hub: &Hub, types: &[&str]) -> Vec<u64> {
     let batch: Value = types.iter().map(|t| json!({"type": t})).collect();
     let (_, v) = hub.publish(&batch).await;
-    v["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["seq"].as_u64().expect("seq"))
-        .collect()
+    seqs(&v)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,10 +116,7 @@ async fn slow_readers_cost_bounded_memory_and_miss_nothing() {
     let published_at = Instant::now();
     let mut fast_got = Vec::with_capacity(total);
     while fast_got.len() < total {
-        let seq = tokio::time::timeout(Duration::from_secs(20), fast_rx.recv())
-            .await
-            .expect("fast reader keeps pace")
-            .expect("open");
+        let seq = next_within("fast reader keeps pace", WITHIN, fast_rx.recv()).await;
         fast_got.push(seq);
     }
     let fast_lag = published_at.elapsed();
@@ -138,14 +134,7 @@ async fn slow_readers_cost_bounded_memory_and_miss_nothing() {
         growth_mib < 40.0,
         "slow readers grew the hub by {growth_mib:.1} MiB"
     );
-    let metrics = client
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&hub.url("/metrics")).await;
     let fallbacks: f64 = metrics
         .lines()
         .find(|l| l.starts_with("crier_queue_fallbacks_total"))
@@ -158,10 +147,7 @@ async fn slow_readers_cost_bounded_memory_and_miss_nothing() {
     let mut body = Sse::from_response(slow_sse);
     let mut sse_got = Vec::with_capacity(total);
     while sse_got.len() < total {
-        let m = tokio::time::timeout(Duration::from_secs(20), body.next_raw())
-            .await
-            .expect("slow sse reads")
-            .expect("open");
+        let m = next_within("slow sse reads", WITHIN, body.next_raw()).await;
         if let Some(id) = m.id {
             sse_got.push(id);
         }
@@ -173,10 +159,8 @@ async fn slow_readers_cost_bounded_memory_and_miss_nothing() {
     );
     let mut ws_got = Vec::with_capacity(total);
     while ws_got.len() < total {
-        let msg = tokio::time::timeout(Duration::from_secs(20), slow_ws.next())
+        let msg = next_within("slow ws reads", WITHIN, slow_ws.next())
             .await
-            .expect("slow ws reads")
-            .expect("open")
             .expect("frame");
         if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
             let v: Value = serde_json::from_str(&t).expect("json");

@@ -2,9 +2,9 @@
 //! seq order by first delivery, and the subscription's cursor never moves back.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crier_testkit::embed_checks::paced_webhook_ids;
 use rand::Rng;
 use serde_json::{json, Value};
 
@@ -13,26 +13,10 @@ use crate::Hub;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_deliver_everything_after_kill_9() {
     // A receiver that answers slowly, so deliveries are in flight when the hub dies.
-    let got: Arc<Mutex<Vec<String>>> = Arc::default();
-    let g = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: axum::http::HeaderMap| {
-            let g = g.clone();
-            async move {
-                let pause = Duration::from_millis(rand::rng().random_range(1..15));
-                tokio::time::sleep(pause).await;
-                let id = headers
-                    .get("webhook-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                g.lock().expect("lock").push(id);
-                axum::http::StatusCode::OK
-            }
-        }),
-    );
-    let hook = format!("http://{}/hook", crier_testkit::hooks::serve(app).await);
+    let (got, hook) = paced_webhook_ids(axum::http::StatusCode::OK, || {
+        Duration::from_millis(rand::rng().random_range(1..15))
+    })
+    .await;
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let env = [
