@@ -97,17 +97,16 @@ fn http(f: &crier_fuzz::Fixture, text: &str) {
         query.push_str(extra);
     }
     // Signed as the hub reads it: decoded pairs, keys in lower case, sorted.
-    let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.to_ascii_lowercase(), v.into_owned()))
         .filter(|(k, _)| k != "auth_signature")
         .collect();
-    pairs.sort();
-    let signed = pairs
+    let mut signed: Vec<(&str, &str)> = pairs
         .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    let to_sign = format!("{}\n{path}\n{signed}", method.as_str());
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let to_sign =
+        crier_server::pusher::protocol::string_to_sign(method.as_str(), &path, &mut signed);
     let signature = crier_server::pusher::protocol::sign(secret, to_sign.as_bytes());
     let uri = format!("{path}?{query}&auth_signature={signature}");
     let Ok(req) = Request::builder()

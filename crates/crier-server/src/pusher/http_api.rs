@@ -146,13 +146,7 @@ fn authenticate(
         .filter(|(k, _)| k != "auth_signature")
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    signed.sort();
-    let query = signed
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    let to_sign = format!("{}\n{}\n{}", method.as_str(), uri.path(), query);
+    let to_sign = protocol::string_to_sign(method.as_str(), uri.path(), &mut signed);
     if !protocol::verify(&app.secret, to_sign.as_bytes(), signature) {
         return Err(unauthorized(format!(
             "Invalid signature: Expected HMAC SHA256 hex digest of {to_sign:?}"

@@ -71,6 +71,18 @@ pub fn sign(secret: &str, msg: &[u8]) -> String {
     hex(&m.finalize().into_bytes())
 }
 
+/// What a Pusher HTTP API request signs: `METHOD\npath\nk=v&...`, over the query's pairs
+/// (keys as given, `auth_signature` already left out) in sorted order.
+pub fn string_to_sign(method: &str, path: &str, pairs: &mut [(&str, &str)]) -> String {
+    pairs.sort_unstable();
+    let query = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    format!("{method}\n{path}\n{query}")
+}
+
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
