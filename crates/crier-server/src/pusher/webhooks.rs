@@ -78,7 +78,7 @@ async fn deliver(state: &AppState, app: &App, url: &str, body: &str, signature: 
     let mut attempt = 0;
     loop {
         let outcome = match crate::webhooks::check_url(url, s.allow_private).await {
-            Err(e) => Err(e.message),
+            Err(e) => Err(e.into_parts().1),
             Ok(target) => state
                 .webhook_client
                 .post(target)

@@ -14,6 +14,7 @@ pub mod filters;
 pub mod history;
 pub mod publish;
 pub mod replays;
+pub mod subscriptions;
 
 use crier_core::{ErrorKind, LogError, ValidationError};
 

@@ -113,7 +113,7 @@ pub(crate) async fn run(
             persist(&sub.id, "status", &cancel, || {
                 state
                     .subs
-                    .set_status(&sub.id, WebhookStatus::Paused, Some(&e.message))
+                    .set_status(&sub.id, WebhookStatus::Paused, Some(e.message()))
             })
             .await;
             state.webhooks.finished(&sub.id, generation);
@@ -291,7 +291,7 @@ async fn deliver(
         attempts += 1;
         let ts = unix_now();
         let sent = match target(&sub.url, cfg.allow_private) {
-            Err(err) => Err(err.message),
+            Err(err) => Err(err.into_parts().1),
             Ok(url) => state
                 .webhook_client
                 .post(url)

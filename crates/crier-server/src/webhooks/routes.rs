@@ -6,18 +6,15 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use crier_core::event::{format_time, now_us, parse_time_us, time_from_us};
-use crier_core::webhook::{
-    Delivery, DeliveryStatus, WebhookError, WebhookPatch, WebhookStatus, WebhookSub,
-};
-use crier_core::{Filter, Principal, Role};
+use crier_core::event::{format_time, time_from_us};
+use crier_core::webhook::{Delivery, DeliveryStatus, WebhookStatus, WebhookSub};
+use crier_core::{Principal, Role};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::signing::{new_secret, secret_key};
-use super::ssrf::check_url;
 use crate::auth::{require, Auth};
 use crate::error::ApiError;
+use crate::service::subscriptions::{self, Change, NewSubscription};
 use crate::state::AppState;
 
 fn time(us: i64) -> Value {
@@ -96,63 +93,6 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     })
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
-    if name.chars().count() > 128 || name.chars().any(char::is_control) {
-        return Err(ApiError::bad(
-            "invalid_subscription",
-            "`name` has at most 128 characters and no control characters",
-        ));
-    }
-    Ok(())
-}
-
-fn outside() -> ApiError {
-    ApiError::forbidden(
-        "the filter's `type` patterns lie wholly outside this credential's `subscribe` patterns",
-    )
-}
-
-/// The stored text of a new filter: checked, and narrowed to what `p` may read (§12.5), so
-/// that deliveries honour the creator's `subscribe` patterns for the subscription's life.
-fn filter_text(state: &AppState, p: &Principal, v: Option<&Value>) -> Result<String, ApiError> {
-    let f = Filter::from_json(v.unwrap_or(&Value::Null))?;
-    crate::reader_limits::check_filter(&state.settings.limits, &f)?;
-    let f = f.narrowed(p.subscribe.as_deref()).ok_or_else(outside)?;
-    Ok(f.to_stored_json().to_string())
-}
-
-/// A subscription's stored filter narrowed again for `p`, when `p` is narrowed and changes
-/// it: a narrowed credential never points a wider subscription at a new URL.
-fn renarrow(p: &Principal, stored: &str) -> Result<Option<String>, ApiError> {
-    if p.subscribe.is_none() {
-        return Ok(None);
-    }
-    let v: Value = serde_json::from_str(stored)
-        .map_err(|e| ApiError::bad("invalid_subscription", format!("stored filter: {e}")))?;
-    let f = Filter::from_stored_json(&v)?;
-    let n = f
-        .clone()
-        .narrowed(p.subscribe.as_deref())
-        .ok_or_else(outside)?;
-    Ok((n != f).then(|| n.to_stored_json().to_string()))
-}
-
-fn expiry(v: Option<&str>) -> Result<Option<i64>, ApiError> {
-    v.map(|t| {
-        parse_time_us(t).ok_or_else(|| {
-            ApiError::bad(
-                "invalid_subscription",
-                format!("`expires_at` {t:?} is not an RFC 3339 time"),
-            )
-        })
-    })
-    .transpose()
-}
-
-fn not_found(id: &str) -> ApiError {
-    ApiError::not_found(format!("no subscription {id:?}"))
-}
-
 /// The hub and the principal of a request that manages subscriptions: a publisher or an
 /// admin, refused before anything else is read.
 pub struct Manager {
@@ -194,79 +134,28 @@ pub async fn create(
     Manager { state, p }: Manager,
     SubBody(input): SubBody<CreateInput>,
 ) -> Result<Response, ApiError> {
-    let name = input.name.unwrap_or_default();
-    check_name(&name)?;
-    let filter = filter_text(&state, &p, input.filter.as_ref())?;
-    let secret = match input.webhook.secret {
-        Some(s) => {
-            secret_key(&s)?;
-            s
-        }
-        None => new_secret(),
+    let new = NewSubscription {
+        name: input.name,
+        filter: input.filter,
+        url: input.webhook.url,
+        secret: input.webhook.secret,
+        after: input.after,
+        expires_at: input.expires_at,
+        paused: input.paused,
     };
-    let expires_us = expiry(input.expires_at.as_deref())?;
-    let url = check_url(&input.webhook.url, state.settings.webhooks.allow_private).await?;
-    let limit = state.settings.limits.max_subscriptions_per_tenant;
-    let head = state.log.head();
-    let mut idb = [0u8; 8];
-    rand::Rng::fill(&mut rand::rng(), &mut idb);
-    let sub = WebhookSub {
-        id: format!(
-            "sub_{}",
-            idb.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ),
-        tenant: p.tenant.clone(),
-        name,
-        filter,
-        url: url.to_string(),
-        secret: secret.clone(),
-        cursor: input.after.unwrap_or(head).min(head),
-        status: if input.paused == Some(true) {
-            WebhookStatus::Paused
-        } else {
-            WebhookStatus::Active
-        },
-        expires_us,
-        created_us: now_us(),
-        note: None,
-    };
-    // The store counts and inserts in one step, on every node that shares it.
-    match state.subs.create(&sub, Some(limit)).await {
-        Ok(()) => {}
-        Err(WebhookError::TooMany { max }) => {
-            metrics::counter!("crier_limit_hits_total", "limit" => "max_subscriptions_per_tenant")
-                .increment(1);
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "too_many_subscriptions",
-                format!(
-                    "this tenant has {max} webhook subscriptions already (limits.max_subscriptions_per_tenant); delete one first"
-                ),
-            ));
-        }
-        Err(WebhookError::Log(e)) => return Err(e.into()),
-    }
+    let sub = subscriptions::create(&state, &p, new).await?;
     let mut v = sub_json(&sub);
-    state.webhooks.restart(&state, sub);
-    v["webhook"]["secret"] = Value::from(secret);
+    v["webhook"]["secret"] = Value::from(sub.secret);
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
 /// `GET /v1/subscriptions`.
 pub async fn list(Manager { state, p }: Manager) -> Result<Response, ApiError> {
-    let subs = state.subs.list(Some(&p.tenant)).await?;
+    let subs = subscriptions::list(&state, &p).await?;
     Ok(
         Json(json!({"subscriptions": subs.iter().map(sub_json).collect::<Vec<_>>()}))
             .into_response(),
     )
-}
-
-async fn owned(state: &AppState, p: &Principal, id: &str) -> Result<WebhookSub, ApiError> {
-    state
-        .subs
-        .get(Some(&p.tenant), id)
-        .await?
-        .ok_or_else(|| not_found(id))
 }
 
 /// `GET /v1/subscriptions/{id}`.
@@ -274,7 +163,7 @@ pub async fn get(
     Manager { state, p }: Manager,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(sub_json(&owned(&state, &p, &id).await?)).into_response())
+    Ok(Json(sub_json(&subscriptions::get(&state, &p, &id).await?)).into_response())
 }
 
 /// The body of `PATCH /v1/subscriptions/{id}`: the fields to change.
@@ -308,48 +197,15 @@ pub async fn patch(
     Path(id): Path<String>,
     SubBody(input): SubBody<PatchInput>,
 ) -> Result<Response, ApiError> {
-    let current = owned(&state, &p, &id).await?;
-    let mut patch = WebhookPatch::default();
-    if let Some(n) = input.name {
-        check_name(&n)?;
-        patch.name = Some(n);
-    }
-    if input.filter.is_some() {
-        patch.filter = Some(filter_text(&state, &p, input.filter.as_ref())?);
-    } else {
-        patch.filter = renarrow(&p, &current.filter)?;
-    }
-    if let Some(w) = input.webhook {
-        patch.url = Some(
-            check_url(&w.url, state.settings.webhooks.allow_private)
-                .await?
-                .to_string(),
-        );
-        if let Some(s) = w.secret {
-            secret_key(&s)?;
-            patch.secret = Some(s);
-        }
-    }
-    if let Some(paused) = input.paused {
-        // `paused: false` also re-activates a subscription that was paused by a dead delivery
-        // or disabled by a 410: an explicit resume.
-        patch.status = Some(if paused {
-            WebhookStatus::Paused
-        } else {
-            WebhookStatus::Active
-        });
-    }
-    if let Some(e) = input.expires_at {
-        patch.expires_us = Some(expiry(e.as_deref())?);
-    }
-    let sub = state
-        .subs
-        .update(&p.tenant, &id, &patch)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
-    let body = sub_json(&sub);
-    state.webhooks.restart(&state, sub);
-    Ok(Json(body).into_response())
+    let change = Change {
+        name: input.name,
+        filter: input.filter,
+        webhook: input.webhook.map(|w| (w.url, w.secret)),
+        paused: input.paused,
+        expires_at: input.expires_at,
+    };
+    let sub = subscriptions::change(&state, &p, &id, change).await?;
+    Ok(Json(sub_json(&sub)).into_response())
 }
 
 /// `DELETE /v1/subscriptions/{id}`.
@@ -357,10 +213,7 @@ pub async fn delete(
     Manager { state, p }: Manager,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if !state.subs.delete(&p.tenant, &id).await? {
-        return Err(not_found(&id));
-    }
-    state.webhooks.stop(&id);
+    subscriptions::delete(&state, &p, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -400,15 +253,7 @@ pub async fn deliveries(
             }
         }
     }
-    let sub = owned(&state, &p, &id).await?;
-    // Deliveries name events (their seq and id): a narrowed credential sees them only for
-    // a subscription that reads nothing beyond its own patterns (§12.5).
-    if renarrow(&p, &sub.filter)?.is_some() {
-        return Err(ApiError::forbidden(
-            "this subscription reads events beyond this credential's `subscribe` patterns; its deliveries would name them",
-        ));
-    }
-    let list = state.subs.deliveries(&id, status, limit).await?;
+    let list = subscriptions::deliveries(&state, &p, &id, status, limit).await?;
     Ok(
         Json(json!({"deliveries": list.iter().map(delivery_json).collect::<Vec<_>>()}))
             .into_response(),
@@ -428,12 +273,6 @@ pub async fn redeliver(
     Path(id): Path<String>,
     SubBody(input): SubBody<RedeliverInput>,
 ) -> Result<Response, ApiError> {
-    let sub = state
-        .subs
-        .redeliver(&p.tenant, &id, input.after)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
-    let body = sub_json(&sub);
-    state.webhooks.restart(&state, sub);
-    Ok(Json(body).into_response())
+    let sub = subscriptions::redeliver(&state, &p, &id, input.after).await?;
+    Ok(Json(sub_json(&sub)).into_response())
 }

@@ -6,7 +6,7 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
 
-use crate::error::ApiError;
+use crate::service::Error;
 
 /// A new signing secret: `whsec_` + base64 of 32 random bytes.
 pub fn new_secret() -> String {
@@ -19,20 +19,20 @@ pub fn new_secret() -> String {
 }
 
 /// The key bytes of a `whsec_` secret, or why it is not one.
-pub fn secret_key(secret: &str) -> Result<Vec<u8>, ApiError> {
+pub fn secret_key(secret: &str) -> Result<Vec<u8>, Error> {
     let b64 = secret
         .strip_prefix("whsec_")
-        .ok_or_else(|| ApiError::bad("invalid_secret", "a webhook secret starts with `whsec_`"))?;
+        .ok_or_else(|| Error::invalid("invalid_secret", "a webhook secret starts with `whsec_`"))?;
     let key = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|_| {
-            ApiError::bad(
+            Error::invalid(
                 "invalid_secret",
                 "a webhook secret is `whsec_` followed by base64",
             )
         })?;
     if key.len() < 16 {
-        return Err(ApiError::bad(
+        return Err(Error::invalid(
             "invalid_secret",
             "a webhook secret holds at least 16 bytes",
         ));

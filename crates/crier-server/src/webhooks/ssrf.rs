@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::error::ApiError;
+use crate::service::Error;
 
 /// Whether an address is internal (never a webhook target unless allowed).
 pub fn blocked_ip(ip: IpAddr) -> bool {
@@ -131,24 +131,24 @@ pub fn blocked_reason(ip: IpAddr) -> Option<String> {
     Some(why.to_string())
 }
 
-fn refused(message: impl Into<String>) -> ApiError {
-    ApiError::bad("url_not_allowed", message)
+fn refused(message: impl Into<String>) -> Error {
+    Error::invalid("url_not_allowed", message)
 }
 
 /// Validates a webhook URL; with `allow_private` false also resolves it and refuses internal
 /// addresses.
-pub async fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, ApiError> {
+pub async fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, Error> {
     let url = reqwest::Url::parse(raw)
-        .map_err(|e| ApiError::bad("invalid_url", format!("{raw:?} is not a URL: {e}")))?;
+        .map_err(|e| Error::invalid("invalid_url", format!("{raw:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(ApiError::bad(
+        return Err(Error::invalid(
             "invalid_url",
             "a webhook URL is http:// or https://",
         ));
     }
     let host = url
         .host()
-        .ok_or_else(|| ApiError::bad("invalid_url", "a webhook URL needs a host"))?;
+        .ok_or_else(|| Error::invalid("invalid_url", "a webhook URL needs a host"))?;
     if allow_private {
         return Ok(url);
     }
@@ -182,9 +182,9 @@ pub async fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, A
 /// The URL of a delivery attempt. Names are checked by the client's guarded resolver as it
 /// connects; addresses written as IP literals never reach a resolver, so they are checked
 /// here.
-pub(crate) fn target(raw: &str, allow_private: bool) -> Result<reqwest::Url, ApiError> {
+pub(crate) fn target(raw: &str, allow_private: bool) -> Result<reqwest::Url, Error> {
     let url = reqwest::Url::parse(raw)
-        .map_err(|e| ApiError::bad("invalid_url", format!("{raw:?} is not a URL: {e}")))?;
+        .map_err(|e| Error::invalid("invalid_url", format!("{raw:?} is not a URL: {e}")))?;
     let literal = match url.host() {
         Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
         Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
