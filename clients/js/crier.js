@@ -1,150 +1,25 @@
 // crier JavaScript client: live events over Server-Sent Events or WebSocket that resume by
 // themselves after any disconnect, plus publish and history.
 //
-// One self-contained ES module, no dependencies, no Node-only imports: it runs in browsers
-// and in Node 20+ (global `fetch`; WebSocket is global in Node 22+, needs
-// `--experimental-websocket` on Node 20, or pass a `WebSocket` constructor).
+// The entry module: the API and the subscription. Its siblings (http.js, sse.js, ws.js)
+// hold the HTTP helpers and errors, the event-stream reader and the WebSocket transport.
+// ES modules with no dependencies and no Node-only imports: they run in browsers and in
+// Node 20+ (global `fetch`; WebSocket is global in Node 22+, needs `--experimental-websocket`
+// on Node 20, or pass a `WebSocket` constructor).
 //
 // Guarantees of a subscription: events arrive in seq order, each once. After a drop
 // (network, hub restart, expired token) it reconnects with exponential backoff and jitter
 // and resumes after the last seq it delivered, so nothing published meanwhile is lost and
 // nothing is doubled (anything at or below that seq is dropped).
 
+import { CrierError, MAX_TIMER, addFilter, baseUrl, errorOf, fetchOf, jsonFilter, networkError, nonNegativeInt, optionError, request, resolveToken } from "./http.js";
+import { SseParser } from "./sse.js";
+import { runWs } from "./ws.js";
+
+export { CrierError } from "./http.js";
+export { readSse } from "./sse.js";
+
 const DEFAULT_BACKOFF = Object.freeze({ initial: 1000, max: 30000, factor: 2, jitter: 0.2 });
-const FILTER_KEYS = ["type", "category", "source", "subject", "severity", "tags"];
-const MAX_TIMER = 2 ** 31 - 1;
-const WS_SUB = "s";
-
-/**
- * An error answered by the hub (`status`, `code` and `message` from its JSON error) or
- * raised by the client (`status` 0: `network_error`, `timeout`, `invalid_option`, ...).
- */
-export class CrierError extends Error {
-  constructor(message, { status = 0, code = "client_error", retryAfter, cause } = {}) {
-    super(message, cause === undefined ? undefined : { cause });
-    this.name = "CrierError";
-    this.status = status;
-    this.code = code;
-    if (retryAfter !== undefined) this.retryAfter = retryAfter;
-  }
-}
-
-const optionError = (message) => new CrierError(message, { code: "invalid_option" });
-
-function networkError(e, what = "cannot reach the hub") {
-  return new CrierError(`${what}: ${e?.message ?? e}`, { code: "network_error", cause: e });
-}
-
-function baseUrl(url) {
-  const u = url ?? globalThis.location?.origin;
-  if (!u) throw optionError("`url` is required (e.g. http://127.0.0.1:7400)");
-  return String(u).replace(/\/+$/, "");
-}
-
-async function resolveToken(token) {
-  const t = typeof token === "function" ? await token() : token;
-  return t ? String(t) : undefined;
-}
-
-function fetchOf(opts) {
-  const f = opts?.fetch ?? globalThis.fetch;
-  if (typeof f !== "function") throw optionError("no fetch implementation: pass `fetch`");
-  return f;
-}
-
-function nonNegativeInt(value, name) {
-  if (value === undefined || value === null) return undefined;
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 0) throw optionError(`\`${name}\` must be a non-negative integer`);
-  return n;
-}
-
-/** `Retry-After`: delta seconds or an HTTP date, as seconds from now. */
-function parseRetryAfter(value) {
-  if (value === null || value === undefined || value === "") return undefined;
-  const n = Number(value);
-  if (Number.isFinite(n) && n >= 0) return n;
-  const t = Date.parse(value);
-  return Number.isFinite(t) ? Math.max(0, (t - Date.now()) / 1000) : undefined;
-}
-
-/** Refuses a saved filter's name that the hub could never know (names are short slugs). */
-function checkFilterName(name) {
-  if (!/^[a-z0-9][a-z0-9._-]{0,63}$/.test(name)) {
-    throw new CrierError(`\`filter\` ${JSON.stringify(name)} is not the name of a saved filter (lowercase letters, digits, ".", "_", "-")`, { code: "invalid_filter_name" });
-  }
-  return name;
-}
-
-/** The §2 filter as a list of [key, value] pairs: normalised, with unknown keys refused. */
-function filterEntries(filter) {
-  if (filter === undefined || filter === null) return [];
-  if (typeof filter === "string") return [["filter", checkFilterName(filter)]];
-  if (typeof filter !== "object" || Array.isArray(filter)) throw new CrierError("`filter` must be an object, or the name of a saved filter", { code: "invalid_filter" });
-  const out = [];
-  for (const [k, v] of Object.entries(filter)) {
-    if (v === undefined || v === null) continue;
-    const key = k === "tag" ? "tags" : k;
-    if (!FILTER_KEYS.includes(key)) {
-      throw new CrierError(`unknown filter key \`${k}\` (one of ${FILTER_KEYS.join(", ")})`, { code: "invalid_filter" });
-    }
-    if (key === "severity") out.push([key, String(v)]);
-    else {
-      const list = (Array.isArray(v) ? v : [v]).map(String);
-      if (list.length) out.push([key, list]);
-    }
-  }
-  return out;
-}
-
-/** Appends a §2 filter to URL search params: comma-separated lists, `tag` for tags. */
-function addFilter(params, filter) {
-  for (const [k, v] of filterEntries(filter)) {
-    params.set(k === "tags" ? "tag" : k, Array.isArray(v) ? v.join(",") : v);
-  }
-}
-
-/** The §2 filter in its JSON form (lists, `tags`), for WebSocket subscriptions; a saved
- * filter's name stays a string. */
-function jsonFilter(filter) {
-  if (typeof filter === "string") return checkFilterName(filter);
-  return Object.fromEntries(filterEntries(filter));
-}
-
-/** The CrierError of a non-2xx answer, from the hub's `{"error": {code, message}}`. */
-async function errorOf(res) {
-  let code = `http_${res.status}`;
-  let message = `the hub answered ${res.status}${res.statusText ? " " + res.statusText : ""}`;
-  try {
-    const body = JSON.parse(await res.text());
-    if (body?.error) {
-      code = body.error.code ?? code;
-      message = body.error.message ?? message;
-    }
-  } catch {
-    // not JSON (a proxy's page, an empty body)
-  }
-  return new CrierError(message, { status: res.status, code, retryAfter: parseRetryAfter(res.headers.get("retry-after")) });
-}
-
-async function request(opts, method, path, { body, signal } = {}) {
-  const url = baseUrl(opts?.url) + path;
-  const doFetch = fetchOf(opts);
-  const token = await resolveToken(opts?.token);
-  const headers = { accept: "application/json" };
-  if (token) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers["content-type"] = "application/json";
-  let res;
-  try {
-    res = await doFetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
-  } catch (e) {
-    if (e?.name === "AbortError") throw e;
-    throw networkError(e);
-  }
-  if (!res.ok) throw await errorOf(res);
-  const text = await res.text();
-  return text ? JSON.parse(text) : null;
-}
 
 /**
  * Publishes one event or an array of up to 1000 (all or nothing). Resolves once they are
@@ -201,98 +76,6 @@ export function backoffDelay(attempt, backoff = DEFAULT_BACKOFF, random = Math.r
   return Math.max(0, Math.min(b.max, Math.round(jittered)));
 }
 
-/**
- * Incremental parser of a `text/event-stream` (WHATWG HTML, "server-sent events"): lines end
- * with CRLF, LF or CR; `data` lines join with LF; `event`, `id` (ignored if it holds NUL),
- * `retry` (digits only) and comments; a blank line dispatches, a message without data does not.
- */
-class SseParser {
-  constructor({ message, comment, retry } = {}) {
-    this.onMessage = message;
-    this.onComment = comment;
-    this.onRetry = retry;
-    this.buf = "";
-    this.data = [];
-    this.event = "";
-    this.lastId = "";
-    this.idInMessage = false;
-  }
-
-  push(text) {
-    const buf = this.buf + text;
-    let start = 0;
-    let lf = -2;
-    let cr = -2;
-    for (;;) {
-      if (lf !== -1 && lf < start) lf = buf.indexOf("\n", start);
-      if (cr !== -1 && cr < start) cr = buf.indexOf("\r", start);
-      if (lf === -1 && cr === -1) break;
-      let end;
-      let next;
-      if (cr !== -1 && (lf === -1 || cr < lf)) {
-        // A CR at the very end may be the first half of CRLF: wait for the next chunk.
-        if (cr === buf.length - 1) break;
-        end = cr;
-        next = buf[cr + 1] === "\n" ? cr + 2 : cr + 1;
-      } else {
-        end = lf;
-        next = lf + 1;
-      }
-      this.line(buf.slice(start, end));
-      start = next;
-    }
-    this.buf = start === 0 ? buf : buf.slice(start);
-  }
-
-  line(line) {
-    if (line === "") return this.dispatch();
-    if (line[0] === ":") {
-      this.onComment?.(line.slice(line[1] === " " ? 2 : 1));
-      return;
-    }
-    const i = line.indexOf(":");
-    const field = i < 0 ? line : line.slice(0, i);
-    let value = i < 0 ? "" : line.slice(i + 1);
-    if (value[0] === " ") value = value.slice(1);
-    if (field === "data") this.data.push(value);
-    else if (field === "event") this.event = value;
-    else if (field === "id") {
-      if (!value.includes("\0")) {
-        this.lastId = value;
-        this.idInMessage = true;
-      }
-    } else if (field === "retry") {
-      if (/^[0-9]+$/.test(value)) this.onRetry?.(Number(value));
-    }
-  }
-
-  dispatch() {
-    const data = this.data;
-    const event = this.event || "message";
-    const hasId = this.idInMessage;
-    this.data = [];
-    this.event = "";
-    this.idInMessage = false;
-    if (data.length === 0) return;
-    this.onMessage?.({ event, data: data.join("\n"), id: this.lastId || undefined, hasId });
-  }
-}
-
-/**
- * Reads a `text/event-stream` response body to its end, calling `onMessage({event, data, id})`
- * for each message (for streams a subscription does not cover, such as a replay's).
- */
-export async function readSse(response, onMessage, onComment) {
-  const parser = new SseParser({ message: onMessage, comment: onComment });
-  const decoder = new TextDecoder();
-  const reader = response.body.getReader();
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    parser.push(decoder.decode(value, { stream: true }));
-  }
-}
-
 /** Resolves after `ms`, at once when `signal` aborts, or (in a browser) when the network returns. */
 function sleep(ms, signal) {
   return new Promise((resolve) => {
@@ -315,33 +98,6 @@ function sleep(ms, signal) {
 function isFatal(err) {
   if (err.fatal) return true;
   return err.status >= 400 && err.status < 500 && ![408, 425, 429].includes(err.status);
-}
-
-/** A WebSocket `error` op as a CrierError with the HTTP status it stands for. */
-function wsError(m) {
-  const code = m.code ?? "error";
-  const status =
-    code === "unauthorized" ? 401
-    : code === "forbidden" ? 403
-    : code === "unknown_filter" ? 404
-    : code === "store_unavailable" || code === "unavailable" ? 503
-    : code.startsWith("too_many") || code === "rate_limited" ? 429
-    : 400;
-  return new CrierError(m.message ?? `the hub refused the subscription (${code})`, { status, code });
-}
-
-/** The `exp` claim (unix seconds) of a JWT, read without verifying it; undefined otherwise. */
-function jwtExp(token) {
-  try {
-    const part = String(token).split(".")[1];
-    if (!part) return undefined;
-    const b64 = part.replace(/-/g, "+").replace(/_/g, "/");
-    const json = atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4));
-    const exp = JSON.parse(json).exp;
-    return typeof exp === "number" ? exp : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 function report(e) {
@@ -739,169 +495,25 @@ export class Subscription {
     this.#deliver(value);
   }
 
-  /** One WebSocket connection, to its end: `{opened, error?}` (opened: subscribed). */
+  /** One WebSocket connection, to its end: `{opened, error?}` (ws.js). */
   #runWs(token) {
-    return new Promise((resolve) => {
-      const url = new URL(this.#url.replace(/^http/i, "ws") + "/v1/ws");
-      if (token) url.searchParams.set("token", token);
-      let ws;
-      try {
-        ws = new this.#WS(url.href);
-      } catch (e) {
-        return resolve({ opened: false, error: networkError(e, "cannot open a WebSocket") });
-      }
-      let socketOpen = false;
-      let subscribed = false;
-      let settled = false;
-      let failing = false;
-      let welcomeHead;
-      let lastSeen = Date.now();
-      let ticker;
-      let refresher;
-      const send = (m) => {
-        try {
-          ws.send(JSON.stringify(m));
-        } catch {
-          // closing; onclose follows
-        }
-      };
-      const finish = (result) => {
-        if (settled) return;
-        settled = true;
-        clearInterval(ticker);
-        clearTimeout(refresher);
-        this.#abort.signal.removeEventListener("abort", onAbort);
-        ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
-        try {
-          if (ws.readyState === 0 || ws.readyState === 1) ws.close(1000);
-        } catch {
-          // already closing
-        }
-        resolve({ opened: subscribed, ...result });
-      };
-      const onAbort = () => finish({});
-      this.#abort.signal.addEventListener("abort", onAbort);
-      // Nothing heard for idleTimeout (no welcome, no pong): the connection is dead.
-      const watch = (every) => {
-        clearInterval(ticker);
-        ticker = setInterval(() => {
-          if (Date.now() - lastSeen > this.#idleTimeout) {
-            return finish({ error: new CrierError(`nothing received for ${this.#idleTimeout} ms`, { code: "timeout" }) });
-          }
-          if (welcomeHead !== undefined) send({ op: "ping", ref: "ping" });
-        }, every);
-      };
-      const idleOk = this.#idleTimeout > 0 && this.#idleTimeout <= MAX_TIMER;
-      if (idleOk) watch(Math.max(100, Math.floor(this.#idleTimeout / 3)));
-      // Refresh the credential on the open connection (`auth` op) before it expires.
-      const scheduleRefresh = (exp) => {
-        clearTimeout(refresher);
-        if (typeof this.#opts.token !== "function" || typeof exp !== "number") return;
-        const left = exp * 1000 - Date.now();
-        const at = Math.max(0, left - Math.min(30000, left / 4));
-        if (at > MAX_TIMER) return;
-        refresher = setTimeout(async () => {
-          let fresh;
-          try {
-            fresh = await resolveToken(this.#opts.token);
-          } catch {
-            return; // at expiry the hub closes (4001) and the reconnect asks again
-          }
-          if (!settled && fresh) send({ op: "auth", ref: "auth", token: fresh });
-        }, at);
-      };
-      const refused = async () => {
-        // The upgrade failed before opening; a browser cannot see why, so ask over HTTP.
-        if (failing || settled) return;
-        failing = true;
-        const why = await this.#probe(token);
-        finish({ error: why ?? new CrierError("cannot open a WebSocket to the hub", { code: "network_error" }) });
-      };
-      ws.onopen = () => {
-        socketOpen = true;
-        lastSeen = Date.now();
-      };
-      ws.onerror = () => {
-        // Browsers follow with onclose; Node 20's implementation does not when the handshake
-        // itself failed, so that case is handled here.
-        if (!socketOpen) refused();
-      };
-      ws.onclose = (ev) => {
-        if (!socketOpen) return refused();
-        if (ev.code === 4001) {
-          return finish({ error: new CrierError(ev.reason || "the credential expired", { status: 401, code: "credential_expired" }) });
-        }
-        finish({ error: new CrierError(`the connection closed (${ev.code}${ev.reason ? " " + ev.reason : ""})`, { code: "network_error" }) });
-      };
-      ws.onmessage = (msg) => {
-        lastSeen = Date.now();
-        if (typeof msg.data !== "string") return;
-        let m;
-        try {
-          m = JSON.parse(msg.data);
-        } catch {
-          return;
-        }
-        switch (m?.op) {
-          case "welcome": {
-            welcomeHead = typeof m.head === "number" ? m.head : 0;
-            const sub = { op: "subscribe", ref: "sub", id: WS_SUB };
-            if (typeof this.#wsFilter === "string" || Object.keys(this.#wsFilter).length) sub.filter = this.#wsFilter;
-            const pos = this.#position();
-            if (pos.after !== undefined) sub.after = pos.after;
-            else if (pos.last !== undefined) sub.last = pos.last;
-            if (this.#tenant !== undefined) sub.tenant = String(this.#tenant);
-            send(sub);
-            const beat = Number(m.heartbeat_ms) || 15000;
-            if (idleOk) watch(Math.max(100, Math.min(beat, Math.floor(this.#idleTimeout / 3))));
-            scheduleRefresh(jwtExp(token));
-            break;
-          }
-          case "subscribed":
-            if (m.id !== WS_SUB || subscribed) break;
-            subscribed = true;
-            // welcome's head was read before the subscription's cursor opened: resuming after
-            // it can only repeat nothing and lose nothing.
-            this.#opened(welcomeHead);
-            this.#setStatus("open");
-            break;
-          case "event":
-            if (m.sub === WS_SUB && !m.replay) this.#deliver(m.event);
-            break;
-          case "reset":
-            if (m.sub === WS_SUB) {
-              const { op: _op, sub: _sub, ...info } = m;
-              this.#reset(info);
-            }
-            break;
-          case "error":
-            // The subscription was refused, or it ended on the hub (store_unavailable): either
-            // final or a reason to reconnect. Other errors (a refused `auth` refresh) leave the
-            // connection be; an expired credential closes it with 4001.
-            if (m.ref === "sub" || m.sub === WS_SUB) finish({ error: wsError(m) });
-            break;
-          case "authed":
-            scheduleRefresh(typeof m.exp === "number" ? m.exp : undefined);
-            break;
-          default:
-            break;
-        }
-      };
-    });
-  }
-
-  /** Why a WebSocket upgrade failed, if the hub refuses the same request over HTTP. */
-  async #probe(token) {
-    const doFetch = this.#opts.fetch ?? globalThis.fetch;
-    if (typeof doFetch !== "function") return undefined;
-    try {
-      const headers = token ? { authorization: `Bearer ${token}` } : {};
-      const res = await doFetch(`${this.#url}/v1/ws`, { headers, cache: "no-store" });
-      if ([401, 403, 404, 429, 503].includes(res.status)) return await errorOf(res);
-      await res.body?.cancel();
-    } catch {
-      // unreachable: a network error, retried
-    }
-    return undefined;
+    return runWs(
+      {
+        url: this.#url,
+        WebSocket: this.#WS,
+        fetch: this.#opts.fetch,
+        tokenSource: this.#opts.token,
+        signal: this.#abort.signal,
+        idleTimeout: this.#idleTimeout,
+        filter: this.#wsFilter,
+        tenant: this.#tenant,
+        position: () => this.#position(),
+        opened: (head) => this.#opened(head),
+        open: () => this.#setStatus("open"),
+        deliver: (event) => this.#deliver(event),
+        reset: (info) => this.#reset(info),
+      },
+      token,
+    );
   }
 }
