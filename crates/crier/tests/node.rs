@@ -88,13 +88,13 @@ fn node_test(dir: &Path, files: &[&str], env: &[(&str, String)]) {
     );
 }
 
-/// Runs the suite `file` of `tests/e2e` with `env`, once its npm packages are installed (a
+/// Runs the suites `files` of `tests/e2e` with `env`, once its npm packages are installed (a
 /// notice and a pass, or a failure under CI, when they cannot be).
-fn e2e_test(file: &str, env: &[(&str, String)]) {
+fn e2e_test(files: &[&str], env: &[(&str, String)]) {
     if !e2e_packages() {
         return skip("the npm packages of tests/e2e could not be installed");
     }
-    node_test(&root().join("tests/e2e"), &[file], env);
+    node_test(&root().join("tests/e2e"), files, env);
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn graphql_ws_subscription() {
     if node_major().is_none() {
         return skip("Node.js is not installed");
     }
-    e2e_test("graphql.test.mjs", &[]);
+    e2e_test(&["graphql.test.mjs"], &[]);
 }
 
 #[test]
@@ -125,7 +125,7 @@ fn pusher_js_and_pusher_sdk() {
     if node_major().is_none() {
         return skip("Node.js is not installed");
     }
-    e2e_test("pusher.test.mjs", &[]);
+    e2e_test(&["pusher.test.mjs"], &[]);
 }
 
 #[cfg(all(feature = "postgres", feature = "nats", feature = "redis"))]
@@ -206,7 +206,7 @@ fn pusher_presence_across_a_cluster() {
         prefix: format!("crier_presence_{}", std::process::id()),
     };
     e2e_test(
-        "pusher-cluster.test.mjs",
+        &["pusher-cluster.test.mjs"],
         &[
             ("CRIER_TEST_POSTGRES", url),
             ("PRESENCE_BROKERS", brokers.join(" ")),
@@ -228,7 +228,7 @@ fn dashboard_in_chromium() {
     // Kept in the checkout's target/ even when builds go elsewhere (CARGO_TARGET_DIR).
     let shots = root().join("target/screenshots");
     e2e_test(
-        "browser.test.mjs",
+        &["browser.test.mjs", "browser-pages.test.mjs"],
         &[
             ("CRIER_CHROMIUM", chromium),
             ("SCREENSHOT_DIR", shots.display().to_string()),
