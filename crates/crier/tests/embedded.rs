@@ -205,6 +205,10 @@ async fn in_process_events_reach_http_sse_and_websocket_at_the_prefix() {
         ("/events/no/such/page", 404),
         ("/events/ui/app.js", 200),
         ("/events/client/crier.js", 200),
+        // The modules crier.js imports by relative path.
+        ("/events/client/http.js", 200),
+        ("/events/client/sse.js", 200),
+        ("/events/client/ws.js", 200),
     ] {
         let res = get(&http, format!("{base}{path}")).await;
         assert_eq!(res.status(), status, "{path}");
