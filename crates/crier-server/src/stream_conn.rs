@@ -261,7 +261,9 @@ where
         // Everything already produced goes out in one write. A lone chunk (the live case)
         // is written around its shared bytes, without a copy or a buffer.
         let mut lone = taken.take().filter(|_| out.is_empty());
-        while !ended && out.len() < WRITE_BATCH {
+        // The batch counts the lone chunk too: a stuck reader's connection holds at most one
+        // batch (or one chunk larger than a batch) beyond what its cursor holds.
+        while !ended && out.len() + lone.as_ref().map_or(0, Bytes::len) < WRITE_BATCH {
             match frames.next().now_or_never() {
                 Some(Some(Ok(data))) => {
                     if let Some(first) = lone.take() {
