@@ -318,3 +318,57 @@ async fn websocket_ops_and_errors_keep_the_connection() {
         }
     }
 }
+
+/// `unsubscribed` is a subscription's last word while its events flow: no event of it
+/// follows the answer (another subscription of the socket goes on receiving meanwhile), and
+/// a subscription made again under the same id starts afresh.
+#[tokio::test]
+async fn no_event_follows_unsubscribed_while_events_flow() {
+    let hub = Hub::start().await;
+    let (http, url) = (hub.http.clone(), hub.url("/v1/events"));
+    let flowing = tokio::spawn(async move {
+        loop {
+            let res = http
+                .post(&url)
+                .json(&json!([{"type": "flow.tick"}, {"type": "flow.tock"}]))
+                .send()
+                .await
+                .expect("POST /v1/events");
+            assert_eq!(res.status().as_u16(), 201);
+        }
+    });
+    let mut ws = hub.ws().await;
+    ws.subscribe("c", json!({"type": ["flow.*"]}), None).await;
+    for round in 0..20 {
+        ws.subscribe("s", json!({"type": ["flow.*"]}), None).await;
+        // Both subscriptions are delivering.
+        let mut seen_s = false;
+        while !seen_s {
+            let m = ws.recv().await;
+            assert_eq!(m["op"], "event", "{m}");
+            seen_s = m["sub"] == "s";
+        }
+        ws.send(json!({"op": "unsubscribe", "ref": round, "id": "s"}))
+            .await;
+        loop {
+            let m = ws.recv().await;
+            if m["op"] == "unsubscribed" {
+                assert_eq!(m["ref"], round);
+                break;
+            }
+            assert_eq!(m["op"], "event", "{m}");
+        }
+        // Events still flow to `c`; none of them may be `s`'s.
+        let mut after = 0;
+        while after < 6 {
+            let m = ws.recv().await;
+            assert_eq!(m["op"], "event", "{m}");
+            assert_eq!(
+                m["sub"], "c",
+                "round {round}: an event of `s` after unsubscribed: {m}"
+            );
+            after += 1;
+        }
+    }
+    flowing.abort();
+}
