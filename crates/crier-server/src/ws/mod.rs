@@ -1,12 +1,13 @@
 //! `GET /v1/ws`: the WebSocket protocol of §5.
 //!
-//! Each connection has one writer task that owns the socket's sending half and a bounded
-//! outbound queue. Every subscription is a task over its own cursor that pushes frames into
-//! that queue; when the client reads slowly the queue fills, the subscription task waits, its
-//! cursor's live queue overflows and it falls back to the log: memory stays bounded and
-//! nothing is lost. Publishes go through one task per connection, so a connection's publishes
-//! are committed in the order it sent them without blocking its reads. Errors are answered
-//! with an `error` op and the connection stays open.
+//! Each connection has one writer task that owns the socket's sending half, a bounded
+//! outbound queue of answers, and the connection's subscriptions: each is a stream of frames
+//! over its own cursor, polled by the writer, which writes whatever is ready and flushes once.
+//! When the client reads slowly the writer waits on the socket and polls no cursor; a
+//! cursor's live queue then overflows and it falls back to the log: memory stays bounded
+//! and nothing is lost. Publishes go through one task per connection, so a connection's
+//! publishes are committed in the order it sent them without blocking its reads. Errors are
+//! answered with an `error` op and the connection stays open.
 //!
 //! The module's parts: `protocol` (client ops as typed structs, answer frames),
 //! `connection` (the connection's state, read loop and teardown), `ops` (one method per op)
@@ -32,7 +33,8 @@ mod tasks;
 
 use connection::Conn;
 
-/// Frames queued for the socket before producers wait.
+/// Answers and subscriptions queued for the writer before the ops (and replays, and the
+/// publish task) wait.
 const OUTBOUND_QUEUE: usize = 256;
 /// Publishes queued per connection before the reader waits.
 const PUBLISH_QUEUE: usize = 64;
