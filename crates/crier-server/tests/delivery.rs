@@ -340,7 +340,17 @@ async fn no_event_follows_unsubscribed_while_events_flow() {
     let mut ws = hub.ws().await;
     ws.subscribe("c", json!({"type": ["flow.*"]}), None).await;
     for round in 0..20 {
-        ws.subscribe("s", json!({"type": ["flow.*"]}), None).await;
+        // `c`'s events go on arriving around the answer; none of `s`'s precede it.
+        ws.send(json!({"op": "subscribe", "id": "s", "filter": {"type": ["flow.*"]}}))
+            .await;
+        loop {
+            let m = ws.recv().await;
+            if m["op"] == "subscribed" {
+                assert_eq!(m["id"], "s");
+                break;
+            }
+            assert_eq!(m["sub"], "c", "before subscribed: {m}");
+        }
         // Both subscriptions are delivering.
         let mut seen_s = false;
         while !seen_s {
