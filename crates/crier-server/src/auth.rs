@@ -288,14 +288,10 @@ pub fn check_role(p: &Principal, role: Role) -> Result<(), crate::service::Error
     if p.has(role) {
         Ok(())
     } else {
-        Err(forbidden(format!("this needs the {} role", role.as_str())))
-    }
-}
-
-fn forbidden(message: impl Into<String>) -> crate::service::Error {
-    crate::service::Error::Forbidden {
-        code: "forbidden",
-        message: message.into(),
+        Err(crate::service::Error::forbidden(format!(
+            "this needs the {} role",
+            role.as_str()
+        )))
     }
 }
 
@@ -305,7 +301,9 @@ pub fn read_scope(p: &Principal, tenant: Option<&str>) -> Result<Scope, crate::s
     match tenant {
         None => Ok(Scope::Tenant(p.tenant.clone())),
         Some(t) if t == p.tenant => Ok(Scope::Tenant(p.tenant.clone())),
-        Some(_) if p.role != Role::Admin => Err(forbidden("only an admin may read another tenant")),
+        Some(_) if p.role != Role::Admin => Err(crate::service::Error::forbidden(
+            "only an admin may read another tenant",
+        )),
         Some("*") => Ok(Scope::All),
         Some(t) => {
             crier_core::event::check_tenant(t)?;

@@ -110,6 +110,14 @@ impl Error {
         }
     }
 
+    /// `forbidden`: the credential may not do it.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Error::Forbidden {
+            code: "forbidden",
+            message: message.into(),
+        }
+    }
+
     /// `not_found`.
     pub fn not_found(message: impl Into<String>) -> Self {
         Error::NotFound {

@@ -59,15 +59,8 @@ fn check_name(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn forbidden(message: &str) -> Error {
-    Error::Forbidden {
-        code: "forbidden",
-        message: message.into(),
-    }
-}
-
 fn outside() -> Error {
-    forbidden(
+    Error::forbidden(
         "the filter's `type` patterns lie wholly outside this credential's `subscribe` patterns",
     )
 }
@@ -261,7 +254,7 @@ pub async fn deliveries(
     // Deliveries name events (their seq and id): a narrowed credential sees them only for
     // a subscription that reads nothing beyond its own patterns (§12.5).
     if renarrow(p, &sub.filter)?.is_some() {
-        return Err(forbidden(
+        return Err(Error::forbidden(
             "this subscription reads events beyond this credential's `subscribe` patterns; its deliveries would name them",
         ));
     }
