@@ -18,14 +18,13 @@
 //! skipping anything at or below its position. Nothing is lost and nothing is doubled.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use crate::event::Committed;
-use crate::fanout::{Engine, PartKey};
+use crate::fanout::{Engine, LiveQueue, PartKey};
 use crate::filter::Filter;
 use crate::log::{EventLog, LogError, Order, ReadPage, ReadQuery, Scope};
 
@@ -168,7 +167,7 @@ impl Hub {
             Scope::Tenant(t) => PartKey::Tenant(Arc::from(t.as_str())),
             Scope::All => PartKey::All,
         };
-        let (id, rx, bytes, head) =
+        let (id, queue, head) =
             self.inner
                 .engine
                 .register(key.clone(), filter, cap, self.live_bytes());
@@ -178,8 +177,7 @@ impl Hub {
                 inner: self.inner.clone(),
                 id,
                 key,
-                rx,
-                bytes,
+                queue,
             },
             head,
         )
@@ -308,23 +306,20 @@ pub async fn read_full(log: &dyn EventLog, mut query: ReadQuery) -> Result<ReadP
     }
 }
 
+/// Slots of read-ahead history a caught-up cursor keeps.
+const PENDING_KEEP: usize = 64;
+
 struct LiveReg {
     inner: Arc<Inner>,
     id: u64,
     key: PartKey,
-    rx: mpsc::Receiver<Arc<Committed>>,
-    /// Bytes queued and not yet taken, shared with the fan-out stage.
-    bytes: Arc<AtomicUsize>,
-}
-
-impl LiveReg {
-    fn took(&self, e: &Committed) {
-        self.bytes.fetch_sub(e.json.len(), Ordering::AcqRel);
-    }
+    /// Shared with the fan-out stage, which pushes the matching events.
+    queue: Arc<LiveQueue>,
 }
 
 impl Drop for LiveReg {
     fn drop(&mut self) {
+        self.queue.events.receiver_gone();
         self.inner.live_cursors.fetch_sub(1, Ordering::Relaxed);
         self.inner.engine.unregister(&self.key, self.id);
     }
@@ -360,6 +355,16 @@ impl Cursor {
         self.pos
     }
 
+    /// The next event of the history read ahead. A caught-up cursor gives the page's storage
+    /// back, so a reader that once caught up over a long history does not keep it.
+    fn take_pending(&mut self) -> Option<Arc<Committed>> {
+        let e = self.pending.pop_front()?;
+        if self.pending.is_empty() && self.pending.capacity() > PENDING_KEEP {
+            self.pending = VecDeque::new();
+        }
+        Some(e)
+    }
+
     /// Whether the cursor is currently fed live (false while it reads the log).
     pub fn is_live(&self) -> bool {
         self.live.is_some() && self.pos >= self.live_from && self.pending.is_empty()
@@ -383,15 +388,14 @@ impl Cursor {
         if let Some(r) = self.resets.pop_front() {
             return Some(CursorItem::Reset(r));
         }
-        if let Some(e) = self.pending.pop_front() {
+        if let Some(e) = self.take_pending() {
             return Some(CursorItem::Event(e));
         }
         if self.pos < self.live_from {
             return None;
         }
         let live = self.live.as_mut()?;
-        while let Ok(e) = live.rx.try_recv() {
-            live.took(&e);
+        while let Some(e) = live.queue.took(live.queue.events.try_pop()) {
             if e.seq > self.pos {
                 self.pos = e.seq;
                 return Some(CursorItem::Event(e));
@@ -407,7 +411,7 @@ impl Cursor {
             if let Some(r) = self.resets.pop_front() {
                 return Ok(CursorItem::Reset(r));
             }
-            if let Some(e) = self.pending.pop_front() {
+            if let Some(e) = self.take_pending() {
                 return Ok(CursorItem::Event(e));
             }
             if self.live.is_none() {
@@ -439,11 +443,8 @@ impl Cursor {
             let Some(live) = self.live.as_mut() else {
                 continue;
             };
-            let got = live.rx.recv().await;
-            if let Some(e) = &got {
-                live.took(e);
-            }
-            match got {
+            let got = live.queue.events.pop_wait().await;
+            match live.queue.took(got) {
                 Some(e) if e.seq <= self.pos => continue,
                 Some(e) => {
                     self.pos = e.seq;

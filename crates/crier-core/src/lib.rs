@@ -11,6 +11,7 @@
 //! * [`keys`]: the API-key store contract.
 //! * [`webhook`]: webhook subscriptions, their delivery records and the [`WebhookStore`]
 //!   contract.
+//! * [`queue`]: lean single-receiver queues, for what each connection and live reader holds.
 //! * [`entity`]: entities (§11): the rules of mutations and the [`entity::EntityStore`]
 //!   contract every store implements in its own write transactions.
 //!
@@ -27,6 +28,7 @@ pub mod hub;
 pub mod keys;
 pub mod log;
 pub mod principal;
+pub mod queue;
 pub mod strict_json;
 mod validate;
 pub mod webhook;

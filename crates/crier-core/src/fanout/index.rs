@@ -18,11 +18,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::sync::mpsc::error::TrySendError;
-
 use super::Reg;
 use crate::event::Committed;
 use crate::filter::{Filter, Pattern, PatternKey};
+use crate::queue::PushError;
 
 enum Key {
     Exact(Box<str>),
@@ -295,19 +294,19 @@ impl Index {
                 continue;
             }
             let len = ev.json.len();
-            if r.bytes.load(Ordering::Acquire) + len > r.max_bytes {
+            if r.live.bytes.load(Ordering::Acquire) + len > r.max_bytes {
                 metrics::counter!("crier_queue_fallbacks_total").increment(1);
                 self.dead.push(slot);
                 continue;
             }
-            r.bytes.fetch_add(len, Ordering::AcqRel);
-            match r.tx.try_send(ev.clone()) {
+            r.live.bytes.fetch_add(len, Ordering::AcqRel);
+            match r.live.events.push(ev.clone(), r.cap) {
                 Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
+                Err(PushError::Full(_)) => {
                     metrics::counter!("crier_queue_fallbacks_total").increment(1);
                     self.dead.push(slot);
                 }
-                Err(TrySendError::Closed(_)) => self.dead.push(slot),
+                Err(PushError::Gone(_)) => self.dead.push(slot),
             }
         }
         self.candidates = cands;
@@ -322,7 +321,7 @@ impl Index {
 mod tests {
     use super::*;
     use crate::event::Severity;
-    use tokio::sync::mpsc;
+    use crate::fanout::LiveQueue;
 
     fn ev(seq: u64, kind: &str, severity: Severity) -> Arc<Committed> {
         Arc::new(Committed {
@@ -341,22 +340,22 @@ mod tests {
         })
     }
 
-    fn reg(id: u64, filter: serde_json::Value) -> (Reg, mpsc::Receiver<Arc<Committed>>) {
-        let (tx, rx) = mpsc::channel(64);
+    fn reg(id: u64, filter: serde_json::Value) -> (Reg, Arc<LiveQueue>) {
+        let live = Arc::new(LiveQueue::default());
         let filter = Filter::from_json(&filter).expect("a valid filter");
         let reg = Reg {
             id,
             from: 0,
             filter: Arc::new(filter),
-            tx,
-            bytes: Arc::default(),
+            live: live.clone(),
+            cap: 64,
             max_bytes: 1 << 20,
         };
-        (reg, rx)
+        (reg, live)
     }
 
-    fn seqs(rx: &mut mpsc::Receiver<Arc<Committed>>) -> Vec<u64> {
-        std::iter::from_fn(|| rx.try_recv().ok().map(|e| e.seq)).collect()
+    fn seqs(live: &mut Arc<LiveQueue>) -> Vec<u64> {
+        std::iter::from_fn(|| live.took(live.events.try_pop()).map(|e| e.seq)).collect()
     }
 
     #[test]

@@ -27,14 +27,13 @@
 mod index;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
 use crate::event::Committed;
 use crate::filter::Filter;
+use crate::queue::Queue;
 use index::Index;
 
 /// Most events taken from one partition per turn.
@@ -52,10 +51,49 @@ pub(crate) struct Reg {
     /// Only events above this seq are offered (the history/live seam).
     pub(crate) from: u64,
     pub(crate) filter: Arc<Filter>,
-    pub(crate) tx: mpsc::Sender<Arc<Committed>>,
-    /// Bytes of event JSON queued to the reader and not yet taken.
-    pub(crate) bytes: Arc<AtomicUsize>,
+    pub(crate) live: Arc<LiveQueue>,
+    /// Events the reader's queue holds at most.
+    pub(crate) cap: usize,
+    /// Bytes of event JSON the reader's queue holds at most.
     pub(crate) max_bytes: usize,
+}
+
+impl Drop for Reg {
+    /// The engine forgets the reader (it fell behind, or went away): its cursor drains what
+    /// is queued, then reads the log.
+    fn drop(&mut self) {
+        self.live.events.close();
+    }
+}
+
+/// A live reader's queue: the engine pushes, the reader's cursor pops.
+pub(crate) struct LiveQueue {
+    pub(crate) events: Queue<Arc<Committed>>,
+    /// Bytes of event JSON queued and not yet taken.
+    pub(crate) bytes: AtomicUsize,
+}
+
+/// Slots a drained live queue keeps: a reader that gets an event now and then does not
+/// allocate for each, and one that fell behind gives its backlog's storage back.
+const LIVE_KEEP: usize = 16;
+
+impl Default for LiveQueue {
+    fn default() -> LiveQueue {
+        LiveQueue {
+            events: Queue::new(LIVE_KEEP),
+            bytes: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl LiveQueue {
+    /// The next queued event, if any, with its bytes given back.
+    pub(crate) fn took(&self, e: Option<Arc<Committed>>) -> Option<Arc<Committed>> {
+        if let Some(e) = &e {
+            self.bytes.fetch_sub(e.json.len(), Ordering::AcqRel);
+        }
+        e
+    }
 }
 
 /// A partition's name: one tenant, or the readers of every tenant.
@@ -228,17 +266,15 @@ impl Engine {
     }
 
     /// Registers a live reader of `key` with a queue of `cap` events and `max_bytes` bytes.
-    /// Returns its id, the receiving end, the byte counter it shares with the engine and
-    /// the offered head `H`: the reader gets every matching event above `H`.
+    /// Returns its id, the queue it shares with the engine and the offered head `H`: the reader gets every matching event above `H`.
     pub(crate) fn register(
         &self,
         key: PartKey,
         filter: Arc<Filter>,
         cap: usize,
         max_bytes: usize,
-    ) -> (u64, mpsc::Receiver<Arc<Committed>>, Arc<AtomicUsize>, u64) {
-        let (tx, rx) = mpsc::channel(cap.max(1));
-        let bytes = Arc::new(AtomicUsize::new(0));
+    ) -> (u64, Arc<LiveQueue>, u64) {
+        let live = Arc::new(LiveQueue::default());
         let mut guard = self.lock();
         let r = &mut *guard;
         r.next_id += 1;
@@ -254,8 +290,8 @@ impl Engine {
             id,
             from,
             filter,
-            tx,
-            bytes: bytes.clone(),
+            live: live.clone(),
+            cap: cap.max(1),
             max_bytes,
         });
         let wake = !part.scheduled;
@@ -271,7 +307,7 @@ impl Engine {
         if notify {
             self.wake.notify_one();
         }
-        (id, rx, bytes, from)
+        (id, live, from)
     }
 
     /// Forgets a registration (its cursor was dropped or went back to the log).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::{Message, WebSocket};
-use crier_core::Principal;
+use crier_core::{queue, Principal};
 use futures_util::stream::AbortHandle;
 use futures_util::StreamExt;
 use serde_json::{json, Map};
@@ -45,7 +45,7 @@ impl LiveSub {
 pub(super) struct Conn {
     pub(super) state: AppState,
     pub(super) principal: Principal,
-    pub(super) out: mpsc::Sender<Out>,
+    pub(super) out: queue::Sender<Out>,
     pub(super) subs: HashMap<String, LiveSub>,
     pub(super) replays: HashMap<String, (Arc<Replay>, JoinHandle<()>)>,
     /// The connection's publish task, started by its first publish.
@@ -60,7 +60,7 @@ impl Conn {
     pub(super) fn new(
         state: AppState,
         principal: Principal,
-        out: mpsc::Sender<Out>,
+        out: queue::Sender<Out>,
         cancel: CancellationToken,
         info: Arc<ConnInfo>,
     ) -> Conn {
@@ -84,7 +84,7 @@ impl Conn {
         socket: WebSocket,
     ) {
         let (sink, mut stream) = socket.split();
-        let (out, out_rx) = mpsc::channel::<Out>(OUTBOUND_QUEUE);
+        let (out, out_rx) = queue::channel::<Out>(OUTBOUND_QUEUE);
         let cancel = state.shutdown.child_token();
         let last_seen = Arc::new(AtomicU64::new(0));
         let started = Instant::now();

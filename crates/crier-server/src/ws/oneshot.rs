@@ -8,8 +8,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::Message;
-use crier_core::Principal;
-use tokio::sync::mpsc;
+use crier_core::{queue, Principal};
 
 use super::connection::Conn;
 use super::tasks::Out;
@@ -21,7 +20,7 @@ use crate::state::{AppState, Transport};
 /// frames it answered with (replies and errors; events of subscriptions it opened too, if
 /// any arrived before the connection closed).
 pub async fn answer(state: AppState, principal: Principal, text: &str) -> Vec<String> {
-    let (out, mut out_rx) = mpsc::channel::<Out>(OUTBOUND_QUEUE);
+    let (out, mut out_rx) = queue::channel::<Out>(OUTBOUND_QUEUE);
     // Read while the connection works, as the writer task would: producers never block. A
     // subscription it opened is dropped unread: the connection ends after this message.
     let reader = tokio::spawn(async move {

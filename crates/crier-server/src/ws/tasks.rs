@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
-use crier_core::{Cursor, CursorItem};
+use crier_core::{queue, Cursor, CursorItem};
 use futures_util::future::FutureExt;
 use futures_util::stream::{AbortHandle, BoxStream, SelectAll};
 use futures_util::Stream;
@@ -127,7 +127,7 @@ fn replay_status(replay: &Replay) -> Message {
     reply("replay_status", None, status)
 }
 
-pub(super) async fn replay_loop(state: AppState, replay: Arc<Replay>, out: mpsc::Sender<Out>) {
+pub(super) async fn replay_loop(state: AppState, replay: Arc<Replay>, out: queue::Sender<Out>) {
     let prefix = format!(
         "{{\"op\":\"event\",\"sub\":{},\"replay\":true,\"event\":",
         Value::from(replay.id.as_str())
@@ -175,7 +175,7 @@ pub(super) async fn replay_loop(state: AppState, replay: Arc<Replay>, out: mpsc:
 pub(super) async fn publish_loop(
     state: AppState,
     mut rx: mpsc::Receiver<Box<PublishReq>>,
-    out: mpsc::Sender<Out>,
+    out: queue::Sender<Out>,
 ) {
     while let Some(req) = rx.recv().await {
         let (r, event, principal) = *req;
@@ -208,7 +208,8 @@ pub(super) async fn publish_loop(
 #[derive(Default)]
 struct Subs {
     first: Option<LiveStream>,
-    more: SelectAll<LiveStream>,
+    /// Made by the second subscription: an empty `SelectAll` allocates.
+    more: Option<SelectAll<LiveStream>>,
     /// Which of the two is polled first on the next poll, turn about.
     more_first: bool,
 }
@@ -218,12 +219,12 @@ impl Subs {
         if self.first.is_none() {
             self.first = Some(s);
         } else {
-            self.more.push(s);
+            self.more.get_or_insert_with(SelectAll::new).push(s);
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.first.is_none() && self.more.is_empty()
+        self.first.is_none() && self.more.as_ref().is_none_or(SelectAll::is_empty)
     }
 
     fn poll_first(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
@@ -240,10 +241,10 @@ impl Subs {
     }
 
     fn poll_more(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        if self.more.is_empty() {
-            return Poll::Ready(None);
+        match self.more.as_mut() {
+            Some(more) if !more.is_empty() => more.poll_next_unpin(cx),
+            _ => Poll::Ready(None),
         }
-        self.more.poll_next_unpin(cx)
     }
 }
 
@@ -285,7 +286,7 @@ const BURST: usize = 256;
 /// queue and every subscription's events, all that is ready at each wake, then flushes once.
 pub(super) async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Out>,
+    mut rx: queue::Receiver<Out>,
     cancel: CancellationToken,
     heartbeat: Duration,
     last_seen: Arc<AtomicU64>,
@@ -346,7 +347,7 @@ enum Burst {
 async fn burst(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     first: Out,
-    rx: &mut mpsc::Receiver<Out>,
+    rx: &mut queue::Receiver<Out>,
     subs: &mut Subs,
 ) -> Burst {
     let mut next = Some(first);
@@ -370,9 +371,9 @@ async fn burst(
             break;
         }
         next = match rx.try_recv() {
-            Ok(o) => Some(o),
-            Err(_) if subs.is_empty() => None,
-            Err(_) => subs.next().now_or_never().flatten().map(Out::Frame),
+            Some(o) => Some(o),
+            None if subs.is_empty() => None,
+            None => subs.next().now_or_never().flatten().map(Out::Frame),
         };
     }
     if sink.flush().await.is_err() {

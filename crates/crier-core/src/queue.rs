@@ -1,0 +1,338 @@
+//! Lean queues with one receiver, for what every connection and every live reader holds.
+//!
+//! A tokio `mpsc` channel allocates about 2 KiB before its first message (cache-padded
+//! counters and a first block of 32 slots) and keeps its blocks for its whole life. With one
+//! queue per connection and one per subscription, that was a fifth of what an idle
+//! connection cost. A [`Queue`] is a mutex around a `VecDeque`: nothing is allocated until the
+//! first item, and a queue that drains gives its storage back beyond a few slots.
+//!
+//! * [`Queue`]: pushes never wait (the pusher bounds them, and learns when the receiver is
+//!   gone); the receiver waits for the next item. The live fan-out feeds cursors with it.
+//! * [`channel`]: a bounded queue whose senders wait for room, for a connection's outbound
+//!   frames.
+//!
+//! Each push takes the receiver's waker only when the receiver is waiting (it registers one
+//! when it finds the queue empty), so a queue that stays busy wakes nobody per item.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::mem;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use tokio::sync::Semaphore;
+
+struct State<T> {
+    items: VecDeque<T>,
+    /// The receiver, while it waits on an empty queue.
+    waker: Option<Waker>,
+    /// Nothing more will be pushed: the receiver gets `None` once the queue is empty.
+    closed: bool,
+    /// The receiver is gone: pushes fail.
+    gone: bool,
+}
+
+/// A queue with one receiver. See the [module docs](self).
+pub struct Queue<T> {
+    state: Mutex<State<T>>,
+    /// Slots kept when the queue drains; a larger buffer is freed.
+    keep: usize,
+}
+
+/// Why [`Queue::push`] refused an item (it is handed back).
+#[derive(Debug, PartialEq, Eq)]
+pub enum PushError<T> {
+    /// The queue already holds its bound.
+    Full(T),
+    /// The receiver is gone.
+    Gone(T),
+}
+
+impl<T> Queue<T> {
+    /// An empty queue, which keeps `keep` slots of storage once drained.
+    pub fn new(keep: usize) -> Queue<T> {
+        Queue {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                waker: None,
+                closed: false,
+                gone: false,
+            }),
+            keep,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // Nothing panics while holding the lock; if something did, the queue is still whole.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends `item` unless `bound` items wait already or the receiver is gone, and wakes
+    /// the receiver if it waits.
+    pub fn push(&self, item: T, bound: usize) -> Result<(), PushError<T>> {
+        let mut s = self.lock();
+        if s.gone {
+            return Err(PushError::Gone(item));
+        }
+        if s.items.len() >= bound {
+            return Err(PushError::Full(item));
+        }
+        s.items.push_back(item);
+        let waker = s.waker.take();
+        drop(s);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Nothing more will be pushed: the receiver drains what is queued, then gets `None`.
+    pub fn close(&self) {
+        let mut s = self.lock();
+        s.closed = true;
+        let waker = s.waker.take();
+        drop(s);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The receiver is gone: later pushes fail, and what is queued is dropped now.
+    pub fn receiver_gone(&self) {
+        let mut s = self.lock();
+        s.gone = true;
+        s.waker = None;
+        let items = mem::take(&mut s.items);
+        drop(s);
+        drop(items);
+    }
+
+    /// Items queued.
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn pop(&self, s: &mut State<T>) -> Option<T> {
+        let item = s.items.pop_front()?;
+        if s.items.is_empty() && s.items.capacity() > self.keep {
+            s.items = VecDeque::new();
+        }
+        Some(item)
+    }
+
+    /// The next item if one is queued.
+    pub fn try_pop(&self) -> Option<T> {
+        let mut s = self.lock();
+        self.pop(&mut s)
+    }
+
+    /// The next item; `None` once the queue is closed and empty. Registers `cx` to be woken
+    /// by the next push or the close when it returns `Pending`.
+    pub fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut s = self.lock();
+        if let Some(item) = self.pop(&mut s) {
+            return Poll::Ready(Some(item));
+        }
+        if s.closed {
+            return Poll::Ready(None);
+        }
+        match &mut s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            w => *w = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Waits for the next item; `None` once the queue is closed and empty. Cancel-safe: a
+    /// dropped call takes nothing.
+    pub async fn pop_wait(&self) -> Option<T> {
+        poll_fn(|cx| self.poll_pop(cx)).await
+    }
+}
+
+struct Shared<T> {
+    queue: Queue<T>,
+    /// Room left: a send takes one, a receive gives one back.
+    room: Semaphore,
+    senders: AtomicUsize,
+}
+
+/// A bounded queue of at most `bound` items whose senders wait for room; empty queues hold
+/// no storage. The receiver gets `None` once every sender is gone and the queue is drained;
+/// senders get their item back once the receiver is gone.
+pub fn channel<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        queue: Queue::new(0),
+        room: Semaphore::new(bound.max(1)),
+        senders: AtomicUsize::new(1),
+    });
+    (Sender(shared.clone()), Receiver(shared))
+}
+
+/// The sending side of a [`channel`]; clones share the queue.
+pub struct Sender<T>(Arc<Shared<T>>);
+
+impl<T> Sender<T> {
+    /// Queues `item` once there is room. Cancel-safe: a call dropped while waiting queues
+    /// nothing. `Err` hands the item back when the receiver is gone.
+    pub async fn send(&self, item: T) -> Result<(), T> {
+        match self.0.room.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return Err(item),
+        }
+        // Unbounded here: the semaphore is the bound.
+        match self.0.queue.push(item, usize::MAX) {
+            Ok(()) => Ok(()),
+            Err(PushError::Full(item) | PushError::Gone(item)) => Err(item),
+        }
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Sender<T> {
+        self.0.senders.fetch_add(1, Ordering::Relaxed);
+        Sender(self.0.clone())
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        if self.0.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.queue.close();
+        }
+    }
+}
+
+/// The receiving side of a [`channel`].
+pub struct Receiver<T>(Arc<Shared<T>>);
+
+impl<T> Receiver<T> {
+    fn took(&self, item: Option<T>) -> Option<T> {
+        if item.is_some() {
+            self.0.room.add_permits(1);
+        }
+        item
+    }
+
+    /// The next item, or `Pending` (with `cx` registered); `None` once every sender is gone
+    /// and the queue is drained.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.0.queue.poll_pop(cx).map(|item| self.took(item))
+    }
+
+    /// Waits for the next item; `None` once every sender is gone and the queue is drained.
+    /// Cancel-safe.
+    pub async fn recv(&mut self) -> Option<T> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next item if one is queued.
+    pub fn try_recv(&mut self) -> Option<T> {
+        let item = self.0.queue.try_pop();
+        self.took(item)
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.0.room.close();
+        self.0.queue.receiver_gone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn keeps_order_and_bound_and_gives_storage_back() {
+        let q = Queue::new(4);
+        for i in 0..10 {
+            assert_eq!(q.push(i, 10), Ok(()));
+        }
+        assert_eq!(q.push(10, 10), Err(PushError::Full(10)));
+        assert_eq!(q.len(), 10);
+        let got: Vec<_> = std::iter::from_fn(|| q.try_pop()).collect();
+        assert_eq!(got, (0..10).collect::<Vec<_>>());
+        // Ten slots were more than the four it keeps: freed.
+        assert_eq!(q.lock().items.capacity(), 0);
+        q.push(1, 10).expect("room");
+        q.try_pop();
+        // A small buffer is kept for the next item.
+        assert!(q.lock().items.capacity() > 0);
+    }
+
+    #[test]
+    fn a_gone_receiver_refuses_pushes_and_drops_what_waited() {
+        let item = Arc::new(());
+        let q = Queue::new(0);
+        q.push(item.clone(), 8).expect("room");
+        q.receiver_gone();
+        assert_eq!(Arc::strong_count(&item), 1);
+        assert!(matches!(q.push(item.clone(), 8), Err(PushError::Gone(_))));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_is_woken_by_a_push_and_by_the_close() {
+        let q = Arc::new(Queue::new(0));
+        let waiter = tokio::spawn({
+            let q = q.clone();
+            async move {
+                let first = q.pop_wait().await;
+                let second = q.pop_wait().await;
+                (first, second)
+            }
+        });
+        // Observes the receiver waiting before pushing, so the wake path is the one tested.
+        while q.lock().waker.is_none() {
+            tokio::task::yield_now().await;
+        }
+        q.push(7, 8).expect("room");
+        while q.lock().waker.is_none() && !waiter.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        q.close();
+        assert_eq!(waiter.await.expect("joined"), (Some(7), None));
+    }
+
+    #[tokio::test]
+    async fn senders_wait_for_room_and_the_receiver_sees_the_end() {
+        let (tx, mut rx) = channel::<u32>(2);
+        tx.send(1).await.expect("room");
+        tx.send(2).await.expect("room");
+        // Full: a third send waits, and a dropped wait queues nothing.
+        assert!(tokio::time::timeout(Duration::from_millis(20), tx.send(9))
+            .await
+            .is_err());
+        let blocked = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(3).await }
+        });
+        assert_eq!(rx.recv().await, Some(1));
+        assert_eq!(blocked.await.expect("joined"), Ok(()));
+        drop(tx);
+        assert_eq!(rx.try_recv(), Some(2));
+        assert_eq!(rx.recv().await, Some(3));
+        assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn senders_get_their_item_back_once_the_receiver_is_gone() {
+        let (tx, rx) = channel::<u32>(1);
+        tx.send(1).await.expect("room");
+        let blocked = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(2).await }
+        });
+        drop(rx);
+        assert_eq!(blocked.await.expect("joined"), Err(2));
+        assert_eq!(tx.send(3).await, Err(3));
+    }
+}
