@@ -157,9 +157,12 @@ impl<T> Queue<T> {
 }
 
 struct Shared<T> {
-    queue: Queue<T>,
-    /// Room left: a send takes one, a receive gives one back.
+    /// Each item with the room it took.
+    queue: Queue<(T, u32)>,
+    /// Room left: a send takes its item's weight, a receive gives it back.
     room: Semaphore,
+    bound: u32,
+    weigh: fn(&T) -> usize,
     senders: AtomicUsize,
 }
 
@@ -167,9 +170,19 @@ struct Shared<T> {
 /// no storage. The receiver gets `None` once every sender is gone and the queue is drained;
 /// senders get their item back once the receiver is gone.
 pub fn channel<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
+    weighed(bound, |_| 1)
+}
+
+/// A [`channel`] bounded by the sum of its items' weights (their bytes, say) instead of their
+/// number. An item weighs at least 1 and at most `bound`: one heavier than the bound waits
+/// for an empty queue and goes alone.
+pub fn weighed<T>(bound: usize, weigh: fn(&T) -> usize) -> (Sender<T>, Receiver<T>) {
+    let bound = bound.clamp(1, u32::MAX as usize) as u32;
     let shared = Arc::new(Shared {
         queue: Queue::new(0),
-        room: Semaphore::new(bound.max(1)),
+        room: Semaphore::new(bound as usize),
+        bound,
+        weigh,
         senders: AtomicUsize::new(1),
     });
     (Sender(shared.clone()), Receiver(shared))
@@ -182,14 +195,15 @@ impl<T> Sender<T> {
     /// Queues `item` once there is room. Cancel-safe: a call dropped while waiting queues
     /// nothing. `Err` hands the item back when the receiver is gone.
     pub async fn send(&self, item: T) -> Result<(), T> {
-        match self.0.room.acquire().await {
+        let weight = ((self.0.weigh)(&item).max(1)).min(self.0.bound as usize) as u32;
+        match self.0.room.acquire_many(weight).await {
             Ok(permit) => permit.forget(),
             Err(_) => return Err(item),
         }
         // Unbounded here: the semaphore is the bound.
-        match self.0.queue.push(item, usize::MAX) {
+        match self.0.queue.push((item, weight), usize::MAX) {
             Ok(()) => Ok(()),
-            Err(PushError::Full(item) | PushError::Gone(item)) => Err(item),
+            Err(PushError::Full((item, _)) | PushError::Gone((item, _))) => Err(item),
         }
     }
 }
@@ -213,11 +227,10 @@ impl<T> Drop for Sender<T> {
 pub struct Receiver<T>(Arc<Shared<T>>);
 
 impl<T> Receiver<T> {
-    fn took(&self, item: Option<T>) -> Option<T> {
-        if item.is_some() {
-            self.0.room.add_permits(1);
-        }
-        item
+    fn took(&self, item: Option<(T, u32)>) -> Option<T> {
+        let (item, weight) = item?;
+        self.0.room.add_permits(weight as usize);
+        Some(item)
     }
 
     /// The next item, or `Pending` (with `cx` registered); `None` once every sender is gone
@@ -334,5 +347,30 @@ mod tests {
         drop(rx);
         assert_eq!(blocked.await.expect("joined"), Err(2));
         assert_eq!(tx.send(3).await, Err(3));
+    }
+
+    #[tokio::test]
+    async fn a_weighed_channel_is_bounded_by_weight_and_lets_a_heavy_item_through_alone() {
+        let (tx, mut rx) = weighed::<Vec<u8>>(100, Vec::len);
+        tx.send(vec![0; 60]).await.expect("room");
+        tx.send(vec![0; 40]).await.expect("room");
+        // 100 of 100 taken: even a light item waits.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), tx.send(vec![0; 1]))
+                .await
+                .is_err()
+        );
+        // Heavier than the whole bound: it waits for an empty queue, then goes.
+        let heavy = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(vec![0; 500]).await }
+        });
+        assert_eq!(rx.recv().await.map(|v| v.len()), Some(60));
+        // 40 still queued: the heavy item, which weighs the whole bound, waits for it to go.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!heavy.is_finished());
+        assert_eq!(rx.recv().await.map(|v| v.len()), Some(40));
+        assert_eq!(heavy.await.expect("joined"), Ok(()));
+        assert_eq!(rx.recv().await.map(|v| v.len()), Some(500));
     }
 }

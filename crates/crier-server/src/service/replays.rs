@@ -406,6 +406,8 @@ impl Pacer {
                 let mut q = self.replay.query.clone();
                 q.after = self.after;
                 q.order = Order::Asc;
+                // Half the reader's buffer: the other half is for what its transport queues.
+                q.max_bytes = Some(self.state.settings.limits.reader_buffer_bytes / 2);
                 let page = self.state.log.read(q).await?;
                 self.after = page.scanned_to;
                 self.exhausted = page.exhausted;

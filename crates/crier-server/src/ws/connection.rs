@@ -15,11 +15,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::outbound_bytes;
 use super::protocol::{
     self, close_frame, error_frame, reply, text, ClientOp, OpError, PublishReq, Request,
 };
 use super::tasks::{write_loop, Out};
-use super::OUTBOUND_QUEUE;
 use crate::lifetime::Lifetime;
 use crate::monitor::ConnInfo;
 use crate::service::replays::Replay;
@@ -84,7 +84,7 @@ impl Conn {
         socket: WebSocket,
     ) {
         let (sink, mut stream) = socket.split();
-        let (out, out_rx) = queue::channel::<Out>(OUTBOUND_QUEUE);
+        let (out, out_rx) = queue::weighed::<Out>(outbound_bytes(&state), Out::weight);
         let cancel = state.shutdown.child_token();
         let last_seen = Arc::new(AtomicU64::new(0));
         let started = Instant::now();

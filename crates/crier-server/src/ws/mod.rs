@@ -1,8 +1,9 @@
 //! `GET /v1/ws`: the WebSocket protocol of §5.
 //!
-//! Each connection has one writer task that owns the socket's sending half, a bounded
-//! outbound queue of answers, and the connection's subscriptions: each is a stream of frames
-//! over its own cursor, polled by the writer, which writes whatever is ready and flushes once.
+//! Each connection has one writer task that owns the socket's sending half, an outbound
+//! queue of answers and replay frames bounded in bytes, and the connection's subscriptions:
+//! each is a stream of frames over its own cursor, polled by the writer, which writes
+//! whatever is ready and flushes once.
 //! When the client reads slowly the writer waits on the socket and polls no cursor; a
 //! cursor's live queue then overflows and it falls back to the log: memory stays bounded
 //! and nothing is lost. Publishes go through one task per connection, so a connection's
@@ -33,9 +34,12 @@ mod tasks;
 
 use connection::Conn;
 
-/// Answers and subscriptions queued for the writer before the ops (and replays, and the
-/// publish task) wait.
-const OUTBOUND_QUEUE: usize = 256;
+/// Bytes of answers and replay frames queued for the writer before the ops (and replays,
+/// and the publish task) wait: half the reader's buffer (§12.2 `reader_buffer_bytes`); a
+/// replay's read-ahead page holds the other half.
+fn outbound_bytes(state: &AppState) -> usize {
+    state.settings.limits.reader_buffer_bytes / 2
+}
 /// Publishes queued per connection before the reader waits.
 const PUBLISH_QUEUE: usize = 64;
 

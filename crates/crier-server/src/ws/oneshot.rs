@@ -11,8 +11,8 @@ use axum::extract::ws::Message;
 use crier_core::{queue, Principal};
 
 use super::connection::Conn;
+use super::outbound_bytes;
 use super::tasks::Out;
-use super::OUTBOUND_QUEUE;
 use crate::monitor::ConnInfo;
 use crate::state::{AppState, Transport};
 
@@ -20,7 +20,7 @@ use crate::state::{AppState, Transport};
 /// frames it answered with (replies and errors; events of subscriptions it opened too, if
 /// any arrived before the connection closed).
 pub async fn answer(state: AppState, principal: Principal, text: &str) -> Vec<String> {
-    let (out, mut out_rx) = queue::channel::<Out>(OUTBOUND_QUEUE);
+    let (out, mut out_rx) = queue::weighed::<Out>(outbound_bytes(&state), Out::weight);
     // Read while the connection works, as the writer task would: producers never block. A
     // subscription it opened is dropped unread: the connection ends after this message.
     let reader = tokio::spawn(async move {

@@ -37,6 +37,19 @@ pub(super) enum Out {
     Subscribe(LiveStream),
 }
 
+impl Out {
+    /// What the item weighs in the outbound queue: its bytes and a little for the frame, so
+    /// the queue is bounded in bytes (§12.2 `reader_buffer_bytes`) and in frames.
+    pub(super) fn weight(&self) -> usize {
+        const FRAME: usize = 64;
+        match self {
+            Out::Frame(Message::Text(t)) => FRAME + t.len(),
+            Out::Frame(Message::Binary(b)) => FRAME + b.len(),
+            Out::Frame(_) | Out::Subscribe(_) => FRAME,
+        }
+    }
+}
+
 impl From<Message> for Out {
     fn from(m: Message) -> Out {
         Out::Frame(m)
