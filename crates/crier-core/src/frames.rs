@@ -6,7 +6,13 @@
 //! is kept for the first subscription id that asks; readers using another id (rare: clients
 //! tend to use the same few ids) build their own. Either way the stored JSON is never
 //! re-encoded, and a fan-out to 10,000 readers is one frame, not 10,000 `format!`s.
+//!
+//! The WebSocket frame is kept as text, checked as UTF-8 once per event. Each socket copies
+//! it (its writer copies it again into the socket's buffer anyway): a copy made and freed on
+//! one thread costs less than a shared buffer whose reference count every worker thread
+//! takes and gives back for every event.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -15,7 +21,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 #[derive(Debug, Clone, Default)]
 pub struct Frames {
     sse: OnceLock<Bytes>,
-    ws: OnceLock<(Box<str>, Bytes)>,
+    ws: OnceLock<(Box<str>, Option<Box<str>>)>,
 }
 
 fn decimal(mut n: u64, out: &mut BytesMut) {
@@ -50,22 +56,25 @@ impl Frames {
             .clone()
     }
 
-    /// The WebSocket frame `{prefix}{json}}` for subscription `sub`, where `prefix` is that
-    /// subscription's `{"op":"event","sub":...,"event":`; shared when `sub` is the id the
-    /// frame was first built for.
-    pub fn ws(&self, sub: &str, prefix: &[u8], json: &[u8]) -> Bytes {
+    /// The WebSocket text frame `{prefix}{json}}` for subscription `sub`, where `prefix` is
+    /// that subscription's `{"op":"event","sub":...,"event":`: the cached one when `sub` is
+    /// the id it was first built for. `None` when the stored JSON is not UTF-8.
+    pub fn ws_text(&self, sub: &str, prefix: &str, json: &[u8]) -> Option<Cow<'_, str>> {
         let build = || {
-            let mut b = BytesMut::with_capacity(prefix.len() + json.len() + 1);
-            b.put_slice(prefix);
-            b.put_slice(json);
-            b.put_u8(b'}');
-            b.freeze()
+            let json = std::str::from_utf8(json).ok()?;
+            let mut s = String::with_capacity(prefix.len() + json.len() + 1);
+            s.push_str(prefix);
+            s.push_str(json);
+            s.push('}');
+            Some(s)
         };
-        let (id, frame) = self.ws.get_or_init(|| (sub.into(), build()));
+        let (id, frame) = self
+            .ws
+            .get_or_init(|| (sub.into(), build().map(String::into_boxed_str)));
         if &**id == sub {
-            frame.clone()
+            frame.as_deref().map(Cow::Borrowed)
         } else {
-            build()
+            build().map(Cow::Owned)
         }
     }
 }
@@ -88,14 +97,19 @@ mod tests {
             b.as_ptr(),
             "the second reader shares the first's bytes"
         );
-        let p1 = br#"{"op":"event","sub":"s1","event":"#;
-        let p2 = br#"{"op":"event","sub":"s2","event":"#;
-        let w1 = f.ws("s1", p1, b"{}");
-        let w1b = f.ws("s1", p1, b"{}");
-        let w2 = f.ws("s2", p2, b"{}");
-        assert_eq!(&w1[..], br#"{"op":"event","sub":"s1","event":{}}"#);
-        assert_eq!(w1.as_ptr(), w1b.as_ptr());
-        assert_eq!(&w2[..], br#"{"op":"event","sub":"s2","event":{}}"#);
+        let p1 = r#"{"op":"event","sub":"s1","event":"#;
+        let p2 = r#"{"op":"event","sub":"s2","event":"#;
+        let w1 = f.ws_text("s1", p1, b"{}").expect("UTF-8");
+        let w1b = f.ws_text("s1", p1, b"{}").expect("UTF-8");
+        let w2 = f.ws_text("s2", p2, b"{}").expect("UTF-8");
+        assert_eq!(w1, r#"{"op":"event","sub":"s1","event":{}}"#);
+        assert!(
+            matches!((&w1, &w1b), (Cow::Borrowed(a), Cow::Borrowed(b)) if a.as_ptr() == b.as_ptr())
+        );
+        assert_eq!(w2, r#"{"op":"event","sub":"s2","event":{}}"#);
+        assert!(matches!(w2, Cow::Owned(_)), "another id builds its own");
+        let bad = Frames::default();
+        assert_eq!(bad.ws_text("s1", p1, b"{\"x\":\"\xff\"}"), None);
         let mut z = BytesMut::new();
         decimal(0, &mut z);
         decimal(u64::MAX, &mut z);

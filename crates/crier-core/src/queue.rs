@@ -195,11 +195,32 @@ impl<T> Sender<T> {
     /// Queues `item` once there is room. Cancel-safe: a call dropped while waiting queues
     /// nothing. `Err` hands the item back when the receiver is gone.
     pub async fn send(&self, item: T) -> Result<(), T> {
-        let weight = ((self.0.weigh)(&item).max(1)).min(self.0.bound as usize) as u32;
+        let weight = self.weight(&item);
         match self.0.room.acquire_many(weight).await {
             Ok(permit) => permit.forget(),
             Err(_) => return Err(item),
         }
+        self.push(item, weight)
+    }
+}
+
+impl<T> Sender<T> {
+    /// Queues `item` if there is room now; `Err` hands it back when there is none or the
+    /// receiver is gone.
+    pub fn try_send(&self, item: T) -> Result<(), T> {
+        let weight = self.weight(&item);
+        match self.0.room.try_acquire_many(weight) {
+            Ok(permit) => permit.forget(),
+            Err(_) => return Err(item),
+        }
+        self.push(item, weight)
+    }
+
+    fn weight(&self, item: &T) -> u32 {
+        ((self.0.weigh)(item).max(1)).min(self.0.bound as usize) as u32
+    }
+
+    fn push(&self, item: T, weight: u32) -> Result<(), T> {
         // Unbounded here: the semaphore is the bound.
         match self.0.queue.push((item, weight), usize::MAX) {
             Ok(()) => Ok(()),

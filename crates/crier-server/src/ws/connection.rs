@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use axum::extract::ws::{Message, WebSocket};
 use crier_core::{queue, Principal};
-use futures_util::stream::AbortHandle;
 use futures_util::StreamExt;
 use serde_json::{json, Map};
 use tokio::sync::mpsc;
@@ -19,7 +18,7 @@ use super::outbound_bytes;
 use super::protocol::{
     self, close_frame, error_frame, reply, text, ClientOp, OpError, PublishReq, Request,
 };
-use super::tasks::{write_loop, Out};
+use super::tasks::{write_loop, Out, Stop};
 use crate::lifetime::Lifetime;
 use crate::monitor::ConnInfo;
 use crate::service::replays::Replay;
@@ -29,14 +28,14 @@ use crate::state::{AppState, ConnGuard};
 /// polls. (Not a webhook subscription, nor GraphQL's `Subscription` type: a live reader on
 /// this socket.)
 pub(super) struct LiveSub {
-    pub(super) abort: AbortHandle,
+    pub(super) stop: Stop,
 }
 
 impl LiveSub {
     /// Ends the subscription: the writer takes no frame of it after this, and drops its
     /// cursor at its next wake.
     pub(super) fn stop(self) {
-        self.abort.abort();
+        self.stop.stop();
     }
 }
 
@@ -145,7 +144,13 @@ impl Conn {
         let mut lifetime = Lifetime::new(&self.state, &self.principal);
         loop {
             let msg = tokio::select! {
-                _ = self.cancel.cancelled() => return,
+                // The writer does not watch the token (a check per event it writes): the
+                // close frame tells it. With no room for it, the writer ends once it has
+                // written what is queued and finds the queue closed.
+                _ = self.cancel.cancelled() => {
+                    let _ = self.out.try_send(close_frame(1001, "server shutting down").into());
+                    return;
+                }
                 ended = lifetime.ended() => {
                     let _ = self.out.send(close_frame(4001, ended.message()).into()).await;
                     return;

@@ -185,10 +185,10 @@ impl Conn {
             r,
             Map::from_iter([("id".into(), id.into()), ("head".into(), head.into())]),
         );
-        let (stream, abort) = sub_stream(id, cursor, reader);
+        let (stream, stop) = sub_stream(id, cursor, reader);
         let _ = self.out.send(subscribed.into()).await;
         let _ = self.out.send(Out::Subscribe(stream)).await;
-        self.subs.insert(id.to_string(), LiveSub { abort });
+        self.subs.insert(id.to_string(), LiveSub { stop });
         Ok(None)
     }
 

@@ -6,17 +6,18 @@
 //! wakes one task per connection, which writes every frame that is ready (from the outbound
 //! queue and from each subscription) and flushes once.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use crier_core::{queue, Cursor, CursorItem};
 use futures_util::future::FutureExt;
-use futures_util::stream::{AbortHandle, BoxStream, SelectAll};
+use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::Stream;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
@@ -56,8 +57,34 @@ impl From<Message> for Out {
     }
 }
 
-/// A subscription's frames, until its cursor fails or it is aborted.
-pub(super) type LiveStream = futures_util::stream::Abortable<BoxStream<'static, Message>>;
+/// A subscription's frames, until its cursor fails or it is stopped.
+pub(super) struct LiveStream {
+    frames: BoxStream<'static, Message>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl Stream for LiveStream {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        // A flag, not a waker registered at each poll: whoever stops a subscription then
+        // queues an answer, which wakes the writer, which polls this and drops it.
+        if self.stopped.load(Ordering::Acquire) {
+            return Poll::Ready(None);
+        }
+        self.frames.poll_next_unpin(cx)
+    }
+}
+
+/// Ends a subscription's [`LiveStream`]: once [`Stop::stop`] has returned, the stream yields
+/// nothing more.
+pub(super) struct Stop(Arc<AtomicBool>);
+
+impl Stop {
+    pub(super) fn stop(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
 
 struct SubState {
     id: String,
@@ -69,13 +96,9 @@ struct SubState {
 }
 
 /// One subscription's cursor as a stream of frames, and the handle that ends it: once
-/// `abort` has returned, the stream yields nothing more (`unsubscribe` relies on it, its
-/// answer being queued after the abort).
-pub(super) fn sub_stream(
-    id: &str,
-    cursor: Cursor,
-    reader: ReaderSlot,
-) -> (LiveStream, AbortHandle) {
+/// `stop` has returned, the stream yields nothing more (`unsubscribe` relies on it, its
+/// answer being queued after the stop).
+pub(super) fn sub_stream(id: &str, cursor: Cursor, reader: ReaderSlot) -> (LiveStream, Stop) {
     let st = SubState {
         prefix: format!("{{\"op\":\"event\",\"sub\":{},\"event\":", Value::from(id)),
         id: id.to_string(),
@@ -93,12 +116,15 @@ pub(super) fn sub_stream(
             let sent = item.as_ref().ok().map(position_after);
             let frame = match item {
                 Ok(CursorItem::Event(e)) => {
-                    let frame = e.frames.ws(&st.id, st.prefix.as_bytes(), &e.json);
                     // The stored JSON is UTF-8 (it was encoded from a string); a frame that
                     // were not would be skipped rather than sent broken.
-                    let Ok(frame) = Utf8Bytes::try_from(frame) else {
-                        tracing::error!(seq = e.seq, "stored event is not UTF-8; not sent");
-                        continue;
+                    let frame = match e.frames.ws_text(&st.id, &st.prefix, &e.json) {
+                        Some(Cow::Borrowed(text)) => Utf8Bytes::from(text),
+                        Some(Cow::Owned(text)) => Utf8Bytes::from(text),
+                        None => {
+                            tracing::error!(seq = e.seq, "stored event is not UTF-8; not sent");
+                            continue;
+                        }
                     };
                     st.sent_total.increment(1);
                     Message::Text(frame)
@@ -128,7 +154,12 @@ pub(super) fn sub_stream(
             return Some((frame, Some(st)));
         }
     });
-    futures_util::stream::abortable(frames.boxed())
+    let stopped = Arc::new(AtomicBool::new(false));
+    let stream = LiveStream {
+        frames: frames.boxed(),
+        stopped: stopped.clone(),
+    };
+    (stream, Stop(stopped))
 }
 
 fn replay_status(replay: &Replay) -> Message {
@@ -308,18 +339,12 @@ pub(super) async fn write_loop(
     let mut tick = tokio::time::interval(heartbeat);
     tick.tick().await;
     let mut subs = Subs::default();
-    // One wait on the token for the connection's life, not one made and dropped per frame.
-    let cancelled = cancel.cancelled();
-    tokio::pin!(cancelled);
     loop {
         let first = tokio::select! {
-            // A fixed order (no random start per wake), the token and the timer first, so
-            // frames that never stop coming cannot starve them.
+            // A fixed order (no random start per wake), the timer first, so frames that
+            // never stop coming cannot starve it. The shutdown comes as a close frame,
+            // queued by the reader.
             biased;
-            _ = &mut cancelled => {
-                let _ = sink.send(close_frame(1001, "server shutting down")).await;
-                break;
-            }
             _ = tick.tick() => {
                 let idle = started.elapsed().as_millis() as u64 - last_seen.load(Ordering::Relaxed);
                 if idle > 2 * heartbeat.as_millis() as u64 + 1000 {
