@@ -140,8 +140,47 @@ pub async fn tenant_isolation(a: &Args) -> anyhow::Result<Row> {
     })
 }
 
-/// Opens an SSE stream from `after=0` on a raw socket and reads its response head.
-async fn open_reader(port: u16) -> anyhow::Result<tokio::net::TcpStream> {
+/// A reader of everything from `after=0`: an SSE stream or a `/v1/ws` subscription.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Reader {
+    Sse,
+    Ws,
+}
+
+/// A reader's socket: read to the end by `drain`, or held and never read.
+enum Open {
+    Sse(tokio::net::TcpStream),
+    Ws(
+        Box<
+            tokio_tungstenite::WebSocketStream<
+                tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+            >,
+        >,
+    ),
+}
+
+impl Open {
+    async fn drain(self) {
+        match self {
+            Open::Sse(mut s) => {
+                let mut buf = vec![0u8; 64 * 1024];
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+            }
+            Open::Ws(mut ws) => while let Some(Ok(_)) = ws.next().await {},
+        }
+    }
+}
+
+/// Opens a reader of everything from `after=0`: the SSE response head is read, or the
+/// WebSocket subscription sent; then nothing more unless drained.
+async fn open_reader(port: u16, kind: Reader) -> anyhow::Result<Open> {
+    if kind == Reader::Ws {
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/v1/ws")).await?;
+        let sub = json!({"op": "subscribe", "id": "all", "after": 0, "filter": {}});
+        ws.send(Message::text(sub.to_string())).await?;
+        return Ok(Open::Ws(Box::new(ws)));
+    }
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     s.write_all(
         b"GET /v1/stream?after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n",
@@ -155,7 +194,7 @@ async fn open_reader(port: u16) -> anyhow::Result<tokio::net::TcpStream> {
             String::from_utf8_lossy(&head[..n])
         );
     }
-    Ok(s)
+    Ok(Open::Sse(s))
 }
 
 /// Publishes batches of ten `pad`-sized events every 50 ms until `until`; returns how many
@@ -177,15 +216,16 @@ async fn publish_until(
     Ok((published, peak.max(hub.rss_kib()?)))
 }
 
-/// 20 SSE readers from `after=0` that never read, over 60 KB events: the hub's RSS may grow
-/// by at most `reader_buffer_bytes` (1 MiB by default) plus a small constant per reader.
+/// 20 readers from `after=0` (SSE streams or WebSocket subscriptions) that never read, over
+/// 60 KB events: the hub's RSS may grow by at most `reader_buffer_bytes` (1 MiB by default)
+/// plus a small constant per reader.
 ///
 /// What the hub takes for the same work without stuck readers is not theirs: its SQLite
 /// page caches and read connections, the allocator's arenas of the threads that read the
 /// log, the buffers of the publishes. So the run first does it all once with 20 readers that
 /// do read (they catch up and follow while the same batches are published, then leave), and
 /// measures the stuck readers from there.
-pub async fn stuck_readers(a: &Args) -> anyhow::Result<Row> {
+pub async fn stuck_readers(a: &Args, kind: Reader) -> anyhow::Result<Row> {
     let hub = Hub::start(&a.crier_bin, &[]).await?;
     let client = reqwest::Client::new();
     let pad = "x".repeat(60_000);
@@ -204,11 +244,7 @@ pub async fn stuck_readers(a: &Args) -> anyhow::Result<Row> {
     // The same work with readers that read.
     let mut warm = Vec::new();
     for _ in 0..20 {
-        let mut s = open_reader(hub.port).await?;
-        warm.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
-        }));
+        warm.push(tokio::spawn(open_reader(hub.port, kind).await?.drain()));
     }
     let (warm_published, _) = publish_until(&hub, &client, &batch, Instant::now() + secs).await?;
     for w in &warm {
@@ -219,16 +255,19 @@ pub async fn stuck_readers(a: &Args) -> anyhow::Result<Row> {
 
     let mut readers = Vec::new();
     for _ in 0..20 {
-        // The response head is read, then never anything again.
-        readers.push(open_reader(hub.port).await?);
+        readers.push(open_reader(hub.port, kind).await?);
     }
     // More events while they are stuck: the live path as well as catch-up.
     let (published, peak) = publish_until(&hub, &client, &batch, Instant::now() + secs).await?;
     drop(readers);
     let per = (peak.saturating_sub(before)) as f64 / 20.0;
     let bound_kib = 1024.0 + 256.0;
+    let readers = match kind {
+        Reader::Sse => "SSE streams",
+        Reader::Ws => "WebSocket subscriptions",
+    };
     Ok(Row {
-        scenario: "stuck readers: 20 SSE streams from after=0 that never read, 60 KB events".into(),
+        scenario: format!("stuck readers: 20 {readers} from after=0 that never read, 60 KB events"),
         figure: format!("{per:.0} KiB per reader (peak RSS {peak} KiB, before {before} KiB)"),
         target: "≤ reader_buffer_bytes (1 MiB) + 256 KiB".into(),
         met: Some(per <= bound_kib),

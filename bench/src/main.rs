@@ -126,7 +126,13 @@ fn main() -> anyhow::Result<()> {
                 }
                 "idle-rss" => idle_rss(&a).await.map(|r| vec![r]),
                 "tenant-isolation" => isolation::tenant_isolation(&a).await.map(|r| vec![r]),
-                "stuck-readers" => isolation::stuck_readers(&a).await.map(|r| vec![r]),
+                "stuck-readers" => {
+                    let mut rows = Vec::new();
+                    for kind in [isolation::Reader::Sse, isolation::Reader::Ws] {
+                        rows.push(isolation::stuck_readers(&a, kind).await?);
+                    }
+                    Ok(rows)
+                }
                 "catchup" => catchup(&a).await,
                 "pg-publish" => pg_publish(&a).await,
                 "cross-node-nats" => cross_node(&a, &a.nats, "NATS").await.map(|r| vec![r]),
