@@ -4,7 +4,8 @@
 //! reserved opcode, reserved bits) — on `/v1/ws` and on the GraphQL WebSocket alike; a
 //! GraphQL socket that never sends `connection_init` is closed with 4408. A client's own close
 //! frame is answered (the closing handshake completes) on `/v1/ws`, the GraphQL WebSocket and
-//! a Pusher connection, and an oversized Pusher message gets 1009 as well.
+//! a Pusher connection, and an oversized Pusher message gets 1009 as well. A hub shutting down
+//! closes a subscribed `/v1/ws` socket with 1001.
 
 use crier_testkit::checks::pusher_app;
 use crier_testkit::{Hub, WAIT};
@@ -183,4 +184,36 @@ async fn a_client_close_is_answered_on_every_websocket() {
     let code = close_code_after(&mut tcp, &frame(0x81, &vec![b' '; 40_000], true)).await;
     assert_eq!(code, Some(1009), "an oversized Pusher message");
     hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_shutdown_closes_a_subscribed_websocket_with_1001() {
+    let hub = Hub::start().await;
+    let mut tcp = open(&hub, "/v1/ws").await;
+    let sub = br#"{"op":"subscribe","id":"s","filter":{"type":["x.*"]}}"#;
+    tcp.write_all(&frame(0x81, sub, true))
+        .await
+        .expect("subscribe");
+    let (_, subscribed) = tokio::time::timeout(WAIT, read_frame(&mut tcp))
+        .await
+        .expect("an answer within the wait")
+        .expect("an answer");
+    assert!(String::from_utf8_lossy(&subscribed).contains("subscribed"));
+    // The socket's writer, busy with its subscription, does not watch the shutdown itself:
+    // the close frame must still come, with the code for "going away".
+    hub.shutdown.cancel();
+    let close = tokio::time::timeout(WAIT, async {
+        loop {
+            match read_frame(&mut tcp).await {
+                Some((8, payload)) => return Some(payload),
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("a close frame within the wait")
+    .expect("a close frame before the connection ends");
+    assert_eq!(close.get(..2), Some(&1001u16.to_be_bytes()[..]));
+    assert_eq!(&close[2..], b"server shutting down");
 }
