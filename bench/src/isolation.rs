@@ -147,16 +147,13 @@ pub enum Reader {
     Ws,
 }
 
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 /// A reader's socket: read to the end by `drain`, or held and never read.
 enum Open {
     Sse(tokio::net::TcpStream),
-    Ws(
-        Box<
-            tokio_tungstenite::WebSocketStream<
-                tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-            >,
-        >,
-    ),
+    Ws(Box<WsStream>),
 }
 
 impl Open {

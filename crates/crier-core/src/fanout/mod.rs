@@ -266,7 +266,8 @@ impl Engine {
     }
 
     /// Registers a live reader of `key` with a queue of `cap` events and `max_bytes` bytes.
-    /// Returns its id, the queue it shares with the engine and the offered head `H`: the reader gets every matching event above `H`.
+    /// Returns its id, the queue it shares with the engine and the offered head `H`: the
+    /// reader gets every matching event above `H`.
     pub(crate) fn register(
         &self,
         key: PartKey,

@@ -40,6 +40,7 @@ use connection::Conn;
 fn outbound_bytes(state: &AppState) -> usize {
     state.settings.limits.reader_buffer_bytes / 2
 }
+
 /// Publishes queued per connection before the reader waits.
 const PUBLISH_QUEUE: usize = 64;
 
