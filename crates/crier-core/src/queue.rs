@@ -202,9 +202,7 @@ impl<T> Sender<T> {
         }
         self.push(item, weight)
     }
-}
 
-impl<T> Sender<T> {
     /// Queues `item` if there is room now; `Err` hands it back when there is none or the
     /// receiver is gone.
     pub fn try_send(&self, item: T) -> Result<(), T> {
