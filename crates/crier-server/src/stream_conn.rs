@@ -260,7 +260,13 @@ where
     loop {
         // Everything already produced goes out in one write. A lone chunk (the live case)
         // is written around its shared bytes, without a copy or a buffer.
-        let mut lone = taken.take().filter(|_| out.is_empty());
+        let mut lone = taken.take();
+        // Behind bytes already buffered (the response head) it joins them instead.
+        if !out.is_empty() {
+            if let Some(first) = lone.take() {
+                push(&mut out, &first, chunked);
+            }
+        }
         // The batch counts the lone chunk too: a stuck reader's connection holds at most one
         // batch (or one chunk larger than a batch) beyond what its cursor holds.
         while !ended && out.len() + lone.as_ref().map_or(0, Bytes::len) < WRITE_BATCH {
