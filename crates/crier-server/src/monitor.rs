@@ -92,20 +92,24 @@ impl Reader {
         self.waiting.store(waiting, Ordering::Relaxed);
     }
 
-    fn lag(&self, head: u64) -> u64 {
-        if self.waiting.load(Ordering::Relaxed) {
+    /// The reader's position and lag, each atomic read once so the two agree with each other
+    /// (the reader moves on while the registry is listed).
+    fn position(&self, head: u64) -> (u64, u64) {
+        let delivered = self.delivered.load(Ordering::Relaxed);
+        let lag = if self.waiting.load(Ordering::Relaxed) {
             0
         } else {
-            head.saturating_sub(self.delivered.load(Ordering::Relaxed))
-        }
+            head.saturating_sub(delivered)
+        };
+        (delivered, lag)
     }
 
-    fn to_json(&self, head: u64) -> Value {
+    fn to_json(&self, (delivered, lag): (u64, u64)) -> Value {
         json!({
             "id": self.id,
             "filter": self.filter.to_json(),
-            "delivered_seq": self.delivered.load(Ordering::Relaxed),
-            "lag": self.lag(head),
+            "delivered_seq": delivered,
+            "lag": lag,
         })
     }
 }
@@ -287,21 +291,21 @@ impl ConnInfo {
                 v["lag"] = ((p.queued)() as u64).into();
             }
             None => {
+                // One snapshot per reader: the connection's figures are those of its filters.
+                let at: Vec<(u64, u64)> = d.readers.iter().map(|r| r.position(head)).collect();
                 v["channels"] = json!([]);
-                v["filters"] = d.readers.iter().map(|r| r.to_json(head)).collect();
-                v["delivered_seq"] = d
+                v["filters"] = d
                     .readers
                     .iter()
-                    .map(|r| r.delivered.load(Ordering::Relaxed))
+                    .zip(&at)
+                    .map(|(r, p)| r.to_json(*p))
+                    .collect();
+                v["delivered_seq"] = at
+                    .iter()
+                    .map(|p| p.0)
                     .min()
                     .map_or(Value::Null, Value::from);
-                v["lag"] = d
-                    .readers
-                    .iter()
-                    .map(|r| r.lag(head))
-                    .max()
-                    .unwrap_or(0)
-                    .into();
+                v["lag"] = at.iter().map(|p| p.1).max().unwrap_or(0).into();
             }
         }
         v
