@@ -92,6 +92,11 @@ pub struct Serving {
     pub header_read_timeout: Duration,
     /// TLS on every connection (`None`: plain HTTP).
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// The runtime that serves connections: their event streams and WebSockets. A
+    /// connection whose first request is not a `GET` (a publish, an entity change, an admin
+    /// call) is served on the listener's own runtime instead, so that its answer never waits
+    /// behind the socket writes of a busy fan-out. `None`: everything on the listener's.
+    pub streams: Option<tokio::runtime::Handle>,
 }
 
 /// Serves `router` on `listener` until `shutdown`; then lets open requests finish (their
@@ -106,7 +111,10 @@ pub async fn serve(
         capacity,
         header_read_timeout,
         tls,
+        streams,
     } = serving;
+    // Connections are spawned on the stream runtime; requests come back here.
+    let requests = streams.as_ref().map(|_| tokio::runtime::Handle::current());
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(capacity.max_connections));
     let overflow = Arc::new(Semaphore::new(OVERFLOW));
@@ -139,13 +147,12 @@ pub async fn serve(
                     peer,
                     head_timeout: header_read_timeout,
                     shutdown,
+                    requests: requests.clone(),
                 };
                 match tls.clone() {
-                    None => {
-                        conns.spawn(connection(tcp, conn));
-                    }
+                    None => spawn_conn(&conns, streams.as_ref(), connection(tcp, conn)),
                     Some(acceptor) => {
-                        conns.spawn(async move {
+                        spawn_conn(&conns, streams.as_ref(), async move {
                             let handshake = tokio::time::timeout(
                                 crate::tls::HANDSHAKE_TIMEOUT,
                                 acceptor.accept(tcp),
@@ -191,6 +198,17 @@ pub async fn serve(
     conns.wait().await;
 }
 
+/// Spawns a connection's task on `rt` (`None`: the current runtime), tracked by `conns`.
+fn spawn_conn<F>(conns: &TaskTracker, rt: Option<&tokio::runtime::Handle>, fut: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    match rt {
+        Some(rt) => drop(conns.spawn_on(fut, rt)),
+        None => drop(conns.spawn(fut)),
+    }
+}
+
 /// One accepted connection: its slot under `max_connections` and what serving it needs.
 struct Conn {
     /// Free again when the socket is dropped, whether by hyper or, after an upgrade, by the
@@ -200,6 +218,8 @@ struct Conn {
     peer: SocketAddr,
     head_timeout: Duration,
     shutdown: CancellationToken,
+    /// Where a connection whose first request is not a `GET` is served (`None`: here).
+    requests: Option<tokio::runtime::Handle>,
 }
 
 async fn connection<I>(io: I, conn: Conn)
@@ -212,6 +232,7 @@ where
         peer,
         head_timeout,
         shutdown,
+        requests,
     } = conn;
     // The first head is due `head_timeout` after the accept, whichever path serves it.
     let first_head_due = tokio::time::Instant::now() + head_timeout;
@@ -220,6 +241,33 @@ where
         crate::stream_conn::First::Hyper(io) => io,
         crate::stream_conn::First::Served | crate::stream_conn::First::Gone => return,
     };
+    // Event streams and WebSocket upgrades are GETs; a connection that starts with any other
+    // method is request traffic, and stays on the runtime it is handed to (a keep-alive
+    // connection serves all its requests where its first one was served).
+    let get = io.starts_with(b"GET ");
+    let served = serve_hyper(io, router, peer, head_timeout, shutdown, first_head_due);
+    match requests {
+        Some(rt) if !get => {
+            // Awaited, so that the listener's tracker still waits for the connection.
+            if let Err(e) = rt.spawn(served).await {
+                tracing::debug!(error = %e, "request connection task ended abnormally");
+            }
+        }
+        _ => served.await,
+    }
+}
+
+/// Serves a connection with hyper from the bytes `first_request` read ahead on.
+async fn serve_hyper<I>(
+    io: crate::stream_conn::Rewind<I>,
+    router: Router,
+    peer: SocketAddr,
+    head_timeout: Duration,
+    shutdown: CancellationToken,
+    first_head_due: tokio::time::Instant,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     // Every request of the connection knows its peer, as axum's `ConnectInfo` (the
     // connection registry shows it).
     let first_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));

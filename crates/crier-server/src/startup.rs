@@ -283,6 +283,7 @@ pub async fn serve(state: AppState, listener: TcpListener) -> Result<(), ServeEr
     } else {
         "http"
     };
+    let streams = StreamRuntime::start(settings.stream_threads)?;
     tracing::info!(%addr, %scheme, head = state.log.head(), "crier is listening");
     let server = listener::serve(
         listener,
@@ -291,6 +292,7 @@ pub async fn serve(state: AppState, listener: TcpListener) -> Result<(), ServeEr
             capacity,
             header_read_timeout: settings.limits.header_read_timeout,
             tls: settings.tls.clone(),
+            streams: streams.handle(),
         },
         shutdown.clone(),
     );
@@ -304,7 +306,45 @@ pub async fn serve(state: AppState, listener: TcpListener) -> Result<(), ServeEr
             tracing::warn!("connections did not finish within shutdown_timeout; closing them");
         }
     }
-    close(&state).await
+    // Background tasks a stream started still run there until the hub is closed.
+    let closed = close(&state).await;
+    drop(streams);
+    closed
+}
+
+/// The runtime that serves event streams and WebSockets, apart from the one that answers
+/// requests: a fan-out wakes thousands of socket writers at once, and a publish answered
+/// on the same runtime would wait behind them (its answer and its reply from the log's
+/// writer are queued after every writer woken before).
+struct StreamRuntime(Option<tokio::runtime::Runtime>);
+
+impl StreamRuntime {
+    fn start(threads: usize) -> std::io::Result<StreamRuntime> {
+        let threads = match threads {
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            n => n,
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("crier-streams")
+            .enable_all()
+            .build()?;
+        Ok(StreamRuntime(Some(rt)))
+    }
+
+    fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.0.as_ref().map(|rt| rt.handle().clone())
+    }
+}
+
+impl Drop for StreamRuntime {
+    /// Ends whatever still runs there (connections past `shutdown_timeout`) without blocking:
+    /// this is dropped on the hub's own runtime.
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Waits for the background tasks of a hub whose shutdown token was cancelled, then closes

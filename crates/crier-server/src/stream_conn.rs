@@ -398,6 +398,11 @@ impl<I> Rewind<I> {
             _slot: slot,
         }
     }
+
+    /// Whether the bytes read ahead start with `p`.
+    pub fn starts_with(&self, p: &[u8]) -> bool {
+        self.prefix[self.at..].starts_with(p)
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {

@@ -64,6 +64,10 @@ const COMMENTS: &[(&str, &str)] = &[
         "How long shutdown waits for connections to finish.",
     ),
     (
+        "stream_threads",
+        "Worker threads of the runtime that serves event streams and WebSockets, apart from the one that answers publishes and other requests, so that a busy fan-out never delays their answers (0: one per core).",
+    ),
+    (
         "log_format",
         "\"text\" or \"json\" log lines (on standard error).",
     ),

@@ -38,6 +38,9 @@ pub struct Config {
     pub sse_retry: String,
     /// How long shutdown waits for connections to finish.
     pub shutdown_timeout: String,
+    /// Worker threads of the runtime that serves event streams and WebSockets (0: one per
+    /// core).
+    pub stream_threads: usize,
     /// `text` or `json` log lines.
     pub log_format: String,
     /// Log every HTTP request at info level (off: at debug level).
@@ -195,6 +198,7 @@ impl Default for Config {
             single_tenant: false,
             sse_retry: "1s".into(),
             shutdown_timeout: "10s".into(),
+            stream_threads: 0,
             log_format: "text".into(),
             access_log: true,
             metrics_token: String::new(),

@@ -129,6 +129,9 @@ pub struct Settings {
     pub sse_retry: Duration,
     /// Drain bound at shutdown.
     pub shutdown_timeout: Duration,
+    /// Worker threads of the runtime that serves event streams and WebSockets, apart from
+    /// the one that answers requests (0: one per core).
+    pub stream_threads: usize,
     /// Browser origins allowed besides the hub's own (§12.7).
     pub allowed_origins: Vec<String>,
     /// The hub's own origin (`scheme://host[:port]`), when `public_url` names it.

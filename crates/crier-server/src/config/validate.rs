@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use crier_store::Durability;
 
+/// The most worker threads `stream_threads` may ask for.
+const MAX_STREAM_THREADS: usize = 1024;
+
 use super::{
     err, BrokerKind, Config, ConfigError, Limits, OutboxConfig, OutboxSettings, Settings,
     StoreKind, WebhookSettings,
@@ -191,6 +194,15 @@ impl Config {
             heartbeat: duration("heartbeat", &self.heartbeat)?,
             sse_retry: duration("sse_retry", &self.sse_retry)?,
             shutdown_timeout: duration("shutdown_timeout", &self.shutdown_timeout)?,
+            stream_threads: match self.stream_threads {
+                n @ 0..=MAX_STREAM_THREADS => n,
+                _ => {
+                    return Err(err(
+                        "stream_threads",
+                        format!("at most {MAX_STREAM_THREADS} (0: one per core)"),
+                    ))
+                }
+            },
             allowed_origins: self.allowed_origins.clone(),
             public_url: super::origins::public_origin(&self.public_url)
                 .map_err(|m| err("public_url", m))?,
