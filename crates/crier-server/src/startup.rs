@@ -324,9 +324,16 @@ impl StreamRuntime {
             0 => std::thread::available_parallelism().map_or(2, usize::from),
             n => n,
         };
+        // Its threads log where the hub's caller logs, even to a subscriber it set for its
+        // own thread only (an embedding application, a test).
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("crier-streams")
+            .on_thread_start(move || {
+                // Kept for the thread's life.
+                std::mem::forget(tracing::dispatcher::set_default(&dispatch));
+            })
             .enable_all()
             .build()?;
         Ok(StreamRuntime(Some(rt)))
