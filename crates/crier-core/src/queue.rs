@@ -214,6 +214,16 @@ impl<T> Sender<T> {
         self.push(item, weight)
     }
 
+    /// Whether the receiver is gone (sends fail from now on).
+    pub fn is_closed(&self) -> bool {
+        self.0.room.is_closed()
+    }
+
+    /// A handle that tells how many items wait, without keeping the queue open.
+    pub fn downgrade(&self) -> WeakSender<T> {
+        WeakSender(Arc::downgrade(&self.0))
+    }
+
     fn weight(&self, item: &T) -> u32 {
         ((self.0.weigh)(item).max(1)).min(self.0.bound as usize) as u32
     }
@@ -239,6 +249,16 @@ impl<T> Drop for Sender<T> {
         if self.0.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.queue.close();
         }
+    }
+}
+
+/// Sees how full a [`channel`] is without being one of its senders.
+pub struct WeakSender<T>(std::sync::Weak<Shared<T>>);
+
+impl<T> WeakSender<T> {
+    /// Items queued and not yet received (0 once the channel is gone).
+    pub fn queued(&self) -> usize {
+        self.0.upgrade().map_or(0, |s| s.queue.len())
     }
 }
 
@@ -309,6 +329,24 @@ mod tests {
         q.receiver_gone();
         assert_eq!(Arc::strong_count(&item), 1);
         assert!(matches!(q.push(item.clone(), 8), Err(PushError::Gone(_))));
+    }
+
+    #[test]
+    fn a_full_channel_and_a_closed_one_are_told_apart_and_counted_from_outside() {
+        let (tx, mut rx) = weighed(10, |s: &&str| s.len());
+        let probe = tx.downgrade();
+        tx.try_send("12345").expect("room");
+        tx.try_send("1234").expect("room");
+        assert_eq!(tx.try_send("12"), Err("12"), "9 of 10 taken");
+        assert!(!tx.is_closed(), "full, not closed");
+        assert_eq!(probe.queued(), 2);
+        assert_eq!(rx.try_recv(), Some("12345"));
+        assert_eq!(probe.queued(), 1);
+        drop(rx);
+        assert!(tx.is_closed());
+        assert_eq!(tx.try_send("1"), Err("1"));
+        drop(tx);
+        assert_eq!(probe.queued(), 0, "the probe does not keep the channel");
     }
 
     #[tokio::test]

@@ -534,3 +534,101 @@ async fn pusher_connections_count_against_the_tenant_limit_and_in_metrics() {
     assert!(n >= 1.0, "{line}");
     hub.stop().await;
 }
+
+/// A Pusher socket on public channel `channel` whose client reads nothing once subscribed,
+/// with a small receive buffer so that the kernel holds little of what it is sent.
+async fn stalled_pusher(hub: &Hub, channel: &str) -> WebSocketStream<tokio::net::TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let tcp = sock.connect(hub.addr).await.expect("connect");
+    let url = format!("ws://{}/app/{APP_KEY}?protocol=7&client=rust", hub.addr);
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp)
+        .await
+        .expect("pusher handshake");
+    let next = async |ws: &mut WebSocketStream<tokio::net::TcpStream>| -> Value {
+        loop {
+            let m = tokio::time::timeout(WAIT, ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("open")
+                .expect("frame");
+            if let Message::Text(t) = m {
+                return serde_json::from_str(&t).expect("json");
+            }
+        }
+    };
+    let hello = next(&mut ws).await;
+    assert_eq!(hello["event"], "pusher:connection_established", "{hello}");
+    ws.send(Message::text(
+        json!({"event": "pusher:subscribe", "data": {"channel": channel}}).to_string(),
+    ))
+    .await
+    .expect("subscribe");
+    loop {
+        let f = next(&mut ws).await;
+        if f["event"] == "pusher_internal:subscription_succeeded" {
+            return ws;
+        }
+        assert_ne!(f["event"], "pusher:subscription_error", "{f}");
+    }
+}
+
+/// §12.2: a Pusher socket that stops reading holds at most `reader_buffer_bytes` of frames
+/// beyond the kernel's buffers; past that it is let go, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pusher_socket_that_does_not_read_is_let_go_past_reader_buffer_bytes() {
+    let hub = hub_with(|_| {}).await;
+    let admin = token("root", "acme", "admin");
+    let publisher = token("pub", "acme", "publisher");
+    let evictions = |m: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with("crier_pusher_evictions_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0.0)
+    };
+    // The recorder is shared by every hub of this test binary: compared, not absolute.
+    let before = evictions(&metrics(&hub, &admin).await);
+    let _stalled = stalled_pusher(&hub, "slow-news").await;
+    until(&hub, "/v1/connections", &admin, "the pusher socket", |v| {
+        by_transport(v, "pusher").len() == 1
+    })
+    .await;
+
+    // 600 KB per batch of ten 60 KB events to the channel (their subject). The 1 MiB of
+    // `reader_buffer_bytes` and the kernel's send buffer (4 MiB at most here) fill within
+    // about nine batches; 30 batches are 18 MB, well short of what 512 queued frames of this
+    // size would hold. Observed after each batch, never slept on.
+    let blob = "x".repeat(60_000);
+    let batch = Value::Array(
+        (0..10)
+            .map(|_| json!({"type": "bulk.item", "subject": "slow-news", "data": {"blob": blob}}))
+            .collect(),
+    );
+    let mut evicted = false;
+    for _ in 0..30 {
+        answered(
+            request(&hub, "POST", "/v1/events", &publisher, Some(&batch)),
+            201,
+        )
+        .await;
+        if evictions(&metrics(&hub, &admin).await) > before {
+            evicted = true;
+            break;
+        }
+    }
+    assert!(
+        evicted,
+        "the stalled Pusher socket was not let go within 18 MB"
+    );
+    // Its farewell, which it does not read, is given up on after a moment; it leaves.
+    until(
+        &hub,
+        "/v1/connections",
+        &admin,
+        "the evicted socket gone",
+        |v| by_transport(v, "pusher").is_empty(),
+    )
+    .await;
+    hub.stop().await;
+}

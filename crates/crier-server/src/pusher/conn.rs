@@ -15,10 +15,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use crier_core::{Principal, PublishContext, Role};
+use crier_core::{queue, Principal, PublishContext, Role};
 use futures_util::SinkExt;
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -29,10 +28,13 @@ use crate::error::ApiError;
 use crate::monitor::{ConnInfo, Peer};
 use crate::state::{AppState, ConnGuard, Transport};
 
-/// Frames queued for one connection before it counts as too slow.
-const OUTBOUND: usize = 512;
+/// What a queued frame weighs besides its bytes: a connection is too slow once its queue
+/// passes `reader_buffer_bytes`, many small frames or a few large ones.
+const FRAME_OVERHEAD: usize = 64;
 /// Frames written per flush.
 const BATCH: usize = 64;
+/// How long an evicted connection's last frames may take.
+const FAREWELL: Duration = Duration::from_secs(1);
 /// How long a pong may take after the server's ping.
 const PONG_WAIT: Duration = Duration::from_secs(30);
 /// Client events per second per connection (Pusher's limit).
@@ -122,6 +124,33 @@ fn close(code: u16, reason: &'static str) -> Message {
     }))
 }
 
+/// Writes `first` and up to [`BATCH`] frames in all from the queue, then flushes once.
+async fn write_batch(
+    socket: &mut WebSocket,
+    first: Utf8Bytes,
+    rx: &mut queue::Receiver<Utf8Bytes>,
+) -> Result<(), axum::Error> {
+    socket.feed(Message::Text(first)).await?;
+    for _ in 1..BATCH {
+        let Some(f) = rx.try_recv() else { break };
+        socket.feed(Message::Text(f)).await?;
+    }
+    socket.flush().await
+}
+
+/// Tells an evicted connection why, if it still reads, and ends it: the farewell gets
+/// [`FAREWELL`], since a client that stopped reading may never take it.
+async fn evicted(socket: &mut WebSocket) {
+    let farewell = async {
+        let why = "this connection fell too far behind its channels; reconnect";
+        socket
+            .send(text(protocol::error_frame(Some(4200), why)))
+            .await?;
+        socket.send(close(4200, "too slow")).await
+    };
+    let _ = tokio::time::timeout(FAREWELL, farewell).await;
+}
+
 /// A channel this connection is subscribed to.
 struct Joined {
     kind: Kind,
@@ -132,7 +161,7 @@ struct Conn {
     state: AppState,
     app: Arc<App>,
     socket_id: Arc<str>,
-    tx: mpsc::Sender<Utf8Bytes>,
+    tx: queue::Sender<Utf8Bytes>,
     evict: CancellationToken,
     channels: HashMap<String, Joined>,
     /// The connection's entry in the registry.
@@ -148,11 +177,7 @@ async fn run(state: AppState, app: Arc<App>, guard: ConnGuard, socket: WebSocket
     let queue = conn.tx.downgrade();
     guard
         .info()
-        .set_pusher(&conn.app.id, &conn.socket_id, move || {
-            queue
-                .upgrade()
-                .map_or(0, |q| q.max_capacity().saturating_sub(q.capacity()))
-        });
+        .set_pusher(&conn.app.id, &conn.socket_id, move || queue.queued());
     conn.serve(socket, rx).await;
     conn.leave_all();
     drop(guard);
@@ -177,13 +202,13 @@ pub async fn answer(state: &AppState, app: Arc<App>, socket_id: &str, frames: &s
     let mut out = Vec::new();
     for raw in frames.lines() {
         let direct = Box::pin(conn.handle(raw)).await;
-        while let Ok(f) = rx.try_recv() {
+        while let Some(f) = rx.try_recv() {
             out.push(f.as_str().to_owned());
         }
         out.extend(direct);
     }
     conn.leave_all();
-    while let Ok(f) = rx.try_recv() {
+    while let Some(f) = rx.try_recv() {
         out.push(f.as_str().to_owned());
     }
     out
@@ -196,8 +221,12 @@ impl Conn {
         app: Arc<App>,
         socket_id: Arc<str>,
         info: Arc<ConnInfo>,
-    ) -> (Conn, mpsc::Receiver<Utf8Bytes>) {
-        let (tx, rx) = mpsc::channel(OUTBOUND);
+    ) -> (Conn, queue::Receiver<Utf8Bytes>) {
+        // Bounded in bytes (§12.2 `reader_buffer_bytes`), a little per frame besides.
+        let (tx, rx) = queue::weighed(
+            state.settings.limits.reader_buffer_bytes,
+            |f: &Utf8Bytes| FRAME_OVERHEAD + f.len(),
+        );
         let conn = Conn {
             state: state.clone(),
             app,
@@ -218,7 +247,7 @@ impl Conn {
         }
     }
 
-    async fn serve(&mut self, mut socket: WebSocket, mut rx: mpsc::Receiver<Utf8Bytes>) {
+    async fn serve(&mut self, mut socket: WebSocket, mut rx: queue::Receiver<Utf8Bytes>) {
         let established = json!({
             "socket_id": &*self.socket_id,
             "activity_timeout": self.app.activity_timeout,
@@ -250,11 +279,7 @@ impl Conn {
                     let _ = socket.send(close(4200, "server shutting down")).await;
                     return;
                 }
-                _ = &mut evict => {
-                    let _ = socket.send(text(protocol::error_frame(Some(4200), "this connection fell too far behind its channels; reconnect"))).await;
-                    let _ = socket.send(close(4200, "too slow")).await;
-                    return;
-                }
+                _ = &mut evict => return evicted(&mut socket).await,
                 _ = &mut timer => {
                     if awaiting_pong {
                         let _ = socket.send(close(4201, "pong reply not received")).await;
@@ -301,19 +326,13 @@ impl Conn {
                 }
                 f = rx.recv() => {
                     let Some(f) = f else { return };
-                    if socket.feed(Message::Text(f)).await.is_err() {
-                        return;
-                    }
-                    let mut n = 1;
-                    while n < BATCH {
-                        let Ok(f) = rx.try_recv() else { break };
-                        if socket.feed(Message::Text(f)).await.is_err() {
-                            return;
-                        }
-                        n += 1;
-                    }
-                    if socket.flush().await.is_err() {
-                        return;
+                    // A client that stops reading blocks this write once the kernel's
+                    // buffers are full; its queue then overflows and it is let go here.
+                    tokio::select! {
+                        biased;
+                        _ = &mut evict => return evicted(&mut socket).await,
+                        _ = &mut shutdown => return,
+                        written = write_batch(&mut socket, f, &mut rx) => if written.is_err() { return },
                     }
                 }
             }

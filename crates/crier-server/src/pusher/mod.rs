@@ -24,10 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
-use crier_core::{Committed, CursorItem, Filter, Scope, Start};
+use crier_core::{queue, Committed, CursorItem, Filter, Scope, Start};
 use rand::Rng;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
@@ -41,7 +40,7 @@ pub struct Sub {
     /// The connection's socket id.
     pub socket_id: Arc<str>,
     /// The connection's outbound queue.
-    pub tx: mpsc::Sender<Utf8Bytes>,
+    pub tx: queue::Sender<Utf8Bytes>,
     /// Cancelled to drop a connection that cannot keep up.
     pub evict: CancellationToken,
     /// The presence user, on presence channels.
@@ -75,11 +74,13 @@ impl Channel {
             }
             match s.tx.try_send(frame.clone()) {
                 Ok(()) => sent += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                // The connection is ending.
+                Err(_) if s.tx.is_closed() => {}
+                // Over `reader_buffer_bytes`: a reader that does not keep up is let go.
+                Err(_) => {
                     metrics::counter!("crier_pusher_evictions_total").increment(1);
                     s.evict.cancel();
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
         sent
