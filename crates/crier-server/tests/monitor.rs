@@ -99,7 +99,10 @@ async fn ws(hub: &Hub, tok: &str) -> Ws {
 }
 
 /// The next text frame as JSON (answering GraphQL pings).
-async fn recv(ws: &mut Socket) -> Value {
+async fn recv<S>(ws: &mut WebSocketStream<S>) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         let m = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -545,19 +548,7 @@ async fn stalled_pusher(hub: &Hub, channel: &str) -> WebSocketStream<tokio::net:
     let (mut ws, _) = tokio_tungstenite::client_async(url, tcp)
         .await
         .expect("pusher handshake");
-    let next = async |ws: &mut WebSocketStream<tokio::net::TcpStream>| -> Value {
-        loop {
-            let m = tokio::time::timeout(WAIT, ws.next())
-                .await
-                .expect("a frame in time")
-                .expect("open")
-                .expect("frame");
-            if let Message::Text(t) = m {
-                return serde_json::from_str(&t).expect("json");
-            }
-        }
-    };
-    let hello = next(&mut ws).await;
+    let hello = recv(&mut ws).await;
     assert_eq!(hello["event"], "pusher:connection_established", "{hello}");
     ws.send(Message::text(
         json!({"event": "pusher:subscribe", "data": {"channel": channel}}).to_string(),
@@ -565,7 +556,7 @@ async fn stalled_pusher(hub: &Hub, channel: &str) -> WebSocketStream<tokio::net:
     .await
     .expect("subscribe");
     loop {
-        let f = next(&mut ws).await;
+        let f = recv(&mut ws).await;
         if f["event"] == "pusher_internal:subscription_succeeded" {
             return ws;
         }
