@@ -283,7 +283,14 @@ pub async fn serve(state: AppState, listener: TcpListener) -> Result<(), ServeEr
     } else {
         "http"
     };
-    let streams = StreamRuntime::start(settings.stream_threads)?;
+    let streams = match StreamRuntime::start(settings.stream_threads) {
+        Ok(rt) => rt,
+        Err(e) => {
+            state.shutdown.cancel();
+            close(&state).await?;
+            return Err(ServeError::Io(e));
+        }
+    };
     tracing::info!(%addr, %scheme, head = state.log.head(), "crier is listening");
     let server = listener::serve(
         listener,

@@ -138,17 +138,31 @@ async fn write_batch(
     socket.flush().await
 }
 
-/// Tells an evicted connection why, if it still reads, and ends it: the farewell gets
-/// [`FAREWELL`], since a client that stopped reading may never take it.
-async fn evicted(socket: &mut WebSocket) {
-    let farewell = async {
-        let why = "this connection fell too far behind its channels; reconnect";
-        socket
-            .send(text(protocol::error_frame(Some(4200), why)))
-            .await?;
-        socket.send(close(4200, "too slow")).await
+/// Sends a connection's last frames, after whatever it still had buffered, for at most
+/// [`FAREWELL`]: a client that stopped reading may never take them.
+async fn farewell(socket: &mut WebSocket, last: Vec<Message>) {
+    let send = async {
+        for m in last {
+            socket.send(m).await?;
+        }
+        Ok::<(), axum::Error>(())
     };
-    let _ = tokio::time::timeout(FAREWELL, farewell).await;
+    let _ = tokio::time::timeout(FAREWELL, send).await;
+}
+
+/// Ends a connection at the hub's shutdown.
+async fn shutting_down(socket: &mut WebSocket) {
+    farewell(socket, vec![close(4200, "server shutting down")]).await;
+}
+
+/// Tells an evicted connection why, if it still reads, and ends it.
+async fn evicted(socket: &mut WebSocket) {
+    let why = "this connection fell too far behind its channels; reconnect";
+    let last = vec![
+        text(protocol::error_frame(Some(4200), why)),
+        close(4200, "too slow"),
+    ];
+    farewell(socket, last).await;
 }
 
 /// A channel this connection is subscribed to.
@@ -275,10 +289,7 @@ impl Conn {
             // starves neither the ping timer nor the client's frames.
             tokio::select! {
                 biased;
-                _ = &mut shutdown => {
-                    let _ = socket.send(close(4200, "server shutting down")).await;
-                    return;
-                }
+                _ = &mut shutdown => return shutting_down(&mut socket).await,
                 _ = &mut evict => return evicted(&mut socket).await,
                 _ = &mut timer => {
                     if awaiting_pong {
@@ -331,7 +342,7 @@ impl Conn {
                     tokio::select! {
                         biased;
                         _ = &mut evict => return evicted(&mut socket).await,
-                        _ = &mut shutdown => return,
+                        _ = &mut shutdown => return shutting_down(&mut socket).await,
                         written = write_batch(&mut socket, f, &mut rx) => if written.is_err() { return },
                     }
                 }
