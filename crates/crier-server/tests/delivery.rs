@@ -382,3 +382,19 @@ async fn no_event_follows_unsubscribed_while_events_flow() {
     }
     flowing.abort();
 }
+
+/// A live SSE stream notices the hub's shutdown (which it waits on beside its events) and
+/// ends, after what it had to send.
+#[tokio::test]
+async fn a_shutdown_ends_a_live_sse_stream() {
+    let hub = Hub::start().await;
+    let mut stream = hub.sse("type=x.*", None).await;
+    stream.head().await;
+    let seqs = hub.publish(json!({"type": "x.one"})).await;
+    assert_eq!(stream.seqs(1).await, seqs, "the stream is live");
+    hub.shutdown.cancel();
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ended within the wait"
+    );
+}
