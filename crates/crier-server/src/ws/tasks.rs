@@ -17,7 +17,6 @@ use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::Stream;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use std::borrow::Cow;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
@@ -118,9 +117,9 @@ pub(super) fn sub_stream(id: &str, cursor: Cursor, reader: ReaderSlot) -> (LiveS
                 Ok(CursorItem::Event(e)) => {
                     // The stored JSON is UTF-8 (it was encoded from a string); a frame that
                     // were not would be skipped rather than sent broken.
+                    // Each socket takes its own copy of a cached frame (see `frames`).
                     let frame = match e.frames.ws_text(&st.id, &st.prefix, &e.json) {
-                        Some(Cow::Borrowed(text)) => Utf8Bytes::from(text),
-                        Some(Cow::Owned(text)) => Utf8Bytes::from(text),
+                        Some(text) => Utf8Bytes::from(text.into_owned()),
                         None => {
                             tracing::error!(seq = e.seq, "stored event is not UTF-8; not sent");
                             continue;
