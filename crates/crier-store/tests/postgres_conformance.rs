@@ -17,13 +17,17 @@ fn url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-/// A unique prefix for this run's schemas, so runs never see each other's data.
+/// A unique prefix for one test's schemas, so tests never see (or drop) each other's: the
+/// process, the time, and a count within the process, since the tests of this file start
+/// together and two may read the same microsecond.
 fn run_prefix() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_micros();
-    format!("crier_t{}_{}", std::process::id(), t % 1_000_000_000)
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("crier_t{}_{}_{n}", std::process::id(), t % 1_000_000_000)
 }
 
 async fn reachable() -> bool {
@@ -81,10 +85,13 @@ async fn drop_schemas(prefix: &str) {
         return;
     };
     tokio::spawn(conn);
+    // Exactly the schemas named `{prefix}_…`: `_` is a wildcard of LIKE, so it is escaped,
+    // and the separator keeps prefix `…_1` from matching the schemas of `…_10`.
+    let pattern = format!("{}\\_%", prefix.replace('_', "\\_"));
     let rows = client
         .query(
             "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1",
-            &[&format!("{prefix}%")],
+            &[&pattern],
         )
         .await
         .unwrap_or_default();
