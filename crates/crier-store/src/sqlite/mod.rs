@@ -34,6 +34,8 @@ mod entities;
 pub mod filters;
 pub mod keys;
 mod read;
+#[cfg(test)]
+mod read_tests;
 mod side;
 mod writer;
 #[cfg(test)]
@@ -60,7 +62,10 @@ const SCAN_BUDGET: usize = 20_000;
 const PRUNE_CHUNK: u64 = 10_000;
 /// Queued write requests before appenders wait.
 const WRITE_QUEUE: usize = 4096;
-/// Pooled read connections kept open.
+/// Reads run at once at most, each on a pooled connection kept open. More readers wait
+/// their turn: hundreds of clients catching up at once would otherwise each get a blocking
+/// thread and a fresh connection with a cold page cache, and the machine would spend itself
+/// on SQLite's shared locks and the allocator instead of reading.
 const READ_POOL: usize = 8;
 
 /// How far a commit goes before it is acknowledged.
@@ -98,6 +103,8 @@ struct Shared {
     head: AtomicU64,
     pruned: AtomicU64,
     readers: Mutex<Vec<Connection>>,
+    /// One permit per read running; [`READ_POOL`] in all.
+    reading: Arc<tokio::sync::Semaphore>,
     sink: OnceLock<CommitSink>,
 }
 
@@ -290,6 +297,7 @@ impl SqliteLog {
             head: AtomicU64::new(head),
             pruned: AtomicU64::new(u64::try_from(pruned).unwrap_or(0)),
             readers: Mutex::new(Vec::new()),
+            reading: Arc::new(tokio::sync::Semaphore::new(READ_POOL)),
             sink: OnceLock::new(),
         });
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
@@ -331,13 +339,22 @@ impl SqliteLog {
         rx.await.map_err(|_| LogError::Closed)?
     }
 
-    /// Runs `f` on a pooled read connection on the blocking pool.
+    /// Runs `f` on a pooled read connection on the blocking pool, once one of the
+    /// [`READ_POOL`] turns is free (a caller that gives up while waiting leaves no work
+    /// behind).
     async fn with_reader<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, LogError> {
         let shared = self.shared.clone();
+        let turn = shared
+            .reading
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| LogError::Closed)?;
         tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let pooled = shared
                 .readers
                 .lock()
