@@ -328,7 +328,9 @@ struct StreamRuntime(Option<tokio::runtime::Runtime>);
 impl StreamRuntime {
     fn start(threads: usize) -> std::io::Result<StreamRuntime> {
         let threads = match threads {
-            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            0 => {
+                default_stream_threads(std::thread::available_parallelism().map_or(2, usize::from))
+            }
             n => n,
         };
         // Its threads log where the hub's caller logs, even to a subscriber it set for its
@@ -349,6 +351,14 @@ impl StreamRuntime {
     fn handle(&self) -> Option<tokio::runtime::Handle> {
         self.0.as_ref().map(|rt| rt.handle().clone())
     }
+}
+
+/// Half the cores, rounded up. Writing to sockets is as much the kernel's work as the
+/// stream threads' own (its TCP stack runs in the writer's time), and the request runtime,
+/// the fan-out stage and the log's writer need cores too: on two cores, two stream threads
+/// measured about twice the CPU per delivery of one and delivered about a third less.
+fn default_stream_threads(cores: usize) -> usize {
+    cores.div_ceil(2).max(1)
 }
 
 impl Drop for StreamRuntime {
@@ -389,4 +399,16 @@ fn lease_key(schema: &str) -> i64 {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stream_threads_default_to_half_the_cores_rounded_up() {
+        let half = super::default_stream_threads;
+        assert_eq!(
+            [half(0), half(1), half(2), half(3), half(8)],
+            [1, 1, 1, 2, 4]
+        );
+    }
 }

@@ -65,7 +65,7 @@ const COMMENTS: &[(&str, &str)] = &[
     ),
     (
         "stream_threads",
-        "Worker threads of the runtime that serves event streams and WebSockets, apart from the one that answers publishes and other requests, so that a busy fan-out never delays their answers (0: one per core).",
+        "Worker threads of the runtime that serves event streams and WebSockets, apart from the one that answers publishes and other requests, so that a busy fan-out never delays their answers (0: half the cores, rounded up).",
     ),
     (
         "log_format",
