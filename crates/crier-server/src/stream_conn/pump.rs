@@ -1,0 +1,308 @@
+//! Writing an event stream's body to its socket as it is produced.
+
+use std::io::{self, Write as _};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Bytes gathered into one write at most.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// What [`Pump`] is doing.
+enum PumpState {
+    /// Taking what the body has ready, or waiting for it.
+    Gather,
+    /// Writing `out`, then the lone chunk, then the end of the body.
+    Write,
+    /// Flushing what was written.
+    Flush,
+}
+
+/// Writes a response body to the socket as it is produced.
+///
+/// Everything the body has ready goes out in one write, and a lone chunk (the live case) is
+/// written around its shared bytes, without a copy or a buffer. The body is polled with the
+/// task's own waker only: once it has answered "nothing ready" in a poll, it is not polled
+/// again until the task is woken, so a live event costs one poll that takes it and one that
+/// finds nothing more. Meanwhile the socket is read, to notice the client closing (anything
+/// it sends after the request is dropped: the connection closes after this answer).
+pub(super) struct Pump<'a, I> {
+    io: &'a mut I,
+    frames: axum::body::BodyDataStream,
+    chunked: bool,
+    /// Bytes to write before `lone`: the response head, or several chunks packed (framed).
+    out: Vec<u8>,
+    /// A chunk taken alone, written from its own bytes.
+    lone: Option<Bytes>,
+    /// Written after everything else: the last chunk of a chunked body once it ends.
+    last: &'static [u8],
+    /// `lone`'s chunk-size line.
+    size: [u8; 20],
+    size_len: usize,
+    /// Bytes of the current write already written.
+    done: usize,
+    state: PumpState,
+    ended: bool,
+}
+
+impl<'a, I: AsyncWrite + Unpin> Pump<'a, I> {
+    /// Writes `head`, then `body`, framed as HTTP/1.1 chunks when `chunked`.
+    pub(super) fn new(io: &'a mut I, body: Body, chunked: bool, head: Vec<u8>) -> Self {
+        Pump {
+            io,
+            frames: body.into_data_stream(),
+            chunked,
+            out: head,
+            lone: None,
+            last: b"",
+            size: [0; 20],
+            size_len: 0,
+            done: 0,
+            state: PumpState::Gather,
+            ended: false,
+        }
+    }
+
+    /// Takes one piece of body into the next write.
+    fn take(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        if self.out.is_empty() && self.lone.is_none() {
+            self.lone = Some(data);
+            return;
+        }
+        // Behind bytes already buffered (the response head, other chunks) it joins them.
+        if let Some(first) = self.lone.take() {
+            push(&mut self.out, &first, self.chunked);
+        }
+        push(&mut self.out, &data, self.chunked);
+    }
+
+    /// Bytes taken and not yet written. The batch counts the lone chunk too: a stuck
+    /// reader's connection holds at most one batch (or one chunk larger than a batch) beyond
+    /// what its cursor holds.
+    fn taken(&self) -> usize {
+        self.out.len() + self.lone.as_ref().map_or(0, Bytes::len)
+    }
+
+    /// Sets up the write of everything taken.
+    fn start_write(&mut self) {
+        self.size_len = 0;
+        if let (Some(lone), true) = (&self.lone, self.chunked) {
+            let mut w = &mut self.size[..];
+            // At most 16 hex digits and CRLF: it fits.
+            let _ = write!(w, "{:x}\r\n", lone.len());
+            self.size_len = 20 - w.len();
+        }
+        self.last = if self.ended && self.chunked {
+            b"0\r\n\r\n"
+        } else {
+            b""
+        };
+        self.done = 0;
+        self.state = PumpState::Write;
+    }
+
+    /// Writes what [`Pump::start_write`] set up, resuming after partial writes: one vectored
+    /// write when the socket takes it all. (Resumed by hand rather than through
+    /// `write_all_buf` over a chain of buffers: that one prepares 64 slices per write, and
+    /// measured about 8 % more CPU per SSE delivery.)
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let crlf: &[u8] = if self.chunked && self.lone.is_some() {
+            b"\r\n"
+        } else {
+            b""
+        };
+        let lone: &[u8] = self.lone.as_deref().unwrap_or_default();
+        let parts: [&[u8]; 5] = [
+            &self.out,
+            &self.size[..self.size_len],
+            lone,
+            crlf,
+            self.last,
+        ];
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        while self.done < total {
+            let mut slices = [io::IoSlice::new(&[]); 5];
+            let mut n = 0;
+            let mut skip = self.done;
+            for p in parts {
+                if skip >= p.len() {
+                    skip -= p.len();
+                    continue;
+                }
+                slices[n] = io::IoSlice::new(&p[skip..]);
+                skip = 0;
+                n += 1;
+            }
+            let wrote =
+                std::task::ready!(Pin::new(&mut *self.io).poll_write_vectored(cx, &slices[..n]))?;
+            if wrote == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.done += wrote;
+        }
+        // No buffer is kept while the stream waits.
+        self.out = Vec::new();
+        self.lone = None;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> std::future::Future for Pump<'_, I> {
+    type Output = io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        // The body answered "nothing ready" in this very poll: its waker is set, and polling
+        // it again before the task is woken would find nothing.
+        let mut armed = false;
+        loop {
+            match this.state {
+                PumpState::Write => {
+                    std::task::ready!(this.poll_write(cx))?;
+                    this.state = PumpState::Flush;
+                }
+                PumpState::Flush => {
+                    std::task::ready!(Pin::new(&mut *this.io).poll_flush(cx))?;
+                    if this.ended {
+                        return Poll::Ready(Ok(()));
+                    }
+                    this.state = PumpState::Gather;
+                }
+                PumpState::Gather => {
+                    while !armed && !this.ended && this.taken() < WRITE_BATCH {
+                        match this.frames.poll_next_unpin(cx) {
+                            Poll::Ready(Some(Ok(data))) => this.take(data),
+                            Poll::Ready(Some(Err(e))) => {
+                                return Poll::Ready(Err(io::Error::other(e)))
+                            }
+                            Poll::Ready(None) => this.ended = true,
+                            Poll::Pending => armed = true,
+                        }
+                    }
+                    if this.taken() > 0 || this.ended {
+                        this.start_write();
+                        continue;
+                    }
+                    // Nothing to write: wait for the body, and notice the client closing.
+                    let mut scratch = [0u8; 64];
+                    loop {
+                        let mut buf = ReadBuf::new(&mut scratch);
+                        match Pin::new(&mut *this.io).poll_read(cx, &mut buf) {
+                            Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                                return Poll::Ready(Ok(()))
+                            }
+                            Poll::Ready(Ok(())) => {}
+                            Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Appends one piece of body, framed as an HTTP/1.1 chunk when `chunked`.
+fn push(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
+    if data.is_empty() {
+        return;
+    }
+    if chunked {
+        // Writing to a Vec cannot fail; no temporary string per chunk.
+        let _ = write!(out, "{:x}\r\n", data.len());
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(data);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A socket that takes at most three bytes per write and never has anything to read.
+    #[derive(Default)]
+    struct Trickle(Vec<u8>);
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(3);
+            self.0.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    /// What [`Pump`] writes of `chunks`, after `head`, through three-byte writes.
+    async fn pumped(head: &[u8], chunks: &[&'static [u8]], chunked: bool) -> Vec<u8> {
+        let chunks: Vec<Result<Bytes, io::Error>> =
+            chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
+        let body = Body::from_stream(futures_util::stream::iter(chunks));
+        let mut io = Trickle::default();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            Pump::new(&mut io, body, chunked, head.to_vec()),
+        )
+        .await
+        .expect("the body ends, so the pump ends")
+        .expect("the socket takes every write");
+        io.0
+    }
+
+    #[tokio::test]
+    async fn a_body_is_written_whole_across_partial_writes() {
+        // A lone chunk, written from its own bytes, then the end of the body.
+        assert_eq!(
+            pumped(b"", &[&[b'x'; 26]], true).await,
+            [b"1a\r\n".as_slice(), &[b'x'; 26], b"\r\n0\r\n\r\n"].concat()
+        );
+        assert_eq!(
+            pumped(b"", &[b"data: {}\n\n"], false).await,
+            b"data: {}\n\n"
+        );
+        // Behind the head, ready chunks are packed (empty ones are dropped), in order.
+        assert_eq!(
+            pumped(b"HEAD\r\n\r\n", &[b"ab", b"", b"c"], true).await,
+            b"HEAD\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n"
+        );
+        assert_eq!(pumped(b"H", &[b"ab", b"c"], false).await, b"Habc");
+    }
+
+    #[test]
+    fn chunks_are_framed_in_hex() {
+        let mut out = Vec::new();
+        push(&mut out, &[b'x'; 26], true);
+        push(&mut out, b"", true);
+        assert!(out.starts_with(b"1a\r\n"));
+        assert!(out.ends_with(b"x\r\n"));
+        assert_eq!(out.len(), 4 + 26 + 2);
+    }
+}
