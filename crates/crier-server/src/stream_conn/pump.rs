@@ -10,6 +10,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Bytes gathered into one write at most.
 const WRITE_BATCH: usize = 64 * 1024;
+/// What a client may send after its request before the stream is ended: an event stream's
+/// client sends nothing more (a pipelined request or two is tolerated and dropped), and one
+/// that keeps sending would only make the hub spend itself reading.
+const MAX_DISCARDED: usize = 16 * 1024;
 
 /// What [`Pump`] is doing.
 enum PumpState {
@@ -46,6 +50,8 @@ pub(super) struct Pump<'a, I> {
     done: usize,
     state: PumpState,
     ended: bool,
+    /// Bytes the client sent after its request, read and dropped.
+    discarded: usize,
 }
 
 impl<'a, I: AsyncWrite + Unpin> Pump<'a, I> {
@@ -63,6 +69,7 @@ impl<'a, I: AsyncWrite + Unpin> Pump<'a, I> {
             done: 0,
             state: PumpState::Gather,
             ended: false,
+            discarded: 0,
         }
     }
 
@@ -190,14 +197,22 @@ impl<I: AsyncRead + AsyncWrite + Unpin> std::future::Future for Pump<'_, I> {
                         continue;
                     }
                     // Nothing to write: wait for the body, and notice the client closing.
-                    let mut scratch = [0u8; 64];
+                    let mut scratch = [0u8; 1024];
                     loop {
                         let mut buf = ReadBuf::new(&mut scratch);
                         match Pin::new(&mut *this.io).poll_read(cx, &mut buf) {
                             Poll::Ready(Ok(())) if buf.filled().is_empty() => {
                                 return Poll::Ready(Ok(()))
                             }
-                            Poll::Ready(Ok(())) => {}
+                            Poll::Ready(Ok(())) => {
+                                this.discarded += buf.filled().len();
+                                if this.discarded > MAX_DISCARDED {
+                                    tracing::debug!(
+                                        "event stream ended: the client kept sending after its request"
+                                    );
+                                    return Poll::Ready(Ok(()));
+                                }
+                            }
                             Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
                             Poll::Pending => return Poll::Pending,
                         }
@@ -275,6 +290,58 @@ mod tests {
         .expect("the body ends, so the pump ends")
         .expect("the socket takes every write");
         io.0
+    }
+
+    /// A socket that takes every write and has endless bytes to read.
+    #[derive(Default)]
+    struct Chatty(usize);
+
+    impl AsyncWrite for Chatty {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncRead for Chatty {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let n = buf.remaining();
+            buf.put_slice(&vec![b'x'; n]);
+            self.0 += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_keeps_sending_is_let_go() {
+        // A stream that never ends and a client that never stops talking.
+        let body = Body::from_stream(futures_util::stream::pending::<Result<Bytes, io::Error>>());
+        let mut io = Chatty::default();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            Pump::new(&mut io, body, true, b"HEAD\r\n\r\n".to_vec()),
+        )
+        .await
+        .expect("the pump gives up on the client")
+        .expect("not an error: the stream just ends");
+        assert!(
+            io.0 > MAX_DISCARDED && io.0 <= MAX_DISCARDED + 1024,
+            "read {}",
+            io.0
+        );
     }
 
     #[tokio::test]
