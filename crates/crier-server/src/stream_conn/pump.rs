@@ -244,18 +244,34 @@ mod tests {
 
     use super::*;
 
-    /// A socket that takes at most three bytes per write and never has anything to read.
-    #[derive(Default)]
-    struct Trickle(Vec<u8>);
+    /// A socket that takes at most `max_write` bytes per write, and that has endless bytes
+    /// to read when `chatty` (else nothing, ever).
+    struct TestSocket {
+        written: Vec<u8>,
+        max_write: usize,
+        chatty: bool,
+        read: usize,
+    }
 
-    impl AsyncWrite for Trickle {
+    impl TestSocket {
+        fn new(max_write: usize, chatty: bool) -> Self {
+            TestSocket {
+                written: Vec::new(),
+                max_write,
+                chatty,
+                read: 0,
+            }
+        }
+    }
+
+    impl AsyncWrite for TestSocket {
         fn poll_write(
             mut self: Pin<&mut Self>,
             _: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
-            let n = buf.len().min(3);
-            self.0.extend_from_slice(&buf[..n]);
+            let n = buf.len().min(self.max_write);
+            self.written.extend_from_slice(&buf[..n]);
             Poll::Ready(Ok(n))
         }
         fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -266,13 +282,20 @@ mod tests {
         }
     }
 
-    impl AsyncRead for Trickle {
+    impl AsyncRead for TestSocket {
         fn poll_read(
-            self: Pin<&mut Self>,
+            mut self: Pin<&mut Self>,
             _: &mut Context<'_>,
-            _: &mut ReadBuf<'_>,
+            buf: &mut ReadBuf<'_>,
         ) -> Poll<io::Result<()>> {
-            Poll::Pending
+            if !self.chatty {
+                return Poll::Pending;
+            }
+            let n = buf.remaining();
+            buf.initialize_unfilled().fill(b'x');
+            buf.advance(n);
+            self.read += n;
+            Poll::Ready(Ok(()))
         }
     }
 
@@ -281,7 +304,7 @@ mod tests {
         let chunks: Vec<Result<Bytes, io::Error>> =
             chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
         let body = Body::from_stream(futures_util::stream::iter(chunks));
-        let mut io = Trickle::default();
+        let mut io = TestSocket::new(3, false);
         tokio::time::timeout(
             Duration::from_secs(5),
             Pump::new(&mut io, body, chunked, head.to_vec()),
@@ -289,47 +312,14 @@ mod tests {
         .await
         .expect("the body ends, so the pump ends")
         .expect("the socket takes every write");
-        io.0
-    }
-
-    /// A socket that takes every write and has endless bytes to read.
-    #[derive(Default)]
-    struct Chatty(usize);
-
-    impl AsyncWrite for Chatty {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            Poll::Ready(Ok(buf.len()))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    impl AsyncRead for Chatty {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            let n = buf.remaining();
-            buf.put_slice(&vec![b'x'; n]);
-            self.0 += n;
-            Poll::Ready(Ok(()))
-        }
+        io.written
     }
 
     #[tokio::test]
     async fn a_client_that_keeps_sending_is_let_go() {
         // A stream that never ends and a client that never stops talking.
         let body = Body::from_stream(futures_util::stream::pending::<Result<Bytes, io::Error>>());
-        let mut io = Chatty::default();
+        let mut io = TestSocket::new(usize::MAX, true);
         tokio::time::timeout(
             Duration::from_secs(5),
             Pump::new(&mut io, body, true, b"HEAD\r\n\r\n".to_vec()),
@@ -338,9 +328,9 @@ mod tests {
         .expect("the pump gives up on the client")
         .expect("not an error: the stream just ends");
         assert!(
-            io.0 > MAX_DISCARDED && io.0 <= MAX_DISCARDED + 1024,
+            io.read > MAX_DISCARDED && io.read <= MAX_DISCARDED + 1024,
             "read {}",
-            io.0
+            io.read
         );
     }
 
