@@ -80,25 +80,40 @@ pub async fn check(state: &AppState, p: &Principal) -> Result<(), Ended> {
 type Lookup = Pin<Box<dyn Future<Output = Result<(), Ended>> + Send>>;
 
 /// The life of one connection's credential. See the module documentation.
+///
+/// What cannot end costs nothing per poll and holds no timer: a credential without `exp`
+/// (no auth, or an API key) has no deadline, and only an API key is re-checked.
 pub struct Lifetime {
     state: AppState,
     principal: Principal,
-    deadline: Pin<Box<Sleep>>,
-    recheck: Interval,
+    deadline: Option<Pin<Box<Sleep>>>,
+    recheck: Option<Interval>,
     pending: Option<Lookup>,
+}
+
+/// The timer that fires at `p`'s `exp`, if it has one.
+fn deadline(p: &Principal) -> Option<Pin<Box<Sleep>>> {
+    p.expires_at
+        .map(|exp| Box::pin(tokio::time::sleep_until(expiry_instant(Some(exp)))))
+}
+
+/// The interval of `p`'s re-checks: one per `heartbeat`, for an API key only.
+fn recheck(state: &AppState, p: &Principal) -> Option<Interval> {
+    p.key_hash.as_ref()?;
+    let every = state.settings.heartbeat.max(Duration::from_millis(10));
+    let mut recheck = tokio::time::interval_at(Instant::now() + every, every);
+    recheck.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    Some(recheck)
 }
 
 impl Lifetime {
     /// Starts watching `p`.
     pub fn new(state: &AppState, p: &Principal) -> Lifetime {
-        let every = state.settings.heartbeat.max(Duration::from_millis(10));
-        let mut recheck = tokio::time::interval_at(Instant::now() + every, every);
-        recheck.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Lifetime {
             state: state.clone(),
             principal: p.clone(),
-            deadline: Box::pin(tokio::time::sleep_until(expiry_instant(p.expires_at))),
-            recheck,
+            deadline: deadline(p),
+            recheck: recheck(state, p),
             pending: None,
         }
     }
@@ -112,8 +127,11 @@ impl Lifetime {
         {
             return;
         }
+        if p.key_hash != self.principal.key_hash {
+            self.recheck = recheck(&self.state, p);
+        }
         self.principal = p.clone();
-        self.deadline.as_mut().reset(expiry_instant(p.expires_at));
+        self.deadline = deadline(p);
         self.pending = None;
     }
 
@@ -123,8 +141,10 @@ impl Lifetime {
     }
 
     fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Ended::Expired);
+        if let Some(d) = self.deadline.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ended::Expired);
+            }
         }
         loop {
             if let Some(lookup) = self.pending.as_mut() {
@@ -134,11 +154,11 @@ impl Lifetime {
                     Poll::Ready(Ok(())) => self.pending = None,
                 }
             }
-            if self.principal.key_hash.is_none() {
-                // A JWT cannot be revoked: only its `exp` ends it.
+            // Without an API key (a JWT cannot be revoked) only the deadline ends it.
+            let Some(recheck) = self.recheck.as_mut() else {
                 return Poll::Pending;
-            }
-            if self.recheck.poll_tick(cx).is_pending() {
+            };
+            if recheck.poll_tick(cx).is_pending() {
                 return Poll::Pending;
             }
             let (state, p) = (self.state.clone(), self.principal.clone());
