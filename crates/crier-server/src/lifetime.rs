@@ -98,9 +98,9 @@ fn deadline(p: &Principal) -> Option<Pin<Box<Sleep>>> {
 }
 
 /// The interval of `p`'s re-checks: one per `heartbeat`, for an API key only.
-fn recheck(state: &AppState, p: &Principal) -> Option<Interval> {
+fn recheck(heartbeat: Duration, p: &Principal) -> Option<Interval> {
     p.key_hash.as_ref()?;
-    let every = state.settings.heartbeat.max(Duration::from_millis(10));
+    let every = heartbeat.max(Duration::from_millis(10));
     let mut recheck = tokio::time::interval_at(Instant::now() + every, every);
     recheck.set_missed_tick_behavior(MissedTickBehavior::Delay);
     Some(recheck)
@@ -113,7 +113,7 @@ impl Lifetime {
             state: state.clone(),
             principal: p.clone(),
             deadline: deadline(p),
-            recheck: recheck(state, p),
+            recheck: recheck(state.settings.heartbeat, p),
             pending: None,
         }
     }
@@ -128,7 +128,7 @@ impl Lifetime {
             return;
         }
         if p.key_hash != self.principal.key_hash {
-            self.recheck = recheck(&self.state, p);
+            self.recheck = recheck(self.state.settings.heartbeat, p);
         }
         self.principal = p.clone();
         self.deadline = deadline(p);
@@ -164,5 +164,34 @@ impl Lifetime {
             let (state, p) = (self.state.clone(), self.principal.clone());
             self.pending = Some(Box::pin(async move { check(&state, &p).await }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Open connections are many and mostly idle: one whose credential cannot end holds no
+    /// timer, and only an API key is re-checked.
+    #[tokio::test]
+    async fn only_what_can_end_holds_a_timer() {
+        let every = Duration::from_secs(15);
+        let anonymous = Principal::anonymous_admin();
+        assert!(deadline(&anonymous).is_none());
+        assert!(recheck(every, &anonymous).is_none());
+
+        let jwt = Principal {
+            expires_at: Some(unix_now() as u64 + 60),
+            ..Principal::anonymous_admin()
+        };
+        assert!(deadline(&jwt).is_some());
+        assert!(recheck(every, &jwt).is_none(), "a JWT cannot be revoked");
+
+        let key = Principal {
+            key_hash: Some("hash".into()),
+            ..Principal::anonymous_admin()
+        };
+        assert!(deadline(&key).is_none());
+        assert!(recheck(every, &key).is_some());
     }
 }
