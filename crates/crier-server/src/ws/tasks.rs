@@ -117,9 +117,12 @@ pub(super) fn sub_stream(id: &str, cursor: Cursor, reader: ReaderSlot) -> (LiveS
                 Ok(CursorItem::Event(e)) => {
                     // The stored JSON is UTF-8 (it was encoded from a string); a frame that
                     // were not would be skipped rather than sent broken.
-                    // Each socket takes its own copy of a cached frame (see `frames`).
-                    let frame = match e.frames.ws_text(&st.id, &st.prefix, &e.json) {
-                        Some(text) => Utf8Bytes::from(text.into_owned()),
+                    // Every socket shares the cached frame (see `frames`).
+                    let frame = match e
+                        .frames
+                        .ws_text(&st.id, &st.prefix, &e.json, Utf8Bytes::from)
+                    {
+                        Some(text) => text,
                         None => {
                             tracing::error!(seq = e.seq, "stored event is not UTF-8; not sent");
                             continue;
