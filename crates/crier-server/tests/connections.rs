@@ -232,9 +232,11 @@ async fn event_streams_on_their_own_connection_are_served_and_end_with_their_cli
         .unwrap_or_default()
         .to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    // The body is delimited by the close: no chunk framing, no length.
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
     for line in [
         "content-type: text/event-stream",
-        "transfer-encoding: chunked",
         "connection: close",
         "cache-control: no-cache",
         "date: ",
@@ -246,18 +248,12 @@ async fn event_streams_on_their_own_connection_are_served_and_end_with_their_cli
         .await;
     let text = read_until(&mut tcp, &mut buf, "lean.a").await;
     assert!(!text.contains("other.x"), "{text}");
-    // Each chunk is framed by its length in hex: the event's chunk starts right after one.
-    let at = text.find("id: 2\n").expect("the event's id line");
-    let size_line = text[..at]
-        .trim_end_matches("\r\n")
-        .rsplit("\r\n")
-        .next()
-        .unwrap_or("");
-    let size = usize::from_str_radix(size_line, 16).expect("a chunk size line");
-    assert!(
-        text[at..].len() >= size && text[at + size..].starts_with("\r\n"),
-        "{text}"
-    );
+    // The body is the SSE messages themselves, one after the other.
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert!(body.starts_with("retry:"), "{body}");
+    let at = body.find("id: 2\n").expect("the event's id line");
+    assert!(body[..at].ends_with("\n\n"), "{body}");
+    assert!(!body.contains('\r'), "{body}");
     // The client goes away: the stream and its registration go with it.
     drop(tcp);
     let deadline = Instant::now() + WAIT;
@@ -269,16 +265,19 @@ async fn event_streams_on_their_own_connection_are_served_and_end_with_their_cli
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // A stream the hub ends (a replay, after its last event) ends with the last chunk, then
-    // the close.
+    // A stream the hub ends (a replay, after its last event) ends with the close.
     let replay = serde_json::json!({"since": "1h", "speed": "max"});
     let (_, created) = call(&hub, "POST", "/v1/replays", "", Some(&replay)).await;
     let id = created["id"].as_str().expect("replay id");
     let req = format!("GET /v1/replays/{id}/stream HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let (mut tcp, mut buf, _) = exchange(&hub, req.as_bytes(), "crier.replay_done").await;
-    let text = read_until(&mut tcp, &mut buf, "\r\n0\r\n\r\n").await;
-    assert!(text.ends_with("\r\n0\r\n\r\n"), "{text}");
-    closed(&mut tcp).await;
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut buf))
+        .await
+        .expect("the replay's stream closes after its last message")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.ends_with("\n\n"), "the last message is whole: {text}");
+    assert!(!text.contains("\r\n0\r\n"), "no chunk framing: {text}");
 
     // HTTP/1.0 knows no chunks: the body is delimited by the close.
     let req = b"GET /v1/stream HTTP/1.0\r\nHost: localhost\r\n\r\n";

@@ -7,10 +7,10 @@
 //! request of a new connection is a plain `GET` of an event stream (`/v1/stream`,
 //! `/v1/replays/{id}/stream`), the listener reads the head itself into a small buffer, runs
 //! the request through the same router (authentication, limits, browser rules, logging:
-//! nothing is skipped), and writes the answer to the socket itself: the head once, then each
-//! chunk of the body as it comes, everything already queued in one write, with no buffer
-//! kept between writes. The connection closes when the response ends (`connection: close`),
-//! which is what an event stream does anyway.
+//! nothing is skipped), and writes the answer to the socket itself: the head once, then the
+//! body as it comes, everything already queued in one write, with no buffer kept between
+//! writes. The body is delimited by the connection's close (`connection: close`, no chunk
+//! framing), which is how an event stream ends anyway.
 //!
 //! Anything else (another path or method, a request with a body or an upgrade) is handed to
 //! hyper with the bytes already read put back in front of the socket, so it is served
@@ -79,7 +79,7 @@ where
         Ok(Ok(HeadRead::Closed)) if head.is_empty() => return First::Gone,
         Ok(Ok(HeadRead::TooLong)) => {
             let res = too_long();
-            let _ = respond(&mut io, res, false).await;
+            let _ = respond(&mut io, res).await;
             let _ = io.shutdown().await;
             return First::Served;
         }
@@ -90,12 +90,11 @@ where
         return First::Hyper(Rewind::new(head, io, slot));
     };
     req.extensions_mut().insert(ConnectInfo(peer));
-    let http10 = req.version() == Version::HTTP_10;
     let res = match TowerToHyperService::new(router.clone()).call(req).await {
         Ok(res) => res,
         Err(never) => match never {},
     };
-    if let Err(e) = respond(&mut io, res, http10).await {
+    if let Err(e) = respond(&mut io, res).await {
         tracing::debug!(error = %e, "event stream connection ended");
     }
     let _ = io.shutdown().await;
@@ -212,10 +211,10 @@ fn is_stream_path(path: &str) -> bool {
             .is_some_and(|id| !id.is_empty() && !id.contains('/'))
 }
 
-/// Writes `res` to `io`: the head, then the body, chunked unless its length is known (or,
-/// for an HTTP/1.0 client, which knows no chunks, delimited by the close), until it ends or
-/// the client goes away.
-async fn respond<I>(io: &mut I, res: Response<Body>, http10: bool) -> io::Result<()>
+/// Writes `res` to `io`: the head, then the body, with its length when it is known (an
+/// error) and otherwise delimited by the close (an event stream; HTTP/1.0 and 1.1 clients
+/// alike read it to the end of the connection), until it ends or the client goes away.
+async fn respond<I>(io: &mut I, res: Response<Body>) -> io::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
@@ -241,17 +240,11 @@ where
         head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    match known {
-        Some(n) => {
-            let _ = write!(head, "content-length: {n}\r\n");
-        }
-        None if http10 => {}
-        None => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    if let Some(n) = known {
+        let _ = write!(head, "content-length: {n}\r\n");
     }
     head.extend_from_slice(b"connection: close\r\n\r\n");
-    let chunked = known.is_none() && !http10;
-
-    pump::Pump::new(io, body, chunked, head).await
+    pump::Pump::new(io, body, head).await
 }
 
 /// A socket with bytes already read from it put back in front, holding its connection's

@@ -1,6 +1,6 @@
 //! Writing an event stream's body to its socket as it is produced.
 
-use std::io::{self, Write as _};
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -19,7 +19,7 @@ const MAX_DISCARDED: usize = 16 * 1024;
 enum PumpState {
     /// Taking what the body has ready, or waiting for it.
     Gather,
-    /// Writing `out`, then the lone chunk, then the end of the body.
+    /// Writing `out`, then the lone piece.
     Write,
     /// Flushing what was written.
     Flush,
@@ -27,8 +27,11 @@ enum PumpState {
 
 /// Writes a response body to the socket as it is produced.
 ///
-/// Everything the body has ready goes out in one write, and a lone chunk (the live case) is
-/// written around its shared bytes, without a copy or a buffer. The body is polled with the
+/// The body is delimited by the connection's close, not framed in HTTP/1.1 chunks: an event
+/// stream has no end a client must tell from a dropped connection (a replay announces its
+/// own), and without chunk lines each write is the events' own bytes. Everything the body
+/// has ready goes out in one write, and a lone piece (the live case: one event) is written
+/// from its shared bytes, without a copy or a buffer. The body is polled with the
 /// task's own waker only: once it has answered "nothing ready" in a poll, it is not polled
 /// again until the task is woken, so a live event costs one poll that takes it and one that
 /// finds nothing more. Meanwhile the socket is read, to notice the client closing (anything
@@ -36,16 +39,10 @@ enum PumpState {
 pub(super) struct Pump<'a, I> {
     io: &'a mut I,
     frames: axum::body::BodyDataStream,
-    chunked: bool,
-    /// Bytes to write before `lone`: the response head, or several chunks packed (framed).
+    /// Bytes to write before `lone`: the response head, or several pieces packed.
     out: Vec<u8>,
-    /// A chunk taken alone, written from its own bytes.
+    /// A piece taken alone, written from its own bytes.
     lone: Option<Bytes>,
-    /// Written after everything else: the last chunk of a chunked body once it ends.
-    last: &'static [u8],
-    /// `lone`'s chunk-size line.
-    size: [u8; 20],
-    size_len: usize,
     /// Bytes of the current write already written.
     done: usize,
     state: PumpState,
@@ -55,17 +52,13 @@ pub(super) struct Pump<'a, I> {
 }
 
 impl<'a, I: AsyncWrite + Unpin> Pump<'a, I> {
-    /// Writes `head`, then `body`, framed as HTTP/1.1 chunks when `chunked`.
-    pub(super) fn new(io: &'a mut I, body: Body, chunked: bool, head: Vec<u8>) -> Self {
+    /// Writes `head`, then `body` as it comes, until it ends or the client goes away.
+    pub(super) fn new(io: &'a mut I, body: Body, head: Vec<u8>) -> Self {
         Pump {
             io,
             frames: body.into_data_stream(),
-            chunked,
             out: head,
             lone: None,
-            last: b"",
-            size: [0; 20],
-            size_len: 0,
             done: 0,
             state: PumpState::Gather,
             ended: false,
@@ -82,15 +75,15 @@ impl<'a, I: AsyncWrite + Unpin> Pump<'a, I> {
             self.lone = Some(data);
             return;
         }
-        // Behind bytes already buffered (the response head, other chunks) it joins them.
+        // Behind bytes already buffered (the response head, other pieces) it joins them.
         if let Some(first) = self.lone.take() {
-            push(&mut self.out, &first, self.chunked);
+            self.out.extend_from_slice(&first);
         }
-        push(&mut self.out, &data, self.chunked);
+        self.out.extend_from_slice(&data);
     }
 
-    /// Bytes taken and not yet written. The batch counts the lone chunk too: a stuck
-    /// reader's connection holds at most one batch (or one chunk larger than a batch) beyond
+    /// Bytes taken and not yet written. The batch counts the lone piece too: a stuck
+    /// reader's connection holds at most one batch (or one piece larger than a batch) beyond
     /// what its cursor holds.
     fn taken(&self) -> usize {
         self.out.len() + self.lone.as_ref().map_or(0, Bytes::len)
@@ -98,18 +91,6 @@ impl<'a, I: AsyncWrite + Unpin> Pump<'a, I> {
 
     /// Sets up the write of everything taken.
     fn start_write(&mut self) {
-        self.size_len = 0;
-        if let (Some(lone), true) = (&self.lone, self.chunked) {
-            let mut w = &mut self.size[..];
-            // At most 16 hex digits and CRLF: it fits.
-            let _ = write!(w, "{:x}\r\n", lone.len());
-            self.size_len = 20 - w.len();
-        }
-        self.last = if self.ended && self.chunked {
-            b"0\r\n\r\n"
-        } else {
-            b""
-        };
         self.done = 0;
         self.state = PumpState::Write;
     }
@@ -119,22 +100,11 @@ impl<'a, I: AsyncWrite + Unpin> Pump<'a, I> {
     /// `write_all_buf` over a chain of buffers: that one prepares 64 slices per write, and
     /// measured about 8 % more CPU per SSE delivery.)
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let crlf: &[u8] = if self.chunked && self.lone.is_some() {
-            b"\r\n"
-        } else {
-            b""
-        };
         let lone: &[u8] = self.lone.as_deref().unwrap_or_default();
-        let parts: [&[u8]; 5] = [
-            &self.out,
-            &self.size[..self.size_len],
-            lone,
-            crlf,
-            self.last,
-        ];
+        let parts: [&[u8]; 2] = [&self.out, lone];
         let total: usize = parts.iter().map(|p| p.len()).sum();
         while self.done < total {
-            let mut slices = [io::IoSlice::new(&[]); 5];
+            let mut slices = [io::IoSlice::new(&[]); 2];
             let mut n = 0;
             let mut skip = self.done;
             for p in parts {
@@ -223,21 +193,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin> std::future::Future for Pump<'_, I> {
     }
 }
 
-/// Appends one piece of body, framed as an HTTP/1.1 chunk when `chunked`.
-fn push(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
-    if data.is_empty() {
-        return;
-    }
-    if chunked {
-        // Writing to a Vec cannot fail; no temporary string per chunk.
-        let _ = write!(out, "{:x}\r\n", data.len());
-        out.extend_from_slice(data);
-        out.extend_from_slice(b"\r\n");
-    } else {
-        out.extend_from_slice(data);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -300,14 +255,14 @@ mod tests {
     }
 
     /// What [`Pump`] writes of `chunks`, after `head`, through three-byte writes.
-    async fn pumped(head: &[u8], chunks: &[&'static [u8]], chunked: bool) -> Vec<u8> {
+    async fn pumped(head: &[u8], chunks: &[&'static [u8]]) -> Vec<u8> {
         let chunks: Vec<Result<Bytes, io::Error>> =
             chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
         let body = Body::from_stream(futures_util::stream::iter(chunks));
         let mut io = TestSocket::new(3, false);
         tokio::time::timeout(
             Duration::from_secs(5),
-            Pump::new(&mut io, body, chunked, head.to_vec()),
+            Pump::new(&mut io, body, head.to_vec()),
         )
         .await
         .expect("the body ends, so the pump ends")
@@ -322,7 +277,7 @@ mod tests {
         let mut io = TestSocket::new(usize::MAX, true);
         tokio::time::timeout(
             Duration::from_secs(5),
-            Pump::new(&mut io, body, true, b"HEAD\r\n\r\n".to_vec()),
+            Pump::new(&mut io, body, b"HEAD\r\n\r\n".to_vec()),
         )
         .await
         .expect("the pump gives up on the client")
@@ -336,30 +291,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_is_written_whole_across_partial_writes() {
-        // A lone chunk, written from its own bytes, then the end of the body.
+        // A lone piece, written from its own bytes.
+        assert_eq!(pumped(b"", &[&[b'x'; 26]]).await, [b'x'; 26]);
+        assert_eq!(pumped(b"", &[b"data: {}\n\n"]).await, b"data: {}\n\n");
+        // Behind the head, ready pieces are packed (empty ones are dropped), in order.
         assert_eq!(
-            pumped(b"", &[&[b'x'; 26]], true).await,
-            [b"1a\r\n".as_slice(), &[b'x'; 26], b"\r\n0\r\n\r\n"].concat()
+            pumped(b"HEAD\r\n\r\n", &[b"ab", b"", b"c"]).await,
+            b"HEAD\r\n\r\nabc"
         );
-        assert_eq!(
-            pumped(b"", &[b"data: {}\n\n"], false).await,
-            b"data: {}\n\n"
-        );
-        // Behind the head, ready chunks are packed (empty ones are dropped), in order.
-        assert_eq!(
-            pumped(b"HEAD\r\n\r\n", &[b"ab", b"", b"c"], true).await,
-            b"HEAD\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n"
-        );
-        assert_eq!(pumped(b"H", &[b"ab", b"c"], false).await, b"Habc");
-    }
-
-    #[test]
-    fn chunks_are_framed_in_hex() {
-        let mut out = Vec::new();
-        push(&mut out, &[b'x'; 26], true);
-        push(&mut out, b"", true);
-        assert!(out.starts_with(b"1a\r\n"));
-        assert!(out.ends_with(b"x\r\n"));
-        assert_eq!(out.len(), 4 + 26 + 2);
+        assert_eq!(pumped(b"H", &[b"ab", b"c"]).await, b"Habc");
     }
 }
