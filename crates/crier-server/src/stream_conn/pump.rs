@@ -100,24 +100,17 @@ impl<'a, I: AsyncWrite + Unpin> Pump<'a, I> {
     /// `write_all_buf` over a chain of buffers: that one prepares 64 slices per write, and
     /// measured about 8 % more CPU per SSE delivery.)
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let out = &self.out[..];
         let lone: &[u8] = self.lone.as_deref().unwrap_or_default();
-        let parts: [&[u8]; 2] = [&self.out, lone];
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        while self.done < total {
-            let mut slices = [io::IoSlice::new(&[]); 2];
-            let mut n = 0;
-            let mut skip = self.done;
-            for p in parts {
-                if skip >= p.len() {
-                    skip -= p.len();
-                    continue;
-                }
-                slices[n] = io::IoSlice::new(&p[skip..]);
-                skip = 0;
-                n += 1;
-            }
-            let wrote =
-                std::task::ready!(Pin::new(&mut *self.io).poll_write_vectored(cx, &slices[..n]))?;
+        while self.done < out.len() + lone.len() {
+            let io = Pin::new(&mut *self.io);
+            let wrote = if self.done < out.len() {
+                let slices = [io::IoSlice::new(&out[self.done..]), io::IoSlice::new(lone)];
+                std::task::ready!(io.poll_write_vectored(cx, &slices))?
+            } else {
+                let rest = io::IoSlice::new(&lone[self.done - out.len()..]);
+                std::task::ready!(io.poll_write_vectored(cx, &[rest]))?
+            };
             if wrote == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
