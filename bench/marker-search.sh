@@ -29,7 +29,8 @@ grep -qF "$search" "$src/src/main.rs" || {
   exit 2
 }
 sed -i "s/s\.windows(key\.len())\.position(|w| w == key)?/memchr::memmem::find(s, key)?/" "$src/src/main.rs"
-sed -i 's/^\[dependencies\]$/[dependencies]\nmemchr = "2"/' "$src/Cargo.toml"
+grep -q '^memchr *=' "$src/Cargo.toml" ||
+  sed -i 's/^\[dependencies\]$/[dependencies]\nmemchr = "2"/' "$src/Cargo.toml"
 (cd "$src" && CARGO_TARGET_DIR="$work/fanout-bench" cargo build --release -q)
 # raw-fanout is built unchanged from the shared folder by perf-compare itself.
 BENCH_TARGET=$work exec "$shared/perf-compare" "$crier"
