@@ -12,7 +12,11 @@ use tungstenite::error::{CapacityError, Error as WsError};
 /// The close code and reason for a read error, or `None` when the peer simply went away
 /// (nothing can be written to it any more).
 pub fn for_read_error(e: &axum::Error) -> Option<(u16, &'static str)> {
-    let inner = e.source()?.downcast_ref::<WsError>()?;
+    for_ws_error(e.source()?.downcast_ref::<WsError>()?)
+}
+
+/// [`for_read_error`] for an error of the library itself.
+pub fn for_ws_error(inner: &WsError) -> Option<(u16, &'static str)> {
     match inner {
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
             metrics::counter!("crier_limit_hits_total", "limit" => "max_ws_frame_bytes")

@@ -6,23 +6,33 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::Message;
 use crier_core::{queue, Principal};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Map};
+use tokio::io::ReadHalf;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
+use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::Message as Incoming;
 
 use super::outbound_bytes;
 use super::protocol::{
     self, close_frame, error_frame, reply, text, ClientOp, OpError, PublishReq, Request,
 };
 use super::tasks::{write_loop, Out, Stop};
+use super::wire::{Control, ReadSide, Wire, CONTROL_MAX};
 use crate::lifetime::Lifetime;
 use crate::monitor::ConnInfo;
 use crate::service::replays::Replay;
 use crate::state::{AppState, ConnGuard};
+
+/// The socket as the WebSocket library reads it.
+type WsStream = WebSocketStream<ReadSide<ReadHalf<TokioIo<Upgraded>>>>;
 
 /// One `subscribe` of the connection: what ends the stream of its cursor that the writer
 /// polls. (Not a webhook subscription, nor GraphQL's `Subscription` type: a live reader on
@@ -80,9 +90,30 @@ impl Conn {
         state: AppState,
         principal: Principal,
         guard: ConnGuard,
-        socket: WebSocket,
+        socket: Upgraded,
     ) {
-        let (sink, mut stream) = socket.split();
+        let (read, write) = tokio::io::split(TokioIo::new(socket));
+        let control = Arc::new(Control::default());
+        // The library's limit is twice ours, so a message between the two gets a readable
+        // `error` op and the connection lives; beyond that the library closes with 1009.
+        let max = state.settings.limits.max_ws_frame_bytes;
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(max.saturating_mul(2)))
+            .max_frame_size(Some(max.saturating_mul(2)))
+            // The library's default reserves 128 KiB; client messages are small.
+            .read_buffer_size(1024)
+            // It writes only its answers to pings and closes, at once, to the writer, and
+            // holds at most a few: a client that sends pings and reads nothing would
+            // otherwise grow the library's buffer by a pong per ping, without bound.
+            .write_buffer_size(0)
+            .max_write_buffer_size(CONTROL_MAX);
+        let mut stream = WebSocketStream::from_raw_socket(
+            ReadSide::new(read, control.clone()),
+            Role::Server,
+            Some(config),
+        )
+        .await;
+        let sink = Wire::new(write, control);
         let (out, out_rx) = queue::weighed::<Out>(outbound_bytes(&state), Out::weight);
         let cancel = state.shutdown.child_token();
         let last_seen = Arc::new(AtomicU64::new(0));
@@ -134,12 +165,7 @@ impl Conn {
         }
     }
 
-    async fn read_loop(
-        &mut self,
-        stream: &mut futures_util::stream::SplitStream<WebSocket>,
-        last_seen: &AtomicU64,
-        started: Instant,
-    ) {
+    async fn read_loop(&mut self, stream: &mut WsStream, last_seen: &AtomicU64, started: Instant) {
         let max = self.state.settings.limits.max_ws_frame_bytes;
         let mut lifetime = Lifetime::new(&self.state, &self.principal);
         loop {
@@ -161,7 +187,7 @@ impl Conn {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "websocket read ended");
-                    if let Some((code, reason)) = crate::transport::close::for_read_error(&e) {
+                    if let Some((code, reason)) = crate::transport::close::for_ws_error(&e) {
                         let _ = self.out.send(close_frame(code, reason).into()).await;
                     }
                     return;
@@ -169,7 +195,7 @@ impl Conn {
                 None => return,
             };
             // No operation is served once the credential has ended, even between re-checks.
-            if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+            if matches!(msg, Incoming::Text(_) | Incoming::Binary(_)) {
                 if let Err(ended) = crate::lifetime::check(&self.state, &self.principal).await {
                     let _ = self
                         .out
@@ -180,7 +206,7 @@ impl Conn {
             }
             last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
             let answer = match msg {
-                Message::Text(t) if t.len() > max => {
+                Incoming::Text(t) if t.len() > max => {
                     metrics::counter!("crier_limit_hits_total", "limit" => "max_ws_frame_bytes")
                         .increment(1);
                     Some(error_frame(
@@ -191,14 +217,27 @@ impl Conn {
                 }
                 // Boxed: the handler's state machine is large and only needed while it runs,
                 // so idle connections do not carry it.
-                Message::Text(t) => Box::pin(self.handle(t.as_str())).await,
-                Message::Binary(_) => Some(error_frame(
+                Incoming::Text(t) => Box::pin(self.handle(t.as_str())).await,
+                Incoming::Binary(_) => Some(error_frame(
                     None,
                     "invalid_message",
                     "send text frames holding JSON",
                 )),
-                Message::Close(_) => return,
-                Message::Ping(_) | Message::Pong(_) => None,
+                Incoming::Close(_) => {
+                    // Has the library write its reply to the writer, which sends it last.
+                    let _ = self.flush(stream).await;
+                    return;
+                }
+                Incoming::Ping(_) => {
+                    // The library queued a pong: it goes to the writer before the next frame
+                    // is read, so a client that sends pings and reads nothing stops being
+                    // read, as on every WebSocket of the hub.
+                    if !self.flush(stream).await {
+                        return;
+                    }
+                    None
+                }
+                Incoming::Pong(_) | Incoming::Frame(_) => None,
             };
             if let Some(a) = answer {
                 if self.out.send(a.into()).await.is_err() {
@@ -207,6 +246,16 @@ impl Conn {
             }
             // An `auth` refresh may have replaced the credential.
             lifetime.renew(&self.principal);
+        }
+    }
+
+    /// Hands what the library queued (a pong, the reply to a close) to the writer, waiting
+    /// for room while the writer waits on a client that does not read. False when the
+    /// connection is ending.
+    async fn flush(&self, stream: &mut WsStream) -> bool {
+        tokio::select! {
+            r = stream.flush() => r.is_ok(),
+            _ = self.cancel.cancelled() => false,
         }
     }
 

@@ -10,11 +10,11 @@
 //! publishes are committed in the order it sent them without blocking its reads. Errors are
 //! answered with an `error` op and the connection stays open.
 //!
-//! The module's parts: `protocol` (client ops as typed structs, answer frames),
-//! `connection` (the connection's state, read loop and teardown), `ops` (one method per op)
-//! and `tasks` (subscriptions, replays, publishes and the socket writer).
+//! The module's parts: `handshake` (the opening handshake), `protocol` (client ops as typed
+//! structs, answer frames), `connection` (the connection's state, read loop and teardown),
+//! `ops` (one method per op), `tasks` (subscriptions, replays, publishes and the socket
+//! writer) and `wire` (the socket: read by the WebSocket library, written by the writer).
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -27,12 +27,15 @@ use crate::state::{AppState, Transport};
 use crate::transport::check_origin;
 
 mod connection;
+mod handshake;
 pub mod oneshot;
 mod ops;
 mod protocol;
 mod tasks;
+mod wire;
 
 use connection::Conn;
+pub use handshake::Handshake;
 
 /// Bytes of answers and replay frames queued for the writer before the ops (and replays,
 /// and the publish task) wait: half the reader's buffer (§12.2 `reader_buffer_bytes`); a
@@ -51,15 +54,10 @@ pub async fn upgrade(
     Peer(remote): Peer,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    ws: Result<Handshake, ApiError>,
 ) -> Result<Response, ApiError> {
     Query::parse(raw.as_deref(), &[])?;
-    let ws = ws.map_err(|e| {
-        ApiError::bad(
-            "websocket_required",
-            format!("this path speaks WebSocket only: {e}"),
-        )
-    })?;
+    let ws = ws?;
     check_origin(&state, &headers)?;
     let guard = state.conns.open(
         &state,
@@ -68,15 +66,5 @@ pub async fn upgrade(
         &principal.subject,
         remote,
     )?;
-    // The library's limit is twice ours, so a message between the two gets a readable
-    // `error` op and the connection lives; beyond that the library closes with 1009.
-    let max = state.settings.limits.max_ws_frame_bytes;
-    Ok(ws
-        .max_message_size(max.saturating_mul(2))
-        .max_frame_size(max.saturating_mul(2))
-        // The library's defaults reserve 128 KiB per direction per connection; client
-        // messages are small and the writer below batches frames itself.
-        .read_buffer_size(1024)
-        .write_buffer_size(8192)
-        .on_upgrade(move |socket| Conn::run(state, principal, guard, socket)))
+    Ok(ws.accept(move |socket| Conn::run(state, principal, guard, socket)))
 }

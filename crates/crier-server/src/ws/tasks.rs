@@ -10,19 +10,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{Message, Utf8Bytes};
 use crier_core::{queue, Cursor, CursorItem};
 use futures_util::future::FutureExt;
 use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::Stream;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{close_frame, error_frame, reply, text, PublishReq};
+use super::wire::{Wire, MAX_FRAMES};
 use crate::monitor::{position_after, ReaderSlot};
 use crate::service::publish::{admit, append, prepare, result_json};
 use crate::service::replays::{Pacer, Replay};
@@ -37,15 +39,25 @@ pub(super) enum Out {
     Subscribe(LiveStream),
 }
 
+/// What an item of the outbound queue weighs beyond its bytes.
+const FRAME_WEIGHT: usize = 64;
+
 impl Out {
     /// What the item weighs in the outbound queue: its bytes and a little for the frame, so
     /// the queue is bounded in bytes (§12.2 `reader_buffer_bytes`) and in frames.
     pub(super) fn weight(&self) -> usize {
-        const FRAME: usize = 64;
         match self {
-            Out::Frame(Message::Text(t)) => FRAME + t.len(),
-            Out::Frame(Message::Binary(b)) => FRAME + b.len(),
-            Out::Frame(_) | Out::Subscribe(_) => FRAME,
+            Out::Frame(m) => Out::weight_of(m),
+            Out::Subscribe(_) => FRAME_WEIGHT,
+        }
+    }
+
+    /// What a frame weighs: its bytes and a little for the frame.
+    fn weight_of(m: &Message) -> usize {
+        match m {
+            Message::Text(t) => FRAME_WEIGHT + t.len(),
+            Message::Binary(b) => FRAME_WEIGHT + b.len(),
+            _ => FRAME_WEIGHT,
         }
     }
 }
@@ -326,12 +338,15 @@ impl Stream for Subs {
 
 /// Frames written between two flushes at most, so a subscription reading a long history
 /// does not hold off the heartbeat or the shutdown.
-const BURST: usize = 256;
+const BURST: usize = MAX_FRAMES;
+/// Bytes of frames one write takes at most (past one frame): what a connection whose
+/// client stopped reading holds beyond its queues (§12.2 `reader_buffer_bytes`).
+const BURST_BYTES: usize = 64 * 1024;
 
 /// Owns the socket's sending half and the connection's subscriptions: writes what the ops
-/// queue and every subscription's events, all that is ready at each wake, then flushes once.
-pub(super) async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+/// queue and every subscription's events, all that is ready at each wake, in one write.
+pub(super) async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wire: Wire<W>,
     mut rx: queue::Receiver<Out>,
     cancel: CancellationToken,
     heartbeat: Duration,
@@ -341,6 +356,7 @@ pub(super) async fn write_loop(
     let mut tick = tokio::time::interval(heartbeat);
     tick.tick().await;
     let mut subs = Subs::default();
+    let control = wire.control();
     loop {
         let first = tokio::select! {
             // A fixed order (no random start per wake), the timer first, so frames that
@@ -351,63 +367,62 @@ pub(super) async fn write_loop(
                 let idle = started.elapsed().as_millis() as u64 - last_seen.load(Ordering::Relaxed);
                 if idle > 2 * heartbeat.as_millis() as u64 + 1000 {
                     tracing::debug!("closing an unresponsive websocket");
-                    let _ = sink.send(close_frame(1001, "no answer to pings")).await;
+                    let _ = wire.write(&[close_frame(1001, "no answer to pings")]).await;
                     break;
                 }
-                if sink.send(Message::Ping(Default::default())).await.is_err() { break }
+                if wire.write(&[Message::Ping(Default::default())]).await.is_err() { break }
+                continue;
+            }
+            // The library answered a ping or a close.
+            () = std::future::poll_fn(|cx| control.poll_ready(cx)) => {
+                if wire.write(&[]).await.is_err() { break }
                 continue;
             }
             out = rx.recv() => match out {
                 Some(o) => o,
-                None => { let _ = sink.send(close_frame(1000, "bye")).await; break }
+                None => { let _ = wire.write(&[close_frame(1000, "bye")]).await; break }
             },
             Some(frame) = subs.next(), if !subs.is_empty() => Out::Frame(frame),
         };
-        match burst(&mut sink, first, &mut rx, &mut subs).await {
-            Burst::Written => {}
-            Burst::Closing | Burst::Failed => break,
+        // Made per burst: a list kept between bursts would stay with an idle connection.
+        let mut batch = Vec::new();
+        let closing = gather(first, &mut rx, &mut subs, &mut batch);
+        let written = wire.write(&batch).await;
+        drop(batch);
+        if closing || written.is_err() {
+            break;
         }
     }
-    // Ends the closing handshake: after a close frame of the peer the library only queued its
-    // answer (a close message of ours is refused once the peer has closed), and after one of
-    // ours this is a flush.
-    let _ = sink.close().await;
+    // After a close frame of ours, or the library's answer to the peer's: the closing
+    // handshake is done on this side.
+    wire.shutdown().await;
     cancel.cancel();
 }
 
-enum Burst {
-    Written,
-    /// A close frame went out: the connection is done.
-    Closing,
-    Failed,
-}
-
-/// Writes `first` and whatever else is ready (queued frames, subscriptions' events), up to
-/// [`BURST`] frames, in the order taken, then flushes once.
-async fn burst(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+/// Takes `first` and whatever else is ready (queued frames, subscriptions' events) into
+/// `batch`, up to [`BURST`] frames, in the order taken. True when the batch ends with a
+/// close frame: the connection is done.
+fn gather(
     first: Out,
     rx: &mut queue::Receiver<Out>,
     subs: &mut Subs,
-) -> Burst {
+    batch: &mut Vec<Message>,
+) -> bool {
     let mut next = Some(first);
-    let mut written = 0;
+    let mut bytes = 0;
     while let Some(out) = next.take() {
         match out {
             Out::Subscribe(stream) => subs.push(stream),
             Out::Frame(m) => {
                 let closing = matches!(m, Message::Close(_));
-                if sink.feed(m).await.is_err() {
-                    return Burst::Failed;
-                }
+                bytes += Out::weight_of(&m);
+                batch.push(m);
                 if closing {
-                    let _ = sink.flush().await;
-                    return Burst::Closing;
+                    return true;
                 }
-                written += 1;
             }
         }
-        if written >= BURST {
+        if batch.len() >= BURST || bytes >= BURST_BYTES {
             break;
         }
         next = match rx.try_recv() {
@@ -416,8 +431,5 @@ async fn burst(
             None => subs.next().now_or_never().flatten().map(Out::Frame),
         };
     }
-    if sink.flush().await.is_err() {
-        return Burst::Failed;
-    }
-    Burst::Written
+    false
 }
