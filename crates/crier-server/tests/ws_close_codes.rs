@@ -5,7 +5,8 @@
 //! GraphQL socket that never sends `connection_init` is closed with 4408. A client's own close
 //! frame is answered (the closing handshake completes) on `/v1/ws`, the GraphQL WebSocket and
 //! a Pusher connection, and an oversized Pusher message gets 1009 as well. A hub shutting down
-//! closes a subscribed `/v1/ws` socket with 1001.
+//! closes a subscribed `/v1/ws` socket with 1001. A client that floods pings and reads no
+//! pong stops being read on every WebSocket, instead of growing the hub a pong per ping.
 
 use crier_testkit::checks::pusher_app;
 use crier_testkit::{Hub, WAIT};
@@ -216,4 +217,53 @@ async fn a_shutdown_closes_a_subscribed_websocket_with_1001() {
     .expect("a close frame before the connection ends");
     assert_eq!(close.get(..2), Some(&1001u16.to_be_bytes()[..]));
     assert_eq!(&close[2..], b"server shutting down");
+}
+
+/// Bytes of pings a client sends before the test calls the server's reading unbounded.
+const FLOOD: usize = 128 << 20;
+
+/// Sends pings on `tcp`, reading nothing, until [`FLOOD`] bytes are out or `WAIT` passes;
+/// returns the bytes sent.
+async fn flood_pings(mut tcp: TcpStream) -> usize {
+    let ping = frame(0x89, &[b'p'; 125], true).repeat(64);
+    let mut sent = 0;
+    let _ = tokio::time::timeout(WAIT, async {
+        while sent < FLOOD {
+            if tcp.write_all(&ping).await.is_err() {
+                return;
+            }
+            sent += ping.len();
+        }
+    })
+    .await;
+    sent
+}
+
+/// A client that sends pings and never reads the pongs stops being read once what it has
+/// not read fills the sockets: the library queues a pong per ping, and a server that kept
+/// reading would hold them all (a gigabyte in seconds). The hub keeps serving others.
+#[tokio::test]
+async fn a_ping_flood_that_reads_nothing_stops_being_read_on_every_websocket() {
+    let hub = hub_with_pusher().await;
+    let paths = ["/v1/ws", "/graphql", "/app/close-key?protocol=7"];
+    let mut floods = Vec::new();
+    for path in paths {
+        let tcp = open(&hub, path).await;
+        floods.push(tokio::spawn(flood_pings(tcp)));
+    }
+    for (path, flood) in paths.iter().zip(floods) {
+        let sent = flood.await.expect("the flood task");
+        // The sockets' buffers on both sides hold a few MiB; nothing else may.
+        assert!(sent < FLOOD, "{path}: {sent} bytes of pings were read");
+    }
+    let mut tcp = open(&hub, "/v1/ws").await;
+    tcp.write_all(&frame(0x81, br#"{"op":"ping","ref":1}"#, true))
+        .await
+        .expect("a ping op");
+    let (_, pong) = tokio::time::timeout(WAIT, read_frame(&mut tcp))
+        .await
+        .expect("an answer within the wait")
+        .expect("an answer");
+    assert!(String::from_utf8_lossy(&pong).contains("pong"));
+    hub.stop().await;
 }

@@ -234,7 +234,15 @@ async fn serve(
                         let _ = t.try_send(b);
                     }
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                // The library queued a pong: it goes out before the next frame is read, so a
+                // client that sends pings and reads nothing stops being read instead of
+                // growing the library's buffer a pong per ping.
+                Some(Ok(Message::Ping(_))) => {
+                    if sink.flush().await.is_err() {
+                        break None;
+                    }
+                }
+                Some(Ok(Message::Pong(_))) => {}
                 // The peer is done: let the protocol finish what is under way, then stop.
                 Some(Ok(Message::Close(_))) | None => tx = None,
                 Some(Err(e)) => {

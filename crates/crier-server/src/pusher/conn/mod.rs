@@ -325,7 +325,17 @@ impl Conn {
                             let _ = socket.flush().await;
                             return;
                         }
-                        Message::Ping(_) | Message::Pong(_) => None,
+                        Message::Ping(_) => {
+                            // The library queued a pong: it goes out before the next frame is
+                            // read, so a client that sends pings and reads nothing stops
+                            // being read instead of growing the library's buffer a pong per
+                            // ping.
+                            if socket.flush().await.is_err() {
+                                return;
+                            }
+                            None
+                        }
+                        Message::Pong(_) => None,
                     };
                     if let Some(a) = answer {
                         if socket.send(text(a)).await.is_err() {
