@@ -3,11 +3,12 @@
 //! connection's writer, which writes every frame it sends itself.
 //!
 //! Why not let the library write too: it copies each frame into a buffer of its own before
-//! the socket takes it, behind a lock shared by the two halves, and on a busy hub that copy
-//! and its bookkeeping were a tenth of the CPU spent per delivery. Here an event frame is
-//! its shared bytes (one per event and subscription id, built once for every socket, see
-//! `crier_core::Frames`) behind a header of at most ten bytes, and everything ready goes to
-//! the socket in one vectored write, with no copy and no buffer kept between writes.
+//! the socket takes it, behind a lock shared by the two halves; at 5,000 subscribers × 200
+//! events/s that copy and its bookkeeping were 5–8 % of the hub's CPU per delivery. Here an
+//! event frame is its shared bytes (one per event and subscription id, built once for every
+//! socket, see `crier_core::Frames`) behind a header of at most ten bytes, and everything
+//! ready goes to the socket in one vectored write, with no copy and no frame kept between
+//! writes.
 //!
 //! The library still writes its own answers (a pong, the reply to a close): the read side's
 //! socket hands those bytes to the writer ([`Control`]), which sends them before its next
@@ -34,7 +35,8 @@ pub(super) const MAX_FRAMES: usize = 256;
 struct ControlState {
     /// Whole frames the library wrote, in order.
     bytes: Vec<u8>,
-    /// The library wrote a close frame: nothing may follow it.
+    /// A close frame is among `bytes` or went out (the library's or the writer's): nothing
+    /// may follow it.
     closing: bool,
     /// The writer, waiting for bytes.
     writer: Option<Waker>,
@@ -191,8 +193,8 @@ fn parts(m: &Message) -> (u8, &[u8]) {
     }
 }
 
-/// Appends the header of an unmasked final frame with `opcode` and a payload of `len`
-/// bytes (RFC 6455 §5.2), then, for a close frame, its code and reason.
+/// Appends the header of `m` as an unmasked final frame (RFC 6455 §5.2), then, for a close
+/// frame, its code and reason.
 fn put_head(out: &mut Vec<u8>, m: &Message) {
     let (opcode, payload) = parts(m);
     let close = match m {
