@@ -6,7 +6,8 @@
 //! frame is answered (the closing handshake completes) on `/v1/ws`, the GraphQL WebSocket and
 //! a Pusher connection, and an oversized Pusher message gets 1009 as well. A hub shutting down
 //! closes a subscribed `/v1/ws` socket with 1001. A client that floods pings and reads no
-//! pong stops being read on every WebSocket, instead of growing the hub a pong per ping.
+//! pong stops being read on every WebSocket, instead of growing the hub a pong per ping. Frames
+//! a client sends in the same write as its handshake are read, in order.
 
 use crier_testkit::checks::pusher_app;
 use crier_testkit::{Hub, WAIT};
@@ -29,6 +30,17 @@ async fn open(hub: &Hub, path: &str) -> TcpStream {
         hub.addr
     );
     tcp.write_all(req.as_bytes()).await.expect("handshake");
+    switched(&mut tcp).await;
+    if path == "/v1/ws" {
+        let (op, payload) = read_frame(&mut tcp).await.expect("welcome");
+        assert_eq!(op, 1);
+        assert!(String::from_utf8_lossy(&payload).contains("welcome"));
+    }
+    tcp
+}
+
+/// Reads the handshake's answer, which must be `101 Switching Protocols`.
+async fn switched(tcp: &mut TcpStream) {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut b = [0u8; 1];
@@ -37,12 +49,6 @@ async fn open(hub: &Hub, path: &str) -> TcpStream {
     }
     let head = String::from_utf8_lossy(&head);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    if path == "/v1/ws" {
-        let (op, payload) = read_frame(&mut tcp).await.expect("welcome");
-        assert_eq!(op, 1);
-        assert!(String::from_utf8_lossy(&payload).contains("welcome"));
-    }
-    tcp
 }
 
 /// A client frame: `first` is the FIN/RSV/opcode byte; masked unless told otherwise.
@@ -265,5 +271,44 @@ async fn a_ping_flood_that_reads_nothing_stops_being_read_on_every_websocket() {
         .expect("an answer within the wait")
         .expect("an answer");
     assert!(String::from_utf8_lossy(&pong).contains("pong"));
+    hub.stop().await;
+}
+
+/// A client may send its first frames in the same write as the handshake, before it has
+/// the answer: the hub reads them once the connection is a WebSocket, in order, whichever
+/// layer read them off the socket.
+#[tokio::test]
+async fn frames_sent_with_the_handshake_are_answered_in_order() {
+    let hub = Hub::start().await;
+    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    let mut bytes = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        hub.addr
+    )
+    .into_bytes();
+    for r in 1..=3 {
+        let op = format!(r#"{{"op":"ping","ref":{r}}}"#);
+        bytes.extend(frame(0x81, op.as_bytes(), true));
+    }
+    tcp.write_all(&bytes).await.expect("handshake and frames");
+    switched(&mut tcp).await;
+    let mut ops = Vec::new();
+    while ops.len() < 4 {
+        let (op, payload) = tokio::time::timeout(WAIT, read_frame(&mut tcp))
+            .await
+            .expect("a frame in time")
+            .expect("a frame");
+        assert_eq!(op, 1, "text frames only");
+        let v: serde_json::Value = serde_json::from_slice(&payload).expect("JSON");
+        ops.push((v["op"].clone(), v["ref"].clone()));
+    }
+    assert_eq!(ops[0].0, "welcome");
+    for (i, r) in (1..=3).enumerate() {
+        assert_eq!(
+            ops[i + 1],
+            (serde_json::json!("pong"), serde_json::json!(r))
+        );
+    }
     hub.stop().await;
 }
