@@ -16,19 +16,24 @@ use tokio::net::TcpStream;
 
 const MAX_FRAME: usize = 1024;
 
-/// Opens a WebSocket by hand on `path`; for `/v1/ws` reads the welcome frame too.
-async fn open(hub: &Hub, path: &str) -> TcpStream {
-    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+/// The opening request of a WebSocket on `path` (with GraphQL's subprotocol on `/graphql`).
+fn upgrade_request(hub: &Hub, path: &str) -> String {
     let protocol = if path == "/graphql" {
         "Sec-WebSocket-Protocol: graphql-transport-ws\r\n"
     } else {
         ""
     };
-    let req = format!(
+    format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{protocol}\r\n",
         hub.addr
-    );
+    )
+}
+
+/// Opens a WebSocket by hand on `path`; for `/v1/ws` reads the welcome frame too.
+async fn open(hub: &Hub, path: &str) -> TcpStream {
+    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    let req = upgrade_request(hub, path);
     tcp.write_all(req.as_bytes()).await.expect("handshake");
     switched(&mut tcp).await;
     if path == "/v1/ws" {
@@ -281,12 +286,7 @@ async fn a_ping_flood_that_reads_nothing_stops_being_read_on_every_websocket() {
 async fn frames_sent_with_the_handshake_are_answered_in_order() {
     let hub = Hub::start().await;
     let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
-    let mut bytes = format!(
-        "GET /v1/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        hub.addr
-    )
-    .into_bytes();
+    let mut bytes = upgrade_request(&hub, "/v1/ws").into_bytes();
     for r in 1..=3 {
         let op = format!(r#"{{"op":"ping","ref":{r}}}"#);
         bytes.extend(frame(0x81, op.as_bytes(), true));
