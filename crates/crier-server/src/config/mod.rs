@@ -121,6 +121,13 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(c.validate().unwrap_err().key, "durability");
+        let c = Config {
+            stream_threads: 5000,
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "stream_threads");
+        assert!(e.to_string().contains("0: half the cores"), "{e}");
     }
 
     #[test]

@@ -130,7 +130,7 @@ pub struct Settings {
     /// Drain bound at shutdown.
     pub shutdown_timeout: Duration,
     /// Worker threads of the runtime that serves event streams and WebSockets, apart from
-    /// the one that answers requests (0: one per core).
+    /// the one that answers requests (0: half the cores, rounded up).
     pub stream_threads: usize,
     /// Browser origins allowed besides the hub's own (§12.7).
     pub allowed_origins: Vec<String>,

@@ -199,7 +199,7 @@ impl Config {
                 _ => {
                     return Err(err(
                         "stream_threads",
-                        format!("at most {MAX_STREAM_THREADS} (0: one per core)"),
+                        format!("at most {MAX_STREAM_THREADS} (0: half the cores, rounded up)"),
                     ))
                 }
             },
