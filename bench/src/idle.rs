@@ -40,8 +40,8 @@ pub(crate) async fn idle_rss(a: &Args) -> anyhow::Result<Row> {
             a.idle - half
         ),
         figure: format!("{per:.1} KiB per connection"),
-        target: "≤ 16 KiB".into(),
-        met: Some(per <= 16.0),
+        target: "≤ 10 KiB".into(),
+        met: Some(per <= 10.0),
         notes: format!("hub RSS {} MiB → {} MiB", before / 1024, after / 1024),
     })
 }
