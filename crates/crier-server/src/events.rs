@@ -168,6 +168,7 @@ pub async fn history(
         ],
     )?;
     let (scope, filter) = crate::service::filters::from_query(&state, &principal, &q).await?;
+    crate::reader_limits::check_filter(&state.settings.limits, &filter)?;
     let filter = Arc::new(narrow(&principal, filter));
     let limit = q.u64("limit")?.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {

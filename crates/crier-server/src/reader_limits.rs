@@ -1,9 +1,13 @@
-//! The §12.2 bounds on what one reader may ask the fan-out to do: the size of its filter.
+//! The §12.2 bounds on what one reader may ask the hub to do: the size of its filter.
 //!
-//! Every path that opens a reader — SSE streams, WebSocket and GraphQL subscriptions,
-//! replays, webhook subscriptions — checks the client's filter here before anything is
-//! registered, so a refusal never disturbs what the connection already holds, and each
-//! refusal is counted in `crier_limit_hits_total` under the limit it hit. The GraphQL
+//! Every path that takes a client's filter — SSE streams, WebSocket and GraphQL
+//! subscriptions, replays, webhook subscriptions, and history reads (`GET /v1/events`, the
+//! WebSocket `history` op, the GraphQL `events` query) — checks it here before anything is
+//! registered or read, so a refusal never disturbs what the connection already holds, and
+//! each refusal is counted in `crier_limit_hits_total` under the limit it hit. History is
+//! bounded too because a read tests every event it scans against every pattern: one
+//! `history` op of 10,000 patterns kept a core busy for tens of seconds over a 50,000-event
+//! log. The GraphQL
 //! WebSocket's count of open subscriptions (`max_subscriptions_per_connection`) lives here
 //! too.
 

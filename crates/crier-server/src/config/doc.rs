@@ -127,11 +127,11 @@ const COMMENTS: &[(&str, &str)] = &[
     ),
     (
         "limits.max_filter_patterns",
-        "Most patterns and tags in one reader's filter, all keys together.",
+        "Most patterns and tags in one filter (streams, subscriptions, replays, webhooks, history), all keys together.",
     ),
     (
         "limits.max_filter_bytes",
-        "Largest reader filter, as JSON.",
+        "Largest filter, as JSON.",
     ),
     (
         "limits.reader_buffer_bytes",

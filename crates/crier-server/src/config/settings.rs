@@ -50,9 +50,9 @@ pub struct Limits {
     pub publish_rate_per_tenant: u64,
     /// Live queue bound per reader, in events.
     pub queue_per_connection: usize,
-    /// Most patterns and tags in one reader's filter.
+    /// Most patterns and tags in one filter, wherever a client gives one (history reads included).
     pub max_filter_patterns: usize,
-    /// Largest reader filter, as JSON.
+    /// Largest filter, as JSON.
     pub max_filter_bytes: usize,
     /// Most saved named filters per tenant.
     pub max_filters_per_tenant: usize,

@@ -341,6 +341,7 @@ impl QueryRoot {
     ) -> async_graphql::Result<Vec<Event>> {
         let (state, p) = ctx_parts(ctx)?;
         let filter = filter.unwrap_or_default().to_filter(p)?;
+        crate::reader_limits::check_filter(&state.settings.limits, &filter).map_err(gql)?;
         let limit = limit_of(limit, MAX_PAGE)?;
         let query = ReadQuery::after(
             Scope::Tenant(p.tenant.clone()),

@@ -245,6 +245,7 @@ impl Conn {
             m.filter.as_ref(),
         )
         .await?;
+        crate::reader_limits::check_filter(&self.state.settings.limits, &filter)?;
         let limit = m.limit.unwrap_or(100);
         if limit == 0 || limit > MAX_PAGE {
             return Err(OpError(
