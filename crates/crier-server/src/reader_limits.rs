@@ -1,4 +1,4 @@
-//! The §12.2 bounds on what one reader may ask the hub to do: the size of its filter.
+//! The §12.2 bounds on what a client's filter may ask of the hub: its size.
 //!
 //! Every path that takes a client's filter — SSE streams, WebSocket and GraphQL
 //! subscriptions, replays, webhook subscriptions, and history reads (`GET /v1/events`, the
@@ -7,9 +7,8 @@
 //! each refusal is counted in `crier_limit_hits_total` under the limit it hit. History is
 //! bounded too because a read tests every event it scans against every pattern: one
 //! `history` op of 10,000 patterns kept a core busy for tens of seconds over a 50,000-event
-//! log. The GraphQL
-//! WebSocket's count of open subscriptions (`max_subscriptions_per_connection`) lives here
-//! too.
+//! log. The GraphQL WebSocket's count of open subscriptions
+//! (`max_subscriptions_per_connection`) lives here too.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,8 @@
 //! SSE streams, history reads (HTTP, the WebSocket `history` op, the GraphQL `events`
 //! query), WebSocket and GraphQL subscriptions, replays and webhook subscriptions. Each
 //! refusal has the transport's error shape, names the limit, is counted, and leaves what the
-//! connection already holds alone; a filter within the bounds still works on each path.
+//! connection already holds alone; a filter within the bounds still reads history on each
+//! transport.
 
 use crier_testkit::checks::metrics;
 use crier_testkit::http::{check, send};

@@ -127,7 +127,7 @@ const COMMENTS: &[(&str, &str)] = &[
     ),
     (
         "limits.max_filter_patterns",
-        "Most patterns and tags in one filter (streams, subscriptions, replays, webhooks, history), all keys together.",
+        "Most patterns and tags in one filter, wherever a client gives one, all keys together.",
     ),
     (
         "limits.max_filter_bytes",

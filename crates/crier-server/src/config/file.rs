@@ -124,7 +124,8 @@ pub struct LimitsConfig {
     pub publish_rate_per_tenant: u64,
     /// Live queue bound of each reader, in events.
     pub queue_per_connection: u64,
-    /// Most patterns and tags in one filter, wherever a client gives one, all keys together (§12.2).
+    /// Most patterns and tags in one filter, wherever a client gives one, all keys
+    /// together (§12.2).
     pub max_filter_patterns: u64,
     /// Largest filter, as JSON (§12.2).
     pub max_filter_bytes: u64,
